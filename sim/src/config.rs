@@ -1,0 +1,1 @@
+//! Sim configuration (nodes, durations, data dir, faults).

@@ -1,0 +1,1 @@
+//! owned by the API-server work

@@ -1,0 +1,162 @@
+//! clap derive types only: no behaviour here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "vast", version, about = "Run robotics simulation campaigns on Kubernetes, resumably")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// More log output (repeatable).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less log output (repeatable).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub quiet: u8,
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Where run state is kept (default: `.vast-state` next to the project file).
+    #[arg(long, env = "VAST_STATE_DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+    /// Use this `.vast` file instead of the project's.
+    #[arg(short = 'V', long, global = true)]
+    pub vast_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Initialise a project in the current directory (writes `.robovast_project`).
+    Init(InitArgs),
+    /// Inspect and generate scenario configurations.
+    #[command(visible_alias = "config", subcommand)]
+    Configuration(ConfigurationCommand),
+    /// Execute scenarios.
+    #[command(subcommand)]
+    Execution(ExecutionCommand),
+    /// Continue an interrupted, failed or paused run where it stopped.
+    Resume(ResumeArgs),
+    /// Inspect persisted runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The `.vast` configuration file of the project.
+    pub config: PathBuf,
+    /// Where downloaded results go.
+    #[arg(short = 'r', long, default_value = "results")]
+    pub results_dir: PathBuf,
+    /// Log level stored in the project file.
+    #[arg(long, default_value = "INFO")]
+    pub project_log_level: String,
+    /// Overwrite an existing project file and skip the checks.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigurationCommand {
+    /// Print every generated configuration as a YAML document.
+    List {
+        /// Also show internal keys (starting with `_`).
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Write `OUTPUT_DIR/out_template/` with every configuration (local mode).
+    Generate {
+        output_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExecutionCommand {
+    /// Execute scenarios on a Kubernetes cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Write every manifest and script of a run to OUTPUT without touching a cluster.
+    PrepareRun(PrepareRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PrepareRunArgs {
+    pub output: PathBuf,
+    /// Only this configuration.
+    #[arg(short, long)]
+    pub config: Option<String>,
+    /// Runs per configuration (overrides the `.vast` file).
+    #[arg(short, long)]
+    pub runs: Option<u32>,
+    /// Cluster config (overrides the saved setup).
+    #[arg(short = 'k', long)]
+    pub cluster_config: Option<String>,
+    /// Cluster option `key=value` (repeatable); `namespace=` also sets the Jobs' namespace.
+    #[arg(short = 'o', long = "option")]
+    pub options: Vec<String>,
+    /// Pass `-t` (log the behaviour tree) to the scenario runner.
+    #[arg(short = 't', long)]
+    pub log_tree: bool,
+    /// Kubernetes context (default: the active one).
+    #[arg(short = 'x', long)]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    pub run_id: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List runs, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run: status, each step with attempts, errors, next retry, progress.
+    Show {
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The run's event journal.
+    Events {
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The step graph of a run or of an operation's workflow.
+    Graph {
+        /// A run id or an operation name.
+        target: String,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Text,
+    Dot,
+}

@@ -1,0 +1,22 @@
+//! One file per command. Each exposes `async fn run(args, &Globals) -> anyhow::Result<ExitStatus>`.
+
+use super::args::{ClusterCommand, Command, ExecutionCommand};
+use super::{ExitStatus, Globals};
+
+pub mod configuration;
+pub mod init;
+pub mod prepare_run;
+pub mod resume;
+pub mod runs;
+
+pub async fn dispatch(command: Command, globals: &Globals) -> anyhow::Result<ExitStatus> {
+    match command {
+        Command::Init(args) => init::run(args, globals).await,
+        Command::Configuration(cmd) => configuration::run(cmd, globals).await,
+        Command::Execution(ExecutionCommand::Cluster(ClusterCommand::PrepareRun(args))) => {
+            prepare_run::run(args, globals).await
+        }
+        Command::Resume(args) => resume::run(args, globals).await,
+        Command::Runs(cmd) => runs::run(cmd, globals).await,
+    }
+}

@@ -1,0 +1,62 @@
+//! The command line: clap types ([`args`]), one file per command ([`commands`]) and output
+//! rendering ([`output`]). The only place that uses `anyhow` and maps errors to exit codes.
+
+pub mod args;
+pub mod commands;
+pub mod output;
+
+use std::path::PathBuf;
+
+/// What a command reports back to `main`; mapped to the process exit code.
+///
+/// | variant | code | meaning |
+/// |---|---|---|
+/// | `Success` | 0 | the operation completed |
+/// | `Failure` | 1 | the operation ran but failed (a step failed, a run failed) |
+/// | `Usage` | 2 | usage, configuration or input error; nothing was changed |
+/// | `Interrupted` | 130 | Ctrl-C / SIGTERM; the run is resumable |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Success,
+    Failure,
+    Usage,
+    Interrupted,
+}
+
+impl ExitStatus {
+    pub fn code(self) -> u8 {
+        match self {
+            ExitStatus::Success => 0,
+            ExitStatus::Failure => 1,
+            ExitStatus::Usage => 2,
+            ExitStatus::Interrupted => 130,
+        }
+    }
+}
+
+/// An error that is the user's to fix (bad input, unknown run id, broken `.vast` file):
+/// printed as `Error: <message>` and exits with code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Settings shared by every command, resolved once from the global flags.
+#[derive(Debug, Clone)]
+pub struct Globals {
+    /// `--state-dir` / `VAST_STATE_DIR`, if given; otherwise commands derive the default
+    /// (`<project dir>/.vast-state`, or `./.vast-state` without a project).
+    pub state_dir: Option<PathBuf>,
+    /// `--vast-file/-V`: a `.vast` file that overrides the project's.
+    pub vast_file: Option<PathBuf>,
+    pub verbosity: i8,
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: args::Cli) -> anyhow::Result<ExitStatus> {
+    let globals = Globals {
+        state_dir: cli.global.state_dir.clone(),
+        vast_file: cli.global.vast_file.clone(),
+        verbosity: cli.global.verbose as i8 - cli.global.quiet as i8,
+    };
+    commands::dispatch(cli.command, &globals).await
+}

@@ -1,0 +1,24 @@
+//! # vast
+//!
+//! A Rust re-implementation of RoboVAST's *cluster execution*, built as a workflow engine with
+//! resumable persisted runs.
+//!
+//! Overview:
+//! - [`project`] reads the user's `.vast` file and generates the scenario configurations;
+//! - [`manifests`] renders everything sent to a cluster (pure functions);
+//! - [`engine`] executes an operation, defined as data in `workflows/`, as a DAG of idempotent
+//!   steps, journaling every transition through [`store`] (backed by the `vast-state` crate);
+//! - [`cluster`] talks to Kubernetes and the in-cluster S3; [`ops`] binds the steps of each
+//!   operation to the names used in `workflows/`; [`share`] holds the share providers;
+//! - [`cli`] is the command line (clap types, one file per command, output).
+//!
+//! See `ARCHITECTURE.md` for the invariants.
+
+pub mod cli;
+pub mod cluster;
+pub mod engine;
+pub mod manifests;
+pub mod ops;
+pub mod project;
+pub mod share;
+pub mod store;

@@ -1,0 +1,47 @@
+//! `vast`: parse the command line, set up logging, run, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use vast::cli::{self, args::LogFormat, ExitStatus, UsageError};
+
+fn main() -> ExitCode {
+    let cli = cli::args::Cli::parse();
+    init_tracing(cli.global.verbose, cli.global.quiet, cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::from(ExitStatus::Failure.code());
+        }
+    };
+    let status = match runtime.block_on(cli::run(cli)) {
+        Ok(status) => status,
+        Err(err) => {
+            eprintln!("Error: {err:#}");
+            if err.downcast_ref::<UsageError>().is_some() {
+                ExitStatus::Usage
+            } else {
+                ExitStatus::Failure
+            }
+        }
+    };
+    ExitCode::from(status.code())
+}
+
+fn init_tracing(verbose: u8, quiet: u8, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let level = match verbose as i16 - quiet as i16 {
+        i16::MIN..=-2 => "error",
+        -1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("VAST_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.without_time().with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

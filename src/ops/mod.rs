@@ -1,0 +1,1 @@
+//! One file per operation: its steps, bound to the names used in `workflows/`.

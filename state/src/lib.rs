@@ -1,0 +1,3 @@
+//! # vast-state
+//!
+//! The run store: the only code in vast that touches sled and bincode.
