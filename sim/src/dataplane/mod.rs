@@ -26,6 +26,11 @@ pub enum Error {
     Other(String),
 }
 
+/// Resolves a host name used inside the cluster (`robovast`, `robovast.default.svc`, a pod
+/// name) in a namespace to the name of the pod that serves it, by looking up Services and
+/// their selectors in the object store. Set by the server at start.
+pub type ServiceResolver = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
+
 /// Per-sim data plane: owns one directory per pod volume under `root` and the S3 / HTTP
 /// endpoints of pods that expose port 9000 (MinIO) / 80 (HTTP file server).
 pub struct DataPlane {
@@ -37,6 +42,9 @@ impl DataPlane {
     pub fn new(root: PathBuf, faults: Arc<Faults>) -> Self {
         DataPlane { root, faults }
     }
+
+    /// Called once by the server after construction: (namespace, host) -> pod name.
+    pub fn set_service_resolver(&self, _resolver: ServiceResolver) {}
 
     /// A pod became Running: create its volume dirs, materialise configMap/secret volumes,
     /// start endpoints for its container ports.
