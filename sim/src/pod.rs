@@ -35,6 +35,8 @@ pub struct ResolvedContainer {
 pub struct ResolvedMount {
     pub volume: String,
     pub mount_path: String,
+    /// `subPath`: only this sub-directory of the volume is mounted.
+    pub sub_path: Option<String>,
     pub read_only: bool,
 }
 
