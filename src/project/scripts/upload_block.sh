@@ -1,0 +1,23 @@
+# Cluster mode: upload /out to s3://$S3_BUCKET/$S3_PREFIX/ when the script exits, whatever the
+# outcome, so early failures, scenario failures and deadline kills (SIGTERM) still leave logs.
+vast_upload() {
+  local rc=$?
+  trap - EXIT TERM INT
+  if [ -n "${S3_BUCKET:-}" ] && command -v mc >/dev/null 2>&1; then
+    echo "[vast] uploading /out to $S3_BUCKET/$S3_PREFIX (exit status $rc)" >>"$LOG_FILE"
+    if mc alias set vast "$S3_ENDPOINT" "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >/dev/null 2>&1 \
+      && mc mirror --overwrite --quiet /out/ "vast/$S3_BUCKET/$S3_PREFIX/" >/dev/null 2>&1; then
+      echo "[vast] upload complete" >&2
+    else
+      echo "[vast] error: uploading results to $S3_BUCKET/$S3_PREFIX failed" >&2
+      [ "$rc" -eq 0 ] && rc=1
+    fi
+  else
+    echo "[vast] error: cannot upload results (S3_BUCKET unset or mc missing)" >&2
+    [ "$rc" -eq 0 ] && rc=1
+  fi
+  exit "$rc"
+}
+trap vast_upload EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
