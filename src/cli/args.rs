@@ -5,8 +5,16 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "vast", version, about = "Run robotics simulation campaigns on Kubernetes, resumably")]
+#[command(
+    name = "vast",
+    version,
+    disable_version_flag = true,
+    about = "Run robotics simulation campaigns on Kubernetes, resumably"
+)]
 pub struct Cli {
+    /// Print version (long only: `-V` is `--vast-file`).
+    #[arg(long, action = clap::ArgAction::Version)]
+    version: Option<bool>,
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(subcommand)]
@@ -79,9 +87,7 @@ pub enum ConfigurationCommand {
         debug: bool,
     },
     /// Write `OUTPUT_DIR/out_template/` with every configuration (local mode).
-    Generate {
-        output_dir: PathBuf,
-    },
+    Generate { output_dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]

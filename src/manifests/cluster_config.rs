@@ -97,10 +97,17 @@ pub fn cluster_configs() -> &'static [ClusterConfig] {
 
 /// The config called `name`.
 pub fn cluster_config(name: &str) -> Result<&'static ClusterConfig, ManifestError> {
-    CONFIGS.iter().find(|c| c.name == name).ok_or_else(|| ManifestError::UnknownClusterConfig {
-        name: name.to_string(),
-        available: CONFIGS.iter().map(|c| c.name).collect::<Vec<_>>().join(", "),
-    })
+    CONFIGS
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| ManifestError::UnknownClusterConfig {
+            name: name.to_string(),
+            available: CONFIGS
+                .iter()
+                .map(|c| c.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 /// `setup --list` output (printed whatever the log level).
@@ -127,31 +134,45 @@ impl ClusterConfig {
         &self,
         given: &BTreeMap<String, String>,
     ) -> Result<BTreeMap<String, String>, ManifestError> {
-        let mut out: BTreeMap<String, String> =
-            self.options.iter().map(|o| (o.name.to_string(), o.default.to_string())).collect();
+        let mut out: BTreeMap<String, String> = self
+            .options
+            .iter()
+            .map(|o| (o.name.to_string(), o.default.to_string()))
+            .collect();
         for (k, v) in given {
             if k == "namespace" {
                 continue;
             }
             if !out.contains_key(k) {
-                let valid: Vec<&str> =
-                    std::iter::once("namespace").chain(self.options.iter().map(|o| o.name)).collect();
+                let valid: Vec<&str> = std::iter::once("namespace")
+                    .chain(self.options.iter().map(|o| o.name))
+                    .collect();
                 return Err(ManifestError::UnknownOption {
                     config: self.name.to_string(),
                     option: k.clone(),
                     valid: valid.join(", "),
                 });
             }
-            let ok = !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            let ok = !v.is_empty()
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
             if !ok {
-                return Err(ManifestError::OptionValue { option: k.clone(), value: v.clone() });
+                return Err(ManifestError::OptionValue {
+                    option: k.clone(),
+                    value: v.clone(),
+                });
             }
             out.insert(k.clone(), v.clone());
         }
         Ok(out)
     }
 
-    fn substitute(&self, text: &str, options: &BTreeMap<String, String>, namespace: &str) -> String {
+    fn substitute(
+        &self,
+        text: &str,
+        options: &BTreeMap<String, String>,
+        namespace: &str,
+    ) -> String {
         let mut t = text
             .replace("{{MINIO_IMAGE}}", MINIO_IMAGE)
             .replace("{{NGINX_IMAGE}}", NGINX_IMAGE)
@@ -196,24 +217,39 @@ impl ClusterConfig {
     }
 
     /// `README_<config>.md` text.
-    pub fn readme(&self, options: &BTreeMap<String, String>, namespace: &str) -> Result<String, ManifestError> {
+    pub fn readme(
+        &self,
+        options: &BTreeMap<String, String>,
+        namespace: &str,
+    ) -> Result<String, ManifestError> {
         let options = self.resolve_options(options)?;
         Ok(self.substitute(self.readme, &options, namespace))
     }
 }
 
-const CLUSTER_SCOPED: &[&str] = &["StorageClass", "ResourceFlavor", "ClusterQueue", "Namespace"];
+const CLUSTER_SCOPED: &[&str] = &[
+    "StorageClass",
+    "ResourceFlavor",
+    "ClusterQueue",
+    "Namespace",
+];
 
 /// Adds the managed-by label and (for namespaced kinds) the namespace.
 pub(crate) fn finish_object(mut v: Value, namespace: Option<&str>) -> Value {
-    let kind = v.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    let kind = v
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         if let Some(ns) = namespace {
             if !CLUSTER_SCOPED.contains(&kind.as_str()) {
                 meta.insert("namespace".into(), Value::String(ns.to_string()));
             }
         }
-        let labels = meta.entry("labels").or_insert_with(|| Value::Object(Default::default()));
+        let labels = meta
+            .entry("labels")
+            .or_insert_with(|| Value::Object(Default::default()));
         if let Some(l) = labels.as_object_mut() {
             l.insert(MANAGED_BY_LABEL.into(), Value::String(MANAGED_BY.into()));
         }
@@ -263,7 +299,12 @@ mod tests {
         for c in cluster_configs() {
             let objs = c.render(&BTreeMap::new(), "ns1").unwrap();
             let pod = objs.iter().find(|o| o["kind"] == "Pod").unwrap();
-            let names: Vec<_> = pod["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].clone()).collect();
+            let names: Vec<_> = pod["spec"]["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].clone())
+                .collect();
             assert_eq!(names, ["minio", "http-server", "archiver"], "{}", c.name);
             for o in &objs {
                 assert_eq!(o["metadata"]["labels"][MANAGED_BY_LABEL], MANAGED_BY);

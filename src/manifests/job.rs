@@ -64,7 +64,11 @@ pub fn job_name(run_id: &str, config: &str, run: u32) -> String {
         .collect();
     let prefix = prefix.trim_matches('-');
     let sep = if prefix.is_empty() { "" } else { "-" };
-    format!("r{}-{prefix}{sep}{}-{run}", hex_hash(run_id, 8), hex_hash(config, 6))
+    format!(
+        "r{}-{prefix}{sep}{}-{run}",
+        hex_hash(run_id, 8),
+        hex_hash(config, 6)
+    )
 }
 
 /// Full readable name (pod annotation `job-name-full`).
@@ -117,14 +121,21 @@ fetch scenario.osc /config/scenario.osc\n",
         s.push_str("mc mirror --quiet \"vast/$S3_BUCKET/_config/\" /config/ >/dev/null || fail \"cannot copy s3://$S3_BUCKET/_config/\"\n");
     }
     if !config.parameters.is_empty() {
-        s.push_str(&format!("fetch '{}/scenario.config' /config/scenario.config\n", config.name));
+        s.push_str(&format!(
+            "fetch '{}/scenario.config' /config/scenario.config\n",
+            config.name
+        ));
     }
     s.push_str("chmod +x /config/*.sh /config/*.py\n");
     s
 }
 
 /// The Job for `config` × `run`.
-pub fn render_job(ctx: &JobContext<'_>, config: &Configuration, run: u32) -> Result<Job, ManifestError> {
+pub fn render_job(
+    ctx: &JobContext<'_>,
+    config: &Configuration,
+    run: u32,
+) -> Result<Job, ManifestError> {
     let ex = ctx.execution;
     let main_res = resolve_resources(&ex.resources, ctx.context)?;
     let run_label = label_safe(ctx.run_id);
@@ -135,7 +146,11 @@ pub fn render_job(ctx: &JobContext<'_>, config: &Configuration, run: u32) -> Res
         json!({"name": "AVAILABLE_CPUS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}),
         json!({"name": "AVAILABLE_MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}}),
     ];
-    let user_env: Vec<Value> = ex.env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect();
+    let user_env: Vec<Value> = ex
+        .env
+        .iter()
+        .map(|(k, v)| json!({"name": k, "value": v}))
+        .collect();
     env.extend(user_env.iter().cloned());
     env.push(json!({"name": "TEST_ID", "value": format!("{}-{run}", config.name)}));
     env.push(json!({"name": "ROS_LOG_DIR", "value": "/out/logs"}));
@@ -235,7 +250,10 @@ pub fn render_job(ctx: &JobContext<'_>, config: &Configuration, run: u32) -> Res
         },
         "spec": spec,
     });
-    serde_json::from_value(job).map_err(|e| ManifestError::Template { config: name, message: e.to_string() })
+    serde_json::from_value(job).map_err(|e| ManifestError::Template {
+        config: name,
+        message: e.to_string(),
+    })
 }
 
 /// All Jobs of a run, run-number-major (every config for run 0, then run 1, …).
@@ -260,7 +278,10 @@ mod tests {
     #[test]
     fn names_are_bounded_and_distinct() {
         let a = job_name("run-2026-11-28-034512-k3f9", "test-1-1", 0);
-        assert!(a.starts_with('r') && a.contains("-test-1-1") && a.ends_with("-0"), "{a}");
+        assert!(
+            a.starts_with('r') && a.contains("-test-1-1") && a.ends_with("-0"),
+            "{a}"
+        );
         assert_ne!(a, job_name("run-2026-11-28-034512-k3f8", "test-1-1", 0));
         assert_ne!(a, job_name("run-2026-11-29-034512-k3f9", "test-1-1", 0));
         let long = "a".repeat(40);
@@ -271,7 +292,10 @@ mod tests {
             job_name("r", &format!("{long}-y"), 1),
             "configs sharing a long prefix still differ"
         );
-        let valid = |s: &str| s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let valid = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
         assert!(valid(&a) && valid(&b));
         assert_eq!(label_safe("Run_2026.x!"), "run-2026.x");
     }

@@ -24,7 +24,10 @@ pub struct Quota {
 }
 
 /// Upstream's fallback: 8 CPU, 32Gi.
-pub const DEFAULT_QUOTA: Quota = Quota { cpu: 8, memory_gi: 32 };
+pub const DEFAULT_QUOTA: Quota = Quota {
+    cpu: 8,
+    memory_gi: 32,
+};
 
 /// The quota and the line to log about how it was obtained.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,7 +99,8 @@ pub fn compute_quota(nodes: &[Node], pods: &[Pod]) -> QuotaOutcome {
                 return QuotaOutcome {
                     quota: DEFAULT_QUOTA,
                     defaulted: true,
-                    message: "No available resources (allocatable - requested). Using defaults.".into(),
+                    message: "No available resources (allocatable - requested). Using defaults."
+                        .into(),
                 };
             }
             let cpu = (avail_cpu.floor() as u64).max(1);
@@ -125,12 +129,19 @@ fn sums(nodes: &[Node], pods: &[Pod]) -> Result<(f64, i128, f64, i128), String> 
     }
     let (mut req_cpu, mut req_mem) = (0.0, 0i128);
     for p in pods {
-        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();
+        let phase = p
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or_default();
         if phase != "Running" && phase != "Pending" {
             continue;
         }
         let Some(spec) = &p.spec else { continue };
-        let all = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+        let all = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten());
         for c in all {
             let r = c.resources.as_ref().and_then(|r| r.requests.as_ref());
             req_cpu += qty(r.and_then(|r| r.get("cpu")))?;
@@ -171,7 +182,10 @@ pub fn queue_objects(namespace: &str, quota: Quota) -> Vec<Value> {
         "metadata": {"name": LOCAL_QUEUE},
         "spec": {"clusterQueue": CLUSTER_QUEUE},
     });
-    [flavor, cq, lq].into_iter().map(|o| finish_object(o, Some(namespace))).collect()
+    [flavor, cq, lq]
+        .into_iter()
+        .map(|o| finish_object(o, Some(namespace)))
+        .collect()
 }
 
 /// Helm values of upstream section 4.3 (YAML).
@@ -214,7 +228,8 @@ mod tests {
 
     fn pod(phase: &str, reqs: &[(&str, &str)], init: &[(&str, &str)]) -> Pod {
         let c = |r: &[(&str, &str)]| {
-            let m: serde_json::Map<String, Value> = r.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+            let m: serde_json::Map<String, Value> =
+                r.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
             json!([{"name": "c", "resources": {"requests": m}}])
         };
         serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": c(reqs), "initContainers": c(init)}, "status": {"phase": phase}})).unwrap()
@@ -236,32 +251,69 @@ mod tests {
         let nodes = [node("3920m", "16Gi"), node("4", "16Gi")];
         // 7.92 − (0.5 + 0.25 + 1) = 6.17 → 6; 32Gi − (1Gi + 512Mi + 2Gi) = 28.5Gi → 28.
         let pods = [
-            pod("Running", &[("cpu", "500m"), ("memory", "1Gi")], &[("cpu", "250m"), ("memory", "512Mi")]),
+            pod(
+                "Running",
+                &[("cpu", "500m"), ("memory", "1Gi")],
+                &[("cpu", "250m"), ("memory", "512Mi")],
+            ),
             pod("Pending", &[("cpu", "1"), ("memory", "2Gi")], &[]),
             pod("Succeeded", &[("cpu", "100"), ("memory", "100Gi")], &[]),
         ];
         let q = compute_quota(&nodes, &pods);
-        assert_eq!(q.quota, Quota { cpu: 6, memory_gi: 28 });
+        assert_eq!(
+            q.quota,
+            Quota {
+                cpu: 6,
+                memory_gi: 28
+            }
+        );
         assert!(!q.defaulted);
-        assert_eq!(q.message, "Cluster: allocatable 7.9cpu/32.0Gi - requested 1.8cpu/3.5Gi = available 6.2cpu/28.5Gi");
+        assert_eq!(
+            q.message,
+            "Cluster: allocatable 7.9cpu/32.0Gi - requested 1.8cpu/3.5Gi = available 6.2cpu/28.5Gi"
+        );
         // Floors with minimum 1.
-        let q = compute_quota(&[node("1500m", "1536Mi")], &[pod("Running", &[("cpu", "1"), ("memory", "1Gi")], &[])]);
-        assert_eq!(q.quota, Quota { cpu: 1, memory_gi: 1 });
+        let q = compute_quota(
+            &[node("1500m", "1536Mi")],
+            &[pod("Running", &[("cpu", "1"), ("memory", "1Gi")], &[])],
+        );
+        assert_eq!(
+            q.quota,
+            Quota {
+                cpu: 1,
+                memory_gi: 1
+            }
+        );
         // Nothing available → defaults with upstream's warning.
         let q = compute_quota(&[node("1", "1Gi")], &[pod("Running", &[("cpu", "1")], &[])]);
         assert_eq!((q.quota, q.defaulted), (DEFAULT_QUOTA, true));
-        assert_eq!(q.message, "No available resources (allocatable - requested). Using defaults.");
+        assert_eq!(
+            q.message,
+            "No available resources (allocatable - requested). Using defaults."
+        );
         assert_eq!(compute_quota(&[], &[]).quota, DEFAULT_QUOTA);
         let q = compute_quota(&[node("bogus", "1Gi")], &[]);
-        assert_eq!(q.message, "Failed to query cluster resources: invalid quantity 'bogus'. Using defaults.");
+        assert_eq!(
+            q.message,
+            "Failed to query cluster resources: invalid quantity 'bogus'. Using defaults."
+        );
     }
 
     #[test]
     fn queue_objects_shape() {
-        let o = queue_objects("ns", Quota { cpu: 6, memory_gi: 28 });
+        let o = queue_objects(
+            "ns",
+            Quota {
+                cpu: 6,
+                memory_gi: 28,
+            },
+        );
         assert_eq!(o[0]["kind"], "ResourceFlavor");
         assert!(o[0]["metadata"].get("namespace").is_none());
-        assert_eq!(o[1]["spec"]["resourceGroups"][0]["flavors"][0]["resources"][1]["nominalQuota"], "28Gi");
+        assert_eq!(
+            o[1]["spec"]["resourceGroups"][0]["flavors"][0]["resources"][1]["nominalQuota"],
+            "28Gi"
+        );
         assert_eq!(o[2]["metadata"]["namespace"], "ns");
     }
 }

@@ -26,10 +26,16 @@ pub enum ManifestError {
     #[error("Cluster config '{name}' not found. Available configs: {available}")]
     UnknownClusterConfig { name: String, available: String },
     #[error("unknown option '{option}' for cluster config '{config}'; valid options: {valid}")]
-    UnknownOption { config: String, option: String, valid: String },
+    UnknownOption {
+        config: String,
+        option: String,
+        valid: String,
+    },
     #[error("Invalid option format '{0}'. Expected key=value")]
     OptionFormat(String),
-    #[error("invalid value '{value}' for option '{option}': use letters, digits, '-', '_' and '.' only")]
+    #[error(
+        "invalid value '{value}' for option '{option}': use letters, digits, '-', '_' and '.' only"
+    )]
     OptionValue { option: String, value: String },
     #[error("cannot render {config}: {message}")]
     Template { config: String, message: String },
@@ -52,6 +58,12 @@ pub fn yaml_stream(objects: &[Value]) -> Result<String, ManifestError> {
 /// One object as YAML.
 pub fn to_yaml<T: serde::Serialize>(v: &T) -> Result<String, ManifestError> {
     // Through serde_json::Value so keys come out sorted, as upstream's PyYAML dumps did.
-    let v = serde_json::to_value(v).map_err(|e| ManifestError::Template { config: "object".into(), message: e.to_string() })?;
-    serde_yaml::to_string(&v).map_err(|e| ManifestError::Template { config: "object".into(), message: e.to_string() })
+    let v = serde_json::to_value(v).map_err(|e| ManifestError::Template {
+        config: "object".into(),
+        message: e.to_string(),
+    })?;
+    serde_yaml::to_string(&v).map_err(|e| ManifestError::Template {
+        config: "object".into(),
+        message: e.to_string(),
+    })
 }

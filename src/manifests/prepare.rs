@@ -75,8 +75,15 @@ impl Drop for Staging {
     }
 }
 
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> PrepareError + 'a {
-    move |source| PrepareError::Io { action, path: path.to_path_buf(), source }
+fn io<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> PrepareError + 'a {
+    move |source| PrepareError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn write(path: &Path, text: &str, exec: bool) -> Result<(), PrepareError> {
@@ -87,7 +94,8 @@ fn write(path: &Path, text: &str, exec: bool) -> Result<(), PrepareError> {
     #[cfg(unix)]
     if exec {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(io("chmod", path))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .map_err(io("chmod", path))?;
     }
     #[cfg(not(unix))]
     let _ = exec;
@@ -131,7 +139,10 @@ pub fn prepare_run(output: &Path, input: &PrepareInput<'_>) -> Result<Prepared, 
     }
     if output.exists() {
         let empty = output.is_dir()
-            && std::fs::read_dir(output).map_err(io("list", output))?.next().is_none();
+            && std::fs::read_dir(output)
+                .map_err(io("list", output))?
+                .next()
+                .is_none();
         if !empty {
             return Err(PrepareError::OutputExists(output.to_path_buf()));
         }
@@ -162,7 +173,9 @@ pub fn prepare_run(output: &Path, input: &PrepareInput<'_>) -> Result<Prepared, 
     files.push(("all-jobs.yaml".into(), all, false));
     files.push((
         "robovast-manifest.yaml".into(),
-        input.cluster.manifest_yaml(&input.options, &input.namespace)?,
+        input
+            .cluster
+            .manifest_yaml(&input.options, &input.namespace)?,
         false,
     ));
     files.push((
@@ -175,7 +188,11 @@ pub fn prepare_run(output: &Path, input: &PrepareInput<'_>) -> Result<Prepared, 
         yaml_stream(&kueue::queue_objects(&input.namespace, input.quota))?,
         false,
     ));
-    files.push(("README_kueue.md".into(), kueue::readme(&input.namespace, input.quota), false));
+    files.push((
+        "README_kueue.md".into(),
+        kueue::readme(&input.namespace, input.quota),
+        false,
+    ));
     files.push((
         "upload_configs.py".into(),
         upload_script(&input.run_id, &input.namespace, input.context.as_deref()),
@@ -189,9 +206,15 @@ pub fn prepare_run(output: &Path, input: &PrepareInput<'_>) -> Result<Prepared, 
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(io("create", &parent))?;
-    let base = output.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
+    let base = output
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "out".into());
     let suffix: u32 = rand::rng().random();
-    let mut staging = Staging { path: parent.join(format!(".{base}.vast-tmp-{suffix:08x}")), keep: false };
+    let mut staging = Staging {
+        path: parent.join(format!(".{base}.vast-tmp-{suffix:08x}")),
+        keep: false,
+    };
     std::fs::create_dir(&staging.path).map_err(io("create", &staging.path))?;
     template::write_out_template(
         &staging.path.join("out_template"),
@@ -212,5 +235,8 @@ pub fn prepare_run(output: &Path, input: &PrepareInput<'_>) -> Result<Prepared, 
     let mut names: Vec<String> = files.into_iter().map(|(r, _, _)| r).collect();
     names.push("out_template/".into());
     names.sort();
-    Ok(Prepared { jobs: jobs.len(), files: names })
+    Ok(Prepared {
+        jobs: jobs.len(),
+        files: names,
+    })
 }

@@ -20,9 +20,18 @@ use super::vast_file::{scalar_string, ConfigEntry, VastFile};
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration '{entry}', variations[{index}]: variation type '{kind}' is not supported (supported: ParameterVariationList, ParameterVariationDistributionUniform, ParameterVariationDistributionGaussian)")]
-    Unsupported { entry: String, index: usize, kind: String },
+    Unsupported {
+        entry: String,
+        index: usize,
+        kind: String,
+    },
     #[error("configuration '{entry}', variations[{index}] ({kind}): {message}")]
-    Invalid { entry: String, index: usize, kind: String, message: String },
+    Invalid {
+        entry: String,
+        index: usize,
+        kind: String,
+        message: String,
+    },
     #[error("two configurations are both named '{0}'; rename a configuration entry")]
     Duplicate(String),
 }
@@ -40,7 +49,10 @@ pub struct Configuration {
 impl Configuration {
     /// Parameters as a YAML mapping.
     pub fn parameter_map(&self) -> Mapping {
-        self.parameters.iter().map(|(k, v)| (Value::String(k.clone()), v.clone())).collect()
+        self.parameters
+            .iter()
+            .map(|(k, v)| (Value::String(k.clone()), v.clone()))
+            .collect()
     }
 
     fn with(&self, i: usize, set: &[(String, Value)]) -> Configuration {
@@ -51,7 +63,11 @@ impl Configuration {
                 None => parameters.push((k.clone(), v.clone())),
             }
         }
-        Configuration { name: format!("{}-{i}", self.name), entry: self.entry.clone(), parameters }
+        Configuration {
+            name: format!("{}-{i}", self.name),
+            entry: self.entry.clone(),
+            parameters,
+        }
     }
 }
 
@@ -88,11 +104,17 @@ pub fn expand(entry: &ConfigEntry) -> Result<Vec<Configuration>, ConfigError> {
             "ParameterVariationList" => list_variation(params).map_err(bad)?,
             "ParameterVariationDistributionUniform" => {
                 let (name, values) = uniform_variation(params).map_err(bad)?;
-                values.into_iter().map(|v| vec![(name.clone(), v)]).collect()
+                values
+                    .into_iter()
+                    .map(|v| vec![(name.clone(), v)])
+                    .collect()
             }
             "ParameterVariationDistributionGaussian" => {
                 let (name, values) = gaussian_variation(params).map_err(bad)?;
-                values.into_iter().map(|v| vec![(name.clone(), v)]).collect()
+                values
+                    .into_iter()
+                    .map(|v| vec![(name.clone(), v)])
+                    .collect()
             }
             other => {
                 return Err(ConfigError::Unsupported {
@@ -104,7 +126,11 @@ pub fn expand(entry: &ConfigEntry) -> Result<Vec<Configuration>, ConfigError> {
         };
         configs = configs
             .iter()
-            .flat_map(|parent| sets.iter().enumerate().map(move |(i, set)| parent.with(i + 1, set)))
+            .flat_map(|parent| {
+                sets.iter()
+                    .enumerate()
+                    .map(move |(i, set)| parent.with(i + 1, set))
+            })
             .collect();
     }
     Ok(configs)
@@ -117,7 +143,10 @@ fn mapping(params: &Value, allowed: &[&str]) -> Result<Mapping, String> {
     for k in m.keys() {
         let k = k.as_str().unwrap_or("<non-string>");
         if !allowed.contains(&k) {
-            return Err(format!("unknown key `{k}`, expected one of {}", allowed.join(", ")));
+            return Err(format!(
+                "unknown key `{k}`, expected one of {}",
+                allowed.join(", ")
+            ));
         }
     }
     Ok(m.clone())
@@ -125,12 +154,19 @@ fn mapping(params: &Value, allowed: &[&str]) -> Result<Mapping, String> {
 
 /// The destination parameter name(s): `name` (upstream 736bbf0) or `scenario` (later upstream).
 fn destination(m: &Mapping) -> Result<Vec<String>, String> {
-    let v = m.get("name").or_else(|| m.get("scenario")).ok_or("missing `name` (the scenario parameter)")?;
+    let v = m
+        .get("name")
+        .or_else(|| m.get("scenario"))
+        .ok_or("missing `name` (the scenario parameter)")?;
     match v {
         Value::String(s) if !s.is_empty() => Ok(vec![s.clone()]),
         Value::Sequence(items) if !items.is_empty() => items
             .iter()
-            .map(|i| i.as_str().map(String::from).ok_or_else(|| "`name` list entries must be strings".to_string()))
+            .map(|i| {
+                i.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| "`name` list entries must be strings".to_string())
+            })
             .collect(),
         _ => Err("`name` must be a parameter name or a list of names".into()),
     }
@@ -141,10 +177,17 @@ fn list_variation(params: &Value) -> Result<Vec<Vec<(String, Value)>>, String> {
     let names = destination(&m)?;
     let values = match m.get("values") {
         Some(Value::Sequence(v)) if !v.is_empty() => v.clone(),
-        _ => return Err("Parameter 'values' must be a non-empty list for ParameterVariationList".into()),
+        _ => {
+            return Err(
+                "Parameter 'values' must be a non-empty list for ParameterVariationList".into(),
+            )
+        }
     };
     if names.len() == 1 {
-        return Ok(values.into_iter().map(|v| vec![(names[0].clone(), v)]).collect());
+        return Ok(values
+            .into_iter()
+            .map(|v| vec![(names[0].clone(), v)])
+            .collect());
     }
     values
         .into_iter()
@@ -165,18 +208,26 @@ fn list_variation(params: &Value) -> Result<Vec<Vec<(String, Value)>>, String> {
 fn number(m: &Mapping, key: &str) -> Result<Option<f64>, String> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_f64().map(Some).ok_or_else(|| format!("`{key}` must be a number")),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| format!("`{key}` must be a number")),
         Some(_) => Err(format!("`{key}` must be a number")),
     }
 }
 
 fn count_and_seed(m: &Mapping, seed_required: bool) -> Result<(usize, u64), String> {
     let n = match m.get("num_variations") {
-        Some(Value::Number(n)) => n.as_u64().filter(|n| *n >= 1).ok_or("`num_variations` must be a positive integer")?,
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .filter(|n| *n >= 1)
+            .ok_or("`num_variations` must be a positive integer")?,
         _ => return Err("missing `num_variations` (a positive integer)".into()),
     };
     let seed = match m.get("seed") {
-        None | Some(Value::Null) if seed_required => return Err("Parameter 'seed' is required".into()),
+        None | Some(Value::Null) if seed_required => {
+            return Err("Parameter 'seed' is required".into())
+        }
         None | Some(Value::Null) => 0,
         Some(Value::Number(s)) => s
             .as_i64()
@@ -196,11 +247,25 @@ fn value_type(m: &Mapping) -> Result<String, String> {
 }
 
 fn uniform_variation(params: &Value) -> Result<(String, Vec<Value>), String> {
-    let m = mapping(params, &["name", "scenario", "num_variations", "min", "max", "type", "seed"])?;
+    let m = mapping(
+        params,
+        &[
+            "name",
+            "scenario",
+            "num_variations",
+            "min",
+            "max",
+            "type",
+            "seed",
+        ],
+    )?;
     let name = single_destination(&m)?;
     let (n, seed) = count_and_seed(&m, false)?;
     let (Some(min), Some(max)) = (number(&m, "min")?, number(&m, "max")?) else {
-        return Err("Parameters 'min' and 'max' are required for ParameterVariationDistributionUniform".into());
+        return Err(
+            "Parameters 'min' and 'max' are required for ParameterVariationDistributionUniform"
+                .into(),
+        );
     };
     if min > max {
         return Err(format!("`min` ({min}) is greater than `max` ({max})"));
@@ -216,7 +281,11 @@ fn uniform_variation(params: &Value) -> Result<(String, Vec<Value>), String> {
             "bool" => Value::Bool(rng.unit() < max),
             "string" if ints => Value::String(rng.int_in(min as i64, max as i64).to_string()),
             "string" => Value::String((min + (max - min) * rng.unit()).to_string()),
-            other => return Err(format!("unknown `type` '{other}' (int, float, bool or string)")),
+            other => {
+                return Err(format!(
+                    "unknown `type` '{other}' (int, float, bool or string)"
+                ))
+            }
         };
         out.push(v);
     }
@@ -224,7 +293,20 @@ fn uniform_variation(params: &Value) -> Result<(String, Vec<Value>), String> {
 }
 
 fn gaussian_variation(params: &Value) -> Result<(String, Vec<Value>), String> {
-    let m = mapping(params, &["name", "scenario", "num_variations", "mean", "std", "min", "max", "type", "seed"])?;
+    let m = mapping(
+        params,
+        &[
+            "name",
+            "scenario",
+            "num_variations",
+            "mean",
+            "std",
+            "min",
+            "max",
+            "type",
+            "seed",
+        ],
+    )?;
     let name = single_destination(&m)?;
     let (n, seed) = count_and_seed(&m, true)?;
     let mean = number(&m, "mean")?.ok_or("Parameter 'mean' is required")?;
@@ -252,7 +334,11 @@ fn gaussian_variation(params: &Value) -> Result<(String, Vec<Value>), String> {
             "float" | "double" | "number" => Value::from(v),
             "bool" => Value::Bool(v >= mean),
             "string" => Value::String(v.to_string()),
-            other => return Err(format!("unknown `type` '{other}' (int, float, bool or string)")),
+            other => {
+                return Err(format!(
+                    "unknown `type` '{other}' (int, float, bool or string)"
+                ))
+            }
         });
     }
     Ok((name, out))
@@ -317,7 +403,13 @@ mod tests {
         assert_eq!(names[1], "test-1-2");
         assert_eq!(names[3], "test-2-1");
         assert_eq!(names[11], "test-4-3");
-        assert_eq!(c[4].parameters, vec![("growth_rate".into(), Value::from(0.1)), ("initial_population".into(), Value::from(100))]);
+        assert_eq!(
+            c[4].parameters,
+            vec![
+                ("growth_rate".into(), Value::from(0.1)),
+                ("initial_population".into(), Value::from(100))
+            ]
+        );
     }
 
     #[test]
@@ -327,7 +419,10 @@ mod tests {
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].name, "test-fixed-values");
         let e = entry("- name: t\n  parameters:\n  - a: 1\n  variations:\n  - ParameterVariationList: {name: a, values: [2]}");
-        assert_eq!(expand(&e).unwrap()[0].parameters, vec![("a".into(), Value::from(2))]);
+        assert_eq!(
+            expand(&e).unwrap()[0].parameters,
+            vec![("a".into(), Value::from(2))]
+        );
     }
 
     #[test]
@@ -356,18 +451,25 @@ mod tests {
     fn errors_name_the_variation() {
         let e = entry("- name: t\n  variations:\n  - OneOfVariation: {x: 1}");
         assert_eq!(expand(&e).unwrap_err().to_string(), "configuration 't', variations[0]: variation type 'OneOfVariation' is not supported (supported: ParameterVariationList, ParameterVariationDistributionUniform, ParameterVariationDistributionGaussian)");
-        let e = entry("- name: t\n  variations:\n  - ParameterVariationList: {name: a, values: []}");
+        let e =
+            entry("- name: t\n  variations:\n  - ParameterVariationList: {name: a, values: []}");
         assert_eq!(expand(&e).unwrap_err().to_string(), "configuration 't', variations[0] (ParameterVariationList): Parameter 'values' must be a non-empty list for ParameterVariationList");
         let e = entry("- name: t\n  variations:\n  - ParameterVariationDistributionGaussian: {name: a, num_variations: 2, mean: 1, std: 1}");
         assert_eq!(expand(&e).unwrap_err().to_string(), "configuration 't', variations[0] (ParameterVariationDistributionGaussian): Parameter 'seed' is required");
         let e = entry("- name: t\n  variations:\n  - ParameterVariationDistributionUniform: {name: a, num_variations: 2}");
-        assert!(expand(&e).unwrap_err().to_string().contains("'min' and 'max' are required"));
+        assert!(expand(&e)
+            .unwrap_err()
+            .to_string()
+            .contains("'min' and 'max' are required"));
     }
 
     #[test]
     fn multi_destination_list() {
         let e = entry("- name: m\n  variations:\n  - ParameterVariationList:\n      name: [a, b]\n      values: [[1, 2], [3, 4]]");
         let c = expand(&e).unwrap();
-        assert_eq!(c[1].parameters, vec![("a".into(), Value::from(3)), ("b".into(), Value::from(4))]);
+        assert_eq!(
+            c[1].parameters,
+            vec![("a".into(), Value::from(3)), ("b".into(), Value::from(4))]
+        );
     }
 }

@@ -37,8 +37,15 @@ pub enum ProjectError {
     BadSetup { path: PathBuf, message: String },
 }
 
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ProjectError + 'a {
-    move |source| ProjectError::Io { action, path: path.to_path_buf(), source }
+fn io<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ProjectError + 'a {
+    move |source| ProjectError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,11 +91,17 @@ impl Project {
         let text = std::fs::read_to_string(file).map_err(io("read", file))?;
         let j: ProjectJson = serde_json::from_str(&text)
             .map_err(|e| ProjectError::Invalid(format!("{}: {e}", file.display())))?;
-        let dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let dir = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         let config = dir.join(&j.config);
         let results_dir = dir.join(&j.results_dir);
         if !config.is_file() {
-            return Err(ProjectError::Invalid(format!("config file not found: {}", config.display())));
+            return Err(ProjectError::Invalid(format!(
+                "config file not found: {}",
+                config.display()
+            )));
         }
         let parent = results_dir.parent().unwrap_or(&dir);
         if !parent.as_os_str().is_empty() && !parent.is_dir() {
@@ -97,7 +110,12 @@ impl Project {
                 parent.display()
             )));
         }
-        Ok(Project { dir, config, results_dir, log_level: j.log_level })
+        Ok(Project {
+            dir,
+            config,
+            results_dir,
+            log_level: j.log_level,
+        })
     }
 
     /// `vast init`: writes `dir/.robovast_project`. Paths under `dir` are stored relative.
@@ -113,7 +131,13 @@ impl Project {
         if file.exists() && !force {
             return Err(ProjectError::Exists(file));
         }
-        let abs = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { dir.join(p) };
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                dir.join(p)
+            }
+        };
         let rel = |p: PathBuf| -> String {
             let p = normalize(&p);
             match p.strip_prefix(normalize(dir)) {
@@ -123,14 +147,18 @@ impl Project {
         };
         let config_abs = abs(config);
         if !force && !config_abs.is_file() {
-            return Err(ProjectError::Invalid(format!("config file not found: {}", config.display())));
+            return Err(ProjectError::Invalid(format!(
+                "config file not found: {}",
+                config.display()
+            )));
         }
         let j = ProjectJson {
             config: rel(config_abs),
             results_dir: rel(abs(results_dir)),
             log_level: log_level.to_uppercase(),
         };
-        let text = serde_json::to_string_pretty(&j).map_err(|e| ProjectError::Invalid(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&j).map_err(|e| ProjectError::Invalid(e.to_string()))?;
         std::fs::write(&file, text + "\n").map_err(io("write", &file))?;
         Ok(file)
     }
@@ -153,9 +181,16 @@ fn normalize(p: &Path) -> PathBuf {
 }
 
 /// The `.vast` file to use: `--vast-file` if given, else the project's.
-pub fn resolve_vast_file(override_file: Option<&Path>, cwd: &Path) -> Result<PathBuf, ProjectError> {
+pub fn resolve_vast_file(
+    override_file: Option<&Path>,
+    cwd: &Path,
+) -> Result<PathBuf, ProjectError> {
     match override_file {
-        Some(f) => Ok(if f.is_absolute() { f.to_path_buf() } else { cwd.join(f) }),
+        Some(f) => Ok(if f.is_absolute() {
+            f.to_path_buf()
+        } else {
+            cwd.join(f)
+        }),
         None => Ok(Project::find(cwd)?.config),
     }
 }
@@ -170,7 +205,10 @@ pub struct ClusterSetup {
 impl ClusterSetup {
     /// `kwargs.namespace`, else `default`.
     pub fn namespace(&self) -> &str {
-        self.kwargs.get("namespace").map(String::as_str).unwrap_or("default")
+        self.kwargs
+            .get("namespace")
+            .map(String::as_str)
+            .unwrap_or("default")
     }
 }
 
@@ -181,7 +219,13 @@ pub fn setup_file_name(context: Option<&str>) -> String {
         Some(c) => {
             let safe: String = c
                 .chars()
-                .map(|ch| if ch.is_ascii_alphanumeric() || ch == '_' || ch == '-' { ch } else { '_' })
+                .map(|ch| {
+                    if ch.is_ascii_alphanumeric() || ch == '_' || ch == '-' {
+                        ch
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             format!("{SETUP_FILE}.{safe}")
         }
@@ -210,11 +254,17 @@ pub fn read_setup(
 }
 
 fn parse_setup(path: &Path, text: &str) -> Result<ClusterSetup, ProjectError> {
-    let bad = |message: String| ProjectError::BadSetup { path: path.to_path_buf(), message };
+    let bad = |message: String| ProjectError::BadSetup {
+        path: path.to_path_buf(),
+        message,
+    };
     let v: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| bad(e.to_string()))?;
     match v {
         // Legacy: the bare config name.
-        serde_yaml::Value::String(name) => Ok(ClusterSetup { name, kwargs: BTreeMap::new() }),
+        serde_yaml::Value::String(name) => Ok(ClusterSetup {
+            name,
+            kwargs: BTreeMap::new(),
+        }),
         serde_yaml::Value::Mapping(m) => {
             let name = m
                 .get("name")
@@ -255,7 +305,11 @@ pub fn write_setup(
 }
 
 /// Removes the saved setup for `context` (and the legacy file when not explicit).
-pub fn remove_setup(project_dir: &Path, context: Option<&str>, explicit: bool) -> Result<(), ProjectError> {
+pub fn remove_setup(
+    project_dir: &Path,
+    context: Option<&str>,
+    explicit: bool,
+) -> Result<(), ProjectError> {
     let mut paths = vec![project_dir.join(setup_file_name(context))];
     if context.is_some() && !explicit {
         paths.push(project_dir.join(setup_file_name(None)));
@@ -264,7 +318,13 @@ pub fn remove_setup(project_dir: &Path, context: Option<&str>, explicit: bool) -
         match std::fs::remove_file(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ProjectError::Io { action: "remove", path: p, source: e }),
+            Err(e) => {
+                return Err(ProjectError::Io {
+                    action: "remove",
+                    path: p,
+                    source: e,
+                })
+            }
         }
     }
     Ok(())
@@ -279,35 +339,71 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let root = d.path();
         std::fs::write(root.join("p.vast"), "version: 1\n").unwrap();
-        let err = Project::init(root, Path::new("missing.vast"), Path::new("results"), "info", false).unwrap_err();
+        let err = Project::init(
+            root,
+            Path::new("missing.vast"),
+            Path::new("results"),
+            "info",
+            false,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("config file not found"));
-        let f = Project::init(root, Path::new("p.vast"), Path::new("results"), "info", false).unwrap();
-        let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
-        assert_eq!(j, serde_json::json!({"config": "p.vast", "results_dir": "results", "log_level": "INFO"}));
-        assert!(matches!(Project::init(root, Path::new("p.vast"), Path::new("r"), "INFO", false), Err(ProjectError::Exists(_))));
+        let f = Project::init(
+            root,
+            Path::new("p.vast"),
+            Path::new("results"),
+            "info",
+            false,
+        )
+        .unwrap();
+        let j: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"config": "p.vast", "results_dir": "results", "log_level": "INFO"})
+        );
+        assert!(matches!(
+            Project::init(root, Path::new("p.vast"), Path::new("r"), "INFO", false),
+            Err(ProjectError::Exists(_))
+        ));
         let sub = root.join("a/b");
         std::fs::create_dir_all(&sub).unwrap();
         let p = Project::find(&sub).unwrap();
         assert_eq!(p.config, root.join("p.vast"));
         assert_eq!(p.results_dir, root.join("results"));
         let none = tempfile::tempdir().unwrap();
-        assert_eq!(Project::find(none.path()).unwrap_err().to_string(), "Project not initialized. Run 'vast init <config-file>' first.");
+        assert_eq!(
+            Project::find(none.path()).unwrap_err().to_string(),
+            "Project not initialized. Run 'vast init <config-file>' first."
+        );
     }
 
     #[test]
     fn setup_keyed_by_resolved_context() {
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(setup_file_name(Some("gke_a/b:c")), ".robovast_cluster_config.gke_a_b_c");
-        let s = ClusterSetup { name: "gcp".into(), kwargs: [("namespace".to_string(), "ns".to_string())].into() };
+        assert_eq!(
+            setup_file_name(Some("gke_a/b:c")),
+            ".robovast_cluster_config.gke_a_b_c"
+        );
+        let s = ClusterSetup {
+            name: "gcp".into(),
+            kwargs: [("namespace".to_string(), "ns".to_string())].into(),
+        };
         // `setup -x foo` …
         write_setup(d.path(), Some("foo"), &s).unwrap();
         // … then a command without -x while foo is active resolves to the same key.
-        assert_eq!(read_setup(d.path(), Some("foo"), false).unwrap(), Some(s.clone()));
+        assert_eq!(
+            read_setup(d.path(), Some("foo"), false).unwrap(),
+            Some(s.clone())
+        );
         assert_eq!(read_setup(d.path(), Some("bar"), true).unwrap(), None);
         // Legacy unkeyed file and bare-string content.
         std::fs::write(d.path().join(SETUP_FILE), "minikube\n").unwrap();
         let legacy = read_setup(d.path(), Some("bar"), false).unwrap().unwrap();
-        assert_eq!((legacy.name.as_str(), legacy.namespace()), ("minikube", "default"));
+        assert_eq!(
+            (legacy.name.as_str(), legacy.namespace()),
+            ("minikube", "default")
+        );
         assert_eq!(read_setup(d.path(), Some("bar"), true).unwrap(), None);
         let text = std::fs::read_to_string(d.path().join(".robovast_cluster_config.foo")).unwrap();
         assert_eq!(text, "name: gcp\nkwargs:\n  namespace: ns\n");

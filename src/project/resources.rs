@@ -24,7 +24,10 @@ pub enum ResolveError {
 }
 
 fn quoted(keys: &[String]) -> String {
-    keys.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ")
+    keys.iter()
+        .map(|k| format!("'{k}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Resolved `{cpu, memory}` for one container; `None` = not set.
@@ -52,7 +55,10 @@ pub fn resolve_resource_value(
             list.iter()
                 .find(|(k, _)| k == ctx)
                 .map(|(_, v)| Some(v.clone()))
-                .ok_or_else(|| ResolveError::NoMatch { context: ctx.to_string(), keys })
+                .ok_or_else(|| ResolveError::NoMatch {
+                    context: ctx.to_string(),
+                    keys,
+                })
         }
     }
 }
@@ -98,11 +104,15 @@ fn walk(v: &Value, out: &mut BTreeSet<String>) {
                 if matches!(k.as_str(), Some("cpu" | "memory")) {
                     if let Value::Sequence(items) = val {
                         let all_single = !items.is_empty()
-                            && items.iter().all(|i| matches!(i, Value::Mapping(m) if m.len() == 1));
+                            && items
+                                .iter()
+                                .all(|i| matches!(i, Value::Mapping(m) if m.len() == 1));
                         if all_single {
                             for i in items {
                                 if let Value::Mapping(m) = i {
-                                    out.extend(m.keys().filter_map(|k| k.as_str().map(String::from)));
+                                    out.extend(
+                                        m.keys().filter_map(|k| k.as_str().map(String::from)),
+                                    );
                                 }
                             }
                         }
@@ -130,7 +140,9 @@ pub fn require_context_for_multi_cluster(
     if names.len() <= 1 {
         return Ok(());
     }
-    Err(ResolveError::MultiCluster { names: names.into_iter().collect() })
+    Err(ResolveError::MultiCluster {
+        names: names.into_iter().collect(),
+    })
 }
 
 /// The kubeconfig file kubectl would read: first entry of `$KUBECONFIG`, else `~/.kube/config`.
@@ -160,14 +172,20 @@ pub fn active_context_in(text: &str) -> Option<String> {
 
 /// `list_all_contexts`: every context name of the kubeconfig, sorted; empty on error.
 pub fn list_all_contexts() -> Vec<String> {
-    let Some(path) = kubeconfig_path() else { return Vec::new() };
-    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    let Some(path) = kubeconfig_path() else {
+        return Vec::new();
+    };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
     contexts_in(&text)
 }
 
 /// Context names in kubeconfig text, sorted.
 pub fn contexts_in(text: &str) -> Vec<String> {
-    let Ok(v) = serde_yaml::from_str::<Value>(text) else { return Vec::new() };
+    let Ok(v) = serde_yaml::from_str::<Value>(text) else {
+        return Vec::new();
+    };
     let mut names: Vec<String> = v
         .get("contexts")
         .and_then(Value::as_sequence)
@@ -186,14 +204,20 @@ mod tests {
     use super::*;
 
     fn list(entries: &[(&str, &str)]) -> ResourceValue {
-        ResourceValue::PerCluster(entries.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect())
+        ResourceValue::PerCluster(
+            entries
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
     fn resolution_table() {
         let l = list(&[("gcp-c4", "4"), ("local", "8")]);
         let scalar = ResourceValue::Scalar("2".into());
-        let cases: Vec<(Option<&ResourceValue>, Option<&str>, Result<Option<String>, String>)> = vec![
+        type Case<'a> = (Option<&'a ResourceValue>, Option<&'a str>, Result<Option<String>, String>);
+        let cases: Vec<Case> = vec![
             (None, None, Ok(None)),
             (None, Some("x"), Ok(None)),
             (Some(&scalar), None, Ok(Some("2".into()))),
@@ -218,7 +242,10 @@ mod tests {
         };
         assert_eq!(
             resolve_resources(&r, Some("b")).unwrap(),
-            ResolvedResources { cpu: Some("3".into()), memory: Some("2Gi".into()) }
+            ResolvedResources {
+                cpu: Some("3".into()),
+                memory: Some("2Gi".into())
+            }
         );
         assert!(resolve_resources(&r, None).is_err());
     }
@@ -227,7 +254,10 @@ mod tests {
     fn context_names_and_multi_cluster() {
         let text = "execution:\n  resources:\n    cpu:\n      - gcp-c4: 4\n      - local: 8\n  secondary_containers:\n    - nav:\n        resources:\n          memory:\n            - other: 1Gi\n";
         let names = context_names_in_text(text);
-        assert_eq!(names.into_iter().collect::<Vec<_>>(), vec!["gcp-c4", "local", "other"]);
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            vec!["gcp-c4", "local", "other"]
+        );
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.vast");
         std::fs::write(&p, text).unwrap();

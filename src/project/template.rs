@@ -44,8 +44,15 @@ pub enum TemplateError {
     Yaml { what: String, message: String },
 }
 
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TemplateError + 'a {
-    move |source| TemplateError::Io { action, path: path.to_path_buf(), source }
+fn io<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> TemplateError + 'a {
+    move |source| TemplateError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The main entrypoint script for `mode`.
@@ -54,7 +61,9 @@ pub fn entrypoint_script(mode: Mode) -> String {
         Mode::Cluster => ("", UPLOAD_BLOCK),
         Mode::Local => (LOCAL_INIT_BLOCK, ""),
     };
-    ENTRYPOINT.replace("# @@INIT_BLOCK@@", init).replace("# @@UPLOAD_BLOCK@@", upload.trim_end())
+    ENTRYPOINT
+        .replace("# @@INIT_BLOCK@@", init)
+        .replace("# @@UPLOAD_BLOCK@@", upload.trim_end())
 }
 
 /// The entrypoint with the cluster config's instance-type command injected (done by `run`).
@@ -64,7 +73,11 @@ pub fn with_instance_type(entrypoint: &str, command: &str) -> String {
 
 /// The secondary-container entrypoint for `mode`.
 pub fn secondary_entrypoint_script(mode: Mode) -> String {
-    let init = if mode == Mode::Local { LOCAL_INIT_BLOCK } else { "" };
+    let init = if mode == Mode::Local {
+        LOCAL_INIT_BLOCK
+    } else {
+        ""
+    };
     SECONDARY_ENTRYPOINT.replace("# @@INIT_BLOCK@@", init)
 }
 
@@ -80,12 +93,16 @@ pub fn collect_test_files(vast: &VastFile) -> Result<Vec<String>, TemplateError>
         let g = globset::GlobBuilder::new(f.trim_start_matches("./"))
             .literal_separator(true)
             .build()
-            .map_err(|e| TemplateError::Yaml { what: format!("glob '{f}'"), message: e.to_string() })?;
+            .map_err(|e| TemplateError::Yaml {
+                what: format!("glob '{f}'"),
+                message: e.to_string(),
+            })?;
         b.add(g);
     }
-    let set = b
-        .build()
-        .map_err(|e| TemplateError::Yaml { what: "test_files_filter".into(), message: e.to_string() })?;
+    let set = b.build().map_err(|e| TemplateError::Yaml {
+        what: "test_files_filter".into(),
+        message: e.to_string(),
+    })?;
     let mut out = Vec::new();
     let mut stack = vec![vast.dir.clone()];
     while let Some(dir) = stack.pop() {
@@ -101,8 +118,14 @@ pub fn collect_test_files(vast: &VastFile) -> Result<Vec<String>, TemplateError>
                 }
                 continue;
             }
-            let Ok(rel) = path.strip_prefix(&vast.dir) else { continue };
-            let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            let Ok(rel) = path.strip_prefix(&vast.dir) else {
+                continue;
+            };
+            let rel = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
             if set.is_match(&rel) {
                 out.push(rel);
             }
@@ -117,7 +140,8 @@ pub fn scenario_name(osc: &str) -> Option<String> {
     osc.lines().find_map(|l| {
         let rest = l.trim_start().strip_prefix("scenario ")?;
         let name = rest.split(':').next()?.trim();
-        (!name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_')).then(|| name.to_string())
+        (!name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_'))
+            .then(|| name.to_string())
     })
 }
 
@@ -131,7 +155,10 @@ fn hash12(parts: &[&[u8]]) -> String {
 }
 
 fn yaml<T: serde::Serialize>(what: &str, v: &T) -> Result<String, TemplateError> {
-    serde_yaml::to_string(v).map_err(|e| TemplateError::Yaml { what: what.to_string(), message: e.to_string() })
+    serde_yaml::to_string(v).map_err(|e| TemplateError::Yaml {
+        what: what.to_string(),
+        message: e.to_string(),
+    })
 }
 
 fn write(path: &Path, content: &[u8], exec: bool) -> Result<(), TemplateError> {
@@ -142,7 +169,8 @@ fn write(path: &Path, content: &[u8], exec: bool) -> Result<(), TemplateError> {
     #[cfg(unix)]
     if exec {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(io("chmod", path))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .map_err(io("chmod", path))?;
     }
     #[cfg(not(unix))]
     let _ = exec;
@@ -159,7 +187,8 @@ pub fn write_out_template(
     created_at: &str,
 ) -> Result<Vec<String>, TemplateError> {
     let scenario_path = vast.scenario_path();
-    let scenario = std::fs::read(&scenario_path).map_err(io("read scenario file", &scenario_path))?;
+    let scenario =
+        std::fs::read(&scenario_path).map_err(io("read scenario file", &scenario_path))?;
     let test_files = collect_test_files(vast)?;
     let needs_name = configs.iter().any(|c| !c.parameters.is_empty());
     let name = scenario_name(&String::from_utf8_lossy(&scenario));
@@ -167,9 +196,21 @@ pub fn write_out_template(
         return Err(TemplateError::NoScenarioName(scenario_path));
     }
 
-    write(&out_dir.join("entrypoint.sh"), entrypoint_script(mode).as_bytes(), true)?;
-    write(&out_dir.join("secondary_entrypoint.sh"), secondary_entrypoint_script(mode).as_bytes(), true)?;
-    write(&out_dir.join("collect_sysinfo.py"), COLLECT_SYSINFO.as_bytes(), true)?;
+    write(
+        &out_dir.join("entrypoint.sh"),
+        entrypoint_script(mode).as_bytes(),
+        true,
+    )?;
+    write(
+        &out_dir.join("secondary_entrypoint.sh"),
+        secondary_entrypoint_script(mode).as_bytes(),
+        true,
+    )?;
+    write(
+        &out_dir.join("collect_sysinfo.py"),
+        COLLECT_SYSINFO.as_bytes(),
+        true,
+    )?;
     write(&out_dir.join(SCENARIO_NAME), &scenario, false)?;
 
     let mut test_contents: Vec<Vec<u8>> = Vec::new();
@@ -183,9 +224,16 @@ pub fn write_out_template(
 
     // _config/configurations.yaml
     let mut run_data = Mapping::new();
-    let vast_name = vast.path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let vast_name = vast
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     run_data.insert("vast".into(), vast_name.into());
-    run_data.insert("scenario_file".into(), vast.execution.scenario_file.clone().into());
+    run_data.insert(
+        "scenario_file".into(),
+        vast.execution.scenario_file.clone().into(),
+    );
     let list: Vec<Value> = configs
         .iter()
         .map(|c| {
@@ -198,30 +246,53 @@ pub fn write_out_template(
     run_data.insert("configs".into(), Value::Sequence(list));
     run_data.insert(
         "_test_files".into(),
-        Value::Sequence(test_files.iter().map(|t| Value::String(t.clone())).collect()),
+        Value::Sequence(
+            test_files
+                .iter()
+                .map(|t| Value::String(t.clone()))
+                .collect(),
+        ),
     );
     run_data.insert("execution".into(), raw_execution(vast));
     run_data.insert("created_at".into(), created_at.into());
     run_data.insert("metadata".into(), Value::Mapping(vast.metadata.clone()));
-    write(&out_dir.join("_config/configurations.yaml"), yaml("configurations.yaml", &run_data)?.as_bytes(), false)?;
+    write(
+        &out_dir.join("_config/configurations.yaml"),
+        yaml("configurations.yaml", &run_data)?.as_bytes(),
+        false,
+    )?;
 
     let mut test_parts: Vec<&[u8]> = test_files.iter().map(|t| t.as_bytes()).collect();
     test_parts.extend(test_contents.iter().map(Vec::as_slice));
     for c in configs {
         let entry = vast.configuration.iter().find(|e| e.name == c.entry);
-        let entry_yaml = entry.map(|e| yaml("configuration entry", &e.raw)).transpose()?.unwrap_or_default();
+        let entry_yaml = entry
+            .map(|e| yaml("configuration entry", &e.raw))
+            .transpose()?
+            .unwrap_or_default();
         let mut parts: Vec<&[u8]> = vec![entry_yaml.as_bytes(), &scenario];
         parts.extend(test_parts.iter().copied());
         let params_yaml = yaml("parameters", &c.parameter_map())?;
         let mut ids = Mapping::new();
         ids.insert("config_identifier".into(), hash12(&parts).into());
-        ids.insert("sub_identifier".into(), hash12(&[c.name.as_bytes(), params_yaml.as_bytes()]).into());
+        ids.insert(
+            "sub_identifier".into(),
+            hash12(&[c.name.as_bytes(), params_yaml.as_bytes()]).into(),
+        );
         let dir = out_dir.join(&c.name);
-        write(&dir.join("config.yaml"), yaml("config.yaml", &ids)?.as_bytes(), false)?;
+        write(
+            &dir.join("config.yaml"),
+            yaml("config.yaml", &ids)?.as_bytes(),
+            false,
+        )?;
         if let (false, Some(name)) = (c.parameters.is_empty(), &name) {
             let mut sc = Mapping::new();
             sc.insert(name.clone().into(), Value::Mapping(c.parameter_map()));
-            write(&dir.join("scenario.config"), yaml("scenario.config", &sc)?.as_bytes(), false)?;
+            write(
+                &dir.join("scenario.config"),
+                yaml("scenario.config", &sc)?.as_bytes(),
+                false,
+            )?;
         }
     }
     Ok(test_files)
@@ -241,7 +312,9 @@ fn is_executable(p: &Path) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(p).map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
     }
     #[cfg(not(unix))]
     {
@@ -263,13 +336,17 @@ mod tests {
         let l = entrypoint_script(Mode::Local);
         assert!(l.contains("fixuid"));
         assert!(!l.contains("vast_upload"));
-        assert!(with_instance_type(&c, "INSTANCE_TYPE=$(uname -m)").contains("INSTANCE_TYPE=$(uname -m)"));
+        assert!(with_instance_type(&c, "INSTANCE_TYPE=$(uname -m)")
+            .contains("INSTANCE_TYPE=$(uname -m)"));
         assert!(!secondary_entrypoint_script(Mode::Cluster).contains("@@"));
     }
 
     #[test]
     fn scenario_names() {
-        assert_eq!(scenario_name("import osc.helpers\n\nscenario growth_sim:\n  do serial:\n").as_deref(), Some("growth_sim"));
+        assert_eq!(
+            scenario_name("import osc.helpers\n\nscenario growth_sim:\n  do serial:\n").as_deref(),
+            Some("growth_sim")
+        );
         assert_eq!(scenario_name("action foo:\n"), None);
     }
 }

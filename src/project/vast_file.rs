@@ -209,9 +209,12 @@ impl VastFile {
         // Only the first document counts.
         let first = serde_yaml::Deserializer::from_str(text).next();
         let Some(doc) = first else {
-            return Err(p.err(&[], "the file is empty; expected a mapping with `version: 1`"));
+            return Err(p.err(
+                &[],
+                "the file is empty; expected a mapping with `version: 1`",
+            ));
         };
-        let raw = RawFile::deserialize(doc).map_err(|e| p.from_yaml(e))?;
+        let raw = RawFile::deserialize(doc).map_err(|e| p.yaml_error(e))?;
         match &raw.version {
             Value::Number(n) if n.as_u64() == Some(1) => {}
             other => {
@@ -227,7 +230,12 @@ impl VastFile {
         let execution = p.execution(exec)?;
         let mut configuration = Vec::new();
         let mut names = BTreeSet::new();
-        for (i, e) in raw.configuration.unwrap_or_default().into_iter().enumerate() {
+        for (i, e) in raw
+            .configuration
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
             let entry = p.entry(i, e)?;
             if !names.insert(entry.name.clone()) {
                 return Err(p.err_at(
@@ -268,7 +276,11 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn err(&self, keys: &[&str], message: &str) -> VastError {
-        let field = if keys.is_empty() { "<top>".to_string() } else { keys.join(".") };
+        let field = if keys.is_empty() {
+            "<top>".to_string()
+        } else {
+            keys.join(".")
+        };
         self.err_at(find_line(self.text, keys), &field, message)
     }
 
@@ -294,7 +306,7 @@ impl Parser<'_> {
         0
     }
 
-    fn from_yaml(&self, e: serde_yaml::Error) -> VastError {
+    fn yaml_error(&self, e: serde_yaml::Error) -> VastError {
         let line = e.location().map(|l| l.line()).unwrap_or(0);
         let msg = e.to_string();
         // serde_yaml formats "path.to.field: message at line L column C".
@@ -322,7 +334,13 @@ impl Parser<'_> {
             return Err(self.err_at(line, &field, &format!("invalid name '{}': {why}", e.name)));
         }
         let mut parameters = Vec::new();
-        for (j, m) in e.parameters.clone().unwrap_or_default().into_iter().enumerate() {
+        for (j, m) in e
+            .parameters
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
             let (k, v) = single_key(&m).ok_or_else(|| {
                 self.err_at(
                     line,
@@ -340,7 +358,13 @@ impl Parser<'_> {
             parameters.push((k, v));
         }
         let mut variations = Vec::new();
-        for (j, m) in e.variations.clone().unwrap_or_default().into_iter().enumerate() {
+        for (j, m) in e
+            .variations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
             let (k, v) = single_key(&m).ok_or_else(|| {
                 self.err_at(
                     line,
@@ -353,10 +377,16 @@ impl Parser<'_> {
         let mut raw = Mapping::new();
         raw.insert("name".into(), Value::String(e.name.clone()));
         if let Some(p) = e.parameters {
-            raw.insert("parameters".into(), Value::Sequence(p.into_iter().map(Value::Mapping).collect()));
+            raw.insert(
+                "parameters".into(),
+                Value::Sequence(p.into_iter().map(Value::Mapping).collect()),
+            );
         }
         if let Some(v) = e.variations {
-            raw.insert("variations".into(), Value::Sequence(v.into_iter().map(Value::Mapping).collect()));
+            raw.insert(
+                "variations".into(),
+                Value::Sequence(v.into_iter().map(Value::Mapping).collect()),
+            );
         }
         Ok(ConfigEntry {
             name: e.name,
@@ -390,7 +420,12 @@ impl Parser<'_> {
             Some(m) => self.resources(m, &["execution", "resources"])?,
         };
         let mut secondary_containers: Vec<SecondaryContainer> = Vec::new();
-        for (i, v) in e.secondary_containers.unwrap_or_default().iter().enumerate() {
+        for (i, v) in e
+            .secondary_containers
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
             let c = self.secondary(i, v)?;
             if c.name == "robovast" || c.name == "s3-init" {
                 return Err(self.err(
@@ -410,16 +445,25 @@ impl Parser<'_> {
         let mut reserved = Vec::new();
         for (i, m) in e.env.unwrap_or_default().iter().enumerate() {
             let (k, v) = single_key(m).ok_or_else(|| {
-                self.err(&ex("env"), &format!("entry {i} must be a single `NAME: value` mapping"))
+                self.err(
+                    &ex("env"),
+                    &format!("entry {i} must be a single `NAME: value` mapping"),
+                )
             })?;
             if !valid_env_name(&k) {
-                return Err(self.err(&ex("env"), &format!("invalid environment variable name '{k}'")));
+                return Err(self.err(
+                    &ex("env"),
+                    &format!("invalid environment variable name '{k}'"),
+                ));
             }
             if RESERVED_ENV.contains(&k.as_str()) {
                 reserved.push(k.clone());
             }
             let value = scalar_string(&v).ok_or_else(|| {
-                self.err(&ex("env"), &format!("value of '{k}' must be a string, number or boolean"))
+                self.err(
+                    &ex("env"),
+                    &format!("value of '{k}' must be a string, number or boolean"),
+                )
             })?;
             env.push((k, value));
         }
@@ -438,10 +482,16 @@ impl Parser<'_> {
         let filters = e.test_files_filter.unwrap_or_default();
         for f in &filters {
             if let Err(err) = globset::Glob::new(f) {
-                return Err(self.err(&ex("test_files_filter"), &format!("invalid glob '{f}': {err}")));
+                return Err(self.err(
+                    &ex("test_files_filter"),
+                    &format!("invalid glob '{f}': {err}"),
+                ));
             }
         }
-        for (k, v) in [("pre_command", &e.pre_command), ("post_command", &e.post_command)] {
+        for (k, v) in [
+            ("pre_command", &e.pre_command),
+            ("post_command", &e.post_command),
+        ] {
             if let Some(c) = v {
                 if !c.starts_with('/') {
                     return Err(self.err(
@@ -488,7 +538,12 @@ impl Parser<'_> {
         Ok(r)
     }
 
-    fn resource_value(&self, v: &Value, at: &[&str], cpu: bool) -> Result<Option<ResourceValue>, VastError> {
+    fn resource_value(
+        &self,
+        v: &Value,
+        at: &[&str],
+        cpu: bool,
+    ) -> Result<Option<ResourceValue>, VastError> {
         let check = |s: &str| -> Result<String, VastError> {
             if valid_quantity(s, cpu) {
                 Ok(s.to_string())
@@ -509,20 +564,30 @@ impl Parser<'_> {
                 let mut out = Vec::new();
                 for item in items {
                     let Value::Mapping(m) = item else {
-                        return Err(self.err(at, "per-cluster list entries must be `<context>: <value>` mappings"));
+                        return Err(self.err(
+                            at,
+                            "per-cluster list entries must be `<context>: <value>` mappings",
+                        ));
                     };
                     let Some((ctx, val)) = single_key(m) else {
-                        return Err(self.err(at, "per-cluster list entries must be single `<context>: <value>` mappings"));
+                        return Err(self.err(
+                            at,
+                            "per-cluster list entries must be single `<context>: <value>` mappings",
+                        ));
                     };
-                    let s = scalar_string(&val)
-                        .ok_or_else(|| self.err(at, &format!("value for context '{ctx}' must be a scalar")))?;
+                    let s = scalar_string(&val).ok_or_else(|| {
+                        self.err(at, &format!("value for context '{ctx}' must be a scalar"))
+                    })?;
                     out.push((ctx, check(&s)?));
                 }
                 Ok(Some(ResourceValue::PerCluster(out)))
             }
             other => {
                 let s = scalar_string(other).ok_or_else(|| {
-                    self.err(at, "must be a scalar or a per-cluster list of `<context>: <value>`")
+                    self.err(
+                        at,
+                        "must be a scalar or a per-cluster list of `<context>: <value>`",
+                    )
                 })?;
                 Ok(Some(ResourceValue::Scalar(check(&s)?)))
             }
@@ -565,18 +630,31 @@ impl Parser<'_> {
                         }
                         b.get("resources").cloned()
                     }
-                    _ => return Err(bad(&format!("container '{name}': expected `resources:` or nothing"))),
+                    _ => {
+                        return Err(bad(&format!(
+                            "container '{name}': expected `resources:` or nothing"
+                        )))
+                    }
                 };
                 let resources = match res_value {
                     None | Some(Value::Null) => Resources::default(),
-                    Some(Value::Mapping(rm)) => {
-                        self.resources(&rm, &["execution", "secondary_containers", &name, "resources"])?
+                    Some(Value::Mapping(rm)) => self.resources(
+                        &rm,
+                        &["execution", "secondary_containers", &name, "resources"],
+                    )?,
+                    Some(_) => {
+                        return Err(bad(&format!(
+                            "container '{name}': `resources` must be a mapping"
+                        )))
                     }
-                    Some(_) => return Err(bad(&format!("container '{name}': `resources` must be a mapping"))),
                 };
                 (name, resources)
             }
-            _ => return Err(bad("expected a container name or `<name>: {resources: ...}`")),
+            _ => {
+                return Err(bad(
+                    "expected a container name or `<name>: {resources: ...}`",
+                ))
+            }
         };
         if !is_dns_label(&name) {
             return Err(bad(&format!(
@@ -598,7 +676,10 @@ fn check_config_name(name: &str) -> Result<(), &'static str> {
     if name.contains(['_', ' ', '.']) {
         return Err("must not contain '_', spaces or '.'");
     }
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err("only lowercase letters, digits and '-' are allowed");
     }
     if name.starts_with('-') || name.ends_with('-') {
@@ -613,7 +694,8 @@ fn check_config_name(name: &str) -> Result<(), &'static str> {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -630,7 +712,9 @@ fn valid_quantity(s: &str, cpu: bool) -> bool {
     let suffixes: &[&str] = if cpu {
         &["m", ""]
     } else {
-        &["Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E", ""]
+        &[
+            "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E", "",
+        ]
     };
     for suf in suffixes {
         if let Some(num) = s.strip_suffix(suf) {

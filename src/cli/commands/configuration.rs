@@ -1,6 +1,72 @@
 //! `vast configuration list|generate`.
-use crate::cli::{args::ConfigurationCommand, ExitStatus, Globals, UsageError};
+use std::path::{Path, PathBuf};
 
-pub async fn run(_cmd: ConfigurationCommand, _globals: &Globals) -> anyhow::Result<ExitStatus> {
-    Err(UsageError("`vast configuration` is not built yet".into()).into())
+use crate::cli::{args::ConfigurationCommand, ExitStatus, Globals, UsageError};
+use crate::project::files::{resolve_vast_file, Project};
+use crate::project::template::{write_out_template, Mode};
+use crate::project::{generate, Configuration, VastFile};
+
+/// The `.vast` file of this invocation (`--vast-file` or the project's), parsed, with the
+/// project when there is one. Every problem is a usage error (exit 2).
+pub fn load_vast(globals: &Globals) -> anyhow::Result<(VastFile, Option<Project>)> {
+    let cwd = std::env::current_dir()?;
+    let project = Project::find(&cwd).ok();
+    let path: PathBuf = match (&globals.vast_file, &project) {
+        (Some(f), _) => resolve_vast_file(Some(f), &cwd).map_err(|e| UsageError(e.to_string()))?,
+        (None, Some(p)) => p.config.clone(),
+        // Re-run to get the project error (not initialised / invalid) as the message.
+        (None, None) => resolve_vast_file(None, &cwd).map_err(|e| UsageError(e.to_string()))?,
+    };
+    let vast = VastFile::load(&path).map_err(|e| UsageError(e.to_string()))?;
+    Ok((vast, project))
+}
+
+/// Every configuration of the file; none is an error.
+pub fn load_configs(vast: &VastFile) -> anyhow::Result<Vec<Configuration>> {
+    let configs = generate(vast).map_err(|e| UsageError(e.to_string()))?;
+    if configs.is_empty() {
+        return Err(UsageError("No scenario configs generated.".into()).into());
+    }
+    Ok(configs)
+}
+
+/// One configuration as the YAML document `configuration list` prints.
+pub fn config_document(c: &Configuration, debug: bool) -> String {
+    let mut m = serde_yaml::Mapping::new();
+    m.insert("name".into(), c.name.clone().into());
+    m.insert(
+        "config".into(),
+        serde_yaml::Value::Mapping(c.parameter_map()),
+    );
+    if debug {
+        m.insert("_entry".into(), c.entry.clone().into());
+    }
+    serde_yaml::to_string(&m).unwrap_or_default()
+}
+
+pub async fn run(cmd: ConfigurationCommand, globals: &Globals) -> anyhow::Result<ExitStatus> {
+    let (vast, _) = load_vast(globals)?;
+    let configs = load_configs(&vast)?;
+    match cmd {
+        ConfigurationCommand::List { debug } => {
+            let docs: Vec<String> = configs.iter().map(|c| config_document(c, debug)).collect();
+            print!("{}", docs.join("---\n"));
+        }
+        ConfigurationCommand::Generate { output_dir } => {
+            let out = output_dir.join("out_template");
+            let created = jiff::Timestamp::now().to_string();
+            write_out_template(&out, &vast, &configs, Mode::Local, &created)
+                .map_err(|e| UsageError(e.to_string()))?;
+            println!(
+                "✓ Successfully generated {} scenario configurations in directory '{}'.",
+                configs.len(),
+                display(&output_dir)
+            );
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
 }

@@ -3,6 +3,8 @@
 vast_upload() {
   local rc=$?
   trap - EXIT TERM INT
+  # mc keeps its aliases in a config dir; $HOME may not be writable for the run's uid.
+  export MC_CONFIG_DIR="${MC_CONFIG_DIR:-/tmp/.mc-vast}"
   if [ -n "${S3_BUCKET:-}" ] && command -v mc >/dev/null 2>&1; then
     echo "[vast] uploading /out to $S3_BUCKET/$S3_PREFIX (exit status $rc)" >>"$LOG_FILE"
     if mc alias set vast "$S3_ENDPOINT" "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >/dev/null 2>&1 \

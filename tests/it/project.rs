@@ -1,0 +1,668 @@
+//! Project model and manifests: the broken-`.vast` corpus, configuration naming, rendering
+//! snapshots per cluster config, `prepare-run` output trees, schema validation of every
+//! rendered manifest, and the CLI commands `init`, `configuration` and `prepare-run`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use vast::manifests::cluster_config::cluster_configs;
+use vast::manifests::job::{render_jobs, JobContext};
+use vast::manifests::kueue::{queue_objects, Quota};
+use vast::manifests::prepare::{prepare_run, PrepareError, PrepareInput};
+use vast::manifests::{cluster_config, to_yaml};
+use vast::project::{generate, VastFile};
+
+const RUN_ID: &str = "run-2026-01-02-030405-abcd";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn small() -> VastFile {
+    VastFile::load(&fixtures().join("small/small.vast")).unwrap()
+}
+
+/// Every broken file and the exact message it produces (file name, line, field, reason).
+#[test]
+fn broken_vast_corpus() {
+    let cases: &[(&str, &str)] = &[
+        ("unknown_top_key", "unknown_top_key.vast:6: <top>: unknown key `extras`, expected one of `version`, `metadata`, `general`, `configuration`, `execution`, `analysis`"),
+        ("bad_version", "bad_version.vast:1: version: unsupported version 2; expected 1"),
+        ("missing_execution", "missing_execution.vast: <top>: missing required section `execution`"),
+        ("missing_image", "missing_image.vast:2: execution: missing required field `image`"),
+        ("reserved_env", "reserved_env.vast:6: execution.env: execution.env contains reserved environment variable names: TEST_ID, ROS_LOG_DIR"),
+        ("bad_config_name", "bad_config_name.vast:3: configuration[0].name: invalid name 'My_Config': must be all lowercase"),
+        ("bad_cpu", "bad_cpu.vast:7: execution.resources.cpu: invalid cpu quantity 'lots'"),
+        ("bad_per_cluster", "bad_per_cluster.vast:7: execution.resources.cpu: per-cluster list entries must be single `<context>: <value>` mappings"),
+        ("bad_secondary_name", "bad_secondary_name.vast:6: execution.secondary_containers: entry 0: container name 'Nav_Stack' must be lowercase letters, digits and '-' (at most 63)"),
+        ("unknown_execution_key", "unknown_execution_key.vast:6: execution: unknown key `gpus`, expected one of `image`, `runs`, `scenario_file`, `resources`, `secondary_containers`, `env`, `timeout`, `run_as_user`, `pre_command`, `post_command`, `test_files_filter`, `local`"),
+        ("zero_runs", "zero_runs.vast:4: execution.runs: must be a positive integer, got 0"),
+        ("relative_pre_command", "relative_pre_command.vast:6: execution.pre_command: must be an absolute path inside the container (e.g. /config/files/x.sh), got 'files/pre.sh'"),
+        ("duplicate_config", "duplicate_config.vast:3: configuration[1].name: duplicate configuration name 'a'"),
+        ("yaml_syntax", "yaml_syntax.vast:4: <top>: did not find expected key"),
+        ("bad_glob", "bad_glob.vast:6: execution.test_files_filter: invalid glob 'files/[': error parsing glob 'files/[': unclosed character class; missing ']'"),
+        ("env_not_scalar", "env_not_scalar.vast:6: execution.env: value of 'FOO' must be a string, number or boolean"),
+        ("runs_not_int", "runs_not_int.vast:4: execution.runs: invalid type: string \"many\", expected i64"),
+        ("unknown_entry_key", "unknown_entry_key.vast:4: configuration[0]: unknown key `variation`, expected one of `name`, `parameters`, `variations`"),
+        ("secondary_unknown_key", "secondary_unknown_key.vast:6: execution.secondary_containers: entry 0: container 'nav': unknown key `resourcez`, expected `resources`"),
+        ("reserved_container", "reserved_container.vast:6: execution.secondary_containers: container name 'robovast' is reserved by vast"),
+    ];
+    let dir = fixtures().join("broken");
+    let mut failures = Vec::new();
+    for (name, want) in cases {
+        let path = dir.join(format!("{name}.vast"));
+        let got = match VastFile::load(&path) {
+            Ok(_) => "<parsed without error>".to_string(),
+            Err(e) => e.to_string().replace(&format!("{}/", dir.display()), ""),
+        };
+        if got != *want {
+            failures.push(format!("{name}:\n  want: {want}\n  got:  {got}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let files = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(
+        files,
+        cases.len(),
+        "every file of tests/fixtures/broken has a case"
+    );
+}
+
+#[test]
+fn example_project_parses_and_names_configs() {
+    let v = VastFile::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/growth_sim/growth_sim.vast"),
+    )
+    .unwrap();
+    let names: Vec<String> = generate(&v).unwrap().into_iter().map(|c| c.name).collect();
+    assert_eq!(
+        names,
+        [
+            "test-1-1",
+            "test-1-2",
+            "test-2-1",
+            "test-2-2",
+            "test-fixed-values"
+        ]
+    );
+    assert_eq!(v.execution.runs, 3);
+}
+
+#[test]
+fn four_by_three_list_gives_twelve_configs() {
+    let text = "version: 1\nconfiguration:\n- name: test\n  variations:\n  - ParameterVariationList: {name: growth_rate, values: [0.05, 0.1, 0.3, 0.5]}\n  - ParameterVariationList: {name: initial_population, values: [50, 100, 200]}\nexecution: {image: i:1, runs: 1, scenario_file: scenario.osc}\n";
+    let v = VastFile::parse(Path::new("g.vast"), text).unwrap();
+    let names: Vec<String> = generate(&v).unwrap().into_iter().map(|c| c.name).collect();
+    let want: Vec<String> = (1..=4)
+        .flat_map(|a| (1..=3).map(move |b| format!("test-{a}-{b}")))
+        .collect();
+    assert_eq!(names, want);
+}
+
+#[test]
+fn secondary_container_forms() {
+    let v = small();
+    let sc = &v.execution.secondary_containers;
+    let names: Vec<&str> = sc.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["nav", "simulation", "logger"]);
+    // nested form keeps its per-cluster resources; sibling form keeps its resources.
+    assert!(sc[0].resources.cpu.is_some());
+    assert!(sc[1].resources == Default::default());
+    assert_eq!(
+        sc[2].resources.memory,
+        Some(vast::project::vast_file::ResourceValue::Scalar(
+            "256Mi".into()
+        ))
+    );
+    assert_eq!(
+        v.execution.env,
+        vec![
+            ("ENABLE_X11".to_string(), "false".to_string()),
+            ("LEVEL".into(), "3".into())
+        ]
+    );
+}
+
+fn job_context<'a>(v: &'a VastFile, ctx: Option<&'a str>, has_test_files: bool) -> JobContext<'a> {
+    JobContext {
+        run_id: RUN_ID,
+        namespace: "sims",
+        execution: &v.execution,
+        context: ctx,
+        total_jobs: 6,
+        log_tree: true,
+        has_test_files,
+    }
+}
+
+#[test]
+fn jobs_resolve_per_cluster_resources() {
+    let v = small();
+    let configs = generate(&v).unwrap();
+    let err = render_jobs(&job_context(&v, None, true), &configs, 2).unwrap_err();
+    assert!(err.to_string().starts_with(
+        "Per-cluster resource list ['gcp-c4', 'local'] found but no Kubernetes context"
+    ));
+    let err = render_jobs(&job_context(&v, Some("aks"), true), &configs, 2).unwrap_err();
+    assert!(err
+        .to_string()
+        .starts_with("No resource entry found for context 'aks'."));
+    let jobs = render_jobs(&job_context(&v, Some("gcp-c4"), true), &configs, 2).unwrap();
+    assert_eq!(jobs.len(), 6);
+    // run-number-major order
+    let order: Vec<String> = jobs
+        .iter()
+        .map(|j| {
+            j.spec
+                .as_ref()
+                .unwrap()
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap()["job-name-full"]
+                .clone()
+        })
+        .collect();
+    assert_eq!(order[0], format!("{RUN_ID}-speed-1-0"));
+    assert_eq!(order[2], format!("{RUN_ID}-fixed-0"));
+    assert_eq!(order[3], format!("{RUN_ID}-speed-1-1"));
+    let pod = jobs[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let limits = pod.containers[0]
+        .resources
+        .as_ref()
+        .unwrap()
+        .limits
+        .as_ref()
+        .unwrap();
+    assert_eq!(limits["cpu"].0, "4");
+    let nav = &pod.init_containers.as_ref().unwrap()[1];
+    assert_eq!(nav.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(
+        nav.resources.as_ref().unwrap().limits.as_ref().unwrap()["cpu"].0,
+        "2"
+    );
+    // S3 keys never appear as plain values.
+    let yaml = to_yaml(&jobs[0]).unwrap();
+    assert!(yaml.contains("secretKeyRef"));
+    assert!(!yaml.contains("minioadmin"));
+}
+
+#[test]
+fn snapshot_jobs() {
+    let v = small();
+    let configs = generate(&v).unwrap();
+    let jobs = render_jobs(&job_context(&v, Some("local"), true), &configs, 2).unwrap();
+    // One config × run 0 and 1 is representative; names of all.
+    let names: Vec<String> = jobs
+        .iter()
+        .map(|j| j.metadata.name.clone().unwrap())
+        .collect();
+    insta::assert_yaml_snapshot!("job_names", names);
+    insta::assert_snapshot!("job_speed_1_run_0", to_yaml(&jobs[0]).unwrap());
+    insta::assert_snapshot!("job_fixed_run_1", to_yaml(&jobs[5]).unwrap());
+}
+
+#[test]
+fn snapshot_cluster_objects() {
+    for c in cluster_configs() {
+        let objs = c.render(&BTreeMap::new(), "sims").unwrap();
+        insta::assert_snapshot!(
+            format!("robovast_{}", c.name),
+            vast::manifests::yaml_stream(&objs).unwrap()
+        );
+    }
+    let gcp = cluster_config("gcp").unwrap();
+    let opts: BTreeMap<String, String> = [
+        ("storage_size".to_string(), "50Gi".to_string()),
+        ("disk_type".to_string(), "pd-ssd".to_string()),
+    ]
+    .into();
+    let y = gcp.manifest_yaml(&opts, "sims").unwrap();
+    assert!(
+        y.contains("storage: 50Gi") && y.contains("type: pd-ssd"),
+        "{y}"
+    );
+    insta::assert_snapshot!(
+        "kueue_queues",
+        vast::manifests::yaml_stream(&queue_objects(
+            "sims",
+            Quota {
+                cpu: 6,
+                memory_gi: 28
+            }
+        ))
+        .unwrap()
+    );
+}
+
+fn prepare_input<'a>(
+    v: &'a VastFile,
+    configs: &'a [vast::project::Configuration],
+    cluster: &str,
+) -> PrepareInput<'a> {
+    PrepareInput {
+        vast: v,
+        configs,
+        runs: 2,
+        cluster: cluster_config(cluster).unwrap(),
+        options: BTreeMap::new(),
+        namespace: "sims".into(),
+        context: Some("local".into()),
+        log_tree: false,
+        run_id: RUN_ID.into(),
+        quota: Quota {
+            cpu: 8,
+            memory_gi: 32,
+        },
+        created_at: "2026-01-02T03:04:05Z".into(),
+    }
+}
+
+/// `path` → content of every file under `dir` (sorted; executables marked).
+fn tree(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            use std::os::unix::fs::PermissionsExt;
+            let exec = std::fs::metadata(&p).unwrap().permissions().mode() & 0o111 != 0;
+            let key = if exec {
+                format!("{rel} (executable)")
+            } else {
+                rel
+            };
+            out.insert(key, std::fs::read_to_string(&p).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn snapshot_prepare_run_trees() {
+    let v = small();
+    let configs = generate(&v).unwrap();
+    for cluster in ["minikube", "gcp"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let prepared = prepare_run(&out, &prepare_input(&v, &configs, cluster)).unwrap();
+        assert_eq!(prepared.jobs, 6);
+        let t = tree(&out);
+        assert!(
+            !t.contains_key("out_template/_config/files/notes.txt"),
+            "filter applies"
+        );
+        // Only the output remains: the staging directory was renamed.
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+        let listing: Vec<&String> = t.keys().collect();
+        insta::assert_yaml_snapshot!(format!("prepare_run_{cluster}_files"), listing);
+        if cluster == "minikube" {
+            let mut doc = String::new();
+            for (k, content) in &t {
+                if k.starts_with("jobs/")
+                    || k.contains("entrypoint")
+                    || k.contains("collect_sysinfo")
+                    || k.contains("upload_configs")
+                {
+                    continue; // covered by the job and script snapshots / tests
+                }
+                doc.push_str(&format!("=== {k}\n{content}\n"));
+            }
+            insta::assert_snapshot!("prepare_run_minikube_contents", doc);
+        }
+    }
+}
+
+#[test]
+fn prepare_run_bad_input_writes_nothing() {
+    let v = small();
+    let configs = generate(&v).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    // Per-cluster resources without a context: rendering fails before anything is written.
+    let mut input = prepare_input(&v, &configs, "rke2");
+    input.context = None;
+    assert!(matches!(
+        prepare_run(&out, &input),
+        Err(PrepareError::Manifest(_))
+    ));
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "no output, no staging dir left"
+    );
+    // A missing scenario file fails while writing: the staging directory is removed.
+    let mut broken = v.clone();
+    broken.execution.scenario_file = "missing.osc".into();
+    let input = prepare_input(&broken, &configs, "rke2");
+    assert!(matches!(
+        prepare_run(&out, &input),
+        Err(PrepareError::Template(_))
+    ));
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    // A non-empty OUTPUT is refused and left alone.
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("keep"), "x").unwrap();
+    let err = prepare_run(&out, &prepare_input(&v, &configs, "rke2")).unwrap_err();
+    assert!(err.to_string().contains("already exists and is not empty"));
+    assert_eq!(std::fs::read_to_string(out.join("keep")).unwrap(), "x");
+    // An empty OUTPUT is replaced.
+    std::fs::remove_file(out.join("keep")).unwrap();
+    prepare_run(&out, &prepare_input(&v, &configs, "rke2")).unwrap();
+    assert!(out.join("all-jobs.yaml").is_file());
+}
+
+fn python_ok(args: &[&str]) -> (bool, String) {
+    let o = Command::new("python3")
+        .args(args)
+        .output()
+        .expect("python3 is needed (see .ci/run)");
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+/// Every rendered manifest against the official Kubernetes 1.33 schemas (strict: unknown fields
+/// rejected) with `kubernetes-validate`, and the Kueue objects against our schema subset.
+#[test]
+fn manifests_validate_against_kubernetes_schemas() {
+    let v = small();
+    let configs = generate(&v).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for c in cluster_configs() {
+        let p = tmp.path().join(format!("robovast-{}.yaml", c.name));
+        std::fs::write(&p, c.manifest_yaml(&BTreeMap::new(), "sims").unwrap()).unwrap();
+        files.push(p);
+    }
+    let jobs = render_jobs(&job_context(&v, Some("local"), true), &configs, 2).unwrap();
+    let all: Vec<serde_json::Value> = jobs
+        .iter()
+        .map(|j| serde_json::to_value(j).unwrap())
+        .collect();
+    let p = tmp.path().join("jobs.yaml");
+    std::fs::write(&p, vast::manifests::yaml_stream(&all).unwrap()).unwrap();
+    files.push(p);
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/growth_sim/growth_sim.vast");
+    let ev = VastFile::load(&ex).unwrap();
+    let ec = generate(&ev).unwrap();
+    let ctx = JobContext {
+        execution: &ev.execution,
+        ..job_context(&ev, None, true)
+    };
+    let ejobs: Vec<serde_json::Value> = render_jobs(&ctx, &ec, 3)
+        .unwrap()
+        .iter()
+        .map(|j| serde_json::to_value(j).unwrap())
+        .collect();
+    let p = tmp.path().join("example-jobs.yaml");
+    std::fs::write(&p, vast::manifests::yaml_stream(&ejobs).unwrap()).unwrap();
+    files.push(p);
+
+    let script = "import sys\nfrom kubernetes_validate import validate, utils\nimport yaml\nbad = 0\nfor f in sys.argv[1:]:\n    for d in yaml.safe_load_all(open(f)):\n        try:\n            validate(d, '1.33.0', strict=True)\n        except Exception as e:\n            bad += 1\n            print(f, d['kind'], d['metadata']['name'], e)\nsys.exit(1 if bad else 0)\n";
+    let mut args = vec!["-c", script];
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.to_string_lossy().to_string())
+        .collect();
+    args.extend(names.iter().map(String::as_str));
+    let (ok, out) = python_ok(&args);
+    assert!(ok, "kubernetes-validate failed:\n{out}");
+
+    // Kueue objects: hand-written v1beta2 subset schema (the CRD is not available offline).
+    let q = tmp.path().join("queues.json");
+    std::fs::write(
+        &q,
+        serde_json::to_string(&queue_objects(
+            "sims",
+            Quota {
+                cpu: 3,
+                memory_gi: 12,
+            },
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let schema = fixtures().join("kueue-v1beta2-subset.schema.json");
+    let script = "import json, sys, jsonschema\nroot = json.load(open(sys.argv[1]))\nfor o in json.load(open(sys.argv[2])):\n    s = dict(root[o['kind']]); s['definitions'] = root['definitions']\n    jsonschema.validate(o, s)\n";
+    let (ok, out) = python_ok(&[
+        "-c",
+        script,
+        &schema.to_string_lossy(),
+        &q.to_string_lossy(),
+    ]);
+    assert!(ok, "Kueue schema validation failed:\n{out}");
+    // The schema check can fail: a misspelt field is rejected.
+    let mut bad = queue_objects(
+        "sims",
+        Quota {
+            cpu: 3,
+            memory_gi: 12,
+        },
+    );
+    bad[2]["spec"]["clusterQueu"] = serde_json::json!("x");
+    std::fs::write(&q, serde_json::to_string(&bad).unwrap()).unwrap();
+    let (ok, _) = python_ok(&[
+        "-c",
+        script,
+        &schema.to_string_lossy(),
+        &q.to_string_lossy(),
+    ]);
+    assert!(!ok, "schema must reject an unknown field");
+}
+
+fn vast_cmd(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vast"));
+    c.current_dir(dir)
+        .env("KUBECONFIG", dir.join("no-kubeconfig"))
+        .env_remove("VAST_LOG");
+    c
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn cli_init_configuration_and_prepare_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("growth_sim");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/growth_sim"),
+        &proj,
+    );
+
+    let o = vast_cmd(&proj)
+        .args(["configuration", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("Project not initialized. Run 'vast init <config-file>' first."));
+
+    let o = vast_cmd(&proj)
+        .args(["init", "growth_sim.vast"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = vast_cmd(&proj.join("files"))
+        .args(["config", "list"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.starts_with(
+            "name: test-1-1\nconfig:\n  growth_rate: 0.05\n  initial_population: 50\n---\n"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("---").count(), 4);
+
+    let o = vast_cmd(&proj)
+        .args(["configuration", "generate", "gen"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "✓ Successfully generated 5 scenario configurations in directory 'gen'.\n"
+    );
+    let entry = std::fs::read_to_string(proj.join("gen/out_template/entrypoint.sh")).unwrap();
+    assert!(entry.contains("fixuid"), "local mode");
+
+    // No saved setup and no -k.
+    let o = vast_cmd(&proj)
+        .args(["execution", "cluster", "prepare-run", "out"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("No cluster config specified and no saved config found."));
+    let o = vast_cmd(&proj)
+        .args(["execution", "cluster", "prepare-run", "out", "-k", "aws"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Failed to get cluster config: Cluster config 'aws' not found. Available configs: azure, gcp, minikube, rke2"));
+    let o = vast_cmd(&proj)
+        .args([
+            "execution",
+            "cluster",
+            "prepare-run",
+            "out",
+            "-k",
+            "gcp",
+            "-o",
+            "size=1",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown option 'size' for cluster config 'gcp'; valid options: namespace, storage_size, disk_type"));
+    let o = vast_cmd(&proj)
+        .args([
+            "execution",
+            "cluster",
+            "prepare-run",
+            "out",
+            "-k",
+            "gcp",
+            "-c",
+            "nope",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("Config 'nope' not found (see available configs above)"));
+    assert!(!proj.join("out").exists());
+
+    // Without a cluster the quota falls back to the defaults, with a warning.
+    let o = vast_cmd(&proj)
+        .args([
+            "execution",
+            "cluster",
+            "prepare-run",
+            "out",
+            "-k",
+            "gcp",
+            "-o",
+            "namespace=sims",
+            "-o",
+            "storage_size=20Gi",
+            "-c",
+            "test-1-1",
+            "-r",
+            "2",
+            "-t",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Using defaults."));
+    assert!(stdout.contains("test configs: 1, runs per test config: 2..."));
+    assert!(stdout.contains("✓ Successfully prepared 2 job manifests in directory 'out'."));
+    let jobs = std::fs::read_dir(proj.join("out/jobs")).unwrap().count();
+    assert_eq!(jobs, 2);
+    let all = std::fs::read_to_string(proj.join("out/all-jobs.yaml")).unwrap();
+    assert!(all.contains("namespace: sims") && all.contains("value: -t"));
+    assert!(
+        std::fs::read_to_string(proj.join("out/robovast-manifest.yaml"))
+            .unwrap()
+            .contains("storage: 20Gi")
+    );
+    assert!(
+        std::fs::read_to_string(proj.join("out/kueue-queue-setup.yaml"))
+            .unwrap()
+            .contains("nominalQuota: 32Gi")
+    );
+
+    // A saved setup for the active context is found without -x (weakness 24 fixed).
+    std::fs::write(proj.join("kubeconfig"), "apiVersion: v1\nkind: Config\ncurrent-context: lab\ncontexts:\n- name: lab\n  context: {cluster: lab}\nclusters:\n- name: lab\n  cluster: {server: 'http://127.0.0.1:9'}\nusers: []\n").unwrap();
+    std::fs::write(
+        proj.join(".robovast_cluster_config.lab"),
+        "name: rke2\nkwargs:\n  namespace: labns\n",
+    )
+    .unwrap();
+    let o = vast_cmd(&proj)
+        .env("KUBECONFIG", proj.join("kubeconfig"))
+        .args(["execution", "cluster", "prepare-run", "out2"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(proj.join("out2/README_rke2.md").is_file());
+    assert!(std::fs::read_to_string(proj.join("out2/all-jobs.yaml"))
+        .unwrap()
+        .contains("namespace: labns"));
+}
+
+#[test]
+fn upload_script_is_valid_python() {
+    let s = vast::manifests::prepare::upload_script(RUN_ID, "sims", Some("ctx\"x"));
+    assert!(s.contains(&format!("RUN_ID = \"{RUN_ID}\"")));
+    assert!(s.contains("CONTEXT = \"ctx\\\"x\""));
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("upload_configs.py");
+    std::fs::write(&p, &s).unwrap();
+    let (ok, out) = python_ok(&["-m", "py_compile", &p.to_string_lossy()]);
+    assert!(ok, "{out}");
+    // Without out_template next to it: upstream's message and exit 1.
+    let o = Command::new("python3").arg(&p).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("ERROR: Config directory not found:"));
+}
