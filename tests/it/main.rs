@@ -1,3 +1,4 @@
 //! The one integration-test binary: each area adds a `mod` line.
 
 mod project;
+mod project_upload;
