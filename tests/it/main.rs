@@ -2,3 +2,4 @@
 
 mod project;
 mod project_upload;
+mod project_entrypoint;

@@ -5,7 +5,9 @@
 # whatever the outcome (early failure, scenario failure, SIGTERM at the deadline).
 set -euo pipefail
 
-OUT_DIR=/out
+# The directories are fixed in the Jobs; the overrides exist for tests.
+OUT_DIR="${VAST_OUT_DIR:-/out}"
+CONFIG_DIR="${VAST_CONFIG_DIR:-/config}"
 LOG_DIR="$OUT_DIR/logs"
 LOG_FILE="$LOG_DIR/system.log"
 mkdir -p "$LOG_DIR"
@@ -19,7 +21,7 @@ log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) [vast] $*" | tee -a "$LOG_FILE" >&2
 log "running as uid=$(id -u) gid=$(id -g)"
 
 INSTANCE_TYPE=""
-python3 /config/collect_sysinfo.py --output "$OUT_DIR/sysinfo.yaml" \
+python3 "$CONFIG_DIR/collect_sysinfo.py" --output "$OUT_DIR/sysinfo.yaml" \
   --fact "instance_type=${INSTANCE_TYPE}" \
   --fact "available_cpus=${AVAILABLE_CPUS:-}" \
   --fact "available_mem=${AVAILABLE_MEM:-}" >>"$LOG_FILE" 2>&1 \
@@ -83,11 +85,11 @@ POST
 fi
 
 PARAM_ARGS=()
-if [ -f /config/scenario.config ]; then
-  PARAM_ARGS=(--scenario-parameter-file /config/scenario.config)
+if [ -f "$CONFIG_DIR/scenario.config" ]; then
+  PARAM_ARGS=(--scenario-parameter-file "$CONFIG_DIR/scenario.config")
 fi
 
-log "running scenario /config/scenario.osc"
+log "running scenario $CONFIG_DIR/scenario.osc"
 # shellcheck disable=SC2086
-ros2 run scenario_execution_ros scenario_execution_ros -o "$OUT_DIR" /config/scenario.osc \
+ros2 run scenario_execution_ros scenario_execution_ros -o "$OUT_DIR" "$CONFIG_DIR/scenario.osc" \
   "${POST_RUN_ARGS[@]}" "${PARAM_ARGS[@]}" ${SCENARIO_EXECUTION_PARAMETERS:-}

@@ -1,4 +1,4 @@
-# Cluster mode: upload /out to s3://$S3_BUCKET/$S3_PREFIX/ when the script exits, whatever the
+# Cluster mode: upload $OUT_DIR (/out) to s3://$S3_BUCKET/$S3_PREFIX/ when the script exits, whatever the
 # outcome, so early failures, scenario failures and deadline kills (SIGTERM) still leave logs.
 vast_upload() {
   local rc=$?
@@ -6,9 +6,9 @@ vast_upload() {
   # mc keeps its aliases in a config dir; $HOME may not be writable for the run's uid.
   export MC_CONFIG_DIR="${MC_CONFIG_DIR:-/tmp/.mc-vast}"
   if [ -n "${S3_BUCKET:-}" ] && command -v mc >/dev/null 2>&1; then
-    echo "[vast] uploading /out to $S3_BUCKET/$S3_PREFIX (exit status $rc)" >>"$LOG_FILE"
+    echo "[vast] uploading $OUT_DIR to $S3_BUCKET/$S3_PREFIX (exit status $rc)" >>"$LOG_FILE"
     if mc alias set vast "$S3_ENDPOINT" "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >/dev/null 2>&1 \
-      && mc mirror --overwrite --quiet /out/ "vast/$S3_BUCKET/$S3_PREFIX/" >/dev/null 2>&1; then
+      && mc mirror --overwrite --quiet "$OUT_DIR/" "vast/$S3_BUCKET/$S3_PREFIX/" >/dev/null 2>&1; then
       echo "[vast] upload complete" >&2
     else
       echo "[vast] error: uploading results to $S3_BUCKET/$S3_PREFIX failed" >&2
