@@ -216,7 +216,11 @@ mod tests {
     fn resolution_table() {
         let l = list(&[("gcp-c4", "4"), ("local", "8")]);
         let scalar = ResourceValue::Scalar("2".into());
-        type Case<'a> = (Option<&'a ResourceValue>, Option<&'a str>, Result<Option<String>, String>);
+        type Case<'a> = (
+            Option<&'a ResourceValue>,
+            Option<&'a str>,
+            Result<Option<String>, String>,
+        );
         let cases: Vec<Case> = vec![
             (None, None, Ok(None)),
             (None, Some("x"), Ok(None)),

@@ -40,6 +40,13 @@ pub enum TemplateError {
     },
     #[error("scenario file {}: no `scenario <name>:` declaration found (needed to write scenario.config)", .0.display())]
     NoScenarioName(PathBuf),
+    #[error("configuration '{config}': parameter '{parameter}' is not declared by scenario '{scenario}' (declared: {declared})")]
+    UnknownParameter {
+        config: String,
+        parameter: String,
+        scenario: String,
+        declared: String,
+    },
     #[error("cannot serialise {what}: {message}")]
     Yaml { what: String, message: String },
 }
@@ -145,6 +152,79 @@ pub fn scenario_name(osc: &str) -> Option<String> {
     })
 }
 
+fn indent(l: &str) -> usize {
+    l.len() - l.trim_start().len()
+}
+
+/// The scenario name and the parameters it declares: `name: type [= default]` lines directly
+/// inside the `scenario <name>:` block (actions, `do …:` and `var …` lines are not parameters).
+pub fn scenario_parameters(osc: &str) -> Option<(String, Vec<String>)> {
+    let mut lines = osc.lines();
+    let mut header = None;
+    for l in lines.by_ref() {
+        if let Some(name) = scenario_name(l) {
+            header = Some((name, indent(l)));
+            break;
+        }
+    }
+    let (name, header_indent) = header?;
+    let mut body_indent = None;
+    let mut params = Vec::new();
+    for l in lines {
+        let t = l.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let ind = indent(l);
+        if ind <= header_indent {
+            break;
+        }
+        if ind != *body_indent.get_or_insert(ind) {
+            continue;
+        }
+        if let Some((k, rest)) = t.split_once(':') {
+            let k = k.trim();
+            let ident = !k.is_empty() && k.chars().all(|c| c.is_alphanumeric() || c == '_');
+            if ident && !rest.trim().is_empty() {
+                params.push(k.to_string());
+            }
+        }
+    }
+    Some((name, params))
+}
+
+/// Every configuration parameter must be declared by the scenario (as upstream validates).
+pub fn validate_parameters(
+    vast: &VastFile,
+    configs: &[Configuration],
+) -> Result<(), TemplateError> {
+    if configs.iter().all(|c| c.parameters.is_empty()) {
+        return Ok(());
+    }
+    let path = vast.scenario_path();
+    let text = std::fs::read_to_string(&path).map_err(io("read scenario file", &path))?;
+    let Some((scenario, declared)) = scenario_parameters(&text) else {
+        return Err(TemplateError::NoScenarioName(path));
+    };
+    for c in configs {
+        for (p, _) in &c.parameters {
+            if !declared.contains(p) {
+                return Err(TemplateError::UnknownParameter {
+                    config: c.name.clone(),
+                    parameter: p.clone(),
+                    scenario,
+                    declared: if declared.is_empty() {
+                        "none".into()
+                    } else {
+                        declared.join(", ")
+                    },
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 fn hash12(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
@@ -189,6 +269,7 @@ pub fn write_out_template(
     let scenario_path = vast.scenario_path();
     let scenario =
         std::fs::read(&scenario_path).map_err(io("read scenario file", &scenario_path))?;
+    validate_parameters(vast, configs)?;
     let test_files = collect_test_files(vast)?;
     let needs_name = configs.iter().any(|c| !c.parameters.is_empty());
     let name = scenario_name(&String::from_utf8_lossy(&scenario));
@@ -339,6 +420,15 @@ mod tests {
         assert!(with_instance_type(&c, "INSTANCE_TYPE=$(uname -m)")
             .contains("INSTANCE_TYPE=$(uname -m)"));
         assert!(!secondary_entrypoint_script(Mode::Cluster).contains("@@"));
+    }
+
+    #[test]
+    fn scenario_parameter_declarations() {
+        let osc = "import osc.helpers\n\nscenario growth_sim:\n    growth_rate: float = 0.1\n    initial_population: int\n    var counter: int = 0\n    do serial:\n        wait elapsed(1s)\n        inner: float = 1\n\naction other:\n    x: int\n";
+        let (name, params) = scenario_parameters(osc).unwrap();
+        assert_eq!(name, "growth_sim");
+        assert_eq!(params, ["growth_rate", "initial_population"]);
+        assert_eq!(scenario_parameters("action a:\n  x: int\n"), None);
     }
 
     #[test]

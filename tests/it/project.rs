@@ -666,3 +666,26 @@ fn upload_script_is_valid_python() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).starts_with("ERROR: Config directory not found:"));
 }
+
+#[test]
+fn undeclared_parameter_is_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("scenario.osc"),
+        "scenario s:\n    speed: float = 1.0\n    do serial:\n        wait elapsed(1s)\n",
+    )
+    .unwrap();
+    let path = tmp.path().join("p.vast");
+    std::fs::write(&path, "version: 1\nconfiguration:\n- name: a\n  parameters:\n  - sped: 2\nexecution: {image: i:1, runs: 1, scenario_file: scenario.osc}\n").unwrap();
+    let v = VastFile::load(&path).unwrap();
+    let configs = generate(&v).unwrap();
+    let err = vast::project::template::validate_parameters(&v, &configs).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "configuration 'a': parameter 'sped' is not declared by scenario 's' (declared: speed)"
+    );
+    let out = tmp.path().join("out");
+    let err = prepare_run(&out, &prepare_input(&v, &configs, "rke2")).unwrap_err();
+    assert!(err.to_string().contains("parameter 'sped' is not declared"));
+    assert!(!out.exists());
+}

@@ -22,11 +22,19 @@ fn stub(path: &Path, body: &str) {
 
 fn run(ros2_exit: i32, mc_exit: i32, pre_command: Option<&str>) -> Outcome {
     let tmp = tempfile::tempdir().unwrap();
-    let (config, out, bin) = (tmp.path().join("config"), tmp.path().join("out"), tmp.path().join("bin"));
+    let (config, out, bin) = (
+        tmp.path().join("config"),
+        tmp.path().join("out"),
+        tmp.path().join("bin"),
+    );
     for d in [&config, &out, &bin] {
         std::fs::create_dir(d).unwrap();
     }
-    std::fs::write(config.join("entrypoint.sh"), entrypoint_script(Mode::Cluster)).unwrap();
+    std::fs::write(
+        config.join("entrypoint.sh"),
+        entrypoint_script(Mode::Cluster),
+    )
+    .unwrap();
     std::fs::write(
         config.join("collect_sysinfo.py"),
         include_str!("../../src/project/scripts/collect_sysinfo.py"),
@@ -36,12 +44,19 @@ fn run(ros2_exit: i32, mc_exit: i32, pre_command: Option<&str>) -> Outcome {
     std::fs::write(config.join("scenario.config"), "s: {a: 1}\n").unwrap();
     std::fs::write(config.join("pre.sh"), "echo pre-command-ran\n").unwrap();
     let log = tmp.path().join("mc.log");
-    stub(&bin.join("mc"), &format!("echo \"$@\" >> '{}'\nexit {mc_exit}", log.display()));
+    stub(
+        &bin.join("mc"),
+        &format!("echo \"$@\" >> '{}'\nexit {mc_exit}", log.display()),
+    );
     stub(
         &bin.join("ros2"),
         &format!("echo \"$@\" > \"$VAST_OUT_DIR/ros2_args\"\necho result > \"$VAST_OUT_DIR/test.xml\"\nexit {ros2_exit}"),
     );
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let mut cmd = Command::new("bash");
     cmd.arg(config.join("entrypoint.sh"))
         .env_clear()
@@ -72,12 +87,33 @@ fn run(ros2_exit: i32, mc_exit: i32, pre_command: Option<&str>) -> Outcome {
 fn success_uploads_and_passes_parameters() {
     let o = run(0, 0, Some("pre.sh"));
     assert_eq!(o.code, Some(0), "{}", o.system_log);
-    assert!(o.mc_log.contains("alias set vast http://robovast:9000 ak s3cr3t-value"), "{}", o.mc_log);
-    assert!(o.mc_log.contains("mirror --overwrite --quiet") && o.mc_log.contains("vast/run-x/cfg/0/"), "{}", o.mc_log);
-    assert!(o.ros2_args.starts_with("run scenario_execution_ros scenario_execution_ros -o"), "{}", o.ros2_args);
-    assert!(o.ros2_args.contains("--scenario-parameter-file"), "{}", o.ros2_args);
+    assert!(
+        o.mc_log
+            .contains("alias set vast http://robovast:9000 ak s3cr3t-value"),
+        "{}",
+        o.mc_log
+    );
+    assert!(
+        o.mc_log.contains("mirror --overwrite --quiet") && o.mc_log.contains("vast/run-x/cfg/0/"),
+        "{}",
+        o.mc_log
+    );
+    assert!(
+        o.ros2_args
+            .starts_with("run scenario_execution_ros scenario_execution_ros -o"),
+        "{}",
+        o.ros2_args
+    );
+    assert!(
+        o.ros2_args.contains("--scenario-parameter-file"),
+        "{}",
+        o.ros2_args
+    );
     assert!(o.system_log.contains("pre-command-ran"), "{}", o.system_log);
-    assert!(!o.system_log.contains("s3cr3t-value"), "secret key never logged");
+    assert!(
+        !o.system_log.contains("s3cr3t-value"),
+        "secret key never logged"
+    );
 }
 
 #[test]

@@ -50,7 +50,10 @@ async fn upload_script_uploads_out_template_with_sigv4() {
     std::fs::create_dir(&s3_root).unwrap();
     let endpoint = start_s3(&s3_root).await;
 
-    let vast = VastFile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/growth_sim/growth_sim.vast")).unwrap();
+    let vast = VastFile::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/growth_sim/growth_sim.vast"),
+    )
+    .unwrap();
     let configs = generate(&vast).unwrap();
     let out = tmp.path().join("prepared");
     let run_id = "run-2026-01-02-030405-up01";
@@ -64,7 +67,10 @@ async fn upload_script_uploads_out_template_with_sigv4() {
         context: None,
         log_tree: false,
         run_id: run_id.into(),
-        quota: Quota { cpu: 8, memory_gi: 32 },
+        quota: Quota {
+            cpu: 8,
+            memory_gi: 32,
+        },
         created_at: "2026-01-02T03:04:05Z".into(),
     };
     prepare_run(&out, &input).unwrap();
@@ -73,16 +79,31 @@ async fn upload_script_uploads_out_template_with_sigv4() {
     // Wrong secret: the server rejects the signature and the script says so, exit 1.
     let ep = endpoint.clone();
     let s = script.clone();
-    let o = tokio::task::spawn_blocking(move || run_script(&s, &ep, "wrong")).await.unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = tokio::task::spawn_blocking(move || run_script(&s, &ep, "wrong"))
+        .await
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("ERROR: creating bucket"));
 
     let ep = endpoint.clone();
     let s = script.clone();
-    let o = tokio::task::spawn_blocking(move || run_script(&s, &ep, SK)).await.unwrap();
+    let o = tokio::task::spawn_blocking(move || run_script(&s, &ep, SK))
+        .await
+        .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
-    assert!(stdout.starts_with(&format!("Uploading config files to S3 bucket '{run_id}'...\nUpload complete.")));
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.starts_with(&format!(
+        "Uploading config files to S3 bucket '{run_id}'...\nUpload complete."
+    )));
 
     // Every file of out_template arrived byte for byte under the bucket.
     let template = out.join("out_template");
@@ -103,6 +124,8 @@ async fn upload_script_uploads_out_template_with_sigv4() {
     }
     assert!(count >= 10, "{count} files");
     // Re-running is fine (bucket exists: 409 is accepted, objects are overwritten).
-    let o = tokio::task::spawn_blocking(move || run_script(&script, &endpoint, SK)).await.unwrap();
+    let o = tokio::task::spawn_blocking(move || run_script(&script, &endpoint, SK))
+        .await
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

@@ -27,6 +27,8 @@ pub fn load_configs(vast: &VastFile) -> anyhow::Result<Vec<Configuration>> {
     if configs.is_empty() {
         return Err(UsageError("No scenario configs generated.".into()).into());
     }
+    crate::project::template::validate_parameters(vast, &configs)
+        .map_err(|e| UsageError(e.to_string()))?;
     Ok(configs)
 }
 
