@@ -89,7 +89,8 @@ pub fn secondary_entrypoint_script(mode: Mode) -> String {
 }
 
 /// Files matched by `execution.test_files_filter`, relative to the `.vast` directory,
-/// `/`-separated and sorted. `*` does not cross `/`; `**` does. Hidden directories are skipped.
+/// `/`-separated and sorted. Gitignore-like: `*` does not cross `/`, `**` does, a pattern
+/// without `/` matches file names at any depth. Hidden directories are skipped.
 pub fn collect_test_files(vast: &VastFile) -> Result<Vec<String>, TemplateError> {
     let filters = &vast.execution.test_files_filter;
     if filters.is_empty() {
@@ -97,7 +98,15 @@ pub fn collect_test_files(vast: &VastFile) -> Result<Vec<String>, TemplateError>
     }
     let mut b = globset::GlobSetBuilder::new();
     for f in filters {
-        let g = globset::GlobBuilder::new(f.trim_start_matches("./"))
+        // gitignore semantics: a pattern without '/' matches the file name at any depth;
+        // a leading '/' anchors the pattern at the `.vast` directory.
+        let p = f.trim_start_matches("./");
+        let p = if p.contains('/') {
+            p.trim_start_matches('/').to_string()
+        } else {
+            format!("**/{p}")
+        };
+        let g = globset::GlobBuilder::new(&p)
             .literal_separator(true)
             .build()
             .map_err(|e| TemplateError::Yaml {
@@ -429,6 +438,45 @@ mod tests {
         assert_eq!(name, "growth_sim");
         assert_eq!(params, ["growth_rate", "initial_population"]);
         assert_eq!(scenario_parameters("action a:\n  x: int\n"), None);
+    }
+
+    #[test]
+    fn test_file_globs() {
+        let d = tempfile::tempdir().unwrap();
+        for f in [
+            "files/a.sh",
+            "files/b.py",
+            "sub/files/c.sh",
+            "sub/deep/files/d.txt",
+            "top.sh",
+            ".git/x.sh",
+        ] {
+            let p = d.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "x").unwrap();
+        }
+        let mut v = VastFile::parse(
+            &d.path().join("t.vast"),
+            "version: 1\nexecution: {image: i:1, runs: 1, scenario_file: s.osc}\n",
+        )
+        .unwrap();
+        let mut with = |f: &[&str]| {
+            v.execution.test_files_filter = f.iter().map(|s| s.to_string()).collect();
+            collect_test_files(&v).unwrap()
+        };
+        assert_eq!(with(&["files/*.sh"]), ["files/a.sh"]);
+        assert_eq!(
+            with(&["**/files/*"]),
+            [
+                "files/a.sh",
+                "files/b.py",
+                "sub/deep/files/d.txt",
+                "sub/files/c.sh"
+            ]
+        );
+        assert_eq!(with(&["*.sh"]), ["files/a.sh", "sub/files/c.sh", "top.sh"]);
+        assert_eq!(with(&["/*.sh"]), ["top.sh"]);
+        assert!(with(&[]).is_empty());
     }
 
     #[test]

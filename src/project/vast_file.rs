@@ -801,3 +801,59 @@ impl fmt::Display for ResourceValue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str =
+        "version: 1\nexecution:\n  image: i:1\n  runs: 2\n  scenario_file: scenario.osc\n";
+
+    #[test]
+    fn only_the_first_document_counts() {
+        let text = format!("{MIN}---\nthis: is ignored\n");
+        let v = VastFile::parse(Path::new("d/x.vast"), &text).unwrap();
+        assert_eq!(v.execution.runs, 2);
+        assert_eq!(v.execution.run_as_user, 1000);
+        assert_eq!(v.dir, Path::new("d"));
+        assert_eq!(
+            VastFile::parse(Path::new("x.vast"), MIN).unwrap().dir,
+            Path::new(".")
+        );
+    }
+
+    #[test]
+    fn errors_expose_field_and_line() {
+        let text = MIN.replace("  runs: 2\n", "  runs: 2\n  timeout: 0\n");
+        let e = VastFile::parse(Path::new("x.vast"), &text).unwrap_err();
+        assert_eq!(e.field(), Some("execution.timeout"));
+        assert_eq!(e.line(), Some(5));
+        assert_eq!(
+            e.to_string(),
+            "x.vast:5: execution.timeout: must be a positive number of seconds"
+        );
+        let e = VastFile::load(Path::new("/nonexistent/x.vast")).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("cannot read /nonexistent/x.vast:"));
+        assert_eq!((e.field(), e.line()), (None, None));
+    }
+
+    #[test]
+    fn quantities_and_find_line() {
+        assert!(
+            valid_quantity("500m", true)
+                && valid_quantity("1.5", true)
+                && !valid_quantity("1Gi", true)
+        );
+        assert!(
+            valid_quantity("8Gi", false)
+                && valid_quantity("1073741824", false)
+                && !valid_quantity("-1", false)
+        );
+        let t = "a:\n  b:\n    c: 1\nd:\n  c: 2\n";
+        assert_eq!(find_line(t, &["d", "c"]), 5);
+        assert_eq!(find_line(t, &["a", "b", "c"]), 3);
+        assert_eq!(find_line(t, &["zz"]), 0);
+    }
+}

@@ -7,7 +7,7 @@ use crate::cli::{args::PrepareRunArgs, ExitStatus, Globals, UsageError};
 use crate::engine::RunId;
 use crate::manifests::cluster_config::{cluster_config, parse_option};
 use crate::manifests::kueue::{compute_quota, QuotaOutcome};
-use crate::manifests::prepare::{prepare_run, PrepareInput};
+use crate::manifests::prepare::{prepare_run, PrepareError, PrepareInput};
 use crate::project::files::read_setup;
 use crate::project::resources::{active_kube_context, require_context_for_multi_cluster};
 
@@ -134,7 +134,11 @@ pub async fn run(args: PrepareRunArgs, globals: &Globals) -> anyhow::Result<Exit
         quota: quota.quota,
         created_at: jiff::Timestamp::now().to_string(),
     };
-    let prepared = prepare_run(&args.output, &input).map_err(|e| UsageError(e.to_string()))?;
+    let prepared = prepare_run(&args.output, &input).map_err(|e| match e {
+        // Local I/O failures are not the user's input: exit 1.
+        PrepareError::Io { .. } => anyhow::Error::new(e),
+        other => UsageError(other.to_string()).into(),
+    })?;
     println!(
         "✓ Successfully prepared {} job manifests in directory '{}'.",
         prepared.jobs,
