@@ -120,9 +120,9 @@ Prepared by `vast execution cluster prepare-run`: {jobs} Jobs ({configs} configu
 0. Install Kueue and create the queues: see `README_kueue.md`.\n\
 1. Create the S3 credentials Secret and the robovast pod: see `README_{cfg}.md`.\n\
 2. Upload the configurations to the run's bucket `{run}` (needs kubectl and python3, nothing else):\n\n\
-   ```bash\n   ./upload_configs.py\n   ```\n\n\
+```bash\n./upload_configs.py\n```\n\n\
 3. Create the Jobs:\n\n\
-   ```bash\n   kubectl apply -f all-jobs.yaml\n   ```\n\n\
+```bash\nkubectl apply -f all-jobs.yaml\n```\n\n\
 Job specs are immutable: to re-deploy use `kubectl replace --force -f all-jobs.yaml`, or a single Job with\n\
 `kubectl replace --force -f jobs/<job>.yaml -n {ns}`. Results are written to the bucket `{run}` under\n\
 `<config>/<run number>/`; watch progress with `kubectl get jobs -n {ns} -l run-id={run}`.\n",
