@@ -153,7 +153,8 @@ impl ClusterConfig {
                     valid: valid.join(", "),
                 });
             }
-            let ok = !v.is_empty()
+            let ok = (k != "storage_size" || crate::project::vast_file::valid_quantity(v, false))
+                && !v.is_empty()
                 && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
             if !ok {
@@ -279,6 +280,8 @@ mod tests {
         );
         let inj: BTreeMap<_, _> = [("storage_size".to_string(), "1Gi\n  x: y".to_string())].into();
         assert!(gcp.resolve_options(&inj).is_err());
+        let not_qty: BTreeMap<_, _> = [("storage_size".to_string(), "big".to_string())].into();
+        assert!(gcp.resolve_options(&not_qty).is_err());
         assert_eq!(
             cluster_config("aws").unwrap_err().to_string(),
             "Cluster config 'aws' not found. Available configs: azure, gcp, minikube, rke2"

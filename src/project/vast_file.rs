@@ -685,8 +685,8 @@ fn check_config_name(name: &str) -> Result<(), &'static str> {
     if name.starts_with('-') || name.ends_with('-') {
         return Err("must start and end with a letter or digit");
     }
-    if name.len() > 40 {
-        return Err("must be at most 40 characters");
+    if name.len() > 200 {
+        return Err("must be at most 200 characters");
     }
     Ok(())
 }
@@ -708,7 +708,7 @@ fn valid_env_name(s: &str) -> bool {
 
 /// A Kubernetes quantity: cpu as a number or millicores (`2`, `0.5`, `500m`); memory as a
 /// number with an optional binary/decimal suffix (`8Gi`, `512M`, `1073741824`).
-fn valid_quantity(s: &str, cpu: bool) -> bool {
+pub(crate) fn valid_quantity(s: &str, cpu: bool) -> bool {
     let suffixes: &[&str] = if cpu {
         &["m", ""]
     } else {
