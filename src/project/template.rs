@@ -388,6 +388,33 @@ pub fn write_out_template(
     Ok(test_files)
 }
 
+/// `execution.yaml` written at the root of `out_template/` by `run` (not by `prepare-run`):
+/// `execution_time` (UTC ISO), `runs`, `execution_type: cluster`, `image`, `run_as_user`, `env`
+/// as a mapping and `cluster_info` (gathered by the caller from the cluster).
+pub fn execution_yaml(
+    vast: &VastFile,
+    runs: u32,
+    execution_time: &str,
+    cluster_info: Value,
+) -> Result<String, TemplateError> {
+    let mut env = Mapping::new();
+    for (k, v) in &vast.execution.env {
+        env.insert(k.clone().into(), v.clone().into());
+    }
+    let mut m = Mapping::new();
+    m.insert("execution_time".into(), execution_time.into());
+    m.insert("runs".into(), Value::from(runs));
+    m.insert("execution_type".into(), "cluster".into());
+    m.insert("image".into(), vast.execution.image.clone().into());
+    m.insert(
+        "run_as_user".into(),
+        Value::from(vast.execution.run_as_user),
+    );
+    m.insert("env".into(), Value::Mapping(env));
+    m.insert("cluster_info".into(), cluster_info);
+    yaml("execution.yaml", &m)
+}
+
 /// The `execution` section exactly as written in the file.
 fn raw_execution(vast: &VastFile) -> Value {
     use serde::Deserialize;
@@ -477,6 +504,17 @@ mod tests {
         assert_eq!(with(&["*.sh"]), ["files/a.sh", "sub/files/c.sh", "top.sh"]);
         assert_eq!(with(&["/*.sh"]), ["top.sh"]);
         assert!(with(&[]).is_empty());
+    }
+
+    #[test]
+    fn execution_yaml_fields() {
+        let v = VastFile::parse(
+            Path::new("x.vast"),
+            "version: 1\nexecution: {image: i:1, runs: 3, scenario_file: s.osc, env: [{A: 1}]}\n",
+        )
+        .unwrap();
+        let y = execution_yaml(&v, 5, "2026-01-02T03:04:05Z", Value::Null).unwrap();
+        assert_eq!(y, "execution_time: 2026-01-02T03:04:05Z\nruns: 5\nexecution_type: cluster\nimage: i:1\nrun_as_user: 1000\nenv:\n  A: '1'\ncluster_info: null\n");
     }
 
     #[test]
