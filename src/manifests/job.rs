@@ -31,8 +31,6 @@ pub struct JobContext<'a> {
     pub total_jobs: usize,
     /// `--log-tree/-t`.
     pub log_tree: bool,
-    /// Whether `out_template/_config/` holds test files (the init container then requires them).
-    pub has_test_files: bool,
 }
 
 /// `run-id` label value: lowercase, `_` → `-`, only alnum/`-`/`.`, at most 63.
@@ -106,7 +104,9 @@ fn mounts(config_read_only: bool) -> Value {
 }
 
 /// The init container's script: every file the run needs must arrive, or it exits 1 naming it.
-pub fn init_script(config: &Configuration, has_test_files: bool) -> String {
+/// `_config/` always exists in the bucket (it holds `configurations.yaml`) and carries the test
+/// files, which land under `/config/<relpath>`.
+pub fn init_script(config: &Configuration) -> String {
     let mut s = String::from(
         "set -eu\n\
 fail() { echo \"vast: $1\" >&2; exit 1; }\n\
@@ -117,9 +117,7 @@ fetch secondary_entrypoint.sh /config/secondary_entrypoint.sh\n\
 fetch collect_sysinfo.py /config/collect_sysinfo.py\n\
 fetch scenario.osc /config/scenario.osc\n",
     );
-    if has_test_files {
-        s.push_str("mc mirror --quiet \"vast/$S3_BUCKET/_config/\" /config/ >/dev/null || fail \"cannot copy s3://$S3_BUCKET/_config/\"\n");
-    }
+    s.push_str("mc mirror --quiet \"vast/$S3_BUCKET/_config/\" /config/ >/dev/null || fail \"cannot copy s3://$S3_BUCKET/_config/\"\n");
     if !config.parameters.is_empty() {
         s.push_str(&format!(
             "fetch '{}/scenario.config' /config/scenario.config\n",
@@ -176,7 +174,7 @@ pub fn render_job(
     let mut init_containers = vec![json!({
         "name": "s3-init",
         "image": MC_IMAGE,
-        "command": ["sh", "-c", init_script(config, ctx.has_test_files)],
+        "command": ["sh", "-c", init_script(config)],
         "env": s3_env,
         "volumeMounts": [{"name": "config", "mountPath": "/config"}],
     })];

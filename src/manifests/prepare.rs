@@ -148,7 +148,7 @@ pub fn prepare_run(output: &Path, input: &PrepareInput<'_>) -> Result<Prepared, 
         }
     }
     // 1. Render in memory: every error surfaces before anything is written.
-    let test_files = template::collect_test_files(input.vast)?;
+    template::collect_test_files(input.vast)?;
     let ctx = JobContext {
         run_id: &input.run_id,
         namespace: &input.namespace,
@@ -156,7 +156,6 @@ pub fn prepare_run(output: &Path, input: &PrepareInput<'_>) -> Result<Prepared, 
         context: input.context.as_deref(),
         total_jobs: input.configs.len() * input.runs as usize,
         log_tree: input.log_tree,
-        has_test_files: !test_files.is_empty(),
     };
     let jobs = render_jobs(&ctx, input.configs, input.runs)?;
     let mut files: Vec<(String, String, bool)> = Vec::new();

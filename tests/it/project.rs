@@ -124,7 +124,7 @@ fn secondary_container_forms() {
     );
 }
 
-fn job_context<'a>(v: &'a VastFile, ctx: Option<&'a str>, has_test_files: bool) -> JobContext<'a> {
+fn job_context<'a>(v: &'a VastFile, ctx: Option<&'a str>) -> JobContext<'a> {
     JobContext {
         run_id: RUN_ID,
         namespace: "sims",
@@ -132,7 +132,6 @@ fn job_context<'a>(v: &'a VastFile, ctx: Option<&'a str>, has_test_files: bool) 
         context: ctx,
         total_jobs: 6,
         log_tree: true,
-        has_test_files,
     }
 }
 
@@ -140,15 +139,15 @@ fn job_context<'a>(v: &'a VastFile, ctx: Option<&'a str>, has_test_files: bool) 
 fn jobs_resolve_per_cluster_resources() {
     let v = small();
     let configs = generate(&v).unwrap();
-    let err = render_jobs(&job_context(&v, None, true), &configs, 2).unwrap_err();
+    let err = render_jobs(&job_context(&v, None), &configs, 2).unwrap_err();
     assert!(err.to_string().starts_with(
         "Per-cluster resource list ['gcp-c4', 'local'] found but no Kubernetes context"
     ));
-    let err = render_jobs(&job_context(&v, Some("aks"), true), &configs, 2).unwrap_err();
+    let err = render_jobs(&job_context(&v, Some("aks")), &configs, 2).unwrap_err();
     assert!(err
         .to_string()
         .starts_with("No resource entry found for context 'aks'."));
-    let jobs = render_jobs(&job_context(&v, Some("gcp-c4"), true), &configs, 2).unwrap();
+    let jobs = render_jobs(&job_context(&v, Some("gcp-c4")), &configs, 2).unwrap();
     assert_eq!(jobs.len(), 6);
     // run-number-major order
     let order: Vec<String> = jobs
@@ -202,7 +201,7 @@ fn jobs_resolve_per_cluster_resources() {
 fn snapshot_jobs() {
     let v = small();
     let configs = generate(&v).unwrap();
-    let jobs = render_jobs(&job_context(&v, Some("local"), true), &configs, 2).unwrap();
+    let jobs = render_jobs(&job_context(&v, Some("local")), &configs, 2).unwrap();
     // One config × run 0 and 1 is representative; names of all.
     let names: Vec<String> = jobs
         .iter()
@@ -400,7 +399,7 @@ fn manifests_validate_against_kubernetes_schemas() {
         std::fs::write(&p, c.manifest_yaml(&BTreeMap::new(), "sims").unwrap()).unwrap();
         files.push(p);
     }
-    let jobs = render_jobs(&job_context(&v, Some("local"), true), &configs, 2).unwrap();
+    let jobs = render_jobs(&job_context(&v, Some("local")), &configs, 2).unwrap();
     let all: Vec<serde_json::Value> = jobs
         .iter()
         .map(|j| serde_json::to_value(j).unwrap())
@@ -413,7 +412,7 @@ fn manifests_validate_against_kubernetes_schemas() {
     let ec = generate(&ev).unwrap();
     let ctx = JobContext {
         execution: &ev.execution,
-        ..job_context(&ev, None, true)
+        ..job_context(&ev, None)
     };
     let ejobs: Vec<serde_json::Value> = render_jobs(&ctx, &ec, 3)
         .unwrap()
