@@ -3,12 +3,13 @@
 //! and renamed into place, so bad input never leaves a half-written OUTPUT.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rand::Rng;
 
 use super::cluster_config::ClusterConfig;
-use super::job::{render_jobs, JobContext};
+use super::job::{render_job, JobContext};
 use super::kueue::{self, Quota};
 use super::{to_yaml, yaml_stream, ManifestError};
 use crate::project::configs::Configuration;
@@ -147,7 +148,9 @@ pub fn prepare_run(output: &Path, input: &PrepareInput<'_>) -> Result<Prepared, 
             return Err(PrepareError::OutputExists(output.to_path_buf()));
         }
     }
-    // 1. Render in memory: every error surfaces before anything is written.
+    // 1. Everything that depends on the input is checked before anything is written: the
+    //    test-file globs, the cluster options, and one Job (resource resolution is the same for
+    //    every Job of the run).
     template::collect_test_files(input.vast)?;
     let ctx = JobContext {
         run_id: &input.run_id,
@@ -157,49 +160,40 @@ pub fn prepare_run(output: &Path, input: &PrepareInput<'_>) -> Result<Prepared, 
         total_jobs: input.configs.len() * input.runs as usize,
         log_tree: input.log_tree,
     };
-    let jobs = render_jobs(&ctx, input.configs, input.runs)?;
-    let mut files: Vec<(String, String, bool)> = Vec::new();
-    let mut all = String::new();
-    for (i, job) in jobs.iter().enumerate() {
-        let y = to_yaml(job)?;
-        let name = job.metadata.name.clone().unwrap_or_default();
-        if i > 0 {
-            all.push_str("---\n");
-        }
-        all.push_str(&y);
-        files.push((format!("jobs/{name}.yaml"), y, false));
-    }
-    files.push(("all-jobs.yaml".into(), all, false));
-    files.push((
-        "robovast-manifest.yaml".into(),
-        input
-            .cluster
-            .manifest_yaml(&input.options, &input.namespace)?,
-        false,
-    ));
-    files.push((
-        format!("README_{}.md", input.cluster.name),
-        input.cluster.readme(&input.options, &input.namespace)?,
-        false,
-    ));
-    files.push((
-        "kueue-queue-setup.yaml".into(),
-        yaml_stream(&kueue::queue_objects(&input.namespace, input.quota))?,
-        false,
-    ));
-    files.push((
-        "README_kueue.md".into(),
-        kueue::readme(&input.namespace, input.quota),
-        false,
-    ));
-    files.push((
-        "upload_configs.py".into(),
-        upload_script(&input.run_id, &input.namespace, input.context.as_deref()),
-        true,
-    ));
-    files.push(("README.md".into(), readme(input, jobs.len()), false));
+    render_job(&ctx, &input.configs[0], 0)?;
+    let total = ctx.total_jobs;
+    let files: Vec<(String, String, bool)> = vec![
+        (
+            "robovast-manifest.yaml".into(),
+            input
+                .cluster
+                .manifest_yaml(&input.options, &input.namespace)?,
+            false,
+        ),
+        (
+            format!("README_{}.md", input.cluster.name),
+            input.cluster.readme(&input.options, &input.namespace)?,
+            false,
+        ),
+        (
+            "kueue-queue-setup.yaml".into(),
+            yaml_stream(&kueue::queue_objects(&input.namespace, input.quota))?,
+            false,
+        ),
+        (
+            "README_kueue.md".into(),
+            kueue::readme(&input.namespace, input.quota),
+            false,
+        ),
+        (
+            "upload_configs.py".into(),
+            upload_script(&input.run_id, &input.namespace, input.context.as_deref()),
+            true,
+        ),
+        ("README.md".into(), readme(input, total), false),
+    ];
 
-    // 2. Write into a staging directory next to OUTPUT.
+    // 2. Write into a staging directory next to OUTPUT (removed again on any error).
     let parent = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -222,6 +216,29 @@ pub fn prepare_run(output: &Path, input: &PrepareInput<'_>) -> Result<Prepared, 
         Mode::Cluster,
         &input.created_at,
     )?;
+    // Jobs are streamed (one rendered at a time), so 10,000 Jobs need little memory.
+    let jobs_dir = staging.path.join("jobs");
+    std::fs::create_dir(&jobs_dir).map_err(io("create", &jobs_dir))?;
+    let all_path = staging.path.join("all-jobs.yaml");
+    let all_file = std::fs::File::create(&all_path).map_err(io("write", &all_path))?;
+    let mut all = std::io::BufWriter::new(all_file);
+    let mut count = 0usize;
+    for run in 0..input.runs {
+        for c in input.configs {
+            let job = render_job(&ctx, c, run)?;
+            let y = to_yaml(&job)?;
+            let name = job.metadata.name.unwrap_or_default();
+            if count > 0 {
+                all.write_all(b"---\n").map_err(io("write", &all_path))?;
+            }
+            all.write_all(y.as_bytes())
+                .map_err(io("write", &all_path))?;
+            write(&jobs_dir.join(format!("{name}.yaml")), &y, false)?;
+            count += 1;
+        }
+    }
+    all.flush().map_err(io("write", &all_path))?;
+    drop(all);
     for (rel, text, exec) in &files {
         write(&staging.path.join(rel), text, *exec)?;
     }
@@ -232,10 +249,14 @@ pub fn prepare_run(output: &Path, input: &PrepareInput<'_>) -> Result<Prepared, 
     std::fs::rename(&staging.path, output).map_err(io("rename into", output))?;
     staging.keep = true;
     let mut names: Vec<String> = files.into_iter().map(|(r, _, _)| r).collect();
-    names.push("out_template/".into());
+    names.extend([
+        "all-jobs.yaml".to_string(),
+        "jobs/".to_string(),
+        "out_template/".to_string(),
+    ]);
     names.sort();
     Ok(Prepared {
-        jobs: jobs.len(),
+        jobs: count,
         files: names,
     })
 }
