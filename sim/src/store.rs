@@ -201,6 +201,9 @@ impl Store {
         {
             let mut inner = self.write();
             inner.history.clear();
+            // as if one more event had been written and evicted: every watch from a
+            // resourceVersion handed out so far is expired, a fresh list's is not
+            inner.rv += 1;
             inner.compacted = inner.rv + 1;
         }
         let mut epoch = self.watch_epoch.lock().unwrap_or_else(|e| e.into_inner());

@@ -784,7 +784,8 @@ fn patch_object(app: &App, t: &Target, ct: &str, body: Value, q: &Query) -> Resu
         if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             m.entry("name").or_insert_with(|| json!(name.clone()));
         }
-        let created = create(app, t, obj, q.dry_run);
+        let collection = Target { name: None, ..t.clone() };
+        let created = create(app, &collection, obj, q.dry_run);
         return match created {
             Err(e) if e.reason == "AlreadyExists" => patch_object(app, t, ct, body, q),
             other => other.map(|o| json_response(201, &*versioned(&o, t))),
