@@ -446,6 +446,9 @@ async fn resource_request(
             return Err(ApiError::new(404, "NotFound", format!("the server could not find the requested resource: subresource {other}")))
         }
     }
+    if req.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.contains("protobuf") || ct.contains("cbor")) {
+        return Err(ApiError::new(415, "UnsupportedMediaType", "vast-sim does not decode protobuf or CBOR request bodies; send JSON (kubectl: use create/apply -f instead of generator subcommands such as create configmap)"));
+    }
     if t.sub.as_deref() == Some("status") && !t.rt.status {
         return Err(ApiError::new(404, "NotFound", format!("{} has no status subresource", qualified(&t.rt))));
     }
