@@ -63,6 +63,7 @@ async fn s3_through_kube_portforward_with_aws_sdk() {
         .endpoint_url(format!("http://{local}"))
         .force_path_style(true)
         .credentials_provider(creds)
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
         .build();
     let s3 = aws_sdk_s3::Client::from_conf(conf);
     s3.create_bucket().bucket("run-1").send().await.unwrap();
@@ -94,7 +95,8 @@ async fn exec_reports_output_and_exit_status() {
 #[tokio::test]
 #[ignore = "needs the data plane; enabled at merge"]
 async fn api_faults_are_seen_by_clients() {
-    let (_sim, client) = start().await;
+    let (sim, retrying) = start().await;
+    let client = kube_support::client_without_retry(&sim);
     let set = |cfg: serde_json::Value| {
         let client = client.clone();
         async move {
@@ -112,6 +114,13 @@ async fn api_faults_are_seen_by_clients() {
     assert_eq!(resp.status().as_u16(), 429);
     assert_eq!(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("2"));
     cms.list(&ListParams::default()).await.unwrap();
+    // kube's default client retries a 429 after Retry-After
+    set(json!({"api": [{"verbs": ["list"], "resources": ["configmaps"], "max_hits": 1,
+        "action": {"status": {"codes": [429], "retry_after_seconds": 1}}}]}))
+    .await;
+    let t = Instant::now();
+    Api::<ConfigMap>::default_namespaced(retrying).list(&ListParams::default()).await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(900), "the retry waited for Retry-After");
     // 500 and 503 as Status errors through kube-rs
     for code in [500u16, 503] {
         set(json!({"api": [{"verbs": ["create"], "resources": ["jobs"], "action": {"status": {"codes": [code]}}}]})).await;

@@ -27,6 +27,14 @@ pub fn client_for(sim: &SimHandle) -> kube::Client {
     kube::Client::try_from(config).expect("kube client")
 }
 
+/// A client without kube's built-in retry of 429/503/504, to observe faults as they are.
+pub fn client_without_retry(sim: &SimHandle) -> kube::Client {
+    let mut config = kube::Config::new(sim.url().parse().expect("sim url"));
+    config.default_namespace = "default".into();
+    config.default_retry = false;
+    kube::Client::try_from(config).expect("kube client")
+}
+
 /// Polls `f` until it returns `Some`, failing the test after [`PATIENCE`].
 pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
 where
