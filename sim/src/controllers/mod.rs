@@ -193,11 +193,14 @@ pub async fn run(store: Arc<Store>, dataplane: Arc<DataPlane>, config: SimConfig
         kueue::reconcile(&store);
         jobs.reconcile(now, &mut next);
         kubelet.reconcile(now, &mut next).await;
+        // a pass scans every object: wait at least as long as it took before the next one,
+        // so the controllers take at most about half of a core under a burst of writes
+        let pause = now.elapsed().max(Duration::from_millis(2));
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = store.changed() => {
                 // coalesce bursts of writes into one pass
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                tokio::time::sleep(pause).await;
             }
             _ = tokio::time::sleep_until(next.into()) => {}
         }
