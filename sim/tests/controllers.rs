@@ -131,9 +131,12 @@ async fn kueue_admits_only_what_the_quota_allows() {
     }
     assert_eq!(max_running, 3, "three jobs ran at the same time");
     let wl = kueue_api(&client, "Workload", "workloads", Some("default"));
-    let wls = wl.list(&ListParams::default().labels("kueue.x-k8s.io/queue-name=robovast")).await.unwrap();
-    assert_eq!(wls.items.len(), 7);
-    assert!(wls.items.iter().all(|w| w.data["status"]["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "Finished")));
+    eventually("all 7 workloads Finished", || async {
+        let wls = wl.list(&ListParams::default().labels("kueue.x-k8s.io/queue-name=robovast")).await.unwrap();
+        let finished = wls.items.iter().filter(|w| w.data["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Finished"))).count();
+        (wls.items.len() == 7 && finished == 7).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
