@@ -33,7 +33,12 @@ fn client(url: &str) -> kube::Client {
 }
 
 async fn run(controllers: bool, clients: usize, total: usize) -> f64 {
-    let sim = Sim::start(SimConfig { controllers, ..SimConfig::default() }).await.expect("sim");
+    let sim = Sim::start(SimConfig {
+        controllers,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("sim");
     let url = sim.url();
     let per = total / clients;
     let start = Instant::now();
@@ -42,7 +47,9 @@ async fn run(controllers: bool, clients: usize, total: usize) -> f64 {
         let api: Api<Job> = Api::default_namespaced(client(&url));
         tasks.push(tokio::spawn(async move {
             for i in 0..per {
-                api.create(&PostParams::default(), &job(&format!("b{c}-{i}"))).await.expect("create");
+                api.create(&PostParams::default(), &job(&format!("b{c}-{i}")))
+                    .await
+                    .expect("create");
             }
         }));
     }
@@ -61,8 +68,14 @@ async fn run(controllers: bool, clients: usize, total: usize) -> f64 {
 }
 
 fn main() {
-    let total: usize = std::env::var("JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(4000);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let total: usize = std::env::var("JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         for controllers in [false, true] {
             run(controllers, 1, total / 4).await;

@@ -12,9 +12,15 @@ use crate::faults::FaultConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read sim config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid sim config {path}: {source}")]
-    Parse { path: PathBuf, source: serde_yaml::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
     #[error("invalid VAST_SIM_FAULTS (expected the JSON of a fault config): {0}")]
     FaultsEnv(serde_json::Error),
 }
@@ -67,7 +73,12 @@ pub struct NodesConfig {
 
 impl Default for NodesConfig {
     fn default() -> Self {
-        NodesConfig { count: 2, cpu: "16".into(), memory: "64Gi".into(), pods: 110 }
+        NodesConfig {
+            count: 2,
+            cpu: "16".into(),
+            memory: "64Gi".into(),
+            pods: 110,
+        }
     }
 }
 
@@ -85,15 +96,25 @@ pub struct PodTiming {
 
 impl Default for PodTiming {
     fn default() -> Self {
-        PodTiming { start_ms: 20, job_duration_ms: 200, job_outcome: "succeed".into() }
+        PodTiming {
+            start_ms: 20,
+            job_duration_ms: 200,
+            job_outcome: "succeed".into(),
+        }
     }
 }
 
 impl SimConfig {
     /// Reads a YAML (or JSON) config file.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.into(), source })?;
-        serde_yaml::from_str(&text).map_err(|source| Error::Parse { path: path.into(), source })
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.into(),
+            source,
+        })?;
+        serde_yaml::from_str(&text).map_err(|source| Error::Parse {
+            path: path.into(),
+            source,
+        })
     }
 
     /// Overrides the faults with `VAST_SIM_FAULTS` (JSON) when set.

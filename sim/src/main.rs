@@ -9,7 +9,11 @@ use vast_sim::config::SimConfig;
 use vast_sim::server::Sim;
 
 #[derive(Parser)]
-#[command(name = "vast-sim", version, about = "A simulated Kubernetes cluster for testing vast")]
+#[command(
+    name = "vast-sim",
+    version,
+    about = "A simulated Kubernetes cluster for testing vast"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,7 +57,10 @@ struct ServeArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let Command::Serve(args) = cli.command;
     let mut config = match &args.config {
@@ -82,15 +89,25 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = args.data_dir {
         config.data_dir = Some(v);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the tokio runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
     rt.block_on(async move {
         let sim = Sim::start(config).await?;
         sim.write_kubeconfig(&args.kubeconfig)?;
         println!("vast-sim serving the Kubernetes API on {}", sim.url());
-        println!("kubeconfig written to {} (context vast-sim)", args.kubeconfig.display());
-        println!("use it with:  export KUBECONFIG={}  and then e.g.  kubectl get nodes", args.kubeconfig.display());
+        println!(
+            "kubeconfig written to {} (context vast-sim)",
+            args.kubeconfig.display()
+        );
+        println!(
+            "use it with:  export KUBECONFIG={}  and then e.g.  kubectl get nodes",
+            args.kubeconfig.display()
+        );
         println!("stop with Ctrl-C");
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot install the SIGTERM handler")?;
         tokio::select! {
             r = tokio::signal::ctrl_c() => r.context("cannot wait for SIGINT")?,
             _ = term.recv() => {}

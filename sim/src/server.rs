@@ -24,17 +24,32 @@ use crate::store::{self, Store};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot create the data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write kubeconfig {path}: {source}")]
-    Kubeconfig { path: PathBuf, source: std::io::Error },
+    Kubeconfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot create the initial cluster state: {0}")]
     Init(#[from] store::Error),
 }
 
 /// Namespaces that exist at start (`kueue-system`: Kueue is installed).
-pub const INITIAL_NAMESPACES: [&str; 5] = ["default", "kube-system", "kube-public", "kube-node-lease", "kueue-system"];
+pub const INITIAL_NAMESPACES: [&str; 5] = [
+    "default",
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "kueue-system",
+];
 
 pub struct Sim;
 
@@ -51,31 +66,66 @@ pub struct SimHandle {
 impl Sim {
     /// Starts a sim in this process (on `config.listen`, by default a free loopback port).
     pub async fn start(config: SimConfig) -> Result<SimHandle, Error> {
-        let listener = TcpListener::bind(config.listen).await.map_err(|source| Error::Bind { addr: config.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| Error::Bind { addr: config.listen, source })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let (data_dir, temp_data_dir) = match &config.data_dir {
             Some(d) => (d.clone(), false),
             None => {
                 let suffix: u64 = rand::random();
-                (std::env::temp_dir().join(format!("vast-sim-{}-{suffix:016x}", std::process::id())), true)
+                (
+                    std::env::temp_dir()
+                        .join(format!("vast-sim-{}-{suffix:016x}", std::process::id())),
+                    true,
+                )
             }
         };
-        std::fs::create_dir_all(&data_dir).map_err(|source| Error::DataDir { path: data_dir.clone(), source })?;
+        std::fs::create_dir_all(&data_dir).map_err(|source| Error::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
         let store = Arc::new(Store::new(config.watch_history));
         let registry = Arc::new(Registry::new());
         let faults = Arc::new(Faults::new(config.faults.clone()));
         let dataplane = Arc::new(DataPlane::new(data_dir.clone(), faults.clone()));
-        dataplane.set_service_resolver(crate::controllers::resolve::service_resolver(store.clone()));
+        dataplane
+            .set_service_resolver(crate::controllers::resolve::service_resolver(store.clone()));
         init_cluster(&store, &registry, &config)?;
         let cancel = CancellationToken::new();
-        let app = Arc::new(App { store: store.clone(), registry, faults, dataplane: dataplane.clone(), addr, shutdown: cancel.clone() });
+        let app = Arc::new(App {
+            store: store.clone(),
+            registry,
+            faults,
+            dataplane: dataplane.clone(),
+            addr,
+            shutdown: cancel.clone(),
+        });
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(serve(listener, app.clone(), cancel.clone())));
         if config.controllers {
-            tasks.push(tokio::spawn(crate::controllers::run(store, dataplane, config.clone(), cancel.clone())));
+            tasks.push(tokio::spawn(crate::controllers::run(
+                store,
+                dataplane,
+                config.clone(),
+                cancel.clone(),
+            )));
         }
         tracing::info!(%addr, data_dir = %data_dir.display(), "vast-sim listening");
-        Ok(SimHandle { addr, app, cancel, tasks, data_dir, temp_data_dir })
+        Ok(SimHandle {
+            addr,
+            app,
+            cancel,
+            tasks,
+            data_dir,
+            temp_data_dir,
+        })
     }
 }
 
@@ -126,7 +176,9 @@ async fn serve(listener: TcpListener, app: Arc<App>, cancel: CancellationToken) 
         let cancel = cancel.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| api::handle(app.clone(), req));
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).with_upgrades();
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 r = conn => {
@@ -171,9 +223,17 @@ impl SimHandle {
     /// Writes a kubeconfig (context `vast-sim`, namespace `default`).
     pub fn write_kubeconfig(&self, path: &Path) -> Result<(), Error> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| Error::Kubeconfig { path: path.into(), source })?;
+            std::fs::create_dir_all(parent).map_err(|source| Error::Kubeconfig {
+                path: path.into(),
+                source,
+            })?;
         }
-        std::fs::write(path, kubeconfig_yaml(&self.url(), "default")).map_err(|source| Error::Kubeconfig { path: path.into(), source })
+        std::fs::write(path, kubeconfig_yaml(&self.url(), "default")).map_err(|source| {
+            Error::Kubeconfig {
+                path: path.into(),
+                source,
+            }
+        })
     }
 
     /// Stops the server and controllers and waits for them.

@@ -45,7 +45,11 @@ pub enum Error {
     #[error("{resource} \"{name}\" already exists")]
     AlreadyExists { resource: String, name: String },
     #[error("Operation cannot be fulfilled on {resource} \"{name}\": {reason}")]
-    Conflict { resource: String, name: String, reason: String },
+    Conflict {
+        resource: String,
+        name: String,
+        reason: String,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("too old resource version: {requested} (oldest kept: {oldest})")]
@@ -93,39 +97,59 @@ pub fn uid_of(obj: &Value) -> &str {
 }
 
 pub fn rv_of(obj: &Value) -> u64 {
-    meta_str(obj, "resourceVersion").and_then(|s| s.parse().ok()).unwrap_or(0)
+    meta_str(obj, "resourceVersion")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 pub fn finalizers_of(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 pub fn is_deleting(obj: &Value) -> bool {
-    obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
 }
 
 /// Owner UIDs from `metadata.ownerReferences`.
 pub fn owner_uids(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|r| r.get("uid")?.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.get("uid")?.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// Current time as Kubernetes renders it (RFC 3339, seconds).
 pub fn now_rfc3339() -> String {
     let now = jiff::Timestamp::now();
-    jiff::Timestamp::from_second(now.as_second()).map(|t| t.to_string()).unwrap_or_else(|_| now.to_string())
+    jiff::Timestamp::from_second(now.as_second())
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| now.to_string())
 }
 
 /// A random UID in the usual 8-4-4-4-12 form.
 pub fn new_uid() -> String {
     let b: [u8; 16] = rand::random();
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn metadata_mut(obj: &mut Value) -> Result<&mut serde_json::Map<String, Value>> {
@@ -139,7 +163,8 @@ fn metadata_mut(obj: &mut Value) -> Result<&mut serde_json::Map<String, Value>> 
     if !meta.is_object() {
         *meta = json!({});
     }
-    meta.as_object_mut().ok_or_else(|| Error::Invalid("metadata must be an object".into()))
+    meta.as_object_mut()
+        .ok_or_else(|| Error::Invalid("metadata must be an object".into()))
 }
 
 /// The parts of an object that bump `metadata.generation` when they change.
@@ -147,7 +172,9 @@ fn spec_part(obj: &Value) -> Value {
     match obj {
         Value::Object(m) => Value::Object(
             m.iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind"))
+                .filter(|(k, _)| {
+                    !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind")
+                })
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         ),
@@ -192,7 +219,10 @@ impl Store {
 
     /// A token cancelled when open watches must end (compaction).
     pub fn watch_epoch(&self) -> CancellationToken {
-        self.watch_epoch.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.watch_epoch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Forgets the whole event history and closes open watches, as after an etcd compaction
@@ -216,7 +246,11 @@ impl Store {
     }
 
     pub fn get(&self, resource: &str, ns: &str, name: &str) -> Option<Arc<Value>> {
-        self.read().objects.get(resource)?.get(&(ns.to_string(), name.to_string())).cloned()
+        self.read()
+            .objects
+            .get(resource)?
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
     }
 
     /// All objects of a resource (in one namespace when `ns` is given), ordered by key, and the
@@ -227,7 +261,9 @@ impl Store {
     }
 
     fn list_locked(inner: &Inner, resource: &str, ns: Option<&str>) -> Vec<Arc<Value>> {
-        let Some(map) = inner.objects.get(resource) else { return Vec::new() };
+        let Some(map) = inner.objects.get(resource) else {
+            return Vec::new();
+        };
         match ns {
             Some(ns) => map
                 .range((ns.to_string(), String::new())..)
@@ -255,13 +291,25 @@ impl Store {
     }
 
     /// Events of `resource` after `rv` still in the history, plus a live subscription.
-    pub fn watch_from(&self, resource: &str, rv: u64) -> Result<(Vec<Event>, broadcast::Receiver<Event>)> {
+    pub fn watch_from(
+        &self,
+        resource: &str,
+        rv: u64,
+    ) -> Result<(Vec<Event>, broadcast::Receiver<Event>)> {
         let inner = self.read();
         if rv + 1 < inner.compacted {
-            return Err(Error::Expired { requested: rv, oldest: inner.compacted });
+            return Err(Error::Expired {
+                requested: rv,
+                oldest: inner.compacted,
+            });
         }
         let rx = self.tx.subscribe();
-        let past = inner.history.iter().filter(|e| e.rv > rv && &*e.resource == resource).cloned().collect();
+        let past = inner
+            .history
+            .iter()
+            .filter(|e| e.rv > rv && &*e.resource == resource)
+            .cloned()
+            .collect();
         Ok((past, rx))
     }
 
@@ -270,7 +318,14 @@ impl Store {
         self.read().compacted
     }
 
-    fn commit(&self, inner: &mut Inner, resource: &Arc<str>, key: ObjKey, kind: EventType, mut obj: Value) -> Arc<Value> {
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        resource: &Arc<str>,
+        key: ObjKey,
+        kind: EventType,
+        mut obj: Value,
+    ) -> Arc<Value> {
         inner.rv += 1;
         let rv = inner.rv;
         if let Ok(meta) = metadata_mut(&mut obj) {
@@ -285,7 +340,12 @@ impl Store {
             map.insert(key, obj.clone());
             inner.uids.insert(uid_of(&obj).to_string());
         }
-        let event = Event { rv, resource: resource.clone(), kind, object: obj.clone() };
+        let event = Event {
+            rv,
+            resource: resource.clone(),
+            kind,
+            object: obj.clone(),
+        };
         inner.history.push_back(event.clone());
         while inner.history.len() > self.history_len {
             if let Some(old) = inner.history.pop_front() {
@@ -302,7 +362,9 @@ impl Store {
         let ns = namespace_of(&obj).to_string();
         let name = name_of(&obj).to_string();
         if name.is_empty() {
-            return Err(Error::Invalid(format!("{resource}: metadata.name: Required value: name or generateName is required")));
+            return Err(Error::Invalid(format!(
+                "{resource}: metadata.name: Required value: name or generateName is required"
+            )));
         }
         let meta = metadata_mut(&mut obj)?;
         meta.insert("uid".into(), Value::String(new_uid()));
@@ -311,8 +373,15 @@ impl Store {
         meta.remove("deletionTimestamp");
         let mut inner = self.write();
         let key = (ns, name.clone());
-        if inner.objects.get(resource).is_some_and(|m| m.contains_key(&key)) {
-            return Err(Error::AlreadyExists { resource: resource.to_string(), name });
+        if inner
+            .objects
+            .get(resource)
+            .is_some_and(|m| m.contains_key(&key))
+        {
+            return Err(Error::AlreadyExists {
+                resource: resource.to_string(),
+                name,
+            });
         }
         Ok(self.commit(&mut inner, resource, key, EventType::Added, obj))
     }
@@ -322,19 +391,40 @@ impl Store {
     /// when anything outside metadata/status changed. A deleting object whose last finalizer
     /// was removed disappears. Returns the stored object, or `None` when it was removed. When
     /// nothing changed, nothing is written.
-    pub fn modify<F>(&self, resource: &Arc<str>, ns: &str, name: &str, f: F) -> Result<Option<Arc<Value>>>
+    pub fn modify<F>(
+        &self,
+        resource: &Arc<str>,
+        ns: &str,
+        name: &str,
+        f: F,
+    ) -> Result<Option<Arc<Value>>>
     where
         F: FnOnce(&Value) -> Result<Value>,
     {
         let mut inner = self.write();
         let key = (ns.to_string(), name.to_string());
-        let Some(cur) = inner.objects.get(resource).and_then(|m| m.get(&key)).cloned() else {
-            return Err(Error::NotFound { resource: resource.to_string(), name: name.to_string() });
+        let Some(cur) = inner
+            .objects
+            .get(resource)
+            .and_then(|m| m.get(&key))
+            .cloned()
+        else {
+            return Err(Error::NotFound {
+                resource: resource.to_string(),
+                name: name.to_string(),
+            });
         };
         let mut new = f(&cur)?;
         {
             let meta = metadata_mut(&mut new)?;
-            for field in ["uid", "creationTimestamp", "namespace", "name", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+            for field in [
+                "uid",
+                "creationTimestamp",
+                "namespace",
+                "name",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ] {
                 match cur.get("metadata").and_then(|m| m.get(field)) {
                     Some(v) if !v.is_null() => {
                         meta.insert(field.into(), v.clone());
@@ -345,12 +435,23 @@ impl Store {
                     }
                 }
             }
-            meta.insert("resourceVersion".into(), cur.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null));
-            let generation = cur.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+            meta.insert(
+                "resourceVersion".into(),
+                cur.pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            );
+            let generation = cur
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             meta.insert("generation".into(), json!(generation));
         }
         if spec_part(&new) != spec_part(&cur) {
-            let generation = cur.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+            let generation = cur
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             if let Ok(meta) = metadata_mut(&mut new) {
                 meta.insert("generation".into(), json!(generation + 1));
             }
@@ -362,7 +463,13 @@ impl Store {
             self.commit(&mut inner, resource, key, EventType::Deleted, new);
             return Ok(None);
         }
-        Ok(Some(self.commit(&mut inner, resource, key, EventType::Modified, new)))
+        Ok(Some(self.commit(
+            &mut inner,
+            resource,
+            key,
+            EventType::Modified,
+            new,
+        )))
     }
 
     /// Deletes an object: with finalizers it only gets a `deletionTimestamp` (the returned
@@ -379,8 +486,16 @@ impl Store {
     ) -> Result<(Arc<Value>, bool)> {
         let mut inner = self.write();
         let key = (ns.to_string(), name.to_string());
-        let Some(cur) = inner.objects.get(resource).and_then(|m| m.get(&key)).cloned() else {
-            return Err(Error::NotFound { resource: resource.to_string(), name: name.to_string() });
+        let Some(cur) = inner
+            .objects
+            .get(resource)
+            .and_then(|m| m.get(&key))
+            .cloned()
+        else {
+            return Err(Error::NotFound {
+                resource: resource.to_string(),
+                name: name.to_string(),
+            });
         };
         if precondition_uid.is_some_and(|u| u != uid_of(&cur)) {
             return Err(Error::Conflict {
@@ -412,7 +527,7 @@ impl Store {
         }
         let meta = metadata_mut(&mut obj)?;
         meta.insert("finalizers".into(), json!(finalizers));
-        if !meta.get("deletionTimestamp").is_some_and(|v| !v.is_null()) {
+        if meta.get("deletionTimestamp").is_none_or(|v| v.is_null()) {
             meta.insert("deletionTimestamp".into(), Value::String(now_rfc3339()));
             meta.insert("deletionGracePeriodSeconds".into(), json!(0));
         }

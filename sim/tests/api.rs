@@ -35,30 +35,74 @@ fn api_code(e: &kube::Error) -> (u16, String) {
 async fn typed_crud_with_kubernetes_error_codes() {
     let (_sim, client) = start().await;
     let cms: Api<ConfigMap> = Api::default_namespaced(client);
-    let created = cms.create(&PostParams::default(), &cm("a", &[("app", "x")])).await.unwrap();
+    let created = cms
+        .create(&PostParams::default(), &cm("a", &[("app", "x")]))
+        .await
+        .unwrap();
     let rv = created.metadata.resource_version.clone().unwrap();
     assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
 
-    let again = cms.create(&PostParams::default(), &cm("a", &[])).await.unwrap_err();
+    let again = cms
+        .create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap_err();
     assert_eq!(api_code(&again), (409, "AlreadyExists".into()));
 
     // update with the current rv works, with the old one conflicts
     let mut fresh = cms.get("a").await.unwrap();
-    fresh.data.get_or_insert_default().insert("k".into(), "v2".into());
-    let updated = cms.replace("a", &PostParams::default(), &fresh).await.unwrap();
-    assert_ne!(updated.metadata.resource_version.as_deref(), Some(rv.as_str()));
-    let stale = cms.replace("a", &PostParams::default(), &fresh).await.unwrap_err();
+    fresh
+        .data
+        .get_or_insert_default()
+        .insert("k".into(), "v2".into());
+    let updated = cms
+        .replace("a", &PostParams::default(), &fresh)
+        .await
+        .unwrap();
+    assert_ne!(
+        updated.metadata.resource_version.as_deref(),
+        Some(rv.as_str())
+    );
+    let stale = cms
+        .replace("a", &PostParams::default(), &fresh)
+        .await
+        .unwrap_err();
     assert_eq!(api_code(&stale), (409, "Conflict".into()));
 
-    let merged = cms.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"step": "2"}}}))).await.unwrap();
-    assert_eq!(merged.metadata.labels.unwrap().get("step").map(String::as_str), Some("2"));
-    let jp: json_patch_ops::Patch = serde_json::from_value(json!([{"op": "replace", "path": "/data/k", "value": "v3"}])).unwrap();
-    let patched = cms.patch("a", &PatchParams::default(), &Patch::<()>::Json(jp)).await.unwrap();
+    let merged = cms
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"step": "2"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        merged
+            .metadata
+            .labels
+            .unwrap()
+            .get("step")
+            .map(String::as_str),
+        Some("2")
+    );
+    let jp: json_patch_ops::Patch =
+        serde_json::from_value(json!([{"op": "replace", "path": "/data/k", "value": "v3"}]))
+            .unwrap();
+    let patched = cms
+        .patch("a", &PatchParams::default(), &Patch::<()>::Json(jp))
+        .await
+        .unwrap();
     assert_eq!(patched.data.unwrap()["k"], "v3");
 
-    let list = cms.list(&ListParams::default().labels("app=x,step in (2,3)")).await.unwrap();
+    let list = cms
+        .list(&ListParams::default().labels("app=x,step in (2,3)"))
+        .await
+        .unwrap();
     assert_eq!(list.items.len(), 1);
-    assert!(list.metadata.resource_version.is_some_and(|rv| !rv.is_empty()));
+    assert!(list
+        .metadata
+        .resource_version
+        .is_some_and(|rv| !rv.is_empty()));
 
     let deleted = cms.delete("a", &DeleteParams::default()).await.unwrap();
     assert!(deleted.is_left());
@@ -76,21 +120,37 @@ async fn server_side_apply_creates_conflicts_and_forces() {
     let (_sim, client) = start().await;
     let cms: Api<ConfigMap> = Api::default_namespaced(client);
     let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": {"a": "1", "b": "2"}});
-    let created = cms.patch("s", &PatchParams::apply("vast"), &Patch::Apply(&body)).await.unwrap();
+    let created = cms
+        .patch("s", &PatchParams::apply("vast"), &Patch::Apply(&body))
+        .await
+        .unwrap();
     assert_eq!(created.data.as_ref().unwrap()["a"], "1");
     let mf = created.metadata.managed_fields.unwrap();
     assert_eq!(mf[0].manager.as_deref(), Some("vast"));
 
     // another manager changing an owned field conflicts, unless forced
     let other = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": {"a": "9"}});
-    let err = cms.patch("s", &PatchParams::apply("other"), &Patch::Apply(&other)).await.unwrap_err();
+    let err = cms
+        .patch("s", &PatchParams::apply("other"), &Patch::Apply(&other))
+        .await
+        .unwrap_err();
     assert_eq!(api_code(&err), (409, "Conflict".into()));
-    let forced = cms.patch("s", &PatchParams::apply("other").force(), &Patch::Apply(&other)).await.unwrap();
+    let forced = cms
+        .patch(
+            "s",
+            &PatchParams::apply("other").force(),
+            &Patch::Apply(&other),
+        )
+        .await
+        .unwrap();
     assert_eq!(forced.data.as_ref().unwrap()["a"], "9");
 
     // vast stops applying b: it is removed; a now belongs to "other" and stays
     let less = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": {"c": "3"}});
-    let after = cms.patch("s", &PatchParams::apply("vast"), &Patch::Apply(&less)).await.unwrap();
+    let after = cms
+        .patch("s", &PatchParams::apply("vast"), &Patch::Apply(&less))
+        .await
+        .unwrap();
     let data = after.data.unwrap();
     assert_eq!(data.get("a").map(String::as_str), Some("9"));
     assert_eq!(data.get("b"), None);
@@ -101,7 +161,9 @@ async fn server_side_apply_creates_conflicts_and_forces() {
 async fn watcher_relists_after_410_expired() {
     let (_sim, client) = start().await;
     let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
-    cms.create(&PostParams::default(), &cm("w1", &[])).await.unwrap();
+    cms.create(&PostParams::default(), &cm("w1", &[]))
+        .await
+        .unwrap();
     let mut stream = watcher(cms.clone(), watcher::Config::default()).boxed();
     let mut inits = 0;
     let mut seen_w2 = false;
@@ -109,7 +171,10 @@ async fn watcher_relists_after_410_expired() {
     let mut saw_410 = false;
     let deadline = tokio::time::Instant::now() + kube_support::PATIENCE;
     while !(inits >= 2 && seen_w2) {
-        let ev = tokio::time::timeout_at(deadline, stream.next()).await.expect("watcher events in time").expect("stream open");
+        let ev = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("watcher events in time")
+            .expect("stream open");
         let ev = match ev {
             Ok(ev) => ev,
             // the watcher reports the 410 once, then relists
@@ -126,12 +191,14 @@ async fn watcher_relists_after_410_expired() {
                 compacted = true;
                 let (code, _) = raw(&client, "POST", "/sim/compact", "").await;
                 assert_eq!(code, 200);
-                cms.create(&PostParams::default(), &cm("w2", &[])).await.unwrap();
+                cms.create(&PostParams::default(), &cm("w2", &[]))
+                    .await
+                    .unwrap();
             }
-            watcher::Event::InitApply(o) | watcher::Event::Apply(o) => {
-                if o.metadata.name.as_deref() == Some("w2") {
-                    seen_w2 = true;
-                }
+            watcher::Event::InitApply(o) | watcher::Event::Apply(o)
+                if o.metadata.name.as_deref() == Some("w2") =>
+            {
+                seen_w2 = true;
             }
             _ => {}
         }
@@ -144,9 +211,17 @@ async fn watcher_relists_after_410_expired() {
 async fn raw_watch_from_expired_rv_is_an_error_event_not_http_410() {
     let (_sim, client) = start().await;
     let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
-    cms.create(&PostParams::default(), &cm("x", &[])).await.unwrap();
+    cms.create(&PostParams::default(), &cm("x", &[]))
+        .await
+        .unwrap();
     raw(&client, "POST", "/sim/compact", "").await;
-    let (code, body) = raw(&client, "GET", "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=1&timeoutSeconds=5", "").await;
+    let (code, body) = raw(
+        &client,
+        "GET",
+        "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=1&timeoutSeconds=5",
+        "",
+    )
+    .await;
     assert_eq!(code, 200);
     let ev: serde_json::Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
     assert_eq!(ev["type"], "ERROR");
@@ -160,7 +235,12 @@ async fn list_pagination_and_selectors() {
     let cms: Api<ConfigMap> = Api::default_namespaced(client);
     for i in 0..7 {
         let tier = if i % 2 == 0 { "even" } else { "odd" };
-        cms.create(&PostParams::default(), &cm(&format!("p{i}"), &[("tier", tier)])).await.unwrap();
+        cms.create(
+            &PostParams::default(),
+            &cm(&format!("p{i}"), &[("tier", tier)]),
+        )
+        .await
+        .unwrap();
     }
     let mut names = Vec::new();
     let mut lp = ListParams::default().limit(3);
@@ -176,17 +256,32 @@ async fn list_pagination_and_selectors() {
     }
     assert_eq!(pages, 3);
     assert_eq!(names, (0..7).map(|i| format!("p{i}")).collect::<Vec<_>>());
-    let odd = cms.list(&ListParams::default().labels("tier!=even")).await.unwrap();
+    let odd = cms
+        .list(&ListParams::default().labels("tier!=even"))
+        .await
+        .unwrap();
     assert_eq!(odd.items.len(), 3);
-    let one = cms.list(&ListParams::default().fields("metadata.name=p4")).await.unwrap();
+    let one = cms
+        .list(&ListParams::default().fields("metadata.name=p4"))
+        .await
+        .unwrap();
     assert_eq!(one.items.len(), 1);
-    let (code, body) = raw(&kube_support::client_for(&_sim), "GET", "/api/v1/namespaces/default/configmaps?labelSelector=tier%20in%201", "").await;
+    let (code, body) = raw(
+        &kube_support::client_for(&_sim),
+        "GET",
+        "/api/v1/namespaces/default/configmaps?labelSelector=tier%20in%201",
+        "",
+    )
+    .await;
     assert_eq!(code, 400, "{body}");
 }
 
 #[tokio::test]
 async fn status_subresource_is_separate() {
-    let config = SimConfig { controllers: false, ..SimConfig::default() };
+    let config = SimConfig {
+        controllers: false,
+        ..SimConfig::default()
+    };
     let (_sim, client) = start_with(config).await;
     let jobs: Api<Job> = Api::default_namespaced(client);
     let job: Job = serde_json::from_value(json!({
@@ -196,12 +291,38 @@ async fn status_subresource_is_separate() {
     }))
     .unwrap();
     let created = jobs.create(&PostParams::default(), &job).await.unwrap();
-    assert_eq!(created.status.and_then(|s| s.succeeded), None, "status is dropped on create");
-    assert_eq!(created.spec.as_ref().unwrap().backoff_limit, Some(6), "defaults applied");
-    let p = jobs.patch_status("s", &PatchParams::default(), &Patch::Merge(json!({"status": {"active": 1}}))).await.unwrap();
+    assert_eq!(
+        created.status.and_then(|s| s.succeeded),
+        None,
+        "status is dropped on create"
+    );
+    assert_eq!(
+        created.spec.as_ref().unwrap().backoff_limit,
+        Some(6),
+        "defaults applied"
+    );
+    let p = jobs
+        .patch_status(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"active": 1}})),
+        )
+        .await
+        .unwrap();
     assert_eq!(p.status.unwrap().active, Some(1));
-    let main = jobs.patch("s", &PatchParams::default(), &Patch::Merge(json!({"status": {"active": 7}, "metadata": {"labels": {"l": "1"}}}))).await.unwrap();
-    assert_eq!(main.status.unwrap().active, Some(1), "the main resource ignores status");
+    let main = jobs
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"active": 7}, "metadata": {"labels": {"l": "1"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        main.status.unwrap().active,
+        Some(1),
+        "the main resource ignores status"
+    );
     assert_eq!(main.metadata.labels.unwrap()["l"], "1");
 }
 
@@ -213,10 +334,21 @@ async fn finalizers_and_garbage_collection() {
     let mut f = cm("fin", &[]);
     f.metadata.finalizers = Some(vec!["example.com/keep".into()]);
     cms.create(&PostParams::default(), &f).await.unwrap();
-    let marked = cms.delete("fin", &DeleteParams::default()).await.unwrap().left().unwrap();
+    let marked = cms
+        .delete("fin", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
     assert!(marked.metadata.deletion_timestamp.is_some());
     assert!(cms.get_opt("fin").await.unwrap().is_some());
-    cms.patch("fin", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    cms.patch(
+        "fin",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
     assert!(cms.get_opt("fin").await.unwrap().is_none());
 
     // owner references: background, foreground, orphan
@@ -225,26 +357,43 @@ async fn finalizers_and_garbage_collection() {
         (PropagationPolicy::Foreground, false),
         (PropagationPolicy::Orphan, true),
     ] {
-        let owner = cms.create(&PostParams::default(), &cm("owner", &[])).await.unwrap();
+        let owner = cms
+            .create(&PostParams::default(), &cm("owner", &[]))
+            .await
+            .unwrap();
         let mut dep = cm("dep", &[]);
-        dep.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-            api_version: "v1".into(),
-            kind: "ConfigMap".into(),
-            name: "owner".into(),
-            uid: owner.metadata.uid.clone().unwrap(),
-            block_owner_deletion: Some(true),
-            controller: Some(true),
-        }]);
+        dep.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+                name: "owner".into(),
+                uid: owner.metadata.uid.clone().unwrap(),
+                block_owner_deletion: Some(true),
+                controller: Some(true),
+            },
+        ]);
         cms.create(&PostParams::default(), &dep).await.unwrap();
-        let dp = DeleteParams { propagation_policy: Some(policy.clone()), ..DeleteParams::default() };
+        let dp = DeleteParams {
+            propagation_policy: Some(policy.clone()),
+            ..DeleteParams::default()
+        };
         cms.delete("owner", &dp).await.unwrap();
-        eventually("owner gone", || async { cms.get_opt("owner").await.unwrap().is_none().then_some(()) }).await;
+        eventually("owner gone", || async {
+            cms.get_opt("owner").await.unwrap().is_none().then_some(())
+        })
+        .await;
         if dependent_survives {
             let d = cms.get("dep").await.unwrap();
-            assert!(d.metadata.owner_references.unwrap_or_default().is_empty(), "{policy:?}: orphaned");
+            assert!(
+                d.metadata.owner_references.unwrap_or_default().is_empty(),
+                "{policy:?}: orphaned"
+            );
             cms.delete("dep", &DeleteParams::default()).await.unwrap();
         } else {
-            eventually("dependent collected", || async { cms.get_opt("dep").await.unwrap().is_none().then_some(()) }).await;
+            eventually("dependent collected", || async {
+                cms.get_opt("dep").await.unwrap().is_none().then_some(())
+            })
+            .await;
         }
     }
 }
@@ -253,15 +402,33 @@ async fn finalizers_and_garbage_collection() {
 async fn namespace_deletion_removes_its_content() {
     let (_sim, client) = start().await;
     let nss: Api<Namespace> = Api::all(client.clone());
-    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "tmp"}})).unwrap()).await.unwrap();
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "tmp"}})).unwrap(),
+    )
+    .await
+    .unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "tmp");
-    cms.create(&PostParams::default(), &cm("c", &[])).await.unwrap();
+    cms.create(&PostParams::default(), &cm("c", &[]))
+        .await
+        .unwrap();
     let missing: Api<ConfigMap> = Api::namespaced(client, "nope");
-    let err = missing.create(&PostParams::default(), &cm("c", &[])).await.unwrap_err();
+    let err = missing
+        .create(&PostParams::default(), &cm("c", &[]))
+        .await
+        .unwrap_err();
     assert_eq!(api_code(&err).0, 404);
     nss.delete("tmp", &DeleteParams::default()).await.unwrap();
-    eventually("namespace gone", || async { nss.get_opt("tmp").await.unwrap().is_none().then_some(()) }).await;
-    assert!(cms.list(&ListParams::default()).await.unwrap().items.is_empty());
+    eventually("namespace gone", || async {
+        nss.get_opt("tmp").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert!(cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
 }
 
 #[tokio::test]
@@ -270,9 +437,22 @@ async fn discovery_lists_builtin_and_kueue_kinds() {
     let version = client.apiserver_version().await.unwrap();
     assert_eq!(version.major, "1");
     let discovery = Discovery::new(client).run().await.unwrap();
-    let kinds: Vec<String> = discovery.groups().flat_map(|g| g.recommended_resources()).map(|(ar, _)| format!("{}/{}", ar.api_version, ar.kind)).collect();
-    for want in ["v1/Pod", "batch/v1/Job", "kueue.x-k8s.io/v1beta2/Workload", "kueue.x-k8s.io/v1beta2/ClusterQueue", "apiextensions.k8s.io/v1/CustomResourceDefinition"] {
-        assert!(kinds.iter().any(|k| k == want), "{want} missing from {kinds:?}");
+    let kinds: Vec<String> = discovery
+        .groups()
+        .flat_map(|g| g.recommended_resources())
+        .map(|(ar, _)| format!("{}/{}", ar.api_version, ar.kind))
+        .collect();
+    for want in [
+        "v1/Pod",
+        "batch/v1/Job",
+        "kueue.x-k8s.io/v1beta2/Workload",
+        "kueue.x-k8s.io/v1beta2/ClusterQueue",
+        "apiextensions.k8s.io/v1/CustomResourceDefinition",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == want),
+            "{want} missing from {kinds:?}"
+        );
     }
 }
 
@@ -283,10 +463,30 @@ async fn unsupported_requests_get_status_errors() {
         ("GET", "/api/v1/namespaces/default/widgets", "", 404),
         ("GET", "/apis/nothing.example.com/v1/things", "", 404),
         ("POST", "/api/v1/namespaces/default/configmaps/x", "{}", 405),
-        ("POST", "/api/v1/namespaces/default/configmaps", r#"{"metadata":{"name":"Bad_Name"}}"#, 422),
-        ("POST", "/api/v1/namespaces/default/configmaps", r#"{"metadata":{}}"#, 422),
-        ("POST", "/api/v1/namespaces/default/configmaps", "{not json", 400),
-        ("GET", "/api/v1/namespaces/default/configmaps/x/status", "", 404),
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            r#"{"metadata":{"name":"Bad_Name"}}"#,
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            r#"{"metadata":{}}"#,
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "{not json",
+            400,
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/configmaps/x/status",
+            "",
+            404,
+        ),
     ] {
         let (got, text) = raw(&client, method, path, body).await;
         assert_eq!(got, code, "{method} {path}: {text}");
@@ -301,7 +501,10 @@ async fn unsupported_requests_get_status_errors() {
         .header("content-type", "text/plain")
         .body(b"x".to_vec())
         .unwrap();
-    let resp = client.send(req.map(kube::client::Body::from)).await.unwrap();
+    let resp = client
+        .send(req.map(kube::client::Body::from))
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 415);
 }
 
@@ -318,10 +521,22 @@ async fn crds_created_at_runtime_are_served() {
     .unwrap();
     crds.create(&PostParams::default(), &crd).await.unwrap();
     let got = crds.get("widgets.example.com").await.unwrap();
-    assert!(got.status.unwrap().conditions.unwrap().iter().any(|c| c.type_ == "Established" && c.status == "True"));
+    assert!(got
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .iter()
+        .any(|c| c.type_ == "Established" && c.status == "True"));
     let (code, body) = raw(&client, "POST", "/apis/example.com/v1/namespaces/default/widgets", r#"{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w"},"spec":{"size":3}}"#).await;
     assert_eq!(code, 201, "{body}");
-    let (code, body) = raw(&client, "GET", "/apis/example.com/v1/namespaces/default/widgets/w", "").await;
+    let (code, body) = raw(
+        &client,
+        "GET",
+        "/apis/example.com/v1/namespaces/default/widgets/w",
+        "",
+    )
+    .await;
     assert_eq!(code, 200);
     assert!(body.contains("\"size\":3"));
 }

@@ -19,7 +19,8 @@ impl Kubectl {
     async fn start() -> Self {
         let sim = Sim::start(Default::default()).await.expect("sim starts");
         let dir = tempfile::tempdir().expect("tempdir");
-        sim.write_kubeconfig(&dir.path().join("kubeconfig")).expect("kubeconfig");
+        sim.write_kubeconfig(&dir.path().join("kubeconfig"))
+            .expect("kubeconfig");
         Kubectl { _sim: sim, dir }
     }
 
@@ -47,21 +48,32 @@ impl Kubectl {
 
     async fn try_run(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
         use tokio::io::AsyncWriteExt;
-        let mut child = self.command(args).spawn().expect("kubectl is installed (.ci/run installs it)");
+        let mut child = self
+            .command(args)
+            .spawn()
+            .expect("kubectl is installed (.ci/run installs it)");
         if let Some(mut pipe) = child.stdin.take() {
             if let Some(input) = stdin {
                 pipe.write_all(input.as_bytes()).await.expect("write stdin");
             }
         }
-        let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output()).await.expect("kubectl finished").expect("kubectl ran");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
+            .await
+            .expect("kubectl finished")
+            .expect("kubectl ran");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     async fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.extend(["-o", "json"]);
         let out = self.run(&all, None).await;
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("kubectl {args:?} printed no JSON ({e}): {out}"))
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("kubectl {args:?} printed no JSON ({e}): {out}"))
     }
 
     fn path(&self, name: &str) -> std::path::PathBuf {
@@ -133,14 +145,34 @@ spec:
 #[tokio::test]
 async fn api_resources_lists_builtin_and_kueue_kinds() {
     let k = Kubectl::start().await;
-    let out = k.run(&["api-resources", "--no-headers", "-o", "name"], None).await;
+    let out = k
+        .run(&["api-resources", "--no-headers", "-o", "name"], None)
+        .await;
     let names: Vec<&str> = out.lines().collect();
-    for want in ["pods", "jobs.batch", "workloads.kueue.x-k8s.io", "clusterqueues.kueue.x-k8s.io", "localqueues.kueue.x-k8s.io", "resourceflavors.kueue.x-k8s.io", "customresourcedefinitions.apiextensions.k8s.io"] {
+    for want in [
+        "pods",
+        "jobs.batch",
+        "workloads.kueue.x-k8s.io",
+        "clusterqueues.kueue.x-k8s.io",
+        "localqueues.kueue.x-k8s.io",
+        "resourceflavors.kueue.x-k8s.io",
+        "customresourcedefinitions.apiextensions.k8s.io",
+    ] {
         assert!(names.contains(&want), "{want} not in {names:?}");
     }
     let version = k.json(&["version"]).await;
     assert_eq!(version["serverVersion"]["major"], "1");
-    let crd_wait = k.run(&["wait", "--for=condition=established", "crd/resourceflavors.kueue.x-k8s.io", "--timeout=30s"], None).await;
+    let crd_wait = k
+        .run(
+            &[
+                "wait",
+                "--for=condition=established",
+                "crd/resourceflavors.kueue.x-k8s.io",
+                "--timeout=30s",
+            ],
+            None,
+        )
+        .await;
     assert!(crd_wait.contains("condition met"), "{crd_wait}");
 }
 
@@ -152,11 +184,16 @@ async fn get_nodes_and_namespaces() {
     assert_eq!(items.len(), 2);
     assert_eq!(items[0]["status"]["allocatable"]["cpu"], "16");
     let names = k.run(&["get", "namespaces", "-o", "name"], None).await;
-    assert!(names.lines().any(|l| l == "namespace/kueue-system"), "{names}");
+    assert!(
+        names.lines().any(|l| l == "namespace/kueue-system"),
+        "{names}"
+    );
     let (ok, _, err) = k.try_run(&["get", "pod", "missing"], None).await;
     assert!(!ok && err.contains("NotFound"), "{err}");
     // generator subcommands send protobuf, which the sim refuses with a Status
-    let (ok, _, err) = k.try_run(&["create", "configmap", "x", "--from-literal=a=b"], None).await;
+    let (ok, _, err) = k
+        .try_run(&["create", "configmap", "x", "--from-literal=a=b"], None)
+        .await;
     assert!(!ok && err.contains("protobuf"), "{err}");
 }
 
@@ -164,42 +201,111 @@ async fn get_nodes_and_namespaces() {
 async fn apply_create_label_wait_delete_a_queued_job() {
     let k = Kubectl::start().await;
     let first = k.run(&["apply", "-f", "-"], Some(QUEUES)).await;
-    assert!(first.contains("clusterqueue.kueue.x-k8s.io/robovast-cluster-queue created"), "{first}");
+    assert!(
+        first.contains("clusterqueue.kueue.x-k8s.io/robovast-cluster-queue created"),
+        "{first}"
+    );
     let again = k.run(&["apply", "-f", "-"], Some(QUEUES)).await;
-    assert!(again.contains("clusterqueue.kueue.x-k8s.io/robovast-cluster-queue unchanged"), "{again}");
+    assert!(
+        again.contains("clusterqueue.kueue.x-k8s.io/robovast-cluster-queue unchanged"),
+        "{again}"
+    );
 
     std::fs::write(k.path("job.yaml"), job_yaml("sc-0", 300)).unwrap();
-    let created = k.run(&["create", "-f", k.path("job.yaml").to_str().unwrap()], None).await;
+    let created = k
+        .run(
+            &["create", "-f", k.path("job.yaml").to_str().unwrap()],
+            None,
+        )
+        .await;
     assert_eq!(created.trim(), "job.batch/sc-0 created");
-    let (ok, _, err) = k.try_run(&["create", "-f", k.path("job.yaml").to_str().unwrap()], None).await;
+    let (ok, _, err) = k
+        .try_run(
+            &["create", "-f", k.path("job.yaml").to_str().unwrap()],
+            None,
+        )
+        .await;
     assert!(!ok && err.contains("AlreadyExists"), "{err}");
 
     let labeled = k.run(&["label", "job", "sc-0", "run-id=run-1"], None).await;
     assert_eq!(labeled.trim(), "job.batch/sc-0 labeled");
-    let by_label = k.run(&["get", "jobs", "-l", "jobgroup=scenario-runs,run-id=run-1", "-o", "name"], None).await;
+    let by_label = k
+        .run(
+            &[
+                "get",
+                "jobs",
+                "-l",
+                "jobgroup=scenario-runs,run-id=run-1",
+                "-o",
+                "name",
+            ],
+            None,
+        )
+        .await;
     assert_eq!(by_label.trim(), "job.batch/sc-0");
 
-    let waited = k.run(&["wait", "--for=condition=complete", "job/sc-0", "--timeout=60s"], None).await;
+    let waited = k
+        .run(
+            &[
+                "wait",
+                "--for=condition=complete",
+                "job/sc-0",
+                "--timeout=60s",
+            ],
+            None,
+        )
+        .await;
     assert_eq!(waited.trim(), "job.batch/sc-0 condition met");
     let job = k.json(&["get", "job", "sc-0"]).await;
     assert_eq!(job["status"]["succeeded"], 1);
-    let wl = k.run(&["get", "workloads", "-l", "kueue.x-k8s.io/queue-name=robovast", "-o", "name"], None).await;
-    assert!(wl.trim().starts_with("workload.kueue.x-k8s.io/job-sc-0-"), "{wl}");
+    let wl = k
+        .run(
+            &[
+                "get",
+                "workloads",
+                "-l",
+                "kueue.x-k8s.io/queue-name=robovast",
+                "-o",
+                "name",
+            ],
+            None,
+        )
+        .await;
+    assert!(
+        wl.trim().starts_with("workload.kueue.x-k8s.io/job-sc-0-"),
+        "{wl}"
+    );
 
     let deleted = k.run(&["delete", "job", "sc-0"], None).await;
     assert_eq!(deleted.trim(), "job.batch \"sc-0\" deleted");
-    let pods = k.run(&["get", "pods", "-l", "job-name=sc-0", "-o", "name"], None).await;
+    let pods = k
+        .run(&["get", "pods", "-l", "job-name=sc-0", "-o", "name"], None)
+        .await;
     let remaining = pods.trim();
     // kubectl deletes with Background propagation: the GC removes the pod soon
     if !remaining.is_empty() {
-        k.run(&["wait", "--for=delete", "pod", "-l", "job-name=sc-0", "--timeout=60s"], None).await;
+        k.run(
+            &[
+                "wait",
+                "--for=delete",
+                "pod",
+                "-l",
+                "job-name=sc-0",
+                "--timeout=60s",
+            ],
+            None,
+        )
+        .await;
     }
 }
 
 #[tokio::test]
 async fn get_watch_prints_events() {
     let k = Kubectl::start().await;
-    let mut child = k.command(&["get", "configmaps", "-w", "-o", "name"]).spawn().expect("kubectl");
+    let mut child = k
+        .command(&["get", "configmaps", "-w", "-o", "name"])
+        .spawn()
+        .expect("kubectl");
     let stdout = child.stdout.take().unwrap();
     use tokio::io::AsyncBufReadExt;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
@@ -208,14 +314,20 @@ async fn get_watch_prints_events() {
     let producer = async move {
         tokio::time::sleep(Duration::from_millis(500)).await;
         for name in ["w-a", "w-b", "w-c"] {
-            let cm = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: v\n");
+            let cm = format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: v\n"
+            );
             k2.run(&["create", "-f", "-"], Some(&cm)).await;
         }
     };
     let consumer = async {
         let mut seen = Vec::new();
         while seen.len() < 3 {
-            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await.expect("watch output in time").unwrap().expect("watch still open");
+            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+                .await
+                .expect("watch output in time")
+                .unwrap()
+                .expect("watch still open");
             if line.starts_with("configmap/w-") && !seen.contains(&line) {
                 seen.push(line);
             }
@@ -231,20 +343,45 @@ async fn get_watch_prints_events() {
 async fn apply_server_side_and_conflicts() {
     let k = Kubectl::start().await;
     let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: \"1\"\n";
-    let out = k.run(&["apply", "--server-side", "-f", "-"], Some(cm)).await;
+    let out = k
+        .run(&["apply", "--server-side", "-f", "-"], Some(cm))
+        .await;
     assert_eq!(out.trim(), "configmap/ssa serverside-applied");
-    let obj = k.json(&["get", "configmap", "ssa", "--show-managed-fields"]).await;
+    let obj = k
+        .json(&["get", "configmap", "ssa", "--show-managed-fields"])
+        .await;
     assert_eq!(obj["metadata"]["managedFields"][0]["manager"], "kubectl");
     let changed = cm.replace("\"1\"", "\"2\"");
-    let (ok, _, err) = k.try_run(&["apply", "--server-side", "--field-manager=other", "-f", "-"], Some(&changed)).await;
+    let (ok, _, err) = k
+        .try_run(
+            &["apply", "--server-side", "--field-manager=other", "-f", "-"],
+            Some(&changed),
+        )
+        .await;
     assert!(!ok && err.contains("conflict"), "{err}");
-    k.run(&["apply", "--server-side", "--field-manager=other", "--force-conflicts", "-f", "-"], Some(&changed)).await;
+    k.run(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=other",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
+        Some(&changed),
+    )
+    .await;
     let obj = k.json(&["get", "configmap", "ssa"]).await;
     assert_eq!(obj["data"]["a"], "2");
     // a client-side apply of a pod, then a change to it (strategic merge patch)
     let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels: {role: robovast}\nspec:\n  containers:\n  - name: c\n    image: nginx:1\n";
     k.run(&["apply", "-f", "-"], Some(pod)).await;
-    let out = k.run(&["apply", "-f", "-"], Some(&pod.replace("nginx:1", "nginx:2"))).await;
+    let out = k
+        .run(
+            &["apply", "-f", "-"],
+            Some(&pod.replace("nginx:1", "nginx:2")),
+        )
+        .await;
     assert_eq!(out.trim(), "pod/web configured");
     let obj = k.json(&["get", "pod", "web"]).await;
     assert_eq!(obj["spec"]["containers"][0]["image"], "nginx:2");

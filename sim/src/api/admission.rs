@@ -13,14 +13,18 @@ pub const QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
 
 pub fn random_suffix(n: usize) -> String {
     const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..n).map(|_| CHARS[rand::random_range(0..CHARS.len())] as char).collect()
+    (0..n)
+        .map(|_| CHARS[rand::random_range(0..CHARS.len())] as char)
+        .collect()
 }
 
 /// RFC 1123 subdomain.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
@@ -49,7 +53,11 @@ pub fn default_pod_spec(spec: &mut Value, restart: &str) {
                 set_default(c, "imagePullPolicy", json!("IfNotPresent"));
                 set_default(c, "resources", json!({}));
                 // requests default to limits
-                if let Some(limits) = c.pointer("/resources/limits").cloned().and_then(|l| l.as_object().cloned()) {
+                if let Some(limits) = c
+                    .pointer("/resources/limits")
+                    .cloned()
+                    .and_then(|l| l.as_object().cloned())
+                {
                     let res = &mut c["resources"];
                     set_default(res, "requests", json!({}));
                     for (k, v) in limits {
@@ -69,8 +77,10 @@ fn qos_class(spec: &Value) -> &'static str {
         .flatten()
         .collect();
     let any = cs.iter().any(|c| {
-        c.pointer("/resources/requests").is_some_and(|r| r.as_object().is_some_and(|m| !m.is_empty()))
-            || c.pointer("/resources/limits").is_some_and(|r| r.as_object().is_some_and(|m| !m.is_empty()))
+        c.pointer("/resources/requests")
+            .is_some_and(|r| r.as_object().is_some_and(|m| !m.is_empty()))
+            || c.pointer("/resources/limits")
+                .is_some_and(|r| r.as_object().is_some_and(|m| !m.is_empty()))
     });
     if !any {
         return "BestEffort";
@@ -90,8 +100,15 @@ fn qos_class(spec: &Value) -> &'static str {
 
 /// Defaults of a new pod (spec defaults, `Pending` status with its QoS class).
 pub fn default_pod(obj: &mut Value) -> Result<(), String> {
-    if !obj.pointer("/spec/containers").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
-        return Err(format!("Pod \"{}\" is invalid: spec.containers: Required value", crate::store::name_of(obj)));
+    if obj
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .is_none_or(|a| a.is_empty())
+    {
+        return Err(format!(
+            "Pod \"{}\" is invalid: spec.containers: Required value",
+            crate::store::name_of(obj)
+        ));
     }
     default_pod_spec(&mut obj["spec"], "Always");
     let qos = qos_class(&obj["spec"]);
@@ -107,10 +124,17 @@ pub fn on_create(_store: &Store, rt: &ResourceType, obj: &mut Value) -> Result<(
         }
         ("batch", "jobs") => {
             let name = crate::store::name_of(obj).to_string();
-            if !obj.pointer("/spec/template/spec/containers").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
+            if obj
+                .pointer("/spec/template/spec/containers")
+                .and_then(Value::as_array)
+                .is_none_or(|a| a.is_empty())
+            {
                 return Err(format!("Job.batch \"{name}\" is invalid: spec.template.spec.containers: Required value"));
             }
-            let restart = obj.pointer("/spec/template/spec/restartPolicy").and_then(Value::as_str).unwrap_or("");
+            let restart = obj
+                .pointer("/spec/template/spec/restartPolicy")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if restart != "Never" && restart != "OnFailure" {
                 return Err(format!(
                     "Job.batch \"{name}\" is invalid: spec.template.spec.restartPolicy: Required value: valid values: \"OnFailure\", \"Never\""
@@ -125,7 +149,12 @@ pub fn on_create(_store: &Store, rt: &ResourceType, obj: &mut Value) -> Result<(
             set_default(spec, "manualSelector", json!(false));
             set_default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
             default_pod_spec(&mut spec["template"]["spec"], "Never");
-            let queued = obj.pointer(&format!("/metadata/labels/{}", QUEUE_LABEL.replace('/', "~1"))).is_some();
+            let queued = obj
+                .pointer(&format!(
+                    "/metadata/labels/{}",
+                    QUEUE_LABEL.replace('/', "~1")
+                ))
+                .is_some();
             if queued {
                 // Kueue's webhook: queued Jobs start suspended until admitted
                 obj["spec"]["suspend"] = json!(true);
@@ -138,12 +167,18 @@ pub fn on_create(_store: &Store, rt: &ResourceType, obj: &mut Value) -> Result<(
                 *tmpl_meta = json!({});
             }
             set_default(tmpl_meta, "labels", json!({}));
-            if let (Some(l), Some(add)) = (tmpl_meta["labels"].as_object_mut(), job_labels.as_object()) {
+            if let (Some(l), Some(add)) =
+                (tmpl_meta["labels"].as_object_mut(), job_labels.as_object())
+            {
                 for (k, v) in add {
                     l.insert(k.clone(), v.clone());
                 }
             }
-            set_default(&mut obj["spec"], "selector", json!({"matchLabels": {"batch.kubernetes.io/job-name": name}}));
+            set_default(
+                &mut obj["spec"],
+                "selector",
+                json!({"matchLabels": {"batch.kubernetes.io/job-name": name}}),
+            );
             obj["status"] = json!({});
         }
         ("", "services") => {
@@ -152,7 +187,11 @@ pub fn on_create(_store: &Store, rt: &ResourceType, obj: &mut Value) -> Result<(
                 *spec = json!({});
             }
             set_default(spec, "type", json!("ClusterIP"));
-            let ip = format!("10.96.{}.{}", rand::random_range(0..255u8), rand::random_range(1..255u8));
+            let ip = format!(
+                "10.96.{}.{}",
+                rand::random_range(0..255u8),
+                rand::random_range(1..255u8)
+            );
             set_default(spec, "clusterIP", json!(ip.clone()));
             set_default(spec, "clusterIPs", json!([ip]));
             set_default(spec, "sessionAffinity", json!("None"));
@@ -169,7 +208,10 @@ pub fn on_create(_store: &Store, rt: &ResourceType, obj: &mut Value) -> Result<(
             if let Some(sd) = obj.get("stringData").and_then(Value::as_object).cloned() {
                 set_default(obj, "data", json!({}));
                 for (k, v) in sd {
-                    let s = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+                    let s = v
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string());
                     obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(s));
                 }
                 if let Some(m) = obj.as_object_mut() {
@@ -189,7 +231,10 @@ pub fn on_create(_store: &Store, rt: &ResourceType, obj: &mut Value) -> Result<(
             labels["kubernetes.io/metadata.name"] = json!(name);
         }
         ("", "persistentvolumeclaims") => {
-            let size = obj.pointer("/spec/resources/requests/storage").cloned().unwrap_or(json!("1Gi"));
+            let size = obj
+                .pointer("/spec/resources/requests/storage")
+                .cloned()
+                .unwrap_or(json!("1Gi"));
             obj["status"] = json!({"phase": "Bound", "accessModes": obj.pointer("/spec/accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"])), "capacity": {"storage": size}});
         }
         _ => {}

@@ -57,10 +57,20 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None, retry_after: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
     }
     pub fn not_found(rt: &ResourceType, name: &str) -> Self {
-        let mut e = Self::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(rt)));
+        let mut e = Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified(rt)),
+        );
         e.details = Some(json!({"name": name, "group": rt.group, "kind": rt.plural}));
         e
     }
@@ -72,7 +82,8 @@ impl ApiError {
     }
     fn from_store(rt: &ResourceType, e: store::Error) -> Self {
         let q = qualified(rt);
-        let details = |name: &str| Some(json!({"name": name, "group": rt.group, "kind": rt.plural}));
+        let details =
+            |name: &str| Some(json!({"name": name, "group": rt.group, "kind": rt.plural}));
         match e {
             store::Error::NotFound { name, .. } => Self::not_found(rt, &name),
             store::Error::AlreadyExists { name, .. } => ApiError {
@@ -130,10 +141,14 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 pub fn json_response<T: Serialize + ?Sized>(code: u16, body: &T) -> Response<Body> {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+    let bytes =
+        serde_json::to_vec(body).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
     let mut resp = Response::new(full(bytes));
     *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -166,7 +181,9 @@ impl Query {
                 "fieldSelector" => out.field_selector = Some(v.into_owned()),
                 "limit" => out.limit = v.parse().ok().filter(|n: &usize| *n > 0),
                 "continue" => out.continue_token = Some(v.into_owned()).filter(|s| !s.is_empty()),
-                "resourceVersion" => out.resource_version = Some(v.into_owned()).filter(|s| !s.is_empty()),
+                "resourceVersion" => {
+                    out.resource_version = Some(v.into_owned()).filter(|s| !s.is_empty())
+                }
                 "watch" => out.watch = t,
                 "timeoutSeconds" => out.timeout_seconds = v.parse().ok(),
                 "allowWatchBookmarks" => out.allow_bookmarks = t,
@@ -232,7 +249,13 @@ enum Route {
 
 fn route(registry: &Registry, path: &str) -> Result<Route, ApiError> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let not_found = || ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({path})"));
+    let not_found = || {
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
+    };
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["version"] => return Ok(Route::Version),
         ["healthz" | "livez" | "readyz", ..] => return Ok(Route::Health),
@@ -244,41 +267,56 @@ fn route(registry: &Registry, path: &str) -> Result<Route, ApiError> {
         ["openapi", "v2"] | ["swagger.json"] => return Ok(Route::OpenApiV2),
         ["openapi", "v3"] => return Ok(Route::OpenApiV3Index),
         ["openapi", "v3", "api", v] => return Ok(Route::OpenApiV3(String::new(), v.to_string())),
-        ["openapi", "v3", "apis", g, v] => return Ok(Route::OpenApiV3(g.to_string(), v.to_string())),
+        ["openapi", "v3", "apis", g, v] => {
+            return Ok(Route::OpenApiV3(g.to_string(), v.to_string()))
+        }
         ["sim", "faults"] => return Ok(Route::SimFaults),
         ["sim", "compact"] => return Ok(Route::SimCompact),
-        ["sim", "pods", ns, name, "restart"] => return Ok(Route::SimRestart(ns.to_string(), name.to_string())),
+        ["sim", "pods", ns, name, "restart"] => {
+            return Ok(Route::SimRestart(ns.to_string(), name.to_string()))
+        }
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(not_found()),
     };
     let lookup = |plural: &str| registry.lookup(group, version, plural);
-    let namespaced_target = |ns: &str, plural: &str, name: Option<&str>, sub: Option<&str>| -> Option<Target> {
-        let rt = lookup(plural)?;
-        if !rt.namespaced {
-            return None;
-        }
-        Some(Target {
-            rt,
-            version: version.to_string(),
-            ns: Some(ns.to_string()),
-            name: name.map(str::to_string),
-            sub: sub.map(str::to_string),
-        })
-    };
+    let namespaced_target =
+        |ns: &str, plural: &str, name: Option<&str>, sub: Option<&str>| -> Option<Target> {
+            let rt = lookup(plural)?;
+            if !rt.namespaced {
+                return None;
+            }
+            Some(Target {
+                rt,
+                version: version.to_string(),
+                ns: Some(ns.to_string()),
+                name: name.map(str::to_string),
+                sub: sub.map(str::to_string),
+            })
+        };
     let plain_target = |plural: &str, name: Option<&str>, sub: Option<&str>| -> Option<Target> {
         let rt = lookup(plural)?;
         if rt.namespaced && name.is_some() {
             return None;
         }
-        Some(Target { rt, version: version.to_string(), ns: None, name: name.map(str::to_string), sub: sub.map(str::to_string) })
+        Some(Target {
+            rt,
+            version: version.to_string(),
+            ns: None,
+            name: name.map(str::to_string),
+            sub: sub.map(str::to_string),
+        })
     };
     let target = match rest {
-        ["namespaces", ns, plural] if group.is_empty() || lookup(plural).is_some() => namespaced_target(ns, plural, None, None),
+        ["namespaces", ns, plural] if group.is_empty() || lookup(plural).is_some() => {
+            namespaced_target(ns, plural, None, None)
+        }
         ["namespaces", ns, plural, name] if lookup(plural).is_some_and(|r| r.namespaced) => {
             namespaced_target(ns, plural, Some(name), None)
         }
-        ["namespaces", ns, plural, name, sub] => namespaced_target(ns, plural, Some(name), Some(sub)),
+        ["namespaces", ns, plural, name, sub] => {
+            namespaced_target(ns, plural, Some(name), Some(sub))
+        }
         [plural] => plain_target(plural, None, None),
         [plural, name] => plain_target(plural, Some(name), None),
         [plural, name, sub] => plain_target(plural, Some(name), Some(sub)),
@@ -315,7 +353,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
         Route::Version => Ok(json_response(200, &version_doc())),
         Route::Health => {
             let mut r = Response::new(full("ok"));
-            r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain"));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain"),
+            );
             Ok(r)
         }
         Route::CoreVersions => Ok(json_response(
@@ -328,31 +369,62 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
             .registry
             .api_group(&g)
             .map(|d| json_response(200, &d))
-            .ok_or_else(|| ApiError::new(404, "NotFound", format!("the server could not find the requested resource: group {g}"))),
+            .ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    "NotFound",
+                    format!("the server could not find the requested resource: group {g}"),
+                )
+            }),
         Route::Resources(g, v) => app
             .registry
             .api_resource_list(&g, &v)
             .map(|d| json_response(200, &d))
-            .ok_or_else(|| ApiError::new(404, "NotFound", format!("the server could not find the requested resource: {g}/{v}"))),
-        Route::OpenApiV2 => Err(ApiError::new(404, "NotFound", "OpenAPI v2 is not served by vast-sim; use /openapi/v3")),
+            .ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    "NotFound",
+                    format!("the server could not find the requested resource: {g}/{v}"),
+                )
+            }),
+        Route::OpenApiV2 => Err(ApiError::new(
+            404,
+            "NotFound",
+            "OpenAPI v2 is not served by vast-sim; use /openapi/v3",
+        )),
         Route::OpenApiV3Index => Ok(json_response(200, &app.registry.openapi_v3_index())),
         Route::OpenApiV3(g, v) => app
             .registry
             .openapi_v3_doc(&g, &v)
             .map(|d| json_response(200, &d))
-            .ok_or_else(|| ApiError::new(404, "NotFound", format!("no OpenAPI document for {g}/{v}"))),
+            .ok_or_else(|| {
+                ApiError::new(404, "NotFound", format!("no OpenAPI document for {g}/{v}"))
+            }),
         Route::SimFaults => sim_faults(&app, req).await,
         Route::SimCompact => {
             app.store.compact();
-            Ok(json_response(200, &json!({"compactedTo": app.store.compacted_rv()})))
+            Ok(json_response(
+                200,
+                &json!({"compactedTo": app.store.compacted_rv()}),
+            ))
         }
         Route::SimRestart(ns, name) => {
             if req.method() != Method::POST {
-                Err(ApiError::new(405, "MethodNotAllowed", "use POST /sim/pods/{namespace}/{name}/restart?wipe=true|false"))
+                Err(ApiError::new(
+                    405,
+                    "MethodNotAllowed",
+                    "use POST /sim/pods/{namespace}/{name}/restart?wipe=true|false",
+                ))
             } else {
-                crate::controllers::kubelet::restart_pod(&app.store, &app.dataplane, &ns, &name, query.wipe)
-                    .await
-                    .map(|pod| json_response(200, &*pod))
+                crate::controllers::kubelet::restart_pod(
+                    &app.store,
+                    &app.dataplane,
+                    &ns,
+                    &name,
+                    query.wipe,
+                )
+                .await
+                .map(|pod| json_response(200, &*pod))
             }
         }
         Route::Resource(target) => {
@@ -368,7 +440,11 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
                         409 => "Conflict",
                         _ => "InternalError",
                     };
-                    let mut e = ApiError::new(code, reason, format!("injected fault on {verb} {}", target.rt.plural));
+                    let mut e = ApiError::new(
+                        code,
+                        reason,
+                        format!("injected fault on {verb} {}", target.rt.plural),
+                    );
                     e.retry_after = retry_after;
                     if let Some(secs) = retry_after {
                         e.details = Some(json!({"retryAfterSeconds": secs}));
@@ -407,8 +483,11 @@ fn parse_body(bytes: &[u8]) -> Result<Value, ApiError> {
     }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(v) => Ok(v),
-        Err(json_err) => serde_yaml::from_slice::<Value>(bytes)
-            .map_err(|_| ApiError::bad_request(format!("the request body is not valid JSON or YAML: {json_err}"))),
+        Err(json_err) => serde_yaml::from_slice::<Value>(bytes).map_err(|_| {
+            ApiError::bad_request(format!(
+                "the request body is not valid JSON or YAML: {json_err}"
+            ))
+        }),
     }
 }
 
@@ -417,12 +496,16 @@ async fn sim_faults(app: &App, req: Request<Incoming>) -> Result<Response<Body>,
         Method::GET => Ok(json_response(200, &app.faults.get())),
         Method::PUT | Method::POST => {
             let body = read_body(req).await?;
-            let cfg: FaultConfig =
-                serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid fault config: {e}")))?;
+            let cfg: FaultConfig = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("invalid fault config: {e}")))?;
             app.faults.set(cfg);
             Ok(json_response(200, &app.faults.get()))
         }
-        _ => Err(ApiError::new(405, "MethodNotAllowed", "use GET or PUT /sim/faults")),
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "use GET or PUT /sim/faults",
+        )),
     }
 }
 
@@ -439,18 +522,34 @@ async fn resource_request(
         Some("log") if t.rt.plural == "pods" && t.rt.group.is_empty() => {
             get_object(app, &t)?;
             let mut r = Response::new(full(Bytes::new()));
-            r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain"));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain"),
+            );
             return Ok(r);
         }
         Some(other) => {
-            return Err(ApiError::new(404, "NotFound", format!("the server could not find the requested resource: subresource {other}")))
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                format!("the server could not find the requested resource: subresource {other}"),
+            ))
         }
     }
-    if req.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.contains("protobuf") || ct.contains("cbor")) {
+    if req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("protobuf") || ct.contains("cbor"))
+    {
         return Err(ApiError::new(415, "UnsupportedMediaType", "vast-sim does not decode protobuf or CBOR request bodies; send JSON (kubectl: use create/apply -f instead of generator subcommands such as create configmap)"));
     }
     if t.sub.as_deref() == Some("status") && !t.rt.status {
-        return Err(ApiError::new(404, "NotFound", format!("{} has no status subresource", qualified(&t.rt))));
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            format!("{} has no status subresource", qualified(&t.rt)),
+        ));
     }
     match verb {
         "get" => get_object(app, &t).map(|o| json_response(200, &*versioned(&o, &t))),
@@ -486,7 +585,11 @@ async fn resource_request(
             let body = parse_body(&read_body(req).await?)?;
             delete_collection(app, &t, &body, &q)
         }
-        _ => Err(ApiError::new(405, "MethodNotAllowed", format!("method not allowed on {}", qualified(&t.rt)))),
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("method not allowed on {}", qualified(&t.rt)),
+        )),
     }
 }
 
@@ -503,7 +606,9 @@ fn versioned(obj: &Arc<Value>, t: &Target) -> Arc<Value> {
 
 fn get_object(app: &App, t: &Target) -> Result<Arc<Value>, ApiError> {
     let name = t.name.as_deref().unwrap_or("");
-    app.store.get(&t.rt.key, t.ns_str(), name).ok_or_else(|| ApiError::not_found(&t.rt, name))
+    app.store
+        .get(&t.rt.key, t.ns_str(), name)
+        .ok_or_else(|| ApiError::not_found(&t.rt, name))
 }
 
 #[derive(Serialize)]
@@ -527,10 +632,11 @@ fn list(app: &App, t: &Target, q: &Query) -> Result<Response<Body>, ApiError> {
     let (rv, items) = app.store.list(&t.rt.key, t.ns.as_deref());
     let start = match &q.continue_token {
         Some(tok) => {
-            let decoded = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, tok)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<ContinueToken>(&b).ok())
-                .ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
+            let decoded =
+                base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, tok)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<ContinueToken>(&b).ok())
+                    .ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
             if decoded.rv < app.store.compacted_rv() {
                 return Err(ApiError::new(
                     410,
@@ -548,12 +654,17 @@ fn list(app: &App, t: &Target, q: &Query) -> Result<Response<Body>, ApiError> {
         .iter()
         .map(|a| &**a)
         .filter(|o| match &start {
-            Some((ns, name, _)) => (store::namespace_of(o), store::name_of(o)) > (ns.as_str(), name.as_str()),
+            Some((ns, name, _)) => {
+                (store::namespace_of(o), store::name_of(o)) > (ns.as_str(), name.as_str())
+            }
             None => true,
         })
         .filter(|o| ls.matches(o) && fs.matches(o))
         .collect();
-    if matching.iter().any(|o| o.get("apiVersion").and_then(Value::as_str) != Some(want.as_str())) {
+    if matching
+        .iter()
+        .any(|o| o.get("apiVersion").and_then(Value::as_str) != Some(want.as_str()))
+    {
         rewritten = matching
             .iter()
             .map(|o| {
@@ -575,23 +686,41 @@ fn list(app: &App, t: &Target, q: &Query) -> Result<Response<Body>, ApiError> {
                     ns: store::namespace_of(last).to_string(),
                     name: store::name_of(last).to_string(),
                 };
-                let bytes = serde_json::to_vec(&tok).map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
-                meta["continue"] = json!(base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes));
+                let bytes = serde_json::to_vec(&tok)
+                    .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
+                meta["continue"] = json!(base64::Engine::encode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    bytes
+                ));
                 meta["remainingItemCount"] = json!(remaining);
             }
         }
     }
-    Ok(json_response(200, &ListBody { kind: format!("{}List", t.rt.kind), api_version: want, metadata: meta, items: matching }))
+    Ok(json_response(
+        200,
+        &ListBody {
+            kind: format!("{}List", t.rt.kind),
+            api_version: want,
+            metadata: meta,
+            items: matching,
+        },
+    ))
 }
 
 /// Fills apiVersion, kind, namespace and name (generateName) and checks them against the URL.
 fn prepare_new(app: &App, t: &Target, body: &mut Value) -> Result<(), ApiError> {
     if !body.is_object() {
-        return Err(ApiError::bad_request(format!("the body of a {} must be a JSON object", t.rt.kind)));
+        return Err(ApiError::bad_request(format!(
+            "the body of a {} must be a JSON object",
+            t.rt.kind
+        )));
     }
     if let Some(kind) = body.get("kind").and_then(Value::as_str) {
         if kind != t.rt.kind {
-            return Err(ApiError::bad_request(format!("the kind {kind} of the object does not match the URL ({})", t.rt.kind)));
+            return Err(ApiError::bad_request(format!(
+                "the kind {kind} of the object does not match the URL ({})",
+                t.rt.kind
+            )));
         }
     }
     body["apiVersion"] = json!(t.rt.preferred_api_version());
@@ -613,7 +742,11 @@ fn prepare_new(app: &App, t: &Target, body: &mut Value) -> Result<(), ApiError> 
     } else if let Some(m) = meta.as_object_mut() {
         m.remove("namespace");
     }
-    let name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let name = if name.is_empty() {
         match meta.get("generateName").and_then(Value::as_str) {
             Some(prefix) if !prefix.is_empty() => format!("{prefix}{}", admission::random_suffix(5)),
@@ -629,7 +762,9 @@ fn prepare_new(app: &App, t: &Target, body: &mut Value) -> Result<(), ApiError> 
     };
     if let Some(url_name) = &t.name {
         if *url_name != name {
-            return Err(ApiError::bad_request(format!("the name of the object ({name}) does not match the name on the URL ({url_name})")));
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({name}) does not match the name on the URL ({url_name})"
+            )));
         }
     }
     if !admission::valid_name(&name) {
@@ -662,7 +797,11 @@ fn prepare_new(app: &App, t: &Target, body: &mut Value) -> Result<(), ApiError> 
 
 fn create(app: &App, t: &Target, mut body: Value, dry_run: bool) -> Result<Arc<Value>, ApiError> {
     if t.name.is_some() {
-        return Err(ApiError::new(405, "MethodNotAllowed", "POST to a named object is not allowed; POST to the collection"));
+        return Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "POST to a named object is not allowed; POST to the collection",
+        ));
     }
     prepare_new(app, t, &mut body)?;
     if t.rt.status && t.rt.plural != "nodes" {
@@ -678,7 +817,10 @@ fn create(app: &App, t: &Target, mut body: Value, dry_run: bool) -> Result<Arc<V
     if dry_run {
         return Ok(Arc::new(body));
     }
-    let obj = app.store.create(&t.rt.key, body).map_err(|e| ApiError::from_store(&t.rt, e))?;
+    let obj = app
+        .store
+        .create(&t.rt.key, body)
+        .map_err(|e| ApiError::from_store(&t.rt, e))?;
     after_write(app, t, &obj);
     Ok(obj)
 }
@@ -723,16 +865,23 @@ fn split_status(t: &Target, cur: &Value, mut new: Value) -> Value {
 }
 
 fn update(app: &App, t: &Target, mut body: Value) -> Result<Arc<Value>, ApiError> {
-    let name = t.name.clone().ok_or_else(|| ApiError::new(405, "MethodNotAllowed", "PUT needs an object name"))?;
+    let name = t
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::new(405, "MethodNotAllowed", "PUT needs an object name"))?;
     if !body.is_object() {
-        return Err(ApiError::bad_request("the body of an update must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the body of an update must be a JSON object",
+        ));
     }
     let want_rv = store::meta_str(&body, "resourceVersion").map(str::to_string);
     body["apiVersion"] = json!(t.rt.preferred_api_version());
     body["kind"] = json!(t.rt.kind);
     if let Some(body_name) = store::meta_str(&body, "name") {
         if body_name != name {
-            return Err(ApiError::bad_request(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
         }
     }
     let res = app.store.modify(&t.rt.key, t.ns_str(), &name, |cur| {
@@ -756,26 +905,49 @@ fn update(app: &App, t: &Target, mut body: Value) -> Result<Arc<Value>, ApiError
     finish_write(app, t, &name, res)
 }
 
-fn finish_write(app: &App, t: &Target, name: &str, res: store::Result<Option<Arc<Value>>>) -> Result<Arc<Value>, ApiError> {
+fn finish_write(
+    app: &App,
+    t: &Target,
+    name: &str,
+    res: store::Result<Option<Arc<Value>>>,
+) -> Result<Arc<Value>, ApiError> {
     match res {
         Ok(Some(obj)) => {
             after_write(app, t, &obj);
             Ok(obj)
         }
         // removed: the last finalizer of a deleting object went away
-        Ok(None) => Ok(Arc::new(json!({"kind": t.rt.kind, "apiVersion": t.api_version(), "metadata": {"name": name}}))),
+        Ok(None) => Ok(Arc::new(
+            json!({"kind": t.rt.kind, "apiVersion": t.api_version(), "metadata": {"name": name}}),
+        )),
         Err(e) => Err(ApiError::from_store(&t.rt, e)),
     }
 }
 
-fn patch_object(app: &App, t: &Target, ct: &str, body: Value, q: &Query) -> Result<Response<Body>, ApiError> {
-    let name = t.name.clone().ok_or_else(|| ApiError::new(405, "MethodNotAllowed", "PATCH needs an object name"))?;
+fn patch_object(
+    app: &App,
+    t: &Target,
+    ct: &str,
+    body: Value,
+    q: &Query,
+) -> Result<Response<Body>, ApiError> {
+    let name = t
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::new(405, "MethodNotAllowed", "PATCH needs an object name"))?;
     let apply = ct == "application/apply-patch+yaml";
     if !matches!(
         ct,
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" | "application/json-patch+json" | "application/apply-patch+yaml"
+        "application/merge-patch+json"
+            | "application/strategic-merge-patch+json"
+            | "application/json-patch+json"
+            | "application/apply-patch+yaml"
     ) {
-        return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format: {ct}")));
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format: {ct}"),
+        ));
     }
     let manager = q.field_manager.clone().unwrap_or_default();
     if apply && manager.is_empty() {
@@ -783,11 +955,15 @@ fn patch_object(app: &App, t: &Target, ct: &str, body: Value, q: &Query) -> Resu
     }
     let exists = app.store.get(&t.rt.key, t.ns_str(), &name).is_some();
     if apply && !exists && t.sub.is_none() {
-        let mut obj = patch::server_side_apply(None, &body, &manager, q.force, &t.api_version()).map_err(|e| conflict(&t.rt, &name, e))?;
+        let mut obj = patch::server_side_apply(None, &body, &manager, q.force, &t.api_version())
+            .map_err(|e| conflict(&t.rt, &name, e))?;
         if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             m.entry("name").or_insert_with(|| json!(name.clone()));
         }
-        let collection = Target { name: None, ..t.clone() };
+        let collection = Target {
+            name: None,
+            ..t.clone()
+        };
         let created = create(app, &collection, obj, q.dry_run);
         return match created {
             Err(e) if e.reason == "AlreadyExists" => patch_object(app, t, ct, body, q),
@@ -814,10 +990,13 @@ fn patch_object(app: &App, t: &Target, ct: &str, body: Value, q: &Query) -> Resu
         match ct {
             "application/merge-patch+json" => patch::merge_patch(&mut new, &body),
             "application/strategic-merge-patch+json" => patch::strategic_merge(&mut new, &body),
-            "application/json-patch+json" => patch::json_patch(&mut new, &body).map_err(|e| ApiError::invalid(e.to_string()))?,
+            "application/json-patch+json" => {
+                patch::json_patch(&mut new, &body).map_err(|e| ApiError::invalid(e.to_string()))?
+            }
             _ => {
-                new = patch::server_side_apply(Some(cur), &body, &manager, q.force, &t.api_version())
-                    .map_err(|e| conflict(&t.rt, &name, e))?
+                new =
+                    patch::server_side_apply(Some(cur), &body, &manager, q.force, &t.api_version())
+                        .map_err(|e| conflict(&t.rt, &name, e))?
             }
         }
         for field in ["apiVersion", "kind"] {
@@ -848,7 +1027,8 @@ fn conflict(rt: &ResourceType, name: &str, e: patch::Error) -> ApiError {
             let causes: Vec<Value> =
                 c.iter().map(|(m, p)| json!({"type": "FieldManagerConflict", "message": format!("conflict with \"{m}\""), "field": p})).collect();
             let mut err = ApiError::new(409, "Conflict", patch::Error::Conflicts(c).to_string());
-            err.details = Some(json!({"name": name, "group": rt.group, "kind": rt.plural, "causes": causes}));
+            err.details =
+                Some(json!({"name": name, "group": rt.group, "kind": rt.plural, "causes": causes}));
             err
         }
         other => ApiError::invalid(other.to_string()),
@@ -858,12 +1038,18 @@ fn conflict(rt: &ResourceType, name: &str, e: patch::Error) -> ApiError {
 /// The propagation policy of a delete: explicit, from `orphanDependents`, or the resource's
 /// default (Orphan for `batch/v1` Jobs as on a real API server, Background otherwise).
 fn propagation(t: &Target, body: &Value, q: &Query) -> Result<&'static str, ApiError> {
-    let explicit = body.get("propagationPolicy").and_then(Value::as_str).map(str::to_string).or_else(|| q.propagation_policy.clone());
+    let explicit = body
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| q.propagation_policy.clone());
     match explicit.as_deref() {
         Some("Foreground") => Ok("Foreground"),
         Some("Background") => Ok("Background"),
         Some("Orphan") => Ok("Orphan"),
-        Some(other) => Err(ApiError::invalid(format!("DeleteOptions.propagationPolicy: Unsupported value: \"{other}\""))),
+        Some(other) => Err(ApiError::invalid(format!(
+            "DeleteOptions.propagationPolicy: Unsupported value: \"{other}\""
+        ))),
         None => match body.get("orphanDependents").and_then(Value::as_bool) {
             Some(true) => Ok("Orphan"),
             Some(false) => Ok("Background"),
@@ -873,7 +1059,14 @@ fn propagation(t: &Target, body: &Value, q: &Query) -> Result<&'static str, ApiE
     }
 }
 
-fn delete_one(app: &App, t: &Target, ns: &str, name: &str, policy: &str, body: &Value) -> Result<Arc<Value>, ApiError> {
+fn delete_one(
+    app: &App,
+    t: &Target,
+    ns: &str,
+    name: &str,
+    policy: &str,
+    body: &Value,
+) -> Result<Arc<Value>, ApiError> {
     if &*t.rt.key == keys::NAMESPACES {
         let res = app.store.modify(&t.rt.key, "", name, |cur| {
             let mut c = cur.clone();
@@ -881,7 +1074,10 @@ fn delete_one(app: &App, t: &Target, ns: &str, name: &str, policy: &str, body: &
             Ok(c)
         });
         res.map_err(|e| ApiError::from_store(&t.rt, e))?;
-        let (obj, _) = app.store.delete(&t.rt.key, "", name, Some("kubernetes"), None, None).map_err(|e| ApiError::from_store(&t.rt, e))?;
+        let (obj, _) = app
+            .store
+            .delete(&t.rt.key, "", name, Some("kubernetes"), None, None)
+            .map_err(|e| ApiError::from_store(&t.rt, e))?;
         return Ok(obj);
     }
     let extra = match policy {
@@ -890,8 +1086,14 @@ fn delete_one(app: &App, t: &Target, ns: &str, name: &str, policy: &str, body: &
         _ => None,
     };
     let uid = body.pointer("/preconditions/uid").and_then(Value::as_str);
-    let rv = body.pointer("/preconditions/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok());
-    let (obj, removed) = app.store.delete(&t.rt.key, ns, name, extra, uid, rv).map_err(|e| ApiError::from_store(&t.rt, e))?;
+    let rv = body
+        .pointer("/preconditions/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok());
+    let (obj, removed) = app
+        .store
+        .delete(&t.rt.key, ns, name, extra, uid, rv)
+        .map_err(|e| ApiError::from_store(&t.rt, e))?;
     if removed && &*t.rt.key == keys::CRDS {
         if let Some(group) = obj.pointer("/spec/group").and_then(Value::as_str) {
             if let Some(plural) = obj.pointer("/spec/names/plural").and_then(Value::as_str) {
@@ -905,14 +1107,23 @@ fn delete_one(app: &App, t: &Target, ns: &str, name: &str, policy: &str, body: &
 fn delete(app: &App, t: &Target, body: &Value, q: &Query) -> Result<Response<Body>, ApiError> {
     let name = t.name.clone().unwrap_or_default();
     let policy = propagation(t, body, q)?;
-    if q.dry_run || body.get("dryRun").is_some_and(|d| d.as_array().is_some_and(|a| !a.is_empty())) {
+    if q.dry_run
+        || body
+            .get("dryRun")
+            .is_some_and(|d| d.as_array().is_some_and(|a| !a.is_empty()))
+    {
         return get_object(app, t).map(|o| json_response(200, &*o));
     }
     let obj = delete_one(app, t, t.ns_str(), &name, policy, body)?;
     Ok(json_response(200, &*versioned(&obj, t)))
 }
 
-fn delete_collection(app: &App, t: &Target, body: &Value, q: &Query) -> Result<Response<Body>, ApiError> {
+fn delete_collection(
+    app: &App,
+    t: &Target,
+    body: &Value,
+    q: &Query,
+) -> Result<Response<Body>, ApiError> {
     let (ls, fs) = q.selectors()?;
     let policy = propagation(t, body, q)?;
     let (_, items) = app.store.list(&t.rt.key, t.ns.as_deref());
@@ -922,7 +1133,14 @@ fn delete_collection(app: &App, t: &Target, body: &Value, q: &Query) -> Result<R
             deleted.push(o.clone());
             continue;
         }
-        match delete_one(app, t, store::namespace_of(o), store::name_of(o), policy, body) {
+        match delete_one(
+            app,
+            t,
+            store::namespace_of(o),
+            store::name_of(o),
+            policy,
+            body,
+        ) {
             Ok(d) => deleted.push(d),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
@@ -940,12 +1158,27 @@ fn delete_collection(app: &App, t: &Target, body: &Value, q: &Query) -> Result<R
     ))
 }
 
-async fn pod_upgrade(app: &App, t: &Target, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn pod_upgrade(
+    app: &App,
+    t: &Target,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     if !(t.rt.group.is_empty() && t.rt.plural == "pods") {
-        return Err(ApiError::new(404, "NotFound", format!("{} has no {} subresource", qualified(&t.rt), t.sub.as_deref().unwrap_or(""))));
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            format!(
+                "{} has no {} subresource",
+                qualified(&t.rt),
+                t.sub.as_deref().unwrap_or("")
+            ),
+        ));
     }
     let pod = get_object(app, t)?;
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending");
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending");
     if phase != "Running" {
         return Err(ApiError::bad_request(format!(
             "pod {} is not running (phase {phase}); cannot {}",
@@ -953,8 +1186,13 @@ async fn pod_upgrade(app: &App, t: &Target, req: Request<Incoming>) -> Result<Re
             t.sub.as_deref().unwrap_or("")
         )));
     }
-    let resolved = crate::controllers::resolve::resolve_pod(&app.store, &pod)
-        .map_err(|e| ApiError::new(500, "InternalError", format!("cannot resolve pod {}: {e}", store::name_of(&pod))))?;
+    let resolved = crate::controllers::resolve::resolve_pod(&app.store, &pod).map_err(|e| {
+        ApiError::new(
+            500,
+            "InternalError",
+            format!("cannot resolve pod {}: {e}", store::name_of(&pod)),
+        )
+    })?;
     let resp = if t.sub.as_deref() == Some("exec") {
         app.dataplane.handle_exec(&resolved, req).await
     } else {

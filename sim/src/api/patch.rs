@@ -22,8 +22,10 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), Error> {
-    let p: json_patch::Patch =
-        serde_json::from_value(patch.clone()).map_err(|e| Error::Body { kind: "json-patch", why: e.to_string() })?;
+    let p: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| Error::Body {
+        kind: "json-patch",
+        why: e.to_string(),
+    })?;
     json_patch::patch(target, &p).map_err(|e| Error::JsonPatch(e.to_string()))
 }
 
@@ -82,29 +84,42 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
 
 fn strip_directives(v: &Value) -> Value {
     match v {
-        Value::Object(m) => {
-            Value::Object(m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect())
-        }
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| !k.starts_with('$'))
+                .map(|(k, v)| (k.clone(), strip_directives(v)))
+                .collect(),
+        ),
         Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
         other => other.clone(),
     }
 }
 
 fn is_named_list(a: &[Value]) -> bool {
-    a.iter().all(|x| x.get("name").is_some_and(Value::is_string))
+    a.iter()
+        .all(|x| x.get("name").is_some_and(Value::is_string))
 }
 
 /// Metadata fields that are never owned by a manager.
 fn unmanaged(path: &[String]) -> bool {
-    matches!(path.first().map(String::as_str), Some("apiVersion" | "kind"))
-        || (path.first().map(String::as_str) == Some("metadata")
-            && matches!(
-                path.get(1).map(String::as_str),
-                Some(
-                    "name" | "namespace" | "uid" | "resourceVersion" | "generation" | "creationTimestamp"
-                        | "managedFields" | "deletionTimestamp" | "deletionGracePeriodSeconds"
-                )
-            ))
+    matches!(
+        path.first().map(String::as_str),
+        Some("apiVersion" | "kind")
+    ) || (path.first().map(String::as_str) == Some("metadata")
+        && matches!(
+            path.get(1).map(String::as_str),
+            Some(
+                "name"
+                    | "namespace"
+                    | "uid"
+                    | "resourceVersion"
+                    | "generation"
+                    | "creationTimestamp"
+                    | "managedFields"
+                    | "deletionTimestamp"
+                    | "deletionGracePeriodSeconds"
+            )
+        ))
 }
 
 /// Leaf paths of an object (arrays and scalars are leaves).
@@ -144,7 +159,10 @@ fn to_fields_v1(paths: &BTreeSet<Vec<String>>) -> Value {
 
 fn from_fields_v1(v: &Value, prefix: &mut Vec<String>, out: &mut BTreeSet<Vec<String>>) {
     if let Value::Object(m) = v {
-        let children: Vec<_> = m.iter().filter_map(|(k, c)| k.strip_prefix("f:").map(|k| (k, c))).collect();
+        let children: Vec<_> = m
+            .iter()
+            .filter_map(|(k, c)| k.strip_prefix("f:").map(|k| (k, c)))
+            .collect();
         if children.is_empty() {
             if !prefix.is_empty() {
                 out.insert(prefix.clone());
@@ -164,7 +182,9 @@ fn get_path<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
 }
 
 fn remove_path(v: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut cur = v;
     for seg in parents {
         match cur.get_mut(seg) {
@@ -184,14 +204,23 @@ fn overlaps(a: &[String], b: &[String]) -> bool {
 
 /// Apply managers recorded on an object: (manager, owned paths).
 fn apply_managers(obj: &Value) -> Vec<(String, BTreeSet<Vec<String>>)> {
-    let Some(entries) = obj.pointer("/metadata/managedFields").and_then(Value::as_array) else { return Vec::new() };
+    let Some(entries) = obj
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    else {
+        return Vec::new();
+    };
     entries
         .iter()
         .filter(|e| e.get("operation").and_then(Value::as_str) == Some("Apply"))
         .filter_map(|e| {
             let manager = e.get("manager")?.as_str()?.to_string();
             let mut set = BTreeSet::new();
-            from_fields_v1(e.get("fieldsV1").unwrap_or(&Value::Null), &mut Vec::new(), &mut set);
+            from_fields_v1(
+                e.get("fieldsV1").unwrap_or(&Value::Null),
+                &mut Vec::new(),
+                &mut set,
+            );
             Some((manager, set))
         })
         .collect()
@@ -201,7 +230,13 @@ fn apply_managers(obj: &Value) -> Vec<(String, BTreeSet<Vec<String>>)> {
 /// Fields owned by another apply manager with a different value conflict unless `force`
 /// (then ownership moves). Fields this manager applied before and no longer applies are
 /// removed unless another manager owns them. Lists are atomic.
-pub fn server_side_apply(current: Option<&Value>, applied: &Value, manager: &str, force: bool, api_version: &str) -> Result<Value, Error> {
+pub fn server_side_apply(
+    current: Option<&Value>,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+    api_version: &str,
+) -> Result<Value, Error> {
     let mut new_set = BTreeSet::new();
     leaf_paths(applied, &mut Vec::new(), &mut new_set);
     let mut managers = current.map(apply_managers).unwrap_or_default();
@@ -211,7 +246,11 @@ pub fn server_side_apply(current: Option<&Value>, applied: &Value, manager: &str
         for (other, set) in managers.iter_mut().filter(|(m, _)| m != manager) {
             let clashing: Vec<Vec<String>> = set
                 .iter()
-                .filter(|owned| new_set.iter().any(|p| overlaps(p, owned) && get_path(cur, p) != get_path(applied, p)))
+                .filter(|owned| {
+                    new_set
+                        .iter()
+                        .any(|p| overlaps(p, owned) && get_path(cur, p) != get_path(applied, p))
+                })
                 .cloned()
                 .collect();
             if clashing.is_empty() {
@@ -222,7 +261,11 @@ pub fn server_side_apply(current: Option<&Value>, applied: &Value, manager: &str
                     set.remove(&p);
                 }
             } else {
-                conflicts.extend(clashing.into_iter().map(|p| (other.clone(), format!(".{}", p.join(".")))));
+                conflicts.extend(
+                    clashing
+                        .into_iter()
+                        .map(|p| (other.clone(), format!(".{}", p.join(".")))),
+                );
             }
         }
     }
@@ -232,7 +275,9 @@ pub fn server_side_apply(current: Option<&Value>, applied: &Value, manager: &str
     // fields this manager dropped
     if let Some((_, old)) = managers.iter().find(|(m, _)| m == manager) {
         for p in old.difference(&new_set) {
-            let owned_by_other = managers.iter().any(|(m, s)| m != manager && s.iter().any(|o| overlaps(o, p)));
+            let owned_by_other = managers
+                .iter()
+                .any(|(m, s)| m != manager && s.iter().any(|o| overlaps(o, p)));
             if !owned_by_other && !new_set.iter().any(|n| overlaps(n, p)) {
                 remove_path(&mut result, p);
             }
@@ -250,7 +295,12 @@ pub fn server_side_apply(current: Option<&Value>, applied: &Value, manager: &str
     let mut entries: Vec<Value> = current
         .and_then(|c| c.pointer("/metadata/managedFields"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter(|e| e.get("operation").and_then(Value::as_str) != Some("Apply")).cloned().collect())
+        .map(|a| {
+            a.iter()
+                .filter(|e| e.get("operation").and_then(Value::as_str) != Some("Apply"))
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default();
     for (m, set) in &managers {
         if set.is_empty() {
@@ -261,7 +311,10 @@ pub fn server_side_apply(current: Option<&Value>, applied: &Value, manager: &str
             "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(set),
         }));
     }
-    if let Some(meta) = result.as_object_mut().map(|o| o.entry("metadata").or_insert_with(|| json!({}))) {
+    if let Some(meta) = result
+        .as_object_mut()
+        .map(|o| o.entry("metadata").or_insert_with(|| json!({})))
+    {
         if let Some(meta) = meta.as_object_mut() {
             meta.insert("managedFields".into(), Value::Array(entries));
         }
@@ -278,7 +331,9 @@ fn apply_overlay(target: &mut Value, overlay: &Value) {
                     continue;
                 }
                 match t.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => apply_overlay(existing, v),
+                    Some(existing) if existing.is_object() && v.is_object() => {
+                        apply_overlay(existing, v)
+                    }
                     _ => {
                         t.insert(k.clone(), v.clone());
                     }
@@ -296,7 +351,10 @@ mod tests {
     #[test]
     fn strategic_merges_containers_by_name() {
         let mut t = json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}});
-        strategic_merge(&mut t, &json!({"spec": {"$setElementOrder/containers": [], "containers": [{"name": "b", "image": "z"}]}}));
+        strategic_merge(
+            &mut t,
+            &json!({"spec": {"$setElementOrder/containers": [], "containers": [{"name": "b", "image": "z"}]}}),
+        );
         assert_eq!(t["spec"]["containers"][1]["image"], "z");
         assert_eq!(t["spec"]["containers"][0]["image"], "x");
     }
@@ -307,11 +365,20 @@ mod tests {
         let obj = server_side_apply(None, &first, "m1", false, "v1").unwrap();
         // m2 sets a different value of a field m1 owns: conflict
         let clash = json!({"metadata": {"name": "x", "labels": {"a": "9"}}});
-        assert!(matches!(server_side_apply(Some(&obj), &clash, "m2", false, "v1"), Err(Error::Conflicts(c)) if c.len() == 1));
+        assert!(
+            matches!(server_side_apply(Some(&obj), &clash, "m2", false, "v1"), Err(Error::Conflicts(c)) if c.len() == 1)
+        );
         let forced = server_side_apply(Some(&obj), &clash, "m2", true, "v1").unwrap();
         assert_eq!(forced["metadata"]["labels"]["a"], "9");
         // m1 drops label b: removed; label a is now m2's and stays
-        let again = server_side_apply(Some(&forced), &json!({"metadata": {"name": "x", "labels": {}}}), "m1", false, "v1").unwrap();
+        let again = server_side_apply(
+            Some(&forced),
+            &json!({"metadata": {"name": "x", "labels": {}}}),
+            "m1",
+            false,
+            "v1",
+        )
+        .unwrap();
         assert_eq!(again["metadata"]["labels"], json!({"a": "9"}));
     }
 }

@@ -22,7 +22,15 @@ pub struct ResourceType {
 }
 
 impl ResourceType {
-    fn new(group: &str, version: &str, plural: &str, kind: &str, namespaced: bool, status: bool, short: &[&str]) -> Self {
+    fn new(
+        group: &str,
+        version: &str,
+        plural: &str,
+        kind: &str,
+        namespaced: bool,
+        status: bool,
+        short: &[&str],
+    ) -> Self {
         ResourceType {
             group: group.into(),
             versions: vec![version.into()],
@@ -97,14 +105,48 @@ impl Registry {
             t("", "v1", "services", "Service", true, true, &["svc"]),
             t("", "v1", "configmaps", "ConfigMap", true, false, &["cm"]),
             t("", "v1", "secrets", "Secret", true, false, &[]),
-            t("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", true, true, &["pvc"]),
+            t(
+                "",
+                "v1",
+                "persistentvolumeclaims",
+                "PersistentVolumeClaim",
+                true,
+                true,
+                &["pvc"],
+            ),
             t("", "v1", "events", "Event", true, false, &["ev"]),
-            t("", "v1", "serviceaccounts", "ServiceAccount", true, false, &["sa"]),
-            t("storage.k8s.io", "v1", "storageclasses", "StorageClass", false, false, &["sc"]),
+            t(
+                "",
+                "v1",
+                "serviceaccounts",
+                "ServiceAccount",
+                true,
+                false,
+                &["sa"],
+            ),
+            t(
+                "storage.k8s.io",
+                "v1",
+                "storageclasses",
+                "StorageClass",
+                false,
+                false,
+                &["sc"],
+            ),
             t("batch", "v1", "jobs", "Job", true, true, &[]),
-            t("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", false, true, &["crd", "crds"]),
+            t(
+                "apiextensions.k8s.io",
+                "v1",
+                "customresourcedefinitions",
+                "CustomResourceDefinition",
+                false,
+                true,
+                &["crd", "crds"],
+            ),
         ];
-        Registry { types: RwLock::new(builtin.into_iter().map(Arc::new).collect()) }
+        Registry {
+            types: RwLock::new(builtin.into_iter().map(Arc::new).collect()),
+        }
     }
 
     pub fn all(&self) -> Vec<Arc<ResourceType>> {
@@ -113,9 +155,9 @@ impl Registry {
 
     /// The resource served at `group/version/plural`.
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
-        self.all()
-            .into_iter()
-            .find(|t| t.group == group && t.plural == plural && t.versions.iter().any(|v| v == version))
+        self.all().into_iter().find(|t| {
+            t.group == group && t.plural == plural && t.versions.iter().any(|v| v == version)
+        })
     }
 
     pub fn by_key(&self, key: &str) -> Option<Arc<ResourceType>> {
@@ -129,9 +171,18 @@ impl Registry {
         let names = spec.get("names")?;
         let plural = names.get("plural")?.as_str()?;
         let kind = names.get("kind")?.as_str()?;
-        let singular = names.get("singular").and_then(Value::as_str).unwrap_or(&kind.to_lowercase()).to_string();
+        let singular = names
+            .get("singular")
+            .and_then(Value::as_str)
+            .unwrap_or(&kind.to_lowercase())
+            .to_string();
         let namespaced = spec.get("scope").and_then(Value::as_str) != Some("Cluster");
-        let versions: Vec<&Value> = spec.get("versions")?.as_array()?.iter().filter(|v| v.get("served") != Some(&json!(false))).collect();
+        let versions: Vec<&Value> = spec
+            .get("versions")?
+            .as_array()?
+            .iter()
+            .filter(|v| v.get("served") != Some(&json!(false)))
+            .collect();
         // storage version first, so it is the preferred one
         let mut ordered: Vec<String> = Vec::new();
         for v in &versions {
@@ -146,11 +197,17 @@ impl Registry {
                 }
             }
         }
-        let status = versions.iter().any(|v| v.pointer("/subresources/status").is_some());
+        let status = versions
+            .iter()
+            .any(|v| v.pointer("/subresources/status").is_some());
         let short_names = names
             .get("shortNames")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         let rt = Arc::new(ResourceType {
             group: group.into(),
@@ -170,7 +227,10 @@ impl Registry {
     }
 
     pub fn unregister(&self, key: &str) {
-        self.types.write().unwrap_or_else(|e| e.into_inner()).retain(|t| &*t.key != key);
+        self.types
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|t| &*t.key != key);
     }
 
     /// Group versions served, core first: (group, version).
@@ -204,7 +264,10 @@ impl Registry {
 
     /// `GET /apis/{group}`: APIGroup.
     pub fn api_group(&self, group: &str) -> Option<Value> {
-        let (g, vs) = self.group_versions().into_iter().find(|(g, _)| g == group && !g.is_empty())?;
+        let (g, vs) = self
+            .group_versions()
+            .into_iter()
+            .find(|(g, _)| g == group && !g.is_empty())?;
         let mut doc = group_doc(&g, &vs);
         doc["kind"] = json!("APIGroup");
         doc["apiVersion"] = json!("v1");
@@ -221,7 +284,16 @@ impl Registry {
         if types.is_empty() {
             return None;
         }
-        let verbs = json!(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]);
+        let verbs = json!([
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch"
+        ]);
         let mut resources = Vec::new();
         for t in &types {
             resources.push(json!({
@@ -244,8 +316,14 @@ impl Registry {
                 }
             }
         }
-        let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-        Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+        let gv = if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        };
+        Some(
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+        )
     }
 
     /// `GET /openapi/v3`: the index of per-group-version documents.
@@ -255,7 +333,10 @@ impl Registry {
             for v in vs {
                 let p = ResourceType::gv_path(&g, &v);
                 let rel = p.trim_start_matches('/').to_string();
-                paths.insert(rel, json!({"serverRelativeURL": format!("/openapi/v3{p}?hash=vast-sim")}));
+                paths.insert(
+                    rel,
+                    json!({"serverRelativeURL": format!("/openapi/v3{p}?hash=vast-sim")}),
+                );
             }
         }
         json!({"paths": paths})
@@ -265,7 +346,11 @@ impl Registry {
     /// validates fields itself (`fieldValidation` on every PATCH), with no schemas.
     pub fn openapi_v3_doc(&self, group: &str, version: &str) -> Option<Value> {
         let mut paths = serde_json::Map::new();
-        for t in self.all().into_iter().filter(|t| t.group == group && t.versions.iter().any(|v| v == version)) {
+        for t in self
+            .all()
+            .into_iter()
+            .filter(|t| t.group == group && t.versions.iter().any(|v| v == version))
+        {
             let base = ResourceType::gv_path(group, version);
             let path = if t.namespaced {
                 format!("{base}/namespaces/{{namespace}}/{}/{{name}}", t.plural)
@@ -296,7 +381,10 @@ impl Registry {
 }
 
 fn group_doc(group: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
     json!({
         "name": group,
         "versions": vs,
@@ -325,9 +413,19 @@ pub fn kueue_crds() -> Vec<Value> {
         })
     };
     vec![
-        crd("resourceflavors", "ResourceFlavor", "Cluster", &["flavor", "flavors", "rf"]),
+        crd(
+            "resourceflavors",
+            "ResourceFlavor",
+            "Cluster",
+            &["flavor", "flavors", "rf"],
+        ),
         crd("clusterqueues", "ClusterQueue", "Cluster", &["cq"]),
-        crd("localqueues", "LocalQueue", "Namespaced", &["queue", "queues", "lq"]),
+        crd(
+            "localqueues",
+            "LocalQueue",
+            "Namespaced",
+            &["queue", "queues", "lq"],
+        ),
         crd("workloads", "Workload", "Namespaced", &["wl"]),
     ]
 }

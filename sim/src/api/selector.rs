@@ -6,7 +6,11 @@ use serde_json::Value;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("unable to parse requirement {term:?} of selector {selector:?}: {why}")]
-    Parse { selector: String, term: String, why: &'static str },
+    Parse {
+        selector: String,
+        term: String,
+        why: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +47,10 @@ fn split_terms(s: &str) -> Vec<String> {
         }
     }
     out.push(cur);
-    out.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect()
+    out.into_iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 fn set_values(selector: &str, term: &str, rest: &str) -> Result<Vec<String>, Error> {
@@ -51,8 +58,16 @@ fn set_values(selector: &str, term: &str, rest: &str) -> Result<Vec<String>, Err
     let inner = rest
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| Error::Parse { selector: selector.into(), term: term.into(), why: "expected a set (a,b)" })?;
-    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+        .ok_or_else(|| Error::Parse {
+            selector: selector.into(),
+            term: term.into(),
+            why: "expected a set (a,b)",
+        })?;
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
 }
 
 impl LabelSelector {
@@ -67,15 +82,28 @@ impl LabelSelector {
             } else if let Some((k, v)) = t.split_once('=') {
                 Req::Eq(k.trim().into(), v.trim().into())
             } else if let Some(idx) = t.find(" notin ") {
-                Req::NotIn(t[..idx].trim().into(), set_values(selector, t, &t[idx + 7..])?)
+                Req::NotIn(
+                    t[..idx].trim().into(),
+                    set_values(selector, t, &t[idx + 7..])?,
+                )
             } else if let Some(idx) = t.find(" in ") {
-                Req::In(t[..idx].trim().into(), set_values(selector, t, &t[idx + 4..])?)
+                Req::In(
+                    t[..idx].trim().into(),
+                    set_values(selector, t, &t[idx + 4..])?,
+                )
             } else if let Some(k) = t.strip_prefix('!') {
                 Req::NotExists(k.trim().into())
-            } else if t.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            } else if t
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
                 Req::Exists(t.into())
             } else {
-                return Err(Error::Parse { selector: selector.into(), term: term.clone(), why: "unknown operator" });
+                return Err(Error::Parse {
+                    selector: selector.into(),
+                    term: term.clone(),
+                    why: "unknown operator",
+                });
             };
             reqs.push(req);
         }
@@ -120,7 +148,11 @@ impl FieldSelector {
             } else if let Some((k, v)) = term.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(Error::Parse { selector: selector.into(), term: term.clone(), why: "expected = or !=" });
+                return Err(Error::Parse {
+                    selector: selector.into(),
+                    term: term.clone(),
+                    why: "expected = or !=",
+                });
             };
             reqs.push((k.trim().to_string(), eq, v.trim().to_string()));
         }
@@ -144,7 +176,10 @@ impl FieldSelector {
 
     /// The value required for `metadata.name`, if the selector pins it.
     pub fn name(&self) -> Option<&str> {
-        self.0.iter().find(|(p, eq, _)| p == "metadata.name" && *eq).map(|(_, _, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(p, eq, _)| p == "metadata.name" && *eq)
+            .map(|(_, _, v)| v.as_str())
     }
 }
 
@@ -166,7 +201,11 @@ mod tests {
             ("!c", true),
             ("a,b in (y, x)", true),
         ] {
-            assert_eq!(LabelSelector::parse(sel).unwrap().matches(&obj), want, "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).unwrap().matches(&obj),
+                want,
+                "{sel}"
+            );
         }
         assert!(LabelSelector::parse("a in 1").is_err());
     }
@@ -174,8 +213,17 @@ mod tests {
     #[test]
     fn field_selectors() {
         let obj = json!({"metadata": {"name": "p"}, "status": {"phase": "Running"}});
-        assert!(FieldSelector::parse("metadata.name=p,status.phase!=Pending").unwrap().matches(&obj));
-        assert!(!FieldSelector::parse("status.phase=Pending").unwrap().matches(&obj));
-        assert_eq!(FieldSelector::parse("metadata.name=p").unwrap().name(), Some("p"));
+        assert!(
+            FieldSelector::parse("metadata.name=p,status.phase!=Pending")
+                .unwrap()
+                .matches(&obj)
+        );
+        assert!(!FieldSelector::parse("status.phase=Pending")
+            .unwrap()
+            .matches(&obj));
+        assert_eq!(
+            FieldSelector::parse("metadata.name=p").unwrap().name(),
+            Some("p")
+        );
     }
 }

@@ -36,7 +36,10 @@ pub fn watch(app: Arc<App>, t: Target, q: Query) -> Result<Response<Body>, ApiEr
     let (ls, fs) = q.selectors()?;
     let requested: Option<u64> = match q.resource_version.as_deref() {
         None | Some("0") => None,
-        Some(s) => Some(s.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?),
+        Some(s) => Some(
+            s.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?,
+        ),
     };
     let (mut tx, rx) = futures::channel::mpsc::channel(256);
     let api_version = t.api_version();
@@ -58,7 +61,12 @@ pub fn watch(app: Arc<App>, t: Target, q: Query) -> Result<Response<Body>, ApiEr
                 let (rv, items, live) = app.store.list_and_subscribe(&t.rt.key, t.ns.as_deref());
                 let initial: Vec<Event> = items
                     .into_iter()
-                    .map(|o| Event { rv: store::rv_of(&o), resource: t.rt.key.clone(), kind: EventType::Added, object: o })
+                    .map(|o| Event {
+                        rv: store::rv_of(&o),
+                        resource: t.rt.key.clone(),
+                        kind: EventType::Added,
+                        object: o,
+                    })
                     .collect();
                 (rv, initial, live)
             }
@@ -73,7 +81,8 @@ pub fn watch(app: Arc<App>, t: Target, q: Query) -> Result<Response<Body>, ApiEr
         };
         for ev in initial {
             last_rv = last_rv.max(ev.rv);
-            if matches(&ev.object) && !send(&mut tx, line(ev.kind.as_str(), &out(&ev.object))).await {
+            if matches(&ev.object) && !send(&mut tx, line(ev.kind.as_str(), &out(&ev.object))).await
+            {
                 return;
             }
         }
@@ -116,6 +125,9 @@ pub fn watch(app: Arc<App>, t: Target, q: Query) -> Result<Response<Body>, ApiEr
         }
     });
     let mut resp = Response::new(StreamBody::new(rx).boxed());
-    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     Ok(resp)
 }

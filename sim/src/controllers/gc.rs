@@ -15,26 +15,32 @@ use crate::store::{self, Store};
 fn drop_finalizer(store: &Store, key: &Arc<str>, obj: &Value, f: &str) {
     let _ = store.modify(key, store::namespace_of(obj), store::name_of(obj), |cur| {
         let mut c = cur.clone();
-        let fins: Vec<String> = store::finalizers_of(cur).into_iter().filter(|x| x != f).collect();
+        let fins: Vec<String> = store::finalizers_of(cur)
+            .into_iter()
+            .filter(|x| x != f)
+            .collect();
         c["metadata"]["finalizers"] = json!(fins);
         Ok(c)
     });
 }
 
+/// An object with its store key.
+type Entry = (Arc<str>, Arc<Value>);
+
 pub fn reconcile(store: &Store) {
     let resources = store.resources();
-    let mut all: Vec<(Arc<str>, Arc<Value>)> = Vec::new();
+    let mut all: Vec<Entry> = Vec::new();
     for r in &resources {
         let (_, items) = store.list(r, None);
         all.extend(items.into_iter().map(|o| (r.clone(), o)));
     }
     // owner uid -> dependents
-    let mut dependents: HashMap<&str, Vec<&(Arc<str>, Arc<Value>)>> = HashMap::new();
+    let mut dependents: HashMap<&str, Vec<&Entry>> = HashMap::new();
     let mut owners: HashMap<&str, &Arc<Value>> = HashMap::new();
     for entry in &all {
         owners.insert(store::uid_of(&entry.1), &entry.1);
     }
-    let mut owner_refs: Vec<(&(Arc<str>, Arc<Value>), Vec<String>)> = Vec::new();
+    let mut owner_refs: Vec<(&Entry, Vec<String>)> = Vec::new();
     for entry in &all {
         let uids = store::owner_uids(&entry.1);
         if !uids.is_empty() {
@@ -51,7 +57,14 @@ pub fn reconcile(store: &Store) {
     // dependents of vanished owners
     for (entry, uids) in &owner_refs {
         if uids.iter().all(|u| !owners.contains_key(u.as_str())) && !store::is_deleting(&entry.1) {
-            let _ = store.delete(&entry.0, store::namespace_of(&entry.1), store::name_of(&entry.1), None, None, None);
+            let _ = store.delete(
+                &entry.0,
+                store::namespace_of(&entry.1),
+                store::name_of(&entry.1),
+                None,
+                None,
+                None,
+            );
         }
     }
     for (key, obj) in &all {
@@ -59,14 +72,24 @@ pub fn reconcile(store: &Store) {
             continue;
         }
         let fins = store::finalizers_of(obj);
-        let deps = dependents.get(store::uid_of(obj)).cloned().unwrap_or_default();
+        let deps = dependents
+            .get(store::uid_of(obj))
+            .cloned()
+            .unwrap_or_default();
         if fins.iter().any(|f| f == "foregroundDeletion") {
             if deps.is_empty() {
                 drop_finalizer(store, key, obj, "foregroundDeletion");
             } else {
                 for (dk, d) in deps.iter().map(|e| (&e.0, &e.1)) {
                     if !store::is_deleting(d) {
-                        let _ = store.delete(dk, store::namespace_of(d), store::name_of(d), Some("foregroundDeletion"), None, None);
+                        let _ = store.delete(
+                            dk,
+                            store::namespace_of(d),
+                            store::name_of(d),
+                            Some("foregroundDeletion"),
+                            None,
+                            None,
+                        );
                     }
                 }
             }
@@ -75,7 +98,10 @@ pub fn reconcile(store: &Store) {
             for (dk, d) in deps.iter().map(|e| (&e.0, &e.1)) {
                 let _ = store.modify(dk, store::namespace_of(d), store::name_of(d), |cur| {
                     let mut c = cur.clone();
-                    if let Some(refs) = c.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
+                    if let Some(refs) = c
+                        .pointer_mut("/metadata/ownerReferences")
+                        .and_then(Value::as_array_mut)
+                    {
                         refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()));
                     }
                     Ok(c)

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{annotation, condition, condition_true, set_condition, ANN_DURATION, ANN_FAIL_ATTEMPTS, ANN_OUTCOME};
+use super::{
+    annotation, condition, condition_true, set_condition, ANN_DURATION, ANN_FAIL_ATTEMPTS,
+    ANN_OUTCOME,
+};
 use crate::api::admission;
 use crate::api::resources::keys;
 use crate::config::PodTiming;
@@ -33,7 +36,9 @@ fn parse_ts(s: Option<&str>) -> Option<jiff::Timestamp> {
 
 /// Seconds since a timestamp (0 when unknown).
 fn age_secs(ts: Option<&str>) -> f64 {
-    parse_ts(ts).map(|t| (jiff::Timestamp::now().as_millisecond() - t.as_millisecond()) as f64 / 1000.0).unwrap_or(0.0)
+    parse_ts(ts)
+        .map(|t| (jiff::Timestamp::now().as_millisecond() - t.as_millisecond()) as f64 / 1000.0)
+        .unwrap_or(0.0)
 }
 
 pub fn is_finished(job: &Value) -> bool {
@@ -42,7 +47,12 @@ pub fn is_finished(job: &Value) -> bool {
 
 impl JobController {
     pub fn new(store: Arc<Store>, timing: PodTiming) -> Self {
-        JobController { store, _timing: timing, jobs_key: Arc::from(keys::JOBS), pods_key: Arc::from(keys::PODS) }
+        JobController {
+            store,
+            _timing: timing,
+            jobs_key: Arc::from(keys::JOBS),
+            pods_key: Arc::from(keys::PODS),
+        }
     }
 
     pub fn reconcile(&mut self, now: Instant, next: &mut Instant) {
@@ -68,7 +78,14 @@ impl JobController {
 
     fn delete_pods(&self, pods: &[&Arc<Value>]) {
         for p in pods {
-            let _ = self.store.delete(&self.pods_key, store::namespace_of(p), store::name_of(p), None, None, None);
+            let _ = self.store.delete(
+                &self.pods_key,
+                store::namespace_of(p),
+                store::name_of(p),
+                None,
+                None,
+                None,
+            );
         }
     }
 
@@ -76,23 +93,41 @@ impl JobController {
         let (ns, name) = (store::namespace_of(job), store::name_of(job));
         if is_finished(job) {
             if let Some(ttl) = int(job, "/spec/ttlSecondsAfterFinished") {
-                let age = age_secs(job.pointer("/status/completionTime").and_then(Value::as_str));
+                let age = age_secs(
+                    job.pointer("/status/completionTime")
+                        .and_then(Value::as_str),
+                );
                 if age >= ttl as f64 {
                     // Background propagation: the GC deletes the pods
-                    let _ = self.store.delete(&self.jobs_key, ns, name, None, None, None);
+                    let _ = self
+                        .store
+                        .delete(&self.jobs_key, ns, name, None, None, None);
                 } else {
-                    *next = (*next).min(now + Duration::from_secs_f64((ttl as f64 - age).max(0.05)));
+                    *next =
+                        (*next).min(now + Duration::from_secs_f64((ttl as f64 - age).max(0.05)));
                 }
             }
             return;
         }
-        let phase = |p: &Value| p.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending").to_string();
-        let active: Vec<&Arc<Value>> =
-            pods.iter().filter(|p| !store::is_deleting(p) && !matches!(phase(p).as_str(), "Succeeded" | "Failed")).collect();
+        let phase = |p: &Value| {
+            p.pointer("/status/phase")
+                .and_then(Value::as_str)
+                .unwrap_or("Pending")
+                .to_string()
+        };
+        let active: Vec<&Arc<Value>> = pods
+            .iter()
+            .filter(|p| {
+                !store::is_deleting(p) && !matches!(phase(p).as_str(), "Succeeded" | "Failed")
+            })
+            .collect();
         let succeeded = pods.iter().filter(|p| phase(p) == "Succeeded").count() as i64;
         let failed_pods = pods.iter().filter(|p| phase(p) == "Failed").count() as i64;
         let ready = active.iter().filter(|p| condition_true(p, "Ready")).count() as i64;
-        let suspended = job.pointer("/spec/suspend").and_then(Value::as_bool).unwrap_or(false);
+        let suspended = job
+            .pointer("/spec/suspend")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let completions = int(job, "/spec/completions").unwrap_or(1);
         let parallelism = int(job, "/spec/parallelism").unwrap_or(1);
         let backoff_limit = int(job, "/spec/backoffLimit").unwrap_or(6);
@@ -107,7 +142,10 @@ impl JobController {
         let mut to_create = 0;
         if suspended {
             self.delete_pods(&active);
-            set_condition(&mut wrapper, condition("Suspended", true, "JobSuspended", "Job suspended", &ts));
+            set_condition(
+                &mut wrapper,
+                condition("Suspended", true, "JobSuspended", "Job suspended", &ts),
+            );
             if let Some(s) = wrapper["status"].as_object_mut() {
                 s.remove("startTime");
             }
@@ -115,24 +153,42 @@ impl JobController {
             wrapper["status"]["ready"] = json!(0);
         } else {
             if condition_true(&wrapper, "Suspended") {
-                set_condition(&mut wrapper, condition("Suspended", false, "JobResumed", "Job resumed", &ts));
+                set_condition(
+                    &mut wrapper,
+                    condition("Suspended", false, "JobResumed", "Job resumed", &ts),
+                );
             }
             if wrapper.pointer("/status/startTime").is_none() {
                 wrapper["status"]["startTime"] = json!(ts);
             }
-            let started = wrapper.pointer("/status/startTime").and_then(Value::as_str).map(str::to_string);
+            let started = wrapper
+                .pointer("/status/startTime")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             let deadline = int(job, "/spec/activeDeadlineSeconds");
             let age = age_secs(started.as_deref());
             if deadline.is_some_and(|d| age >= d as f64) {
                 self.delete_pods(&active);
                 failed += active.len() as i64;
-                finish = Some(("Failed", "DeadlineExceeded", "Job was active longer than specified deadline"));
+                finish = Some((
+                    "Failed",
+                    "DeadlineExceeded",
+                    "Job was active longer than specified deadline",
+                ));
             } else if failed > backoff_limit {
                 self.delete_pods(&active);
                 failed += active.len() as i64;
-                finish = Some(("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"));
+                finish = Some((
+                    "Failed",
+                    "BackoffLimitExceeded",
+                    "Job has reached the specified backoff limit",
+                ));
             } else if succeeded >= completions {
-                finish = Some(("Complete", "CompletionsReached", "Reached expected number of succeeded pods"));
+                finish = Some((
+                    "Complete",
+                    "CompletionsReached",
+                    "Reached expected number of succeeded pods",
+                ));
             } else {
                 to_create = (parallelism.min(completions - succeeded) - active.len() as i64).max(0);
                 if let Some(d) = deadline {
@@ -147,22 +203,42 @@ impl JobController {
                 created += 1;
             }
         }
-        let active_n = if finish.is_some() || suspended { 0 } else { active.len() as i64 + created };
+        let active_n = if finish.is_some() || suspended {
+            0
+        } else {
+            active.len() as i64 + created
+        };
         let s = &mut wrapper["status"];
         s["active"] = json!(active_n);
-        s["ready"] = json!(if finish.is_some() || suspended { 0 } else { ready });
+        s["ready"] = json!(if finish.is_some() || suspended {
+            0
+        } else {
+            ready
+        });
         s["succeeded"] = json!(succeeded);
         s["failed"] = json!(failed);
         s["terminating"] = json!(0);
         s["uncountedTerminatedPods"] = json!({});
         if let Some((kind, reason, message)) = finish {
             if kind == "Complete" {
-                set_condition(&mut wrapper, condition("SuccessCriteriaMet", true, reason, message, &ts));
-                set_condition(&mut wrapper, condition("Complete", true, reason, message, &ts));
+                set_condition(
+                    &mut wrapper,
+                    condition("SuccessCriteriaMet", true, reason, message, &ts),
+                );
+                set_condition(
+                    &mut wrapper,
+                    condition("Complete", true, reason, message, &ts),
+                );
                 wrapper["status"]["completionTime"] = json!(ts);
             } else {
-                set_condition(&mut wrapper, condition("FailureTarget", true, reason, message, &ts));
-                set_condition(&mut wrapper, condition("Failed", true, reason, message, &ts));
+                set_condition(
+                    &mut wrapper,
+                    condition("FailureTarget", true, reason, message, &ts),
+                );
+                set_condition(
+                    &mut wrapper,
+                    condition("Failed", true, reason, message, &ts),
+                );
                 // used for ttlSecondsAfterFinished of failed Jobs as well
                 wrapper["status"]["completionTime"] = json!(ts);
             }
@@ -186,9 +262,17 @@ impl JobController {
     }
 
     fn create_pod(&self, job: &Value, attempt: i64) -> bool {
-        let (ns, name, uid) = (store::namespace_of(job), store::name_of(job), store::uid_of(job));
+        let (ns, name, uid) = (
+            store::namespace_of(job),
+            store::name_of(job),
+            store::uid_of(job),
+        );
         let tmpl = job.pointer("/spec/template").cloned().unwrap_or(json!({}));
-        let mut meta = tmpl.get("metadata").cloned().filter(Value::is_object).unwrap_or(json!({}));
+        let mut meta = tmpl
+            .get("metadata")
+            .cloned()
+            .filter(Value::is_object)
+            .unwrap_or(json!({}));
         let pod_name = format!("{name}-{}", admission::random_suffix(5));
         meta["name"] = json!(pod_name);
         meta["namespace"] = json!(ns);
@@ -222,7 +306,12 @@ impl JobController {
             "apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true,
         }]);
         if let Some(m) = meta.as_object_mut() {
-            for k in ["uid", "resourceVersion", "creationTimestamp", "generateName"] {
+            for k in [
+                "uid",
+                "resourceVersion",
+                "creationTimestamp",
+                "generateName",
+            ] {
                 m.remove(k);
             }
         }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{annotation, condition, pod_requests, set_condition, Resources, ANN_DURATION, ANN_OUTCOME};
+use super::{
+    annotation, condition, pod_requests, set_condition, Resources, ANN_DURATION, ANN_OUTCOME,
+};
 use crate::api::resources::keys;
 use crate::api::ApiError;
 use crate::config::PodTiming;
@@ -36,13 +38,18 @@ pub struct Kubelet {
 }
 
 fn phase(pod: &Value) -> &str {
-    pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending")
+    pod.pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending")
 }
 
 fn owned_by_job(pod: &Value) -> bool {
     pod.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
-        .is_some_and(|refs| refs.iter().any(|r| r.get("kind").and_then(Value::as_str) == Some("Job")))
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.get("kind").and_then(Value::as_str) == Some("Job"))
+        })
 }
 
 fn container_names(pod: &Value, list: &str) -> Vec<(String, String)> {
@@ -52,8 +59,14 @@ fn container_names(pod: &Value, list: &str) -> Vec<(String, String)> {
             cs.iter()
                 .map(|c| {
                     (
-                        c.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
-                        c.get("image").and_then(Value::as_str).unwrap_or("").to_string(),
+                        c.get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        c.get("image")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
                     )
                 })
                 .collect()
@@ -61,7 +74,14 @@ fn container_names(pod: &Value, list: &str) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn container_status(name: &str, image: &str, uid: &str, ready: bool, state: Value, restarts: i64) -> Value {
+fn container_status(
+    name: &str,
+    image: &str,
+    uid: &str,
+    ready: bool,
+    state: Value,
+    restarts: i64,
+) -> Value {
     json!({
         "name": name, "image": image, "imageID": format!("{image}@sha256:0"), "ready": ready,
         "restartCount": restarts, "started": state.get("running").is_some(), "state": state,
@@ -71,7 +91,14 @@ fn container_status(name: &str, image: &str, uid: &str, ready: bool, state: Valu
 
 impl Kubelet {
     pub fn new(store: Arc<Store>, dataplane: Arc<DataPlane>, timing: PodTiming) -> Self {
-        Kubelet { store, dataplane, timing, runs: HashMap::new(), reported_unschedulable: HashSet::new(), pods_key: Arc::from(keys::PODS) }
+        Kubelet {
+            store,
+            dataplane,
+            timing,
+            runs: HashMap::new(),
+            reported_unschedulable: HashSet::new(),
+            pods_key: Arc::from(keys::PODS),
+        }
     }
 
     pub async fn reconcile(&mut self, now: Instant, next: &mut Instant) {
@@ -82,7 +109,7 @@ impl Kubelet {
             if let Some(node) = p.pointer("/spec/nodeName").and_then(Value::as_str) {
                 if !matches!(phase(p), "Succeeded" | "Failed") {
                     let e = used.entry(node.to_string()).or_default();
-                    e.0 = e.0.add(pod_requests(&p["spec"]));
+                    e.0 = e.0.plus(pod_requests(&p["spec"]));
                     e.1 += 1;
                 }
             }
@@ -94,7 +121,10 @@ impl Kubelet {
             if store::is_deleting(pod) || matches!(phase(pod), "Succeeded" | "Failed") {
                 continue;
             }
-            let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty());
+            let node = pod
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty());
             match (node, phase(pod)) {
                 (None, _) => self.schedule(pod, &nodes, &mut used),
                 (Some(_), "Pending") => {
@@ -130,7 +160,12 @@ impl Kubelet {
                 }
             }
         }
-        let gone: Vec<String> = self.runs.keys().filter(|u| !alive.contains(*u)).cloned().collect();
+        let gone: Vec<String> = self
+            .runs
+            .keys()
+            .filter(|u| !alive.contains(*u))
+            .cloned()
+            .collect();
         for uid in gone {
             if let Some(run) = self.runs.remove(&uid) {
                 if run.resolved.is_some() {
@@ -143,7 +178,12 @@ impl Kubelet {
         self.reported_unschedulable.retain(|u| alive.contains(u));
     }
 
-    fn schedule(&mut self, pod: &Value, nodes: &[Arc<Value>], used: &mut HashMap<String, (Resources, i64)>) {
+    fn schedule(
+        &mut self,
+        pod: &Value,
+        nodes: &[Arc<Value>],
+        used: &mut HashMap<String, (Resources, i64)>,
+    ) {
         let req = pod_requests(&pod["spec"]);
         let mut insufficient_cpu = 0;
         let mut insufficient_mem = 0;
@@ -152,12 +192,21 @@ impl Kubelet {
         for n in nodes {
             let name = store::name_of(n);
             let alloc = Resources {
-                cpu_m: n.pointer("/status/allocatable/cpu").and_then(|v| super::parse_quantity(v, 1000.0)).unwrap_or(0),
-                mem: n.pointer("/status/allocatable/memory").and_then(|v| super::parse_quantity(v, 1.0)).unwrap_or(0),
+                cpu_m: n
+                    .pointer("/status/allocatable/cpu")
+                    .and_then(|v| super::parse_quantity(v, 1000.0))
+                    .unwrap_or(0),
+                mem: n
+                    .pointer("/status/allocatable/memory")
+                    .and_then(|v| super::parse_quantity(v, 1.0))
+                    .unwrap_or(0),
             };
-            let max_pods = n.pointer("/status/allocatable/pods").and_then(|v| super::parse_quantity(v, 1.0)).unwrap_or(110);
+            let max_pods = n
+                .pointer("/status/allocatable/pods")
+                .and_then(|v| super::parse_quantity(v, 1.0))
+                .unwrap_or(110);
             let (u, count) = used.get(name).copied().unwrap_or_default();
-            let after = u.add(req);
+            let after = u.plus(req);
             if after.cpu_m > alloc.cpu_m {
                 insufficient_cpu += 1;
             }
@@ -171,12 +220,16 @@ impl Kubelet {
                 chosen = Some(name.to_string());
             }
         }
-        let (ns, name, uid) = (store::namespace_of(pod), store::name_of(pod), store::uid_of(pod).to_string());
+        let (ns, name, uid) = (
+            store::namespace_of(pod),
+            store::name_of(pod),
+            store::uid_of(pod).to_string(),
+        );
         let now = now_rfc3339();
         match chosen {
             Some(node) => {
                 let e = used.entry(node.clone()).or_default();
-                e.0 = e.0.add(req);
+                e.0 = e.0.plus(req);
                 e.1 += 1;
                 let res = self.store.modify(&self.pods_key, ns, name, |cur| {
                     let mut p = cur.clone();
@@ -201,11 +254,18 @@ impl Kubelet {
                 if too_many > 0 {
                     reasons.push(format!("{too_many} Too many pods"));
                 }
-                let message = format!("0/{} nodes are available: {}.", nodes.len(), reasons.join(", "));
+                let message = format!(
+                    "0/{} nodes are available: {}.",
+                    nodes.len(),
+                    reasons.join(", ")
+                );
                 if self.reported_unschedulable.insert(uid.clone()) {
                     let _ = self.store.modify(&self.pods_key, ns, name, |cur| {
                         let mut p = cur.clone();
-                        set_condition(&mut p, condition("PodScheduled", false, "Unschedulable", &message, &now));
+                        set_condition(
+                            &mut p,
+                            condition("PodScheduled", false, "Unschedulable", &message, &now),
+                        );
                         Ok(p)
                     });
                     let event = json!({
@@ -223,7 +283,11 @@ impl Kubelet {
     }
 
     async fn start(&mut self, pod: &Value, now: Instant, next: &mut Instant) {
-        let (ns, name, uid) = (store::namespace_of(pod).to_string(), store::name_of(pod).to_string(), store::uid_of(pod).to_string());
+        let (ns, name, uid) = (
+            store::namespace_of(pod).to_string(),
+            store::name_of(pod).to_string(),
+            store::uid_of(pod).to_string(),
+        );
         let ts = now_rfc3339();
         self.ensure_ephemeral_claims(pod);
         let resolved = match super::resolve::resolve_pod(&self.store, pod) {
@@ -287,14 +351,28 @@ impl Kubelet {
     /// Generic ephemeral volumes get their PVC (`<pod>-<volume>`, owned by the pod).
     fn ensure_ephemeral_claims(&self, pod: &Value) {
         let ns = store::namespace_of(pod);
-        for v in pod.pointer("/spec/volumes").and_then(Value::as_array).into_iter().flatten() {
-            let Some(tmpl) = v.pointer("/ephemeral/volumeClaimTemplate") else { continue };
-            let claim = format!("{}-{}", store::name_of(pod), v.get("name").and_then(Value::as_str).unwrap_or(""));
+        for v in pod
+            .pointer("/spec/volumes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(tmpl) = v.pointer("/ephemeral/volumeClaimTemplate") else {
+                continue;
+            };
+            let claim = format!(
+                "{}-{}",
+                store::name_of(pod),
+                v.get("name").and_then(Value::as_str).unwrap_or("")
+            );
             if self.store.get(keys::PVCS, ns, &claim).is_some() {
                 continue;
             }
             let spec = tmpl.get("spec").cloned().unwrap_or(json!({}));
-            let size = spec.pointer("/resources/requests/storage").cloned().unwrap_or(json!("1Gi"));
+            let size = spec
+                .pointer("/resources/requests/storage")
+                .cloned()
+                .unwrap_or(json!("1Gi"));
             let pvc = json!({
                 "apiVersion": "v1", "kind": "PersistentVolumeClaim",
                 "metadata": {"name": claim, "namespace": ns, "labels": tmpl.pointer("/metadata/labels").cloned().unwrap_or(json!({})),
@@ -307,7 +385,11 @@ impl Kubelet {
     }
 
     async fn finish(&mut self, pod: &Value) {
-        let (ns, name, uid) = (store::namespace_of(pod).to_string(), store::name_of(pod).to_string(), store::uid_of(pod).to_string());
+        let (ns, name, uid) = (
+            store::namespace_of(pod).to_string(),
+            store::name_of(pod).to_string(),
+            store::uid_of(pod).to_string(),
+        );
         let outcome = match annotation(pod, ANN_OUTCOME) {
             Some("fail") | Some("failed") | Some("failure") => PodOutcome::Failed,
             Some(_) => PodOutcome::Succeeded,
@@ -318,7 +400,11 @@ impl Kubelet {
             run.ends_at = None;
             if owned_by_job(pod) {
                 if let Some(resolved) = &run.resolved {
-                    if let Err(e) = self.dataplane.write_scenario_results(resolved, outcome).await {
+                    if let Err(e) = self
+                        .dataplane
+                        .write_scenario_results(resolved, outcome)
+                        .await
+                    {
                         tracing::warn!(pod = %name, namespace = %ns, error = %e, "data plane: writing scenario results failed");
                     }
                 }
@@ -350,11 +436,21 @@ impl Kubelet {
 
 /// Restarts the containers of a running pod (admin endpoint): restartCount++, `Ready` goes
 /// False, the data plane restarts the pod (`wipe`: emptyDirs are emptied), `Ready` goes True.
-pub async fn restart_pod(store: &Store, dataplane: &DataPlane, ns: &str, name: &str, wipe: bool) -> Result<Arc<Value>, ApiError> {
+pub async fn restart_pod(
+    store: &Store,
+    dataplane: &DataPlane,
+    ns: &str,
+    name: &str,
+    wipe: bool,
+) -> Result<Arc<Value>, ApiError> {
     let key: Arc<str> = Arc::from(keys::PODS);
-    let pod = store.get(&key, ns, name).ok_or_else(|| ApiError::new(404, "NotFound", format!("pods \"{name}\" not found")))?;
+    let pod = store
+        .get(&key, ns, name)
+        .ok_or_else(|| ApiError::new(404, "NotFound", format!("pods \"{name}\" not found")))?;
     if phase(&pod) != "Running" {
-        return Err(ApiError::bad_request(format!("pod {ns}/{name} is not running; only running pods can be restarted")));
+        return Err(ApiError::bad_request(format!(
+            "pod {ns}/{name} is not running; only running pods can be restarted"
+        )));
     }
     let ts = now_rfc3339();
     let set_ready = |ready: bool, bump: bool| {
@@ -378,15 +474,28 @@ pub async fn restart_pod(store: &Store, dataplane: &DataPlane, ns: &str, name: &
         })
     };
     set_ready(false, true).map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
-    let fresh = store.get(&key, ns, name).ok_or_else(|| ApiError::new(404, "NotFound", format!("pods \"{name}\" not found")))?;
-    let resolved = super::resolve::resolve_pod(store, &fresh).map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
+    let fresh = store
+        .get(&key, ns, name)
+        .ok_or_else(|| ApiError::new(404, "NotFound", format!("pods \"{name}\" not found")))?;
+    let resolved = super::resolve::resolve_pod(store, &fresh)
+        .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
     dataplane
         .pod_restarted(&resolved, wipe)
         .await
-        .map_err(|e| ApiError::new(500, "InternalError", format!("data plane restart of {ns}/{name} failed: {e}")))?;
+        .map_err(|e| {
+            ApiError::new(
+                500,
+                "InternalError",
+                format!("data plane restart of {ns}/{name} failed: {e}"),
+            )
+        })?;
     match set_ready(true, false) {
         Ok(Some(p)) => Ok(p),
-        Ok(None) => Err(ApiError::new(404, "NotFound", format!("pods \"{name}\" not found"))),
+        Ok(None) => Err(ApiError::new(
+            404,
+            "NotFound",
+            format!("pods \"{name}\" not found"),
+        )),
         Err(e) => Err(ApiError::new(500, "InternalError", e.to_string())),
     }
 }

@@ -39,7 +39,7 @@ fn usage(w: &Value) -> Resources {
                     let spec = s.pointer("/template/spec").cloned().unwrap_or(json!({}));
                     pod_requests(&spec).scale(s.get("count").and_then(Value::as_i64).unwrap_or(1))
                 })
-                .fold(Resources::default(), Resources::add)
+                .fold(Resources::default(), Resources::plus)
         })
         .unwrap_or_default()
 }
@@ -48,13 +48,35 @@ fn usage(w: &Value) -> Resources {
 /// does not cover.
 fn nominal(cq: &Value) -> (Option<i64>, Option<i64>) {
     let (mut cpu, mut mem) = (None, None);
-    for g in cq.pointer("/spec/resourceGroups").and_then(Value::as_array).into_iter().flatten() {
-        for f in g.get("flavors").and_then(Value::as_array).into_iter().flatten() {
-            for r in f.get("resources").and_then(Value::as_array).into_iter().flatten() {
+    for g in cq
+        .pointer("/spec/resourceGroups")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for f in g
+            .get("flavors")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for r in f
+                .get("resources")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let q = r.get("nominalQuota");
                 match r.get("name").and_then(Value::as_str) {
-                    Some("cpu") => *cpu.get_or_insert(0) += q.and_then(|q| super::parse_quantity(q, 1000.0)).unwrap_or(0),
-                    Some("memory") => *mem.get_or_insert(0) += q.and_then(|q| super::parse_quantity(q, 1.0)).unwrap_or(0),
+                    Some("cpu") => {
+                        *cpu.get_or_insert(0) += q
+                            .and_then(|q| super::parse_quantity(q, 1000.0))
+                            .unwrap_or(0)
+                    }
+                    Some("memory") => {
+                        *mem.get_or_insert(0) +=
+                            q.and_then(|q| super::parse_quantity(q, 1.0)).unwrap_or(0)
+                    }
                     _ => {}
                 }
             }
@@ -64,7 +86,10 @@ fn nominal(cq: &Value) -> (Option<i64>, Option<i64>) {
 }
 
 fn flavor_of(cq: &Value) -> String {
-    cq.pointer("/spec/resourceGroups/0/flavors/0/name").and_then(Value::as_str).unwrap_or("default-flavor").to_string()
+    cq.pointer("/spec/resourceGroups/0/flavors/0/name")
+        .and_then(Value::as_str)
+        .unwrap_or("default-flavor")
+        .to_string()
 }
 
 fn set_suspend(store: &Store, key: &Arc<str>, ns: &str, name: &str, suspend: bool) {
@@ -74,6 +99,9 @@ fn set_suspend(store: &Store, key: &Arc<str>, ns: &str, name: &str, suspend: boo
         Ok(c)
     });
 }
+
+/// Workloads of one ClusterQueue: (admitted, pending).
+type AdmittedAndPending<'a> = (Vec<&'a Arc<Value>>, Vec<&'a Arc<Value>>);
 
 pub fn reconcile(store: &Store) {
     let (_, jobs) = store.list(keys::JOBS, None);
@@ -90,7 +118,10 @@ pub fn reconcile(store: &Store) {
             // Kueue drops its finalizer once the workload is being deleted
             let _ = store.modify(&wl_key, store::namespace_of(w), store::name_of(w), |cur| {
                 let mut c = cur.clone();
-                let fins: Vec<String> = store::finalizers_of(cur).into_iter().filter(|f| f != FINALIZER).collect();
+                let fins: Vec<String> = store::finalizers_of(cur)
+                    .into_iter()
+                    .filter(|f| f != FINALIZER)
+                    .collect();
                 c["metadata"]["finalizers"] = json!(fins);
                 Ok(c)
             });
@@ -100,7 +131,8 @@ pub fn reconcile(store: &Store) {
             wl_by_job.insert(owner, w.clone());
         }
     }
-    let jobs_by_uid: HashMap<&str, &Arc<Value>> = jobs.iter().map(|j| (store::uid_of(j), j)).collect();
+    let jobs_by_uid: HashMap<&str, &Arc<Value>> =
+        jobs.iter().map(|j| (store::uid_of(j), j)).collect();
     // workloads for queued jobs; Finished for finished jobs
     for job in &jobs {
         let Some(queue) = queue_of(job) else { continue };
@@ -112,7 +144,10 @@ pub fn reconcile(store: &Store) {
         match wl_by_job.get(uid) {
             None if !finished => {
                 let (ns, name) = (store::namespace_of(job), store::name_of(job));
-                let count = job.pointer("/spec/parallelism").and_then(Value::as_i64).unwrap_or(1);
+                let count = job
+                    .pointer("/spec/parallelism")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
                 let w = json!({
                     "apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "Workload",
                     "metadata": {
@@ -133,8 +168,21 @@ pub fn reconcile(store: &Store) {
                 let ok = super::condition_true(job, "Complete");
                 let _ = store.modify(&wl_key, store::namespace_of(w), store::name_of(w), |cur| {
                     let mut c = cur.clone();
-                    let msg = if ok { "Job finished successfully" } else { "Job failed" };
-                    set_condition(&mut c, condition("Finished", true, if ok { "Succeeded" } else { "Failed" }, msg, &ts));
+                    let msg = if ok {
+                        "Job finished successfully"
+                    } else {
+                        "Job failed"
+                    };
+                    set_condition(
+                        &mut c,
+                        condition(
+                            "Finished",
+                            true,
+                            if ok { "Succeeded" } else { "Failed" },
+                            msg,
+                            &ts,
+                        ),
+                    );
                     Ok(c)
                 });
             }
@@ -148,15 +196,35 @@ pub fn reconcile(store: &Store) {
         .iter()
         .filter_map(|lq| {
             let cq = lq.pointer("/spec/clusterQueue")?.as_str()?;
-            Some(((store::namespace_of(lq).to_string(), store::name_of(lq).to_string()), cq.to_string()))
+            Some((
+                (
+                    store::namespace_of(lq).to_string(),
+                    store::name_of(lq).to_string(),
+                ),
+                cq.to_string(),
+            ))
         })
         .collect();
     let (_, workloads) = store.list(keys::WORKLOADS, None);
-    let mut live: Vec<&Arc<Value>> = workloads.iter().filter(|w| !store::is_deleting(w) && !is_finished(w)).collect();
-    live.sort_by_key(|w| (w.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or("").to_string(), store::rv_of(w)));
-    let mut per_cq: HashMap<String, (Vec<&Arc<Value>>, Vec<&Arc<Value>>)> = HashMap::new();
+    let mut live: Vec<&Arc<Value>> = workloads
+        .iter()
+        .filter(|w| !store::is_deleting(w) && !is_finished(w))
+        .collect();
+    live.sort_by_key(|w| {
+        (
+            w.pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            store::rv_of(w),
+        )
+    });
+    let mut per_cq: HashMap<String, AdmittedAndPending> = HashMap::new();
     for w in &live {
-        let queue = w.pointer("/spec/queueName").and_then(Value::as_str).unwrap_or("");
+        let queue = w
+            .pointer("/spec/queueName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         match lq_to_cq.get(&(store::namespace_of(w).to_string(), queue.to_string())) {
             Some(cq) => {
                 let e = per_cq.entry(cq.clone()).or_default();
@@ -170,7 +238,10 @@ pub fn reconcile(store: &Store) {
                 let msg = format!("LocalQueue {queue} doesn't exist");
                 let _ = store.modify(&wl_key, store::namespace_of(w), store::name_of(w), |cur| {
                     let mut c = cur.clone();
-                    set_condition(&mut c, condition("QuotaReserved", false, "Inadmissible", &msg, &ts));
+                    set_condition(
+                        &mut c,
+                        condition("QuotaReserved", false, "Inadmissible", &msg, &ts),
+                    );
                     Ok(c)
                 });
             }
@@ -180,9 +251,15 @@ pub fn reconcile(store: &Store) {
     for cq in &cqs {
         let cq_name = store::name_of(cq).to_string();
         let (admitted, pending) = per_cq.remove(&cq_name).unwrap_or_default();
-        let stop = cq.pointer("/spec/stopPolicy").and_then(Value::as_str).unwrap_or("None");
+        let stop = cq
+            .pointer("/spec/stopPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("None");
         let (cpu_q, mem_q) = nominal(cq);
-        let mut used = admitted.iter().map(|w| usage(w)).fold(Resources::default(), Resources::add);
+        let mut used = admitted
+            .iter()
+            .map(|w| usage(w))
+            .fold(Resources::default(), Resources::plus);
         let mut admitted_n = admitted.len();
         if stop == "HoldAndDrain" {
             for w in &admitted {
@@ -198,9 +275,19 @@ pub fn reconcile(store: &Store) {
                 && cpu_q.map_or(u.cpu_m == 0, |q| used.cpu_m + u.cpu_m <= q)
                 && mem_q.map_or(u.mem == 0, |q| used.mem + u.mem <= q);
             if fits {
-                used = used.add(u);
+                used = used.plus(u);
                 admitted_n += 1;
-                admit(store, &wl_key, &job_key, w, &cq_name, &flavor_of(cq), u, &jobs_by_uid, &ts);
+                admit(
+                    store,
+                    &wl_key,
+                    &job_key,
+                    w,
+                    &cq_name,
+                    &flavor_of(cq),
+                    u,
+                    &jobs_by_uid,
+                    &ts,
+                );
             } else {
                 pending_n += 1;
                 let msg = if stop == "None" {
@@ -208,12 +295,17 @@ pub fn reconcile(store: &Store) {
                 } else {
                     format!("ClusterQueue {cq_name} is stopped ({stop})")
                 };
-                if w.pointer("/status/conditions/0/message").and_then(Value::as_str) != Some(msg.as_str()) {
-                    let _ = store.modify(&wl_key, store::namespace_of(w), store::name_of(w), |cur| {
-                        let mut c = cur.clone();
-                        c["status"]["conditions"] = json!([condition("QuotaReserved", false, "Pending", &msg, &ts)]);
-                        Ok(c)
-                    });
+                if w.pointer("/status/conditions/0/message")
+                    .and_then(Value::as_str)
+                    != Some(msg.as_str())
+                {
+                    let _ =
+                        store.modify(&wl_key, store::namespace_of(w), store::name_of(w), |cur| {
+                            let mut c = cur.clone();
+                            c["status"]["conditions"] =
+                                json!([condition("QuotaReserved", false, "Pending", &msg, &ts)]);
+                            Ok(c)
+                        });
                 }
             }
         }
@@ -246,7 +338,10 @@ fn admit(
     jobs: &HashMap<&str, &Arc<Value>>,
     ts: &str,
 ) {
-    let count = w.pointer("/spec/podSets/0/count").and_then(Value::as_i64).unwrap_or(1);
+    let count = w
+        .pointer("/spec/podSets/0/count")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
     let _ = store.modify(wl_key, store::namespace_of(w), store::name_of(w), |cur| {
         let mut c = cur.clone();
         c["status"]["admission"] = json!({
@@ -263,25 +358,71 @@ fn admit(
     });
     for owner in store::owner_uids(w) {
         if let Some(job) = jobs.get(owner.as_str()) {
-            set_suspend(store, job_key, store::namespace_of(job), store::name_of(job), false);
+            set_suspend(
+                store,
+                job_key,
+                store::namespace_of(job),
+                store::name_of(job),
+                false,
+            );
         }
     }
 }
 
-fn evict(store: &Store, wl_key: &Arc<str>, job_key: &Arc<str>, w: &Value, jobs: &HashMap<&str, &Arc<Value>>, ts: &str) {
+fn evict(
+    store: &Store,
+    wl_key: &Arc<str>,
+    job_key: &Arc<str>,
+    w: &Value,
+    jobs: &HashMap<&str, &Arc<Value>>,
+    ts: &str,
+) {
     let _ = store.modify(wl_key, store::namespace_of(w), store::name_of(w), |cur| {
         let mut c = cur.clone();
         if let Some(s) = c["status"].as_object_mut() {
             s.remove("admission");
         }
-        set_condition(&mut c, condition("Evicted", true, "ClusterQueueStopped", "The ClusterQueue is stopped", ts));
-        set_condition(&mut c, condition("Admitted", false, "NoReservation", "The workload has no reservation", ts));
-        set_condition(&mut c, condition("QuotaReserved", false, "Pending", "The ClusterQueue is stopped", ts));
+        set_condition(
+            &mut c,
+            condition(
+                "Evicted",
+                true,
+                "ClusterQueueStopped",
+                "The ClusterQueue is stopped",
+                ts,
+            ),
+        );
+        set_condition(
+            &mut c,
+            condition(
+                "Admitted",
+                false,
+                "NoReservation",
+                "The workload has no reservation",
+                ts,
+            ),
+        );
+        set_condition(
+            &mut c,
+            condition(
+                "QuotaReserved",
+                false,
+                "Pending",
+                "The ClusterQueue is stopped",
+                ts,
+            ),
+        );
         Ok(c)
     });
     for owner in store::owner_uids(w) {
         if let Some(job) = jobs.get(owner.as_str()) {
-            set_suspend(store, job_key, store::namespace_of(job), store::name_of(job), true);
+            set_suspend(
+                store,
+                job_key,
+                store::namespace_of(job),
+                store::name_of(job),
+                true,
+            );
         }
     }
 }

@@ -34,14 +34,23 @@ pub struct Resources {
 }
 
 impl Resources {
-    pub fn add(self, o: Resources) -> Resources {
-        Resources { cpu_m: self.cpu_m + o.cpu_m, mem: self.mem + o.mem }
+    pub fn plus(self, o: Resources) -> Resources {
+        Resources {
+            cpu_m: self.cpu_m + o.cpu_m,
+            mem: self.mem + o.mem,
+        }
     }
     pub fn max(self, o: Resources) -> Resources {
-        Resources { cpu_m: self.cpu_m.max(o.cpu_m), mem: self.mem.max(o.mem) }
+        Resources {
+            cpu_m: self.cpu_m.max(o.cpu_m),
+            mem: self.mem.max(o.mem),
+        }
     }
     pub fn scale(self, n: i64) -> Resources {
-        Resources { cpu_m: self.cpu_m * n, mem: self.mem * n }
+        Resources {
+            cpu_m: self.cpu_m * n,
+            mem: self.mem * n,
+        }
     }
     pub fn fits_in(self, cap: Resources) -> bool {
         self.cpu_m <= cap.cpu_m && self.mem <= cap.mem
@@ -79,7 +88,9 @@ pub fn parse_quantity(v: &Value, scale: f64) -> Option<i64> {
         .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))
         .unwrap_or((s.as_str(), 1.0));
     let (num, mult) = match s.strip_suffix('P').or_else(|| s.strip_suffix('E')) {
-        Some(n) if mult == 1.0 && !s.contains('e') => (n, if s.ends_with('P') { 1e15 } else { 1e18 }),
+        Some(n) if mult == 1.0 && !s.contains('e') => {
+            (n, if s.ends_with('P') { 1e15 } else { 1e18 })
+        }
         _ => (num, mult),
     };
     let x: f64 = num.parse().ok()?;
@@ -94,7 +105,10 @@ fn container_requests(c: &Value) -> Resources {
             .and_then(|v| parse_quantity(v, scale))
             .unwrap_or(0)
     };
-    Resources { cpu_m: get("cpu", 1000.0), mem: get("memory", 1.0) }
+    Resources {
+        cpu_m: get("cpu", 1000.0),
+        mem: get("memory", 1.0),
+    }
 }
 
 /// Effective requests of a pod spec: max(sum of containers, largest init container).
@@ -102,12 +116,20 @@ pub fn pod_requests(spec: &Value) -> Resources {
     let sum = spec
         .get("containers")
         .and_then(Value::as_array)
-        .map(|cs| cs.iter().map(container_requests).fold(Resources::default(), Resources::add))
+        .map(|cs| {
+            cs.iter()
+                .map(container_requests)
+                .fold(Resources::default(), Resources::plus)
+        })
         .unwrap_or_default();
     let init = spec
         .get("initContainers")
         .and_then(Value::as_array)
-        .map(|cs| cs.iter().map(container_requests).fold(Resources::default(), Resources::max))
+        .map(|cs| {
+            cs.iter()
+                .map(container_requests)
+                .fold(Resources::default(), Resources::max)
+        })
         .unwrap_or_default();
     sum.max(init)
 }
@@ -149,7 +171,12 @@ pub fn set_condition(obj: &mut Value, cond: Value) {
 pub fn condition_true(obj: &Value, kind: &str) -> bool {
     obj.pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c.get("type").and_then(Value::as_str) == Some(kind) && c.get("status").and_then(Value::as_str) == Some("True")))
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("type").and_then(Value::as_str) == Some(kind)
+                    && c.get("status").and_then(Value::as_str) == Some("True")
+            })
+        })
 }
 
 pub fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
@@ -183,7 +210,12 @@ pub fn create_nodes(store: &Store, config: &SimConfig) -> Result<(), crate::stor
 }
 
 /// Runs the controllers until `cancel`.
-pub async fn run(store: Arc<Store>, dataplane: Arc<DataPlane>, config: SimConfig, cancel: CancellationToken) {
+pub async fn run(
+    store: Arc<Store>,
+    dataplane: Arc<DataPlane>,
+    config: SimConfig,
+    cancel: CancellationToken,
+) {
     let mut kubelet = kubelet::Kubelet::new(store.clone(), dataplane, config.pods.clone());
     let mut jobs = job::JobController::new(store.clone(), config.pods.clone());
     loop {
@@ -216,11 +248,20 @@ mod tests {
         assert_eq!(parse_quantity(&json!("500m"), 1000.0), Some(500));
         assert_eq!(parse_quantity(&json!("2"), 1000.0), Some(2000));
         assert_eq!(parse_quantity(&json!(1.5), 1000.0), Some(1500));
-        assert_eq!(parse_quantity(&json!("3Gi"), 1.0), Some(3 * 1024 * 1024 * 1024));
+        assert_eq!(
+            parse_quantity(&json!("3Gi"), 1.0),
+            Some(3 * 1024 * 1024 * 1024)
+        );
         assert_eq!(parse_quantity(&json!("1G"), 1.0), Some(1_000_000_000));
         assert_eq!(parse_quantity(&json!("x"), 1.0), None);
         let spec = json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}, {"resources": {"limits": {"cpu": "500m", "memory": "1Mi"}}}],
                           "initContainers": [{"resources": {"requests": {"cpu": "2"}}}]});
-        assert_eq!(pod_requests(&spec), Resources { cpu_m: 2000, mem: 1024 * 1024 });
+        assert_eq!(
+            pod_requests(&spec),
+            Resources {
+                cpu_m: 2000,
+                mem: 1024 * 1024
+            }
+        );
     }
 }

@@ -19,16 +19,30 @@ use crate::store::{self, Store};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{kind} \"{name}\" not found (referenced by pod {pod})")]
-    MissingObject { kind: &'static str, name: String, pod: String },
+    MissingObject {
+        kind: &'static str,
+        name: String,
+        pod: String,
+    },
     #[error("couldn't find key {key} in {kind} {namespace}/{name} (referenced by pod {pod})")]
-    MissingKey { kind: &'static str, namespace: String, name: String, key: String, pod: String },
+    MissingKey {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        key: String,
+        pod: String,
+    },
     #[error("unsupported fieldRef {path:?} in pod {pod}")]
     FieldRef { path: String, pod: String },
 }
 
 fn str_map(v: Option<&Value>) -> BTreeMap<String, String> {
     v.and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -37,7 +51,11 @@ fn object_files(obj: &Value, secret: bool) -> BTreeMap<String, Vec<u8>> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut out = BTreeMap::new();
     for (k, v) in str_map(obj.get("data")) {
-        let bytes = if secret { b64.decode(v.as_bytes()).unwrap_or_default() } else { v.into_bytes() };
+        let bytes = if secret {
+            b64.decode(v.as_bytes()).unwrap_or_default()
+        } else {
+            v.into_bytes()
+        };
         out.insert(k, bytes);
     }
     for (k, v) in str_map(obj.get("binaryData")) {
@@ -54,11 +72,21 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn lookup(&self, kind: &'static str, key: &str, name: &str, optional: bool) -> Result<Option<Arc<Value>>, Error> {
+    fn lookup(
+        &self,
+        kind: &'static str,
+        key: &str,
+        name: &str,
+        optional: bool,
+    ) -> Result<Option<Arc<Value>>, Error> {
         match self.store.get(key, self.ns, name) {
             Some(o) => Ok(Some(o)),
             None if optional => Ok(None),
-            None => Err(Error::MissingObject { kind, name: name.into(), pod: self.pod_name.into() }),
+            None => Err(Error::MissingObject {
+                kind,
+                name: name.into(),
+                pod: self.pod_name.into(),
+            }),
         }
     }
 
@@ -66,20 +94,39 @@ impl Ctx<'_> {
         let name = r.get("name").and_then(Value::as_str).unwrap_or("");
         let key = r.get("key").and_then(Value::as_str).unwrap_or("");
         let optional = r.get("optional").and_then(Value::as_bool).unwrap_or(false);
-        let (kind, store_key) = if secret { ("secret", keys::SECRETS) } else { ("configmap", keys::CONFIGMAPS) };
-        let Some(obj) = self.lookup(kind, store_key, name, optional)? else { return Ok(None) };
+        let (kind, store_key) = if secret {
+            ("secret", keys::SECRETS)
+        } else {
+            ("configmap", keys::CONFIGMAPS)
+        };
+        let Some(obj) = self.lookup(kind, store_key, name, optional)? else {
+            return Ok(None);
+        };
         match object_files(&obj, secret).remove(key) {
             Some(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
             None if optional => Ok(None),
-            None => Err(Error::MissingKey { kind, namespace: self.ns.into(), name: name.into(), key: key.into(), pod: self.pod_name.into() }),
+            None => Err(Error::MissingKey {
+                kind,
+                namespace: self.ns.into(),
+                name: name.into(),
+                key: key.into(),
+                pod: self.pod_name.into(),
+            }),
         }
     }
 
     fn field_ref(&self, path: &str) -> Result<String, Error> {
         let p = self.pod;
-        let get = |ptr: &str| p.pointer(ptr).and_then(Value::as_str).unwrap_or("").to_string();
+        let get = |ptr: &str| {
+            p.pointer(ptr)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
         let bracket = |prefix: &str| -> Option<String> {
-            path.strip_prefix(prefix)?.strip_suffix("']").map(str::to_string)
+            path.strip_prefix(prefix)?
+                .strip_suffix("']")
+                .map(str::to_string)
         };
         Ok(match path {
             "metadata.name" => get("/metadata/name"),
@@ -91,11 +138,18 @@ impl Ctx<'_> {
             "status.hostIP" => get("/status/hostIP"),
             _ => {
                 if let Some(k) = bracket("metadata.labels['") {
-                    str_map(p.pointer("/metadata/labels")).remove(&k).unwrap_or_default()
+                    str_map(p.pointer("/metadata/labels"))
+                        .remove(&k)
+                        .unwrap_or_default()
                 } else if let Some(k) = bracket("metadata.annotations['") {
-                    str_map(p.pointer("/metadata/annotations")).remove(&k).unwrap_or_default()
+                    str_map(p.pointer("/metadata/annotations"))
+                        .remove(&k)
+                        .unwrap_or_default()
                 } else {
-                    return Err(Error::FieldRef { path: path.into(), pod: self.pod_name.into() });
+                    return Err(Error::FieldRef {
+                        path: path.into(),
+                        pod: self.pod_name.into(),
+                    });
                 }
             }
         })
@@ -106,38 +160,67 @@ impl Ctx<'_> {
     fn resource_ref(&self, r: &Value, container: &Value) -> String {
         let resource = r.get("resource").and_then(Value::as_str).unwrap_or("");
         let (kind, what) = resource.split_once('.').unwrap_or(("limits", resource));
-        let other = if kind == "limits" { "requests" } else { "limits" };
-        let v = container.pointer(&format!("/resources/{kind}/{what}")).or_else(|| container.pointer(&format!("/resources/{other}/{what}")));
+        let other = if kind == "limits" {
+            "requests"
+        } else {
+            "limits"
+        };
+        let v = container
+            .pointer(&format!("/resources/{kind}/{what}"))
+            .or_else(|| container.pointer(&format!("/resources/{other}/{what}")));
         let divisor = r.get("divisor");
         if what == "cpu" {
-            let milli = v.and_then(|v| super::parse_quantity(v, 1000.0)).unwrap_or(1000);
-            let div = divisor.and_then(|d| super::parse_quantity(d, 1000.0)).filter(|d| *d > 0).unwrap_or(1000);
+            let milli = v
+                .and_then(|v| super::parse_quantity(v, 1000.0))
+                .unwrap_or(1000);
+            let div = divisor
+                .and_then(|d| super::parse_quantity(d, 1000.0))
+                .filter(|d| *d > 0)
+                .unwrap_or(1000);
             ((milli + div - 1) / div).to_string()
         } else {
-            let bytes = v.and_then(|v| super::parse_quantity(v, 1.0)).unwrap_or(1 << 30);
-            let div = divisor.and_then(|d| super::parse_quantity(d, 1.0)).filter(|d| *d > 0).unwrap_or(1);
+            let bytes = v
+                .and_then(|v| super::parse_quantity(v, 1.0))
+                .unwrap_or(1 << 30);
+            let div = divisor
+                .and_then(|d| super::parse_quantity(d, 1.0))
+                .filter(|d| *d > 0)
+                .unwrap_or(1);
             ((bytes + div - 1) / div).to_string()
         }
     }
 
     fn container(&self, c: &Value) -> Result<ResolvedContainer, Error> {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
-        for from in c.get("envFrom").and_then(Value::as_array).into_iter().flatten() {
+        for from in c
+            .get("envFrom")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let prefix = from.get("prefix").and_then(Value::as_str).unwrap_or("");
-            for (field, secret, kind, key) in [("configMapRef", false, "configmap", keys::CONFIGMAPS), ("secretRef", true, "secret", keys::SECRETS)] {
+            for (field, secret, kind, key) in [
+                ("configMapRef", false, "configmap", keys::CONFIGMAPS),
+                ("secretRef", true, "secret", keys::SECRETS),
+            ] {
                 if let Some(r) = from.get(field) {
                     let name = r.get("name").and_then(Value::as_str).unwrap_or("");
                     let optional = r.get("optional").and_then(Value::as_bool).unwrap_or(false);
                     if let Some(obj) = self.lookup(kind, key, name, optional)? {
                         for (k, v) in object_files(&obj, secret) {
-                            env.insert(format!("{prefix}{k}"), String::from_utf8_lossy(&v).into_owned());
+                            env.insert(
+                                format!("{prefix}{k}"),
+                                String::from_utf8_lossy(&v).into_owned(),
+                            );
                         }
                     }
                 }
             }
         }
         for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
-            let Some(name) = e.get("name").and_then(Value::as_str) else { continue };
+            let Some(name) = e.get("name").and_then(Value::as_str) else {
+                continue;
+            };
             let value = if let Some(v) = e.get("value").and_then(Value::as_str) {
                 Some(expand(v, &env))
             } else if let Some(from) = e.get("valueFrom") {
@@ -164,12 +247,24 @@ impl Ctx<'_> {
             }
         }
         let strings = |k: &str| -> Vec<String> {
-            c.get(k).and_then(Value::as_array).map(|a| a.iter().filter_map(|s| s.as_str().map(|s| expand(s, &env))).collect()).unwrap_or_default()
+            c.get(k)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(|s| expand(s, &env)))
+                        .collect()
+                })
+                .unwrap_or_default()
         };
         let ports = c
             .get("ports")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|p| p.get("containerPort")?.as_u64()).filter_map(|p| u16::try_from(p).ok()).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.get("containerPort")?.as_u64())
+                    .filter_map(|p| u16::try_from(p).ok())
+                    .collect()
+            })
             .unwrap_or_default();
         let mounts = c
             .get("volumeMounts")
@@ -177,17 +272,37 @@ impl Ctx<'_> {
             .map(|a| {
                 a.iter()
                     .map(|m| ResolvedMount {
-                        volume: m.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
-                        mount_path: m.get("mountPath").and_then(Value::as_str).unwrap_or("").to_string(),
-                        sub_path: m.get("subPath").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string),
+                        volume: m
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        mount_path: m
+                            .get("mountPath")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        sub_path: m
+                            .get("subPath")
+                            .and_then(Value::as_str)
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string),
                         read_only: m.get("readOnly").and_then(Value::as_bool).unwrap_or(false),
                     })
                     .collect()
             })
             .unwrap_or_default();
         Ok(ResolvedContainer {
-            name: c.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
-            image: c.get("image").and_then(Value::as_str).unwrap_or("").to_string(),
+            name: c
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            image: c
+                .get("image")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
             command: strings("command"),
             args: strings("args"),
             env,
@@ -199,13 +314,21 @@ impl Ctx<'_> {
     fn find_container(&self, name: &str) -> Option<&Value> {
         ["containers", "initContainers"]
             .iter()
-            .filter_map(|l| self.pod.pointer(&format!("/spec/{l}")).and_then(Value::as_array))
+            .filter_map(|l| {
+                self.pod
+                    .pointer(&format!("/spec/{l}"))
+                    .and_then(Value::as_array)
+            })
             .flatten()
             .find(|c| c.get("name").and_then(Value::as_str) == Some(name))
     }
 
     fn volume(&self, v: &Value) -> Result<ResolvedVolume, Error> {
-        let name = v.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        let name = v
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let items = |src: &Value, files: BTreeMap<String, Vec<u8>>| -> BTreeMap<String, Vec<u8>> {
             match src.get("items").and_then(Value::as_array) {
                 Some(items) => items
@@ -221,21 +344,48 @@ impl Ctx<'_> {
         };
         if let Some(src) = v.get("configMap") {
             let cm = src.get("name").and_then(Value::as_str).unwrap_or("");
-            let optional = src.get("optional").and_then(Value::as_bool).unwrap_or(false);
-            let files = self.lookup("configmap", keys::CONFIGMAPS, cm, optional)?.map(|o| object_files(&o, false)).unwrap_or_default();
-            return Ok(ResolvedVolume::ConfigMap { name, files: items(src, files) });
+            let optional = src
+                .get("optional")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let files = self
+                .lookup("configmap", keys::CONFIGMAPS, cm, optional)?
+                .map(|o| object_files(&o, false))
+                .unwrap_or_default();
+            return Ok(ResolvedVolume::ConfigMap {
+                name,
+                files: items(src, files),
+            });
         }
         if let Some(src) = v.get("secret") {
             let s = src.get("secretName").and_then(Value::as_str).unwrap_or("");
-            let optional = src.get("optional").and_then(Value::as_bool).unwrap_or(false);
-            let files = self.lookup("secret", keys::SECRETS, s, optional)?.map(|o| object_files(&o, true)).unwrap_or_default();
-            return Ok(ResolvedVolume::Secret { name, files: items(src, files) });
+            let optional = src
+                .get("optional")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let files = self
+                .lookup("secret", keys::SECRETS, s, optional)?
+                .map(|o| object_files(&o, true))
+                .unwrap_or_default();
+            return Ok(ResolvedVolume::Secret {
+                name,
+                files: items(src, files),
+            });
         }
-        if let Some(claim) = v.pointer("/persistentVolumeClaim/claimName").and_then(Value::as_str) {
-            return Ok(ResolvedVolume::Persistent { name, claim: claim.to_string() });
+        if let Some(claim) = v
+            .pointer("/persistentVolumeClaim/claimName")
+            .and_then(Value::as_str)
+        {
+            return Ok(ResolvedVolume::Persistent {
+                name,
+                claim: claim.to_string(),
+            });
         }
         if v.get("ephemeral").is_some() {
-            return Ok(ResolvedVolume::Persistent { claim: format!("{}-{name}", self.pod_name), name });
+            return Ok(ResolvedVolume::Persistent {
+                claim: format!("{}-{name}", self.pod_name),
+                name,
+            });
         }
         // emptyDir, and every other source (hostPath, projected, ...) as a scratch dir
         Ok(ResolvedVolume::EmptyDir { name })
@@ -281,17 +431,36 @@ fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
 
 /// Resolves a pod object for the data plane.
 pub fn resolve_pod(store: &Store, pod: &Value) -> Result<ResolvedPod, Error> {
-    let ctx = Ctx { store, pod, ns: store::namespace_of(pod), pod_name: store::name_of(pod) };
-    let list = |k: &str| pod.pointer(&format!("/spec/{k}")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let ctx = Ctx {
+        store,
+        pod,
+        ns: store::namespace_of(pod),
+        pod_name: store::name_of(pod),
+    };
+    let list = |k: &str| {
+        pod.pointer(&format!("/spec/{k}"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     Ok(ResolvedPod {
         namespace: ctx.ns.to_string(),
         name: ctx.pod_name.to_string(),
         uid: store::uid_of(pod).to_string(),
         labels: str_map(pod.pointer("/metadata/labels")),
         annotations: str_map(pod.pointer("/metadata/annotations")),
-        init_containers: list("initContainers").iter().map(|c| ctx.container(c)).collect::<Result<_, _>>()?,
-        containers: list("containers").iter().map(|c| ctx.container(c)).collect::<Result<_, _>>()?,
-        volumes: list("volumes").iter().map(|v| ctx.volume(v)).collect::<Result<_, _>>()?,
+        init_containers: list("initContainers")
+            .iter()
+            .map(|c| ctx.container(c))
+            .collect::<Result<_, _>>()?,
+        containers: list("containers")
+            .iter()
+            .map(|c| ctx.container(c))
+            .collect::<Result<_, _>>()?,
+        volumes: list("volumes")
+            .iter()
+            .map(|v| ctx.volume(v))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -308,7 +477,11 @@ pub fn service_resolver(store: Arc<Store>) -> ServiceResolver {
         };
         if let Some(service) = store.get(keys::SERVICES, ns, svc) {
             let sel = service.pointer("/spec/selector")?;
-            let terms: Vec<String> = sel.as_object()?.iter().filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?))).collect();
+            let terms: Vec<String> = sel
+                .as_object()?
+                .iter()
+                .filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?)))
+                .collect();
             let selector = LabelSelector::parse(&terms.join(",")).ok()?;
             let (_, pods) = store.list(keys::PODS, Some(ns));
             return pods
@@ -317,7 +490,9 @@ pub fn service_resolver(store: Arc<Store>) -> ServiceResolver {
                 .find(|p| p.pointer("/status/phase").and_then(Value::as_str) == Some("Running"))
                 .map(|p| store::name_of(p).to_string());
         }
-        store.get(keys::PODS, ns, svc).map(|p| store::name_of(&p).to_string())
+        store
+            .get(keys::PODS, ns, svc)
+            .map(|p| store::name_of(&p).to_string())
     })
 }
 

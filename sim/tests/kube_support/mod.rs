@@ -46,7 +46,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -59,7 +62,10 @@ pub async fn raw(client: &kube::Client, method: &str, path: &str, body: &str) ->
         .header("content-type", "application/json")
         .body(body.as_bytes().to_vec())
         .expect("request");
-    let resp = client.send(req.map(kube::client::Body::from)).await.expect("send");
+    let resp = client
+        .send(req.map(kube::client::Body::from))
+        .await
+        .expect("send");
     let status = resp.status().as_u16();
     use http_body_util::BodyExt;
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
