@@ -593,3 +593,87 @@ async fn exec_and_portforward_of_missing_or_pending_pods_are_status_errors() {
         "{err:?}"
     );
 }
+
+/// The calls of vast's `run-cleanup` (spec §7.2) leave no Job, pod or Workload behind.
+#[tokio::test]
+async fn run_cleanup_sequence_removes_jobs_pods_and_workloads() {
+    use kube::api::{DeleteParams, PropagationPolicy};
+    let (_sim, client) = start().await;
+    install_queues(&client, "2").await;
+    let jobs: Api<Job> = Api::default_namespaced(client.clone());
+    for i in 0..3 {
+        let mut j = job(
+            &format!("c{i}"),
+            &[("sim.vast.dev/duration-ms", "600000")],
+            json!({}),
+            true,
+            "1",
+        );
+        j.metadata
+            .labels
+            .get_or_insert_default()
+            .insert("run-id".into(), "r1".into());
+        jobs.create(&PostParams::default(), &j).await.unwrap();
+    }
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    eventually("two pods running", || async {
+        let running = pods
+            .list(&ListParams::default().labels("job-name in (c0,c1,c2)"))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
+        (running == 2).then_some(())
+    })
+    .await;
+    let cq = kueue_api(&client, "ClusterQueue", "clusterqueues", None);
+    let stop = |p: &'static str| json!({"spec": {"stopPolicy": p}});
+    cq.patch(
+        "robovast-cluster-queue",
+        &PatchParams::default(),
+        &Patch::Merge(stop("HoldAndDrain")),
+    )
+    .await
+    .unwrap();
+    let wl = kueue_api(&client, "Workload", "workloads", Some("default"));
+    let queued = ListParams::default().labels("kueue.x-k8s.io/queue-name=robovast");
+    wl.delete_collection(&DeleteParams::default(), &queued)
+        .await
+        .unwrap();
+    let selector = ListParams::default().labels("jobgroup=scenario-runs,run-id=r1");
+    let fg = DeleteParams {
+        grace_period_seconds: Some(0),
+        propagation_policy: Some(PropagationPolicy::Foreground),
+        ..DeleteParams::default()
+    };
+    jobs.delete_collection(&fg, &selector).await.unwrap();
+    let bg = DeleteParams {
+        grace_period_seconds: Some(0),
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    pods.delete_collection(&bg, &ListParams::default().labels("job-name in (c0,c1,c2)"))
+        .await
+        .unwrap();
+    cq.patch(
+        "robovast-cluster-queue",
+        &PatchParams::default(),
+        &Patch::Merge(stop("None")),
+    )
+    .await
+    .unwrap();
+    eventually("jobs, pods and workloads gone", || async {
+        let j = jobs.list(&selector).await.unwrap().items.len();
+        let p = pods
+            .list(&ListParams::default().labels("job-name in (c0,c1,c2)"))
+            .await
+            .unwrap()
+            .items
+            .len();
+        let w = wl.list(&queued).await.unwrap().items.len();
+        (j + p + w == 0).then_some(())
+    })
+    .await;
+}
