@@ -35,6 +35,8 @@ pub struct Event {
     pub resource: Arc<str>,
     pub kind: EventType,
     pub object: Arc<Value>,
+    /// The object before this change (`None` for ADDED).
+    pub prev: Option<Arc<Value>>,
 }
 
 /// Errors of store operations; the API layer renders them as `Status` objects.
@@ -333,18 +335,21 @@ impl Store {
         }
         let obj = Arc::new(obj);
         let map = inner.objects.entry(resource.clone()).or_default();
-        if kind == EventType::Deleted {
-            map.remove(&key);
+        let prev = if kind == EventType::Deleted {
+            let prev = map.remove(&key);
             inner.uids.remove(uid_of(&obj));
+            prev
         } else {
-            map.insert(key, obj.clone());
+            let prev = map.insert(key, obj.clone());
             inner.uids.insert(uid_of(&obj).to_string());
-        }
+            prev
+        };
         let event = Event {
             rv,
             resource: resource.clone(),
             kind,
             object: obj.clone(),
+            prev,
         };
         inner.history.push_back(event.clone());
         while inner.history.len() > self.history_len {

@@ -540,3 +540,55 @@ async fn crds_created_at_runtime_are_served() {
     assert_eq!(code, 200);
     assert!(body.contains("\"size\":3"));
 }
+
+#[tokio::test]
+async fn selector_watch_sees_objects_enter_and_leave() {
+    use kube::api::{WatchEvent, WatchParams};
+    let (_sim, client) = start().await;
+    let cms: Api<ConfigMap> = Api::default_namespaced(client);
+    let rv = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = cms
+        .watch(&WatchParams::default().labels("app=x"), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    cms.create(&PostParams::default(), &cm("m", &[("app", "y")]))
+        .await
+        .unwrap();
+    for app in ["x", "x2", "z"] {
+        let app = if app == "x2" { "x" } else { app };
+        let patch =
+            json!({"metadata": {"labels": {"app": app, "n": format!("{}", rand_suffix())}}});
+        cms.patch("m", &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap();
+    }
+    let mut kinds = Vec::new();
+    while kinds.len() < 3 {
+        let ev = tokio::time::timeout(kube_support::PATIENCE, stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        kinds.push(match ev {
+            WatchEvent::Added(_) => "ADDED",
+            WatchEvent::Modified(_) => "MODIFIED",
+            WatchEvent::Deleted(_) => "DELETED",
+            WatchEvent::Bookmark(_) => continue,
+            WatchEvent::Error(e) => panic!("{e:?}"),
+        });
+    }
+    assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED"]);
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}

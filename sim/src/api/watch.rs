@@ -32,6 +32,24 @@ async fn send(tx: &mut Tx, bytes: Bytes) -> bool {
     tx.send(Ok(Frame::data(bytes))).await.is_ok()
 }
 
+/// How an event looks through the watch's selectors: an object that starts matching is
+/// ADDED, one that stops matching is DELETED, as on a real API server.
+fn visible(ev: &Event, matches: &impl Fn(&Value) -> bool) -> Option<&'static str> {
+    let now = matches(&ev.object);
+    match ev.kind {
+        EventType::Modified => {
+            let before = ev.prev.as_deref().is_some_and(matches);
+            match (before, now) {
+                (true, true) => Some("MODIFIED"),
+                (false, true) => Some("ADDED"),
+                (true, false) => Some("DELETED"),
+                (false, false) => None,
+            }
+        }
+        kind => now.then_some(kind.as_str()),
+    }
+}
+
 pub fn watch(app: Arc<App>, t: Target, q: Query) -> Result<Response<Body>, ApiError> {
     let (ls, fs) = q.selectors()?;
     let requested: Option<u64> = match q.resource_version.as_deref() {
@@ -66,6 +84,7 @@ pub fn watch(app: Arc<App>, t: Target, q: Query) -> Result<Response<Body>, ApiEr
                         resource: t.rt.key.clone(),
                         kind: EventType::Added,
                         object: o,
+                        prev: None,
                     })
                     .collect();
                 (rv, initial, live)
@@ -81,9 +100,10 @@ pub fn watch(app: Arc<App>, t: Target, q: Query) -> Result<Response<Body>, ApiEr
         };
         for ev in initial {
             last_rv = last_rv.max(ev.rv);
-            if matches(&ev.object) && !send(&mut tx, line(ev.kind.as_str(), &out(&ev.object))).await
-            {
-                return;
+            if let Some(kind) = visible(&ev, &matches) {
+                if !send(&mut tx, line(kind, &out(&ev.object))).await {
+                    return;
+                }
             }
         }
         if q.send_initial_events && requested.is_none() {
@@ -110,8 +130,10 @@ pub fn watch(app: Arc<App>, t: Target, q: Query) -> Result<Response<Body>, ApiEr
                     Ok(ev) => {
                         if ev.rv <= last_rv || ev.resource != t.rt.key { continue; }
                         last_rv = ev.rv;
-                        if matches(&ev.object) && !send(&mut tx, line(ev.kind.as_str(), &out(&ev.object))).await {
-                            return;
+                        if let Some(kind) = visible(&ev, &matches) {
+                            if !send(&mut tx, line(kind, &out(&ev.object))).await {
+                                return;
+                            }
                         }
                     }
                     Err(RecvError::Lagged(_)) => {
