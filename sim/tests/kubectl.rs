@@ -256,6 +256,17 @@ async fn apply_create_label_wait_delete_a_queued_job() {
         )
         .await;
     assert_eq!(waited.trim(), "job.batch/sc-0 condition met");
+    // server-side printing: kubectl's usual columns
+    let table = k.run(&["get", "jobs"], None).await;
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(&row[..3], ["sc-0", "Complete", "1/1"], "{table}");
     let job = k.json(&["get", "job", "sc-0"]).await;
     assert_eq!(job["status"]["succeeded"], 1);
     let wl = k

@@ -7,6 +7,7 @@ pub mod admission;
 pub mod patch;
 pub mod resources;
 pub mod selector;
+pub mod table;
 pub mod watch;
 
 use std::convert::Infallible;
@@ -169,6 +170,10 @@ pub struct Query {
     pub dry_run: bool,
     pub propagation_policy: Option<String>,
     pub wipe: bool,
+    /// `includeObject` for Tables.
+    pub include_object: table::Include,
+    /// The client asked for a `Table` (Accept header).
+    pub table: bool,
 }
 
 impl Query {
@@ -193,6 +198,7 @@ impl Query {
                 "dryRun" => out.dry_run = !v.is_empty(),
                 "propagationPolicy" => out.propagation_policy = Some(v.into_owned()),
                 "wipe" => out.wipe = t,
+                "includeObject" => out.include_object = table::Include::parse(Some(&v)),
                 _ => {}
             }
         }
@@ -344,7 +350,12 @@ fn verb_of(method: &Method, t: &Target, q: &Query) -> &'static str {
 /// Entry point of every HTTP request.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Reset> {
     let path = req.uri().path().to_string();
-    let query = Query::parse(req.uri().query());
+    let mut query = Query::parse(req.uri().query());
+    query.table = table::wanted(
+        req.headers()
+            .get(hyper::header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+    );
     let route = match route(&app.registry, &path) {
         Ok(r) => r,
         Err(e) => return Ok(e.response()),
@@ -552,6 +563,13 @@ async fn resource_request(
         ));
     }
     match verb {
+        "get" if q.table => get_object(app, &t).map(|o| {
+            let meta = json!({"resourceVersion": store::rv_of(&o).to_string()});
+            json_response(
+                200,
+                &table::table(&t.rt, [&*o], meta, q.include_object, true),
+            )
+        }),
         "get" => get_object(app, &t).map(|o| json_response(200, &*versioned(&o, &t))),
         "list" => list(app, &t, &q),
         "watch" => watch::watch(app.clone(), t, q),
@@ -695,6 +713,12 @@ fn list(app: &App, t: &Target, q: &Query) -> Result<Response<Body>, ApiError> {
                 meta["remainingItemCount"] = json!(remaining);
             }
         }
+    }
+    if q.table {
+        return Ok(json_response(
+            200,
+            &table::table(&t.rt, matching, meta, q.include_object, true),
+        ));
     }
     Ok(json_response(
         200,

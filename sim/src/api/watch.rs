@@ -69,9 +69,14 @@ pub fn watch(app: Arc<App>, t: Target, q: Query) -> Result<Response<Body>, ApiEr
                 && ls.matches(obj)
                 && fs.matches(obj)
         };
-        let out = |obj: &Arc<Value>| -> Value {
+        let mut first = true;
+        let mut out = |obj: &Arc<Value>| -> Value {
             let mut o = (**obj).clone();
             o["apiVersion"] = json!(api_version);
+            if q.table {
+                let with_columns = std::mem::replace(&mut first, false);
+                return super::table::table(&t.rt, [&o], json!({}), q.include_object, with_columns);
+            }
             o
         };
         let (mut last_rv, initial, mut live) = match requested {
