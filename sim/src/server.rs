@@ -212,6 +212,11 @@ impl SimHandle {
         &self.app.store
     }
 
+    /// The data plane (direct access to pod endpoints, e.g. `endpoint(ns, pod, 9000)`).
+    pub fn dataplane(&self) -> &Arc<DataPlane> {
+        &self.app.dataplane
+    }
+
     pub fn faults(&self) -> &Arc<Faults> {
         &self.app.faults
     }
