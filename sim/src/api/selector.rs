@@ -1,0 +1,229 @@
+//! Label and field selectors (`labelSelector=`, `fieldSelector=` query parameters).
+
+use serde_json::Value;
+
+/// Errors parsing a selector.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unable to parse requirement {term:?} of selector {selector:?}: {why}")]
+    Parse {
+        selector: String,
+        term: String,
+        why: &'static str,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Req {
+    Eq(String, String),
+    NotEq(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    NotExists(String),
+}
+
+/// A parsed label selector; terms are ANDed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LabelSelector(Vec<Req>);
+
+/// Splits on commas that are not inside parentheses.
+fn split_terms(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut depth = 0i32;
+    let mut cur = String::new();
+    for c in s.chars() {
+        match c {
+            '(' => {
+                depth += 1;
+                cur.push(c)
+            }
+            ')' => {
+                depth -= 1;
+                cur.push(c)
+            }
+            ',' if depth == 0 => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.into_iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+fn set_values(selector: &str, term: &str, rest: &str) -> Result<Vec<String>, Error> {
+    let rest = rest.trim();
+    let inner = rest
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .ok_or_else(|| Error::Parse {
+            selector: selector.into(),
+            term: term.into(),
+            why: "expected a set (a,b)",
+        })?;
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
+}
+
+impl LabelSelector {
+    pub fn parse(selector: &str) -> Result<Self, Error> {
+        let mut reqs = Vec::new();
+        for term in split_terms(selector) {
+            let t = term.as_str();
+            let req = if let Some((k, v)) = t.split_once("!=") {
+                Req::NotEq(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = t.split_once("==") {
+                Req::Eq(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = t.split_once('=') {
+                Req::Eq(k.trim().into(), v.trim().into())
+            } else if let Some(idx) = t.find(" notin ") {
+                Req::NotIn(
+                    t[..idx].trim().into(),
+                    set_values(selector, t, &t[idx + 7..])?,
+                )
+            } else if let Some(idx) = t.find(" in ") {
+                Req::In(
+                    t[..idx].trim().into(),
+                    set_values(selector, t, &t[idx + 4..])?,
+                )
+            } else if let Some(k) = t.strip_prefix('!') {
+                Req::NotExists(k.trim().into())
+            } else if t
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
+                Req::Exists(t.into())
+            } else {
+                return Err(Error::Parse {
+                    selector: selector.into(),
+                    term: term.clone(),
+                    why: "unknown operator",
+                });
+            };
+            reqs.push(req);
+        }
+        Ok(LabelSelector(reqs))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether a labels map (`metadata.labels` or a Service selector's target) matches.
+    pub fn matches_labels(&self, labels: Option<&Value>) -> bool {
+        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+        self.0.iter().all(|r| match r {
+            Req::Eq(k, v) => get(k) == Some(v.as_str()),
+            Req::NotEq(k, v) => get(k) != Some(v.as_str()),
+            Req::In(k, vs) => get(k).is_some_and(|x| vs.iter().any(|v| v == x)),
+            Req::NotIn(k, vs) => !get(k).is_some_and(|x| vs.iter().any(|v| v == x)),
+            Req::Exists(k) => get(k).is_some(),
+            Req::NotExists(k) => get(k).is_none(),
+        })
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.0.is_empty() || self.matches_labels(obj.pointer("/metadata/labels"))
+    }
+}
+
+/// A parsed field selector: `path=value`, `path==value`, `path!=value`, ANDed. Any dotted
+/// path of the object works (`metadata.name`, `status.phase`, `spec.nodeName`, ...).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FieldSelector(Vec<(String, bool, String)>);
+
+impl FieldSelector {
+    pub fn parse(selector: &str) -> Result<Self, Error> {
+        let mut reqs = Vec::new();
+        for term in split_terms(selector) {
+            let (k, eq, v) = if let Some((k, v)) = term.split_once("!=") {
+                (k, false, v)
+            } else if let Some((k, v)) = term.split_once("==") {
+                (k, true, v)
+            } else if let Some((k, v)) = term.split_once('=') {
+                (k, true, v)
+            } else {
+                return Err(Error::Parse {
+                    selector: selector.into(),
+                    term: term.clone(),
+                    why: "expected = or !=",
+                });
+            };
+            reqs.push((k.trim().to_string(), eq, v.trim().to_string()));
+        }
+        Ok(FieldSelector(reqs))
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.0.iter().all(|(path, eq, want)| {
+            let mut cur = Some(obj);
+            for part in path.split('.') {
+                cur = cur.and_then(|c| c.get(part));
+            }
+            let have = match cur {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(v) => v.to_string(),
+            };
+            (have == *want) == *eq
+        })
+    }
+
+    /// The value required for `metadata.name`, if the selector pins it.
+    pub fn name(&self) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(p, eq, _)| p == "metadata.name" && *eq)
+            .map(|(_, _, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn label_selectors() {
+        let obj = json!({"metadata": {"labels": {"a": "1", "b": "x"}}});
+        for (sel, want) in [
+            ("a=1", true),
+            ("a==1,b=x", true),
+            ("a!=1", false),
+            ("a in (1,2)", true),
+            ("b notin (x)", false),
+            ("c", false),
+            ("!c", true),
+            ("a,b in (y, x)", true),
+        ] {
+            assert_eq!(
+                LabelSelector::parse(sel).unwrap().matches(&obj),
+                want,
+                "{sel}"
+            );
+        }
+        assert!(LabelSelector::parse("a in 1").is_err());
+    }
+
+    #[test]
+    fn field_selectors() {
+        let obj = json!({"metadata": {"name": "p"}, "status": {"phase": "Running"}});
+        assert!(
+            FieldSelector::parse("metadata.name=p,status.phase!=Pending")
+                .unwrap()
+                .matches(&obj)
+        );
+        assert!(!FieldSelector::parse("status.phase=Pending")
+            .unwrap()
+            .matches(&obj));
+        assert_eq!(
+            FieldSelector::parse("metadata.name=p").unwrap().name(),
+            Some("p")
+        );
+    }
+}

@@ -1,0 +1,501 @@
+//! Scheduler and kubelet stand-in: binds each pending pod to a node with room for its requests
+//! (or leaves it Pending with a `FailedScheduling` event), starts it after the configured delay
+//! (init containers complete, containers run, `Ready`), tells the data plane, ends Job pods
+//! after their duration with the configured outcome (writing scenario results first), and
+//! restarts containers on demand.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{
+    annotation, condition, pod_requests, set_condition, Resources, ANN_DURATION, ANN_OUTCOME,
+};
+use crate::api::resources::keys;
+use crate::api::ApiError;
+use crate::config::PodTiming;
+use crate::dataplane::DataPlane;
+use crate::pod::{PodOutcome, ResolvedPod};
+use crate::store::{self, now_rfc3339, Store};
+
+struct PodRun {
+    ns: String,
+    name: String,
+    bound_at: Instant,
+    ends_at: Option<Instant>,
+    resolved: Option<ResolvedPod>,
+}
+
+pub struct Kubelet {
+    store: Arc<Store>,
+    dataplane: Arc<DataPlane>,
+    timing: PodTiming,
+    runs: HashMap<String, PodRun>,
+    reported_unschedulable: HashSet<String>,
+    pods_key: Arc<str>,
+}
+
+fn phase(pod: &Value) -> &str {
+    pod.pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending")
+}
+
+fn owned_by_job(pod: &Value) -> bool {
+    pod.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.get("kind").and_then(Value::as_str) == Some("Job"))
+        })
+}
+
+fn container_names(pod: &Value, list: &str) -> Vec<(String, String)> {
+    pod.pointer(&format!("/spec/{list}"))
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    (
+                        c.get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        c.get("image")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn container_status(
+    name: &str,
+    image: &str,
+    uid: &str,
+    ready: bool,
+    state: Value,
+    restarts: i64,
+) -> Value {
+    json!({
+        "name": name, "image": image, "imageID": format!("{image}@sha256:0"), "ready": ready,
+        "restartCount": restarts, "started": state.get("running").is_some(), "state": state,
+        "containerID": format!("vast-sim://{uid}-{name}"),
+    })
+}
+
+impl Kubelet {
+    pub fn new(store: Arc<Store>, dataplane: Arc<DataPlane>, timing: PodTiming) -> Self {
+        Kubelet {
+            store,
+            dataplane,
+            timing,
+            runs: HashMap::new(),
+            reported_unschedulable: HashSet::new(),
+            pods_key: Arc::from(keys::PODS),
+        }
+    }
+
+    pub async fn reconcile(&mut self, now: Instant, next: &mut Instant) {
+        let (_, pods) = self.store.list(keys::PODS, None);
+        let (_, nodes) = self.store.list(keys::NODES, None);
+        let mut used: HashMap<String, (Resources, i64)> = HashMap::new();
+        for p in &pods {
+            if let Some(node) = p.pointer("/spec/nodeName").and_then(Value::as_str) {
+                if !matches!(phase(p), "Succeeded" | "Failed") {
+                    let e = used.entry(node.to_string()).or_default();
+                    e.0 = e.0.plus(pod_requests(&p["spec"]));
+                    e.1 += 1;
+                }
+            }
+        }
+        let mut alive = HashSet::new();
+        for pod in &pods {
+            let uid = store::uid_of(pod).to_string();
+            alive.insert(uid.clone());
+            if store::is_deleting(pod) || matches!(phase(pod), "Succeeded" | "Failed") {
+                continue;
+            }
+            let node = pod
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty());
+            match (node, phase(pod)) {
+                (None, _) => self.schedule(pod, &nodes, &mut used),
+                (Some(_), "Pending") => {
+                    let bound_at = self.runs.entry(uid.clone()).or_insert_with(|| PodRun {
+                        ns: store::namespace_of(pod).into(),
+                        name: store::name_of(pod).into(),
+                        bound_at: now,
+                        ends_at: None,
+                        resolved: None,
+                    });
+                    let start_at = bound_at.bound_at + Duration::from_millis(self.timing.start_ms);
+                    if now >= start_at {
+                        self.start(pod, now, next).await;
+                    } else {
+                        *next = (*next).min(start_at);
+                    }
+                }
+                (Some(_), _) => {
+                    let run = self.runs.entry(uid.clone()).or_insert_with(|| PodRun {
+                        ns: store::namespace_of(pod).into(),
+                        name: store::name_of(pod).into(),
+                        bound_at: now,
+                        ends_at: None,
+                        resolved: None,
+                    });
+                    if let Some(end) = run.ends_at {
+                        if now >= end {
+                            self.finish(pod).await;
+                        } else {
+                            *next = (*next).min(end);
+                        }
+                    }
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .runs
+            .keys()
+            .filter(|u| !alive.contains(*u))
+            .cloned()
+            .collect();
+        for uid in gone {
+            if let Some(run) = self.runs.remove(&uid) {
+                if run.resolved.is_some() {
+                    if let Err(e) = self.dataplane.pod_deleted(&run.ns, &run.name).await {
+                        tracing::warn!(pod = %run.name, namespace = %run.ns, error = %e, "data plane: pod_deleted failed");
+                    }
+                }
+            }
+        }
+        self.reported_unschedulable.retain(|u| alive.contains(u));
+    }
+
+    fn schedule(
+        &mut self,
+        pod: &Value,
+        nodes: &[Arc<Value>],
+        used: &mut HashMap<String, (Resources, i64)>,
+    ) {
+        let req = pod_requests(&pod["spec"]);
+        let mut insufficient_cpu = 0;
+        let mut insufficient_mem = 0;
+        let mut too_many = 0;
+        let mut chosen = None;
+        for n in nodes {
+            let name = store::name_of(n);
+            let alloc = Resources {
+                cpu_m: n
+                    .pointer("/status/allocatable/cpu")
+                    .and_then(|v| super::parse_quantity(v, 1000.0))
+                    .unwrap_or(0),
+                mem: n
+                    .pointer("/status/allocatable/memory")
+                    .and_then(|v| super::parse_quantity(v, 1.0))
+                    .unwrap_or(0),
+            };
+            let max_pods = n
+                .pointer("/status/allocatable/pods")
+                .and_then(|v| super::parse_quantity(v, 1.0))
+                .unwrap_or(110);
+            let (u, count) = used.get(name).copied().unwrap_or_default();
+            let after = u.plus(req);
+            if after.cpu_m > alloc.cpu_m {
+                insufficient_cpu += 1;
+            }
+            if after.mem > alloc.mem {
+                insufficient_mem += 1;
+            }
+            if count + 1 > max_pods {
+                too_many += 1;
+            }
+            if after.fits_in(alloc) && count < max_pods && chosen.is_none() {
+                chosen = Some(name.to_string());
+            }
+        }
+        let (ns, name, uid) = (
+            store::namespace_of(pod),
+            store::name_of(pod),
+            store::uid_of(pod).to_string(),
+        );
+        let now = now_rfc3339();
+        match chosen {
+            Some(node) => {
+                let e = used.entry(node.clone()).or_default();
+                e.0 = e.0.plus(req);
+                e.1 += 1;
+                let res = self.store.modify(&self.pods_key, ns, name, |cur| {
+                    let mut p = cur.clone();
+                    p["spec"]["nodeName"] = json!(node);
+                    p["status"]["hostIP"] = json!("10.0.0.10");
+                    p["status"]["startTime"] = json!(now);
+                    set_condition(&mut p, condition("PodScheduled", true, "", "", &now));
+                    Ok(p)
+                });
+                if let Err(e) = res {
+                    tracing::debug!(pod = name, error = %e, "bind failed");
+                }
+            }
+            None => {
+                let mut reasons = Vec::new();
+                if insufficient_cpu > 0 {
+                    reasons.push(format!("{insufficient_cpu} Insufficient cpu"));
+                }
+                if insufficient_mem > 0 {
+                    reasons.push(format!("{insufficient_mem} Insufficient memory"));
+                }
+                if too_many > 0 {
+                    reasons.push(format!("{too_many} Too many pods"));
+                }
+                let message = format!(
+                    "0/{} nodes are available: {}.",
+                    nodes.len(),
+                    reasons.join(", ")
+                );
+                if self.reported_unschedulable.insert(uid.clone()) {
+                    let _ = self.store.modify(&self.pods_key, ns, name, |cur| {
+                        let mut p = cur.clone();
+                        set_condition(
+                            &mut p,
+                            condition("PodScheduled", false, "Unschedulable", &message, &now),
+                        );
+                        Ok(p)
+                    });
+                    let event = json!({
+                        "apiVersion": "v1", "kind": "Event",
+                        "metadata": {"name": format!("{name}.{}", &uid.replace('-', "")[..12.min(uid.len())]), "namespace": ns},
+                        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": ns, "uid": uid},
+                        "reason": "FailedScheduling", "message": message, "type": "Warning",
+                        "source": {"component": "default-scheduler"}, "reportingComponent": "default-scheduler",
+                        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+                    });
+                    let _ = self.store.create(&Arc::from(keys::EVENTS), event);
+                }
+            }
+        }
+    }
+
+    async fn start(&mut self, pod: &Value, now: Instant, next: &mut Instant) {
+        let (ns, name, uid) = (
+            store::namespace_of(pod).to_string(),
+            store::name_of(pod).to_string(),
+            store::uid_of(pod).to_string(),
+        );
+        let ts = now_rfc3339();
+        self.ensure_ephemeral_claims(pod);
+        let resolved = match super::resolve::resolve_pod(&self.store, pod) {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = e.to_string();
+                let _ = self.store.modify(&self.pods_key, &ns, &name, |cur| {
+                    let mut p = cur.clone();
+                    let statuses: Vec<Value> = container_names(cur, "containers")
+                        .iter()
+                        .map(|(n, img)| container_status(n, img, &uid, false, json!({"waiting": {"reason": "CreateContainerConfigError", "message": msg}}), 0))
+                        .collect();
+                    p["status"]["containerStatuses"] = json!(statuses);
+                    Ok(p)
+                });
+                *next = (*next).min(now + Duration::from_millis(200));
+                return;
+            }
+        };
+        if let Err(e) = self.dataplane.pod_started(&resolved).await {
+            tracing::warn!(pod = %name, namespace = %ns, error = %e, "data plane: pod_started failed");
+        }
+        let duration = annotation(pod, ANN_DURATION)
+            .and_then(|d| d.parse::<u64>().ok())
+            .or_else(|| owned_by_job(pod).then_some(self.timing.job_duration_ms));
+        let ends_at = duration.map(|ms| now + Duration::from_millis(ms));
+        if let Some(end) = ends_at {
+            *next = (*next).min(end);
+        }
+        if let Some(run) = self.runs.get_mut(&uid) {
+            run.ends_at = ends_at;
+            run.resolved = Some(resolved);
+        }
+        let _ = self.store.modify(&self.pods_key, &ns, &name, |cur| {
+            let mut p = cur.clone();
+            let init: Vec<Value> = container_names(cur, "initContainers")
+                .iter()
+                .map(|(n, img)| {
+                    container_status(n, img, &uid, false, json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": ts, "finishedAt": ts}}), 0)
+                })
+                .collect();
+            let main: Vec<Value> = container_names(cur, "containers")
+                .iter()
+                .map(|(n, img)| container_status(n, img, &uid, true, json!({"running": {"startedAt": ts}}), 0))
+                .collect();
+            let ip = format!("10.244.{}.{}", rand::random_range(0..255u8), rand::random_range(1..255u8));
+            p["status"]["phase"] = json!("Running");
+            p["status"]["podIP"] = json!(ip);
+            p["status"]["podIPs"] = json!([{"ip": ip}]);
+            if !init.is_empty() {
+                p["status"]["initContainerStatuses"] = json!(init);
+            }
+            p["status"]["containerStatuses"] = json!(main);
+            for c in ["PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready"] {
+                set_condition(&mut p, condition(c, true, "", "", &ts));
+            }
+            Ok(p)
+        });
+    }
+
+    /// Generic ephemeral volumes get their PVC (`<pod>-<volume>`, owned by the pod).
+    fn ensure_ephemeral_claims(&self, pod: &Value) {
+        let ns = store::namespace_of(pod);
+        for v in pod
+            .pointer("/spec/volumes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(tmpl) = v.pointer("/ephemeral/volumeClaimTemplate") else {
+                continue;
+            };
+            let claim = format!(
+                "{}-{}",
+                store::name_of(pod),
+                v.get("name").and_then(Value::as_str).unwrap_or("")
+            );
+            if self.store.get(keys::PVCS, ns, &claim).is_some() {
+                continue;
+            }
+            let spec = tmpl.get("spec").cloned().unwrap_or(json!({}));
+            let size = spec
+                .pointer("/resources/requests/storage")
+                .cloned()
+                .unwrap_or(json!("1Gi"));
+            let pvc = json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "namespace": ns, "labels": tmpl.pointer("/metadata/labels").cloned().unwrap_or(json!({})),
+                    "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": store::name_of(pod), "uid": store::uid_of(pod), "controller": true, "blockOwnerDeletion": true}]},
+                "spec": spec,
+                "status": {"phase": "Bound", "capacity": {"storage": size}},
+            });
+            let _ = self.store.create(&Arc::from(keys::PVCS), pvc);
+        }
+    }
+
+    async fn finish(&mut self, pod: &Value) {
+        let (ns, name, uid) = (
+            store::namespace_of(pod).to_string(),
+            store::name_of(pod).to_string(),
+            store::uid_of(pod).to_string(),
+        );
+        let outcome = match annotation(pod, ANN_OUTCOME) {
+            Some("fail") | Some("failed") | Some("failure") => PodOutcome::Failed,
+            Some(_) => PodOutcome::Succeeded,
+            None if owned_by_job(pod) && self.timing.job_outcome == "fail" => PodOutcome::Failed,
+            None => PodOutcome::Succeeded,
+        };
+        if let Some(run) = self.runs.get_mut(&uid) {
+            run.ends_at = None;
+            if owned_by_job(pod) {
+                if let Some(resolved) = &run.resolved {
+                    if let Err(e) = self
+                        .dataplane
+                        .write_scenario_results(resolved, outcome)
+                        .await
+                    {
+                        tracing::warn!(pod = %name, namespace = %ns, error = %e, "data plane: writing scenario results failed");
+                    }
+                }
+            }
+        }
+        let ts = now_rfc3339();
+        let (phase, code, reason) = match outcome {
+            PodOutcome::Succeeded => ("Succeeded", 0, "Completed"),
+            PodOutcome::Failed => ("Failed", 1, "Error"),
+        };
+        let _ = self.store.modify(&self.pods_key, &ns, &name, |cur| {
+            let mut p = cur.clone();
+            let started = cur.pointer("/status/startTime").cloned().unwrap_or(json!(ts));
+            let main: Vec<Value> = container_names(cur, "containers")
+                .iter()
+                .map(|(n, img)| {
+                    container_status(n, img, &uid, false, json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": ts}}), 0)
+                })
+                .collect();
+            p["status"]["phase"] = json!(phase);
+            p["status"]["containerStatuses"] = json!(main);
+            for c in ["ContainersReady", "Ready"] {
+                set_condition(&mut p, condition(c, false, "PodCompleted", "", &ts));
+            }
+            Ok(p)
+        });
+    }
+}
+
+/// Restarts the containers of a running pod (admin endpoint): restartCount++, `Ready` goes
+/// False, the data plane restarts the pod (`wipe`: emptyDirs are emptied), `Ready` goes True.
+pub async fn restart_pod(
+    store: &Store,
+    dataplane: &DataPlane,
+    ns: &str,
+    name: &str,
+    wipe: bool,
+) -> Result<Arc<Value>, ApiError> {
+    let key: Arc<str> = Arc::from(keys::PODS);
+    let pod = store
+        .get(&key, ns, name)
+        .ok_or_else(|| ApiError::new(404, "NotFound", format!("pods \"{name}\" not found")))?;
+    if phase(&pod) != "Running" {
+        return Err(ApiError::bad_request(format!(
+            "pod {ns}/{name} is not running; only running pods can be restarted"
+        )));
+    }
+    let ts = now_rfc3339();
+    let set_ready = |ready: bool, bump: bool| {
+        store.modify(&key, ns, name, |cur| {
+            let mut p = cur.clone();
+            if let Some(cs) = p.pointer_mut("/status/containerStatuses").and_then(Value::as_array_mut) {
+                for c in cs {
+                    if bump {
+                        let n = c.get("restartCount").and_then(Value::as_i64).unwrap_or(0);
+                        c["restartCount"] = json!(n + 1);
+                        c["lastState"] = json!({"terminated": {"exitCode": 137, "reason": "Error", "finishedAt": ts}});
+                        c["state"] = json!({"running": {"startedAt": ts}});
+                    }
+                    c["ready"] = json!(ready);
+                }
+            }
+            for c in ["ContainersReady", "Ready"] {
+                set_condition(&mut p, condition(c, ready, if ready { "" } else { "ContainersNotReady" }, "", &ts));
+            }
+            Ok(p)
+        })
+    };
+    set_ready(false, true).map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
+    let fresh = store
+        .get(&key, ns, name)
+        .ok_or_else(|| ApiError::new(404, "NotFound", format!("pods \"{name}\" not found")))?;
+    let resolved = super::resolve::resolve_pod(store, &fresh)
+        .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
+    dataplane
+        .pod_restarted(&resolved, wipe)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                500,
+                "InternalError",
+                format!("data plane restart of {ns}/{name} failed: {e}"),
+            )
+        })?;
+    match set_ready(true, false) {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => Err(ApiError::new(
+            404,
+            "NotFound",
+            format!("pods \"{name}\" not found"),
+        )),
+        Err(e) => Err(ApiError::new(500, "InternalError", e.to_string())),
+    }
+}
