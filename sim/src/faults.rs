@@ -155,7 +155,10 @@ pub struct Faults {
 }
 
 fn matches(list: &[String], value: &str) -> bool {
-    list.is_empty() || list.iter().any(|v| v == "*" || v.eq_ignore_ascii_case(value))
+    list.is_empty()
+        || list
+            .iter()
+            .any(|v| v == "*" || v.eq_ignore_ascii_case(value))
 }
 
 /// Draw once from `rng` for a rule of probability `rate` (rates of 1 and 0 draw nothing, so
@@ -182,7 +185,9 @@ fn s3_error_code(status: u16) -> &'static str {
 
 impl Faults {
     pub fn new(config: FaultConfig) -> Self {
-        Faults { state: Mutex::new(State::new(config)) }
+        Faults {
+            state: Mutex::new(State::new(config)),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -215,10 +220,16 @@ impl Faults {
             }
             st.api_hits[i] += 1;
             return Some(match &rule.action {
-                ApiFaultAction::Status { codes, retry_after_seconds } => {
+                ApiFaultAction::Status {
+                    codes,
+                    retry_after_seconds,
+                } => {
                     let code = pick(&mut st.rng, codes).unwrap_or(500);
-                    let retry_after =
-                        if code == 429 || code == 503 { Some(retry_after_seconds.unwrap_or(1)) } else { None };
+                    let retry_after = if code == 429 || code == 503 {
+                        Some(retry_after_seconds.unwrap_or(1))
+                    } else {
+                        None
+                    };
                     ApiFault::Status { code, retry_after }
                 }
                 ApiFaultAction::Reset => ApiFault::Reset,
@@ -244,7 +255,10 @@ impl Faults {
                 return Some(S3Fault::Latency(Duration::from_millis(ms)));
             }
             let status = pick(&mut st.rng, &rule.codes).unwrap_or(500);
-            return Some(S3Fault::Error { status, code: s3_error_code(status) });
+            return Some(S3Fault::Error {
+                status,
+                code: s3_error_code(status),
+            });
         }
         None
     }
@@ -284,7 +298,10 @@ mod tests {
             resources: resources.iter().map(|s| s.to_string()).collect(),
             rate,
             max_hits: None,
-            action: ApiFaultAction::Status { codes: codes.to_vec(), retry_after_seconds: Some(3) },
+            action: ApiFaultAction::Status {
+                codes: codes.to_vec(),
+                retry_after_seconds: Some(3),
+            },
         }
     }
 
@@ -295,7 +312,11 @@ mod tests {
             api: vec![status_rule(&["create"], &["jobs"], 0.3, &[429, 500, 503])],
             ..Default::default()
         };
-        let run = |f: &Faults| (0..200).map(|_| f.api_fault("create", "jobs")).collect::<Vec<_>>();
+        let run = |f: &Faults| {
+            (0..200)
+                .map(|_| f.api_fault("create", "jobs"))
+                .collect::<Vec<_>>()
+        };
         let a = run(&Faults::new(cfg.clone()));
         let b = run(&Faults::new(cfg.clone()));
         assert_eq!(a, b);
@@ -304,7 +325,10 @@ mod tests {
         // 429 and 503 carry Retry-After, 500 does not.
         for f in a.into_iter().flatten() {
             match f {
-                ApiFault::Status { code: 500, retry_after } => assert_eq!(retry_after, None),
+                ApiFault::Status {
+                    code: 500,
+                    retry_after,
+                } => assert_eq!(retry_after, None),
                 ApiFault::Status { retry_after, .. } => assert_eq!(retry_after, Some(3)),
                 other => panic!("unexpected {other:?}"),
             }
@@ -319,20 +343,32 @@ mod tests {
         let mut rule = status_rule(&["list"], &[], 1.0, &[503]);
         rule.max_hits = Some(2);
         let f = Faults::new(FaultConfig {
-            api: vec![rule, ApiFaultRule {
-                verbs: vec![],
-                resources: vec!["pods".into()],
-                rate: 1.0,
-                max_hits: None,
-                action: ApiFaultAction::Latency { ms: 5 },
-            }],
+            api: vec![
+                rule,
+                ApiFaultRule {
+                    verbs: vec![],
+                    resources: vec!["pods".into()],
+                    rate: 1.0,
+                    max_hits: None,
+                    action: ApiFaultAction::Latency { ms: 5 },
+                },
+            ],
             ..Default::default()
         });
         assert_eq!(f.api_fault("get", "jobs"), None);
-        assert!(matches!(f.api_fault("list", "jobs"), Some(ApiFault::Status { code: 503, .. })));
-        assert!(matches!(f.api_fault("LIST", "jobs"), Some(ApiFault::Status { code: 503, .. })));
+        assert!(matches!(
+            f.api_fault("list", "jobs"),
+            Some(ApiFault::Status { code: 503, .. })
+        ));
+        assert!(matches!(
+            f.api_fault("LIST", "jobs"),
+            Some(ApiFault::Status { code: 503, .. })
+        ));
         assert_eq!(f.api_fault("list", "jobs"), None, "max_hits exhausted");
-        assert_eq!(f.api_fault("list", "pods"), Some(ApiFault::Latency(Duration::from_millis(5))));
+        assert_eq!(
+            f.api_fault("list", "pods"),
+            Some(ApiFault::Latency(Duration::from_millis(5)))
+        );
         // set() resets the counters.
         f.set(f.get());
         assert!(f.api_fault("list", "jobs").is_some());
@@ -355,8 +391,17 @@ mod tests {
         assert_eq!(f.portforward_budget(80), None);
         assert_eq!(f.portforward_budget(9000), Some(1024));
         assert_eq!(f.s3_fault("PutObject"), None);
-        assert_eq!(f.s3_fault("GetObject"), Some(S3Fault::Error { status: 503, code: "SlowDown" }));
+        assert_eq!(
+            f.s3_fault("GetObject"),
+            Some(S3Fault::Error {
+                status: 503,
+                code: "SlowDown"
+            })
+        );
         assert_eq!(f.s3_fault("GetObject"), None);
-        assert!(serde_json::from_str::<FaultConfig>(r#"{"sed":1}"#).is_err(), "unknown fields are rejected");
+        assert!(
+            serde_json::from_str::<FaultConfig>(r#"{"sed":1}"#).is_err(),
+            "unknown fields are rejected"
+        );
     }
 }

@@ -58,7 +58,12 @@ fn status_frame(exit: Result<i32, String>) -> Message {
     frame(ERROR, body.to_string().as_bytes())
 }
 
-async fn pump<R: AsyncRead + Unpin>(mut r: R, ch: u8, tx: mpsc::Sender<Message>, progress: Arc<AtomicU64>) {
+async fn pump<R: AsyncRead + Unpin>(
+    mut r: R,
+    ch: u8,
+    tx: mpsc::Sender<Message>,
+    progress: Arc<AtomicU64>,
+) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match r.read(&mut buf).await {
@@ -98,9 +103,21 @@ pub(crate) async fn run(ws: Ws, spec: ExecSpec) {
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .current_dir(&spec.cwd)
         .process_group(0)
-        .stdin(if spec.stdin { Stdio::piped() } else { Stdio::null() })
-        .stdout(if spec.stdout { Stdio::piped() } else { Stdio::null() })
-        .stderr(if spec.stderr { Stdio::piped() } else { Stdio::null() });
+        .stdin(if spec.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(if spec.stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(if spec.stderr {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -142,10 +159,20 @@ pub(crate) async fn run(ws: Ws, spec: ExecSpec) {
     let progress = Arc::new(AtomicU64::new(0));
     let mut pumps = Vec::new();
     if let Some(out) = child.stdout.take() {
-        pumps.push(tokio::spawn(pump(out, STDOUT, tx.clone(), progress.clone())));
+        pumps.push(tokio::spawn(pump(
+            out,
+            STDOUT,
+            tx.clone(),
+            progress.clone(),
+        )));
     }
     if let Some(err) = child.stderr.take() {
-        pumps.push(tokio::spawn(pump(err, STDERR, tx.clone(), progress.clone())));
+        pumps.push(tokio::spawn(pump(
+            err,
+            STDERR,
+            tx.clone(),
+            progress.clone(),
+        )));
     }
 
     let exit = match child.wait().await {

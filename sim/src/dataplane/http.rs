@@ -11,7 +11,9 @@ use futures::TryStreamExt;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderValue, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
+use hyper::header::{
+    HeaderValue, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE,
+};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -47,7 +49,8 @@ pub(crate) async fn start(root: PathBuf, stop: CancellationToken) -> std::io::Re
                     let root = root.clone();
                     async move { Ok::<_, Infallible>(serve(&root, &req).await) }
                 });
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc);
                 tokio::select! {
                     _ = stop.cancelled() => {}
                     _ = conn => {}
@@ -63,9 +66,14 @@ fn empty() -> Body {
 }
 
 fn text(status: StatusCode, msg: &str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(format!("{msg}\n"))).map_err(|never| match never {}).boxed());
+    let mut r = Response::new(
+        Full::new(Bytes::from(format!("{msg}\n")))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     r
 }
 
@@ -113,21 +121,31 @@ pub(crate) enum RangeSpec {
 }
 
 pub(crate) fn parse_range(header: Option<&str>, len: u64) -> RangeSpec {
-    let Some(h) = header else { return RangeSpec::Full };
-    let Some(spec) = h.trim().strip_prefix("bytes=") else { return RangeSpec::Full };
+    let Some(h) = header else {
+        return RangeSpec::Full;
+    };
+    let Some(spec) = h.trim().strip_prefix("bytes=") else {
+        return RangeSpec::Full;
+    };
     if spec.contains(',') {
         return RangeSpec::Full; // multiple ranges: answer the whole file (allowed by RFC 9110)
     }
-    let Some((a, b)) = spec.split_once('-') else { return RangeSpec::Full };
+    let Some((a, b)) = spec.split_once('-') else {
+        return RangeSpec::Full;
+    };
     let (a, b) = (a.trim(), b.trim());
     if a.is_empty() {
-        let Ok(n) = b.parse::<u64>() else { return RangeSpec::Full };
+        let Ok(n) = b.parse::<u64>() else {
+            return RangeSpec::Full;
+        };
         if n == 0 || len == 0 {
             return RangeSpec::Unsatisfiable;
         }
         return RangeSpec::Part(len.saturating_sub(n), len - 1);
     }
-    let Ok(start) = a.parse::<u64>() else { return RangeSpec::Full };
+    let Ok(start) = a.parse::<u64>() else {
+        return RangeSpec::Full;
+    };
     if start >= len {
         return RangeSpec::Unsatisfiable;
     }
@@ -145,15 +163,18 @@ pub(crate) fn parse_range(header: Option<&str>, len: u64) -> RangeSpec {
 async fn serve(root: &Path, req: &Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "405 Not Allowed");
-        r.headers_mut().insert(hyper::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r.headers_mut()
+            .insert(hyper::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
     let Some(mut path) = resolve(root, req.uri().path()) else {
         return text(StatusCode::BAD_REQUEST, "400 Bad Request");
     };
     // Symlinks must not lead out of the root either.
-    let (Ok(canon_root), Ok(canon)) = (tokio::fs::canonicalize(root).await, tokio::fs::canonicalize(&path).await)
-    else {
+    let (Ok(canon_root), Ok(canon)) = (
+        tokio::fs::canonicalize(root).await,
+        tokio::fs::canonicalize(&path).await,
+    ) else {
         return text(StatusCode::NOT_FOUND, "404 Not Found");
     };
     if !canon.starts_with(&canon_root) {
@@ -169,7 +190,9 @@ async fn serve(root: &Path, req: &Request<Incoming>) -> Response<Body> {
     }
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return text(StatusCode::FORBIDDEN, "403 Forbidden"),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return text(StatusCode::FORBIDDEN, "403 Forbidden")
+        }
         Err(_) => return text(StatusCode::NOT_FOUND, "404 Not Found"),
     };
     let len = match file.metadata().await {
@@ -181,7 +204,10 @@ async fn serve(root: &Path, req: &Request<Incoming>) -> Response<Body> {
         RangeSpec::Full => (StatusCode::OK, 0, len),
         RangeSpec::Part(s, e) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
         RangeSpec::Unsatisfiable => {
-            let mut r = text(StatusCode::RANGE_NOT_SATISFIABLE, "416 Requested Range Not Satisfiable");
+            let mut r = text(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "416 Requested Range Not Satisfiable",
+            );
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                 r.headers_mut().insert(CONTENT_RANGE, v);
             }
@@ -194,7 +220,10 @@ async fn serve(root: &Path, req: &Request<Incoming>) -> Response<Body> {
         if start > 0 {
             if let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await {
                 tracing::warn!(error = %e, path = %path.display(), "seek failed");
-                return text(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error");
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "500 Internal Server Error",
+                );
             }
         }
         let stream = ReaderStream::with_capacity(file.take(count), 256 * 1024).map_ok(Frame::data);
@@ -207,7 +236,8 @@ async fn serve(root: &Path, req: &Request<Incoming>) -> Response<Body> {
     h.insert(CONTENT_LENGTH, HeaderValue::from(count));
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type(&path)));
     if status == StatusCode::PARTIAL_CONTENT {
-        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", start + count - 1)) {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", start + count - 1))
+        {
             h.insert(CONTENT_RANGE, v);
         }
     }
@@ -250,8 +280,14 @@ mod tests {
     #[test]
     fn no_escape() {
         let root = Path::new("/srv/root");
-        assert_eq!(resolve(root, "/a/b.txt"), Some(PathBuf::from("/srv/root/a/b.txt")));
-        assert_eq!(resolve(root, "/a%20b"), Some(PathBuf::from("/srv/root/a b")));
+        assert_eq!(
+            resolve(root, "/a/b.txt"),
+            Some(PathBuf::from("/srv/root/a/b.txt"))
+        );
+        assert_eq!(
+            resolve(root, "/a%20b"),
+            Some(PathBuf::from("/srv/root/a b"))
+        );
         assert_eq!(resolve(root, "/../etc/passwd"), None);
         assert_eq!(resolve(root, "/a/%2e%2e/%2e%2e/x"), None);
         assert_eq!(resolve(root, "/%zz"), None);

@@ -78,8 +78,15 @@ impl std::fmt::Debug for Keys {
 /// A served container port.
 #[derive(Debug, Clone)]
 enum Endpoint {
-    S3 { addr: SocketAddr, root: PathBuf, keys: Keys },
-    Http { addr: SocketAddr, root: PathBuf },
+    S3 {
+        addr: SocketAddr,
+        root: PathBuf,
+        keys: Keys,
+    },
+    Http {
+        addr: SocketAddr,
+        root: PathBuf,
+    },
 }
 
 impl Endpoint {
@@ -118,7 +125,9 @@ impl Drop for DataPlane {
 /// A single path component that is safe to join (object names, volume names, keys).
 fn safe_component(kind: &str, s: &str) -> Result<(), Error> {
     if s.is_empty() || s == "." || s == ".." || s.contains('/') || s.contains('\0') {
-        return Err(Error::Other(format!("{kind} {s:?} is not a valid path component")));
+        return Err(Error::Other(format!(
+            "{kind} {s:?} is not a valid path component"
+        )));
     }
     Ok(())
 }
@@ -130,7 +139,11 @@ fn safe_relative(kind: &str, s: &str) -> Result<PathBuf, Error> {
         match c {
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
-            _ => return Err(Error::Other(format!("{kind} {s:?} must be a relative path without '..'"))),
+            _ => {
+                return Err(Error::Other(format!(
+                    "{kind} {s:?} must be a relative path without '..'"
+                )))
+            }
         }
     }
     Ok(out)
@@ -166,7 +179,10 @@ impl DataPlane {
     /// "direct" endpoint, bypassing port-forward.
     pub fn endpoint(&self, namespace: &str, pod: &str, port: u16) -> Option<SocketAddr> {
         let pods = lock(&self.pods);
-        pods.get(&(namespace.to_string(), pod.to_string()))?.endpoints.get(&port).map(Endpoint::addr)
+        pods.get(&(namespace.to_string(), pod.to_string()))?
+            .endpoints
+            .get(&port)
+            .map(Endpoint::addr)
     }
 
     /// Host directory of a volume of `pod`.
@@ -179,7 +195,10 @@ impl DataPlane {
                 safe_component("claim name", claim)?;
                 self.root.join("pvcs").join(&pod.namespace).join(claim)
             }
-            _ => self.pod_dir(&pod.namespace, &pod.name).join("volumes").join(volume.name()),
+            _ => self
+                .pod_dir(&pod.namespace, &pod.name)
+                .join("volumes")
+                .join(volume.name()),
         })
     }
 
@@ -194,12 +213,16 @@ impl DataPlane {
 
     /// Host directory a container mount maps to (volume dir plus `subPath`).
     pub fn mount_dir(&self, pod: &ResolvedPod, mount: &ResolvedMount) -> Result<PathBuf, Error> {
-        let volume = pod.volumes.iter().find(|v| v.name() == mount.volume).ok_or_else(|| {
-            Error::Other(format!(
-                "pod {}/{}: mount {} refers to volume {:?}, which the pod does not define",
-                pod.namespace, pod.name, mount.mount_path, mount.volume
-            ))
-        })?;
+        let volume = pod
+            .volumes
+            .iter()
+            .find(|v| v.name() == mount.volume)
+            .ok_or_else(|| {
+                Error::Other(format!(
+                    "pod {}/{}: mount {} refers to volume {:?}, which the pod does not define",
+                    pod.namespace, pod.name, mount.mount_path, mount.volume
+                ))
+            })?;
         let mut dir = self.volume_dir(pod, volume)?;
         if let Some(sub) = mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
             dir.push(safe_relative("subPath", sub)?);
@@ -208,7 +231,11 @@ impl DataPlane {
     }
 
     /// (mountPath, host dir) of a container, longest mountPath first.
-    fn mount_map(&self, pod: &ResolvedPod, c: &ResolvedContainer) -> Result<Vec<(String, PathBuf)>, Error> {
+    fn mount_map(
+        &self,
+        pod: &ResolvedPod,
+        c: &ResolvedContainer,
+    ) -> Result<Vec<(String, PathBuf)>, Error> {
         let mut map = Vec::new();
         for m in &c.mounts {
             let mp = m.mount_path.trim_end_matches('/');
@@ -217,7 +244,7 @@ impl DataPlane {
             }
             map.push((mp.to_string(), self.mount_dir(pod, m)?));
         }
-        map.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        map.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
         Ok(map)
     }
 
@@ -227,54 +254,108 @@ impl DataPlane {
             let dir = self.volume_dir(pod, v)?;
             let pod_scoped = !matches!(v, ResolvedVolume::Persistent { .. });
             if wipe_pod_volumes && pod_scoped && dir.exists() {
-                tokio::fs::remove_dir_all(&dir).await.map_err(|e| Error::io("wiping", &dir, e))?;
+                tokio::fs::remove_dir_all(&dir)
+                    .await
+                    .map_err(|e| Error::io("wiping", &dir, e))?;
             }
-            tokio::fs::create_dir_all(&dir).await.map_err(|e| Error::io("creating", &dir, e))?;
-            if let ResolvedVolume::ConfigMap { files, .. } | ResolvedVolume::Secret { files, .. } = v {
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| Error::io("creating", &dir, e))?;
+            if let ResolvedVolume::ConfigMap { files, .. } | ResolvedVolume::Secret { files, .. } =
+                v
+            {
                 for (name, content) in files {
                     safe_component("configMap/secret key", name)?;
                     let path = dir.join(name);
-                    tokio::fs::write(&path, content).await.map_err(|e| Error::io("writing", &path, e))?;
+                    tokio::fs::write(&path, content)
+                        .await
+                        .map_err(|e| Error::io("writing", &path, e))?;
                 }
             }
         }
         for c in pod.init_containers.iter().chain(&pod.containers) {
             for m in &c.mounts {
                 let dir = self.mount_dir(pod, m)?;
-                tokio::fs::create_dir_all(&dir).await.map_err(|e| Error::io("creating", &dir, e))?;
+                tokio::fs::create_dir_all(&dir)
+                    .await
+                    .map_err(|e| Error::io("creating", &dir, e))?;
             }
             safe_component("container name", &c.name)?;
-            let rootfs = self.pod_dir(&pod.namespace, &pod.name).join("rootfs").join(&c.name);
-            tokio::fs::create_dir_all(&rootfs).await.map_err(|e| Error::io("creating", &rootfs, e))?;
+            let rootfs = self
+                .pod_dir(&pod.namespace, &pod.name)
+                .join("rootfs")
+                .join(&c.name);
+            tokio::fs::create_dir_all(&rootfs)
+                .await
+                .map_err(|e| Error::io("creating", &rootfs, e))?;
         }
         Ok(())
     }
 
     /// Map a container path to the host: through the longest matching mount, else into the
     /// container's private rootfs dir.
-    fn host_path(&self, pod: &ResolvedPod, c: &ResolvedContainer, path: &str) -> Result<PathBuf, Error> {
+    fn host_path(
+        &self,
+        pod: &ResolvedPod,
+        c: &ResolvedContainer,
+        path: &str,
+    ) -> Result<PathBuf, Error> {
         let map = self.mount_map(pod, c)?;
         if let Some(mapped) = rewrite_prefix(&map, path) {
             return Ok(PathBuf::from(mapped));
         }
         let rel = safe_relative("path", path.trim_start_matches('/'))?;
-        Ok(self.pod_dir(&pod.namespace, &pod.name).join("rootfs").join(&c.name).join(rel))
+        Ok(self
+            .pod_dir(&pod.namespace, &pod.name)
+            .join("rootfs")
+            .join(&c.name)
+            .join(rel))
     }
 
-    async fn start_endpoints(&self, pod: &ResolvedPod, stop: &CancellationToken) -> Result<BTreeMap<u16, Endpoint>, Error> {
+    async fn start_endpoints(
+        &self,
+        pod: &ResolvedPod,
+        stop: &CancellationToken,
+    ) -> Result<BTreeMap<u16, Endpoint>, Error> {
         let mut endpoints = BTreeMap::new();
         for c in &pod.containers {
             if c.ports.contains(&S3_PORT) && !endpoints.contains_key(&S3_PORT) {
                 let data = minio_data_path(c);
                 let root = self.host_path(pod, c, &data)?;
                 let keys = Keys {
-                    access: c.env.get("MINIO_ROOT_USER").cloned().unwrap_or_else(|| "minioadmin".into()),
-                    secret: c.env.get("MINIO_ROOT_PASSWORD").cloned().unwrap_or_else(|| "minioadmin".into()),
+                    access: c
+                        .env
+                        .get("MINIO_ROOT_USER")
+                        .cloned()
+                        .unwrap_or_else(|| "minioadmin".into()),
+                    secret: c
+                        .env
+                        .get("MINIO_ROOT_PASSWORD")
+                        .cloned()
+                        .unwrap_or_else(|| "minioadmin".into()),
                 };
-                let ep = s3::start(root, &keys.access, &keys.secret, self.faults.clone(), stop.clone())
-                    .await
-                    .map_err(|e| Error::Other(format!("pod {}/{} container {}: {e}", pod.namespace, pod.name, c.name)))?;
-                endpoints.insert(S3_PORT, Endpoint::S3 { addr: ep.addr, root: ep.root, keys });
+                let ep = s3::start(
+                    root,
+                    &keys.access,
+                    &keys.secret,
+                    self.faults.clone(),
+                    stop.clone(),
+                )
+                .await
+                .map_err(|e| {
+                    Error::Other(format!(
+                        "pod {}/{} container {}: {e}",
+                        pod.namespace, pod.name, c.name
+                    ))
+                })?;
+                endpoints.insert(
+                    S3_PORT,
+                    Endpoint::S3 {
+                        addr: ep.addr,
+                        root: ep.root,
+                        keys,
+                    },
+                );
             }
             if c.ports.contains(&HTTP_PORT) && !endpoints.contains_key(&HTTP_PORT) {
                 let mount = c
@@ -321,7 +402,14 @@ impl DataPlane {
             }
         };
         let mut pods = lock(&self.pods);
-        if let Some(old) = pods.insert(key, PodEntry { pod: pod.clone(), endpoints, stop }) {
+        if let Some(old) = pods.insert(
+            key,
+            PodEntry {
+                pod: pod.clone(),
+                endpoints,
+                stop,
+            },
+        ) {
             old.stop.cancel();
         }
         Ok(())
@@ -329,7 +417,11 @@ impl DataPlane {
 
     /// The pod's containers restarted; `wipe_empty_dirs` as emptyDir semantics demand.
     /// Processes started by exec are killed; endpoints keep their addresses.
-    pub async fn pod_restarted(&self, pod: &ResolvedPod, wipe_empty_dirs: bool) -> Result<(), Error> {
+    pub async fn pod_restarted(
+        &self,
+        pod: &ResolvedPod,
+        wipe_empty_dirs: bool,
+    ) -> Result<(), Error> {
         kill_exec_processes(&self.exec_marker(&pod.namespace, &pod.name));
         self.prepare_dirs(pod, wipe_empty_dirs).await?;
         let roots: Vec<PathBuf> = {
@@ -349,7 +441,9 @@ impl DataPlane {
             return self.pod_started(pod).await;
         }
         for r in roots {
-            tokio::fs::create_dir_all(&r).await.map_err(|e| Error::io("creating", &r, e))?;
+            tokio::fs::create_dir_all(&r)
+                .await
+                .map_err(|e| Error::io("creating", &r, e))?;
         }
         Ok(())
     }
@@ -392,7 +486,11 @@ impl DataPlane {
         let target = if host == "localhost" || host == "127.0.0.1" {
             Some(from_pod.to_string())
         } else {
-            let resolver = self.resolver.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let resolver = self
+                .resolver
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             resolver.and_then(|r| r(namespace, &host)).or_else(|| {
                 // A bare pod name, or `<service>.<ns>...` with the service named like its pod.
                 let first = host.split('.').next().unwrap_or(&host).to_string();
@@ -403,13 +501,21 @@ impl DataPlane {
         let entry = pods.get(&(namespace.to_string(), target))?;
         match entry.endpoints.get(&port) {
             Some(ep @ Endpoint::S3 { .. }) => Some(ep.clone()),
-            _ => entry.endpoints.values().find(|e| matches!(e, Endpoint::S3 { .. })).cloned(),
+            _ => entry
+                .endpoints
+                .values()
+                .find(|e| matches!(e, Endpoint::S3 { .. }))
+                .cloned(),
         }
     }
 
     /// A simulated scenario pod finished: write result files under `<bucket>/<prefix>/` of the
     /// in-cluster S3 (bucket `S3_BUCKET`, prefix `S3_PREFIX` from the main container's env).
-    pub async fn write_scenario_results(&self, pod: &ResolvedPod, outcome: PodOutcome) -> Result<(), Error> {
+    pub async fn write_scenario_results(
+        &self,
+        pod: &ResolvedPod,
+        outcome: PodOutcome,
+    ) -> Result<(), Error> {
         let who = format!("pod {}/{}", pod.namespace, pod.name);
         let main = pod
             .containers
@@ -421,7 +527,9 @@ impl DataPlane {
         safe_component("S3_BUCKET", &bucket)?;
         let prefix = safe_relative("S3_PREFIX", env("S3_PREFIX").trim_matches('/'))?;
         let endpoint_url = env("S3_ENDPOINT");
-        let Some(Endpoint::S3 { root, keys, .. }) = self.resolve_s3(&pod.namespace, &pod.name, &endpoint_url) else {
+        let Some(Endpoint::S3 { root, keys, .. }) =
+            self.resolve_s3(&pod.namespace, &pod.name, &endpoint_url)
+        else {
             return Err(Error::Other(format!(
                 "{who}: S3_ENDPOINT {endpoint_url:?} does not lead to a running S3 endpoint in namespace {}",
                 pod.namespace
@@ -434,46 +542,71 @@ impl DataPlane {
         }
         let bucket_dir = root.join(&bucket);
         if !bucket_dir.is_dir() {
-            return Err(Error::Other(format!("{who}: bucket {bucket:?} does not exist at {endpoint_url} (NoSuchBucket)")));
+            return Err(Error::Other(format!(
+                "{who}: bucket {bucket:?} does not exist at {endpoint_url} (NoSuchBucket)"
+            )));
         }
         let size = pod
             .annotations
             .get(RESULT_BYTES_ANNOTATION)
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or_else(|| self.result_bytes.load(Ordering::Relaxed));
-        let test_id = main.env.get("TEST_ID").cloned().unwrap_or_else(|| prefix.display().to_string().replace('/', "-"));
+        let test_id = main
+            .env
+            .get("TEST_ID")
+            .cloned()
+            .unwrap_or_else(|| prefix.display().to_string().replace('/', "-"));
         let mut files: Vec<(String, Vec<u8>)> = vec![
             ("logs/system.log".into(), log_bytes(&pod.name, size)),
             ("sysinfo.yaml".into(), sysinfo(pod, main).into_bytes()),
             ("test.xml".into(), junit(&test_id, outcome).into_bytes()),
         ];
         for c in pod.containers.iter().filter(|c| c.name != main.name) {
-            files.push((format!("logs/system_{}.log", c.name), log_bytes(&c.name, size / 4)));
+            files.push((
+                format!("logs/system_{}.log", c.name),
+                log_bytes(&c.name, size / 4),
+            ));
         }
         let dest_dir = bucket_dir.join(&prefix);
         for (i, (rel, content)) in files.into_iter().enumerate() {
             let dest = dest_dir.join(&rel);
             if let Some(parent) = dest.parent() {
-                tokio::fs::create_dir_all(parent).await.map_err(|e| Error::io("creating", parent, e))?;
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| Error::io("creating", parent, e))?;
             }
             // Write beside the buckets, then rename: a reader never sees a partial object.
-            let tmp = root.join(format!(".vast-sim.tmp.{}.{}.{i}", pod.uid, std::process::id()));
-            tokio::fs::write(&tmp, &content).await.map_err(|e| Error::io("writing", &tmp, e))?;
-            tokio::fs::rename(&tmp, &dest).await.map_err(|e| Error::io("renaming into", &dest, e))?;
+            let tmp = root.join(format!(
+                ".vast-sim.tmp.{}.{}.{i}",
+                pod.uid,
+                std::process::id()
+            ));
+            tokio::fs::write(&tmp, &content)
+                .await
+                .map_err(|e| Error::io("writing", &tmp, e))?;
+            tokio::fs::rename(&tmp, &dest)
+                .await
+                .map_err(|e| Error::io("renaming into", &dest, e))?;
         }
         Ok(())
     }
 
     fn lookup(&self, pod: &ResolvedPod) -> BTreeMap<u16, Endpoint> {
         let pods = lock(&self.pods);
-        pods.get(&(pod.namespace.clone(), pod.name.clone())).map(|e| e.endpoints.clone()).unwrap_or_default()
+        pods.get(&(pod.namespace.clone(), pod.name.clone()))
+            .map(|e| e.endpoints.clone())
+            .unwrap_or_default()
     }
 
     /// Websocket port-forward (`v4.channel.k8s.io`), or a `Status` error response.
-    pub async fn handle_portforward(&self, pod: &ResolvedPod, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    pub async fn handle_portforward(
+        &self,
+        pod: &ResolvedPod,
+        req: Request<Incoming>,
+    ) -> Response<Full<Bytes>> {
         let (resp, _proto) = match ws::accept(&req, &[ws::V4, ws::V5]) {
             Ok(x) => x,
-            Err(resp) => return resp,
+            Err(resp) => return *resp,
         };
         let mut ports: Vec<u16> = Vec::new();
         for (k, v) in ws::query_pairs(&req) {
@@ -487,20 +620,37 @@ impl DataPlane {
                             ports.push(n);
                         }
                     }
-                    _ => return ws::status(400, "BadRequest", &format!("invalid port {p:?} in query parameter ports")),
+                    _ => {
+                        return ws::status(
+                            400,
+                            "BadRequest",
+                            &format!("invalid port {p:?} in query parameter ports"),
+                        )
+                    }
                 }
             }
         }
         if ports.is_empty() {
-            return ws::status(400, "BadRequest", "at least one port must be specified (query parameter ports)");
+            return ws::status(
+                400,
+                "BadRequest",
+                "at least one port must be specified (query parameter ports)",
+            );
         }
         if ports.len() > 128 {
-            return ws::status(400, "BadRequest", "at most 128 ports may be forwarded at once");
+            return ws::status(
+                400,
+                "BadRequest",
+                "at most 128 ports may be forwarded at once",
+            );
         }
         let endpoints = self.lookup(pod);
         let targets = ports
             .into_iter()
-            .map(|port| portforward::Target { port, addr: endpoints.get(&port).map(Endpoint::addr) })
+            .map(|port| portforward::Target {
+                port,
+                addr: endpoints.get(&port).map(Endpoint::addr),
+            })
             .collect();
         let faults = self.faults.clone();
         let desc = format!("{}_{}", pod.name, pod.namespace);
@@ -514,10 +664,14 @@ impl DataPlane {
     }
 
     /// Websocket exec (`v5.channel.k8s.io` preferred, `v4` accepted), or a `Status` error.
-    pub async fn handle_exec(&self, pod: &ResolvedPod, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    pub async fn handle_exec(
+        &self,
+        pod: &ResolvedPod,
+        req: Request<Incoming>,
+    ) -> Response<Full<Bytes>> {
         let (resp, _proto) = match ws::accept(&req, &[ws::V5, ws::V4]) {
             Ok(x) => x,
-            Err(resp) => return resp,
+            Err(resp) => return *resp,
         };
         let mut argv = Vec::new();
         let mut container = None;
@@ -542,11 +696,21 @@ impl DataPlane {
         };
         let Some(c) = c else {
             let name = container.unwrap_or_default();
-            return ws::status(400, "BadRequest", &format!("container {name} is not valid for pod {}", pod.name));
+            return ws::status(
+                400,
+                "BadRequest",
+                &format!("container {name} is not valid for pod {}", pod.name),
+            );
         };
         let spec = match self.exec_spec(pod, c, argv, (stdin, stdout, stderr)).await {
             Ok(s) => s,
-            Err(e) => return ws::status(500, "InternalError", &format!("preparing exec in pod {}/{}: {e}", pod.namespace, pod.name)),
+            Err(e) => {
+                return ws::status(
+                    500,
+                    "InternalError",
+                    &format!("preparing exec in pod {}/{}: {e}", pod.namespace, pod.name),
+                )
+            }
         };
         tokio::spawn(async move {
             match ws::upgrade(req).await {
@@ -567,7 +731,8 @@ impl DataPlane {
         self.prepare_dirs(pod, false).await?;
         let map = self.mount_map(pod, c)?;
         let endpoints = self.lookup(pod);
-        let mut ports: Vec<(u16, SocketAddr)> = endpoints.iter().map(|(p, e)| (*p, e.addr())).collect();
+        let mut ports: Vec<(u16, SocketAddr)> =
+            endpoints.iter().map(|(p, e)| (*p, e.addr())).collect();
         // A pod without its own S3 reaches the one S3_ENDPOINT names.
         let own_s3 = endpoints.get(&S3_PORT).map(Endpoint::addr);
         let s3_addr = own_s3.or_else(|| {
@@ -601,28 +766,50 @@ impl DataPlane {
         if let Some(a) = s3_addr {
             env.insert("S3_ENDPOINT".into(), format!("http://{a}"));
         }
-        env.insert(EXEC_MARKER_VAR.into(), self.exec_marker(&pod.namespace, &pod.name));
-        let cwd = self.pod_dir(&pod.namespace, &pod.name).join("rootfs").join(&c.name);
-        Ok(exec::ExecSpec { argv, env: env.into_iter().collect(), cwd, stdin, stdout, stderr })
+        env.insert(
+            EXEC_MARKER_VAR.into(),
+            self.exec_marker(&pod.namespace, &pod.name),
+        );
+        let cwd = self
+            .pod_dir(&pod.namespace, &pod.name)
+            .join("rootfs")
+            .join(&c.name);
+        Ok(exec::ExecSpec {
+            argv,
+            env: env.into_iter().collect(),
+            cwd,
+            stdin,
+            stdout,
+            stderr,
+        })
     }
 }
 
 /// Env var set on every exec'd process, so the processes of a pod can be found and killed.
 pub const EXEC_MARKER_VAR: &str = "VAST_SIM_POD";
 
-
 /// Kill (SIGKILL) every process of ours whose environment carries `VAST_SIM_POD=<marker>`,
 /// i.e. everything exec started in that pod, including detached children.
 fn kill_exec_processes(marker: &str) {
     let needle = format!("{EXEC_MARKER_VAR}={marker}");
-    let Ok(dir) = std::fs::read_dir("/proc") else { return };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
     let me = std::process::id();
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
         if pid as u32 == me {
             continue;
         }
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
         if environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
             // SAFETY: kill(2) with a pid read from /proc and a valid signal number.
             unsafe {
@@ -663,11 +850,17 @@ fn rewrite_prefix(map: &[(String, PathBuf)], path: &str) -> Option<String> {
 /// ends at the end of `s`, a `/`, or one of those delimiters. So `/data/x`, `sh -c "ls /data/*"`
 /// and `PYTHONPATH=/config:/data` are mapped, `http://host:9000/data` is not.
 pub(crate) fn rewrite_paths(map: &[(String, PathBuf)], s: &str) -> String {
-    const DELIMS: &[char] = &[' ', '\t', '\n', '"', '\'', '=', ':', '(', ')', ';', '|', '&', '<', '>', '`', ','];
+    const DELIMS: &[char] = &[
+        ' ', '\t', '\n', '"', '\'', '=', ':', '(', ')', ';', '|', '&', '<', '>', '`', ',',
+    ];
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
     'outer: while i < s.len() {
-        let at_start = i == 0 || s[..i].chars().next_back().is_some_and(|c| DELIMS.contains(&c));
+        let at_start = i == 0
+            || s[..i]
+                .chars()
+                .next_back()
+                .is_some_and(|c| DELIMS.contains(&c));
         if at_start && s[i..].starts_with('/') {
             for (mp, host) in map {
                 if let Some(rest) = s[i..].strip_prefix(mp.as_str()) {
@@ -680,7 +873,9 @@ pub(crate) fn rewrite_paths(map: &[(String, PathBuf)], s: &str) -> String {
                 }
             }
         }
-        let Some(ch) = s[i..].chars().next() else { break };
+        let Some(ch) = s[i..].chars().next() else {
+            break;
+        };
         out.push(ch);
         i += ch.len_utf8();
     }
@@ -717,7 +912,11 @@ fn log_bytes(seed: &str, size: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     let mut n: u64 = 0;
     while (out.len() as u64) < size {
-        let line = format!("[INFO] [{}.{:03}] [{seed}]: simulated scenario step {n}\n", 1_700_000_000 + n / 10, n % 1000);
+        let line = format!(
+            "[INFO] [{}.{:03}] [{seed}]: simulated scenario step {n}\n",
+            1_700_000_000 + n / 10,
+            n % 1000
+        );
         out.extend_from_slice(line.as_bytes());
         n += 1;
     }
@@ -736,10 +935,17 @@ fn sysinfo(pod: &ResolvedPod, c: &ResolvedContainer) -> String {
 }
 
 fn junit(test_id: &str, outcome: PodOutcome) -> String {
-    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('"', "&quot;");
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('"', "&quot;")
+    };
     let (failures, body) = match outcome {
         PodOutcome::Succeeded => (0, String::new()),
-        PodOutcome::Failed => (1, "<failure message=\"scenario failed (simulated)\"/>".to_string()),
+        PodOutcome::Failed => (
+            1,
+            "<failure message=\"scenario failed (simulated)\"/>".to_string(),
+        ),
     };
     format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<testsuite name=\"scenario_execution\" tests=\"1\" failures=\"{failures}\" errors=\"0\">\n  <testcase classname=\"tests.scenario\" name=\"{}\" time=\"1.0\">{body}</testcase>\n</testsuite>\n",
@@ -757,20 +963,32 @@ mod tests {
             ("/config".to_string(), PathBuf::from("/h/vol/config")),
             ("/data/sub".to_string(), PathBuf::from("/h/other")),
         ];
-        m.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        m.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
         m
     }
 
     #[test]
     fn paths_are_rewritten_only_at_path_starts() {
         let m = map();
-        assert_eq!(rewrite_paths(&m, "/data/run.tar.gz"), "/h/vol/data/run.tar.gz");
+        assert_eq!(
+            rewrite_paths(&m, "/data/run.tar.gz"),
+            "/h/vol/data/run.tar.gz"
+        );
         assert_eq!(rewrite_paths(&m, "/data"), "/h/vol/data");
         assert_eq!(rewrite_paths(&m, "/data/sub/x"), "/h/other/x");
         assert_eq!(rewrite_paths(&m, "/database"), "/database");
-        assert_eq!(rewrite_paths(&m, "ls /data/*.tar.gz 2>/dev/null || true"), "ls /h/vol/data/*.tar.gz 2>/dev/null || true");
-        assert_eq!(rewrite_paths(&m, "A=/config:/data"), "A=/h/vol/config:/h/vol/data");
-        assert_eq!(rewrite_paths(&m, "http://robovast:9000/data"), "http://robovast:9000/data");
+        assert_eq!(
+            rewrite_paths(&m, "ls /data/*.tar.gz 2>/dev/null || true"),
+            "ls /h/vol/data/*.tar.gz 2>/dev/null || true"
+        );
+        assert_eq!(
+            rewrite_paths(&m, "A=/config:/data"),
+            "A=/h/vol/config:/h/vol/data"
+        );
+        assert_eq!(
+            rewrite_paths(&m, "http://robovast:9000/data"),
+            "http://robovast:9000/data"
+        );
         assert_eq!(rewrite_paths(&m, "x/data"), "x/data");
         assert_eq!(rewrite_prefix(&m, "/data/a"), Some("/h/vol/data/a".into()));
         assert_eq!(rewrite_prefix(&m, "/datax"), None);
@@ -780,8 +998,14 @@ mod tests {
     fn localhost_ports_are_rewritten() {
         let addr: SocketAddr = "127.0.0.1:40123".parse().expect("addr");
         let p = [(9000u16, addr)];
-        assert_eq!(rewrite_localhost(&p, "http://localhost:9000"), "http://127.0.0.1:40123");
-        assert_eq!(rewrite_localhost(&p, "http://127.0.0.1:9000/x"), "http://127.0.0.1:40123/x");
+        assert_eq!(
+            rewrite_localhost(&p, "http://localhost:9000"),
+            "http://127.0.0.1:40123"
+        );
+        assert_eq!(
+            rewrite_localhost(&p, "http://127.0.0.1:9000/x"),
+            "http://127.0.0.1:40123/x"
+        );
         assert_eq!(rewrite_localhost(&p, "localhost:90001"), "localhost:90001");
     }
 
@@ -791,7 +1015,12 @@ mod tests {
             name: "minio".into(),
             image: "minio/minio".into(),
             command: vec![],
-            args: vec!["server".into(), "/data/minio".into(), "--console-address".into(), ":9001".into()],
+            args: vec![
+                "server".into(),
+                "/data/minio".into(),
+                "--console-address".into(),
+                ":9001".into(),
+            ],
             env: BTreeMap::new(),
             ports: vec![9000],
             mounts: vec![],
@@ -807,7 +1036,10 @@ mod tests {
         assert!(safe_component("x", "a/b").is_err());
         assert!(safe_relative("subPath", "../x").is_err());
         assert!(safe_relative("subPath", "/abs").is_err());
-        assert_eq!(safe_relative("subPath", "a/./b").ok(), Some(PathBuf::from("a/b")));
+        assert_eq!(
+            safe_relative("subPath", "a/./b").ok(),
+            Some(PathBuf::from("a/b"))
+        );
     }
 
     #[test]

@@ -41,7 +41,11 @@ pub(crate) async fn run(ws: Ws, targets: Vec<Target>, faults: Arc<Faults>, pod: 
     for (i, t) in targets.iter().enumerate() {
         let [lo, hi] = t.port.to_le_bytes();
         for ch in [2 * i as u8, 2 * i as u8 + 1] {
-            if sink.send(Message::Binary(vec![ch, lo, hi].into())).await.is_err() {
+            if sink
+                .send(Message::Binary(vec![ch, lo, hi].into()))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -64,7 +68,13 @@ pub(crate) async fn run(ws: Ws, targets: Vec<Target>, faults: Arc<Faults>, pod: 
         let (in_tx, in_rx) = mpsc::channel::<Bytes>(32);
         inputs.push(in_tx);
         let budget = faults.portforward_budget(t.port);
-        let ctx = PortCtx { out: tx.clone(), budget, drop_now: drop_now.clone(), pod: pod.clone(), done: done_tx.clone() };
+        let ctx = PortCtx {
+            out: tx.clone(),
+            budget,
+            drop_now: drop_now.clone(),
+            pod: pod.clone(),
+            done: done_tx.clone(),
+        };
         tasks.push(tokio::spawn(port_stream(i, t, in_rx, ctx)));
     }
     drop(done_tx);
@@ -88,7 +98,9 @@ pub(crate) async fn run(ws: Ws, targets: Vec<Target>, faults: Arc<Faults>, pod: 
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
             Some(Ok(_)) => continue,
         };
-        let Some((&ch, payload)) = data.split_first() else { continue };
+        let Some((&ch, payload)) = data.split_first() else {
+            continue;
+        };
         if ch % 2 != 0 || payload.is_empty() {
             continue;
         }
@@ -121,7 +133,13 @@ struct PortCtx {
 }
 
 async fn port_stream(i: usize, t: Target, mut input: mpsc::Receiver<Bytes>, ctx: PortCtx) {
-    let PortCtx { out, budget, drop_now, pod, done } = ctx;
+    let PortCtx {
+        out,
+        budget,
+        drop_now,
+        pod,
+        done,
+    } = ctx;
     let data_ch = 2 * i as u8;
     let err_ch = data_ch + 1;
     let connected = match t.addr {
@@ -131,7 +149,10 @@ async fn port_stream(i: usize, t: Target, mut input: mpsc::Receiver<Bytes>, ctx:
     let tcp = match connected {
         Ok(s) => s,
         Err(e) => {
-            let msg = format!("error forwarding port {} to pod {pod}: failed to connect to localhost:{}: {e}", t.port, t.port);
+            let msg = format!(
+                "error forwarding port {} to pod {pod}: failed to connect to localhost:{}: {e}",
+                t.port, t.port
+            );
             let _ = out.send(frame(err_ch, msg.as_bytes())).await;
             let _ = done.send(()).await;
             // Keep draining input so the session reader never blocks on this port.

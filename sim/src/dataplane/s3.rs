@@ -31,7 +31,10 @@ use crate::faults::{Faults, S3Fault};
 #[derive(Debug, thiserror::Error)]
 pub enum S3EndpointError {
     #[error("S3 data directory {path}: {source}")]
-    Root { path: PathBuf, source: std::io::Error },
+    Root {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("S3 endpoint on {path}: {message}")]
     Backend { path: PathBuf, message: String },
     #[error("binding the S3 listener on 127.0.0.1: {0}")]
@@ -54,7 +57,10 @@ impl MinioLike {
         if self.bucket_exists(bucket) {
             Ok(())
         } else {
-            Err(s3_error!(NoSuchBucket, "The specified bucket does not exist"))
+            Err(s3_error!(
+                NoSuchBucket,
+                "The specified bucket does not exist"
+            ))
         }
     }
 }
@@ -79,21 +85,35 @@ fn has_any_file(dir: &Path) -> std::io::Result<bool> {
 
 #[async_trait::async_trait]
 impl S3 for MinioLike {
-    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
         self.fs.create_bucket(req).await
     }
-    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
         let bucket = req.input.bucket.clone();
         self.require_bucket(&bucket)?;
         let path = self.root.join(&bucket);
         match has_any_file(&path) {
-            Ok(true) => return Err(s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty")),
+            Ok(true) => {
+                return Err(s3_error!(
+                    BucketNotEmpty,
+                    "The bucket you tried to delete is not empty"
+                ))
+            }
             Ok(false) => {}
             Err(e) => return Err(s3_error!(e, InternalError, "reading bucket {bucket}")),
         }
         self.fs.delete_bucket(req).await
     }
-    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
         self.fs.head_bucket(req).await
     }
     async fn get_bucket_location(
@@ -102,35 +122,62 @@ impl S3 for MinioLike {
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
         self.fs.get_bucket_location(req).await
     }
-    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+    async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
         self.fs.list_buckets(req).await
     }
-    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
         self.fs.list_objects(req).await
     }
-    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
         self.fs.list_objects_v2(req).await
     }
-    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
         self.require_bucket(&req.input.bucket)?;
         self.fs.get_object(req).await
     }
-    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
         self.require_bucket(&req.input.bucket)?;
         self.fs.head_object(req).await
     }
-    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
         self.require_bucket(&req.input.bucket)?;
         self.fs.put_object(req).await
     }
-    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
         self.require_bucket(&req.input.bucket)?;
         self.fs.copy_object(req).await
     }
-    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
         self.fs.delete_object(req).await
     }
-    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         self.require_bucket(&req.input.bucket)?;
         self.fs.delete_objects(req).await
     }
@@ -141,15 +188,24 @@ impl S3 for MinioLike {
         self.require_bucket(&req.input.bucket)?;
         self.fs.create_multipart_upload(req).await
     }
-    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
         self.require_bucket(&req.input.bucket)?;
         self.fs.upload_part(req).await
     }
-    async fn upload_part_copy(&self, req: S3Request<UploadPartCopyInput>) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         self.require_bucket(&req.input.bucket)?;
         self.fs.upload_part_copy(req).await
     }
-    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
         self.require_bucket(&req.input.bucket)?;
         self.fs.list_parts(req).await
     }
@@ -171,7 +227,11 @@ impl S3 for MinioLike {
 
 /// The name of the S3 operation of a path-style request, for fault matching.
 pub(crate) fn classify(method: &hyper::Method, path: &str, query: &str) -> &'static str {
-    let has = |k: &str| query.split('&').any(|kv| kv == k || kv.starts_with(&format!("{k}=")));
+    let has = |k: &str| {
+        query
+            .split('&')
+            .any(|kv| kv == k || kv.starts_with(&format!("{k}=")))
+    };
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let bucket = parts.next().unwrap_or("");
     let key = parts.next().unwrap_or("");
@@ -204,16 +264,25 @@ fn fault_response(status: u16, code: &str, path: &str) -> Response<s3s::Body> {
         xml_escape(path)
     );
     let mut resp = Response::new(s3s::Body::from(body));
-    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/xml"));
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/xml"),
+    );
     if status == 503 {
-        resp.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
+        resp.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static("1"),
+        );
     }
     resp
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// A running S3 endpoint.
@@ -231,19 +300,39 @@ pub(crate) async fn start(
     faults: Arc<Faults>,
     stop: CancellationToken,
 ) -> Result<S3Endpoint, S3EndpointError> {
-    tokio::fs::create_dir_all(&root).await.map_err(|source| S3EndpointError::Root { path: root.clone(), source })?;
-    let fs = FileSystem::new(&root)
-        .map_err(|e| S3EndpointError::Backend { path: root.clone(), message: format!("{e:?}") })?;
-    let mut builder = S3ServiceBuilder::new(MinioLike { fs, root: root.clone() });
-    builder.set_auth(SimpleAuth::from_single(access_key.to_string(), secret_key.to_string()));
+    tokio::fs::create_dir_all(&root)
+        .await
+        .map_err(|source| S3EndpointError::Root {
+            path: root.clone(),
+            source,
+        })?;
+    let fs = FileSystem::new(&root).map_err(|e| S3EndpointError::Backend {
+        path: root.clone(),
+        message: format!("{e:?}"),
+    })?;
+    let mut builder = S3ServiceBuilder::new(MinioLike {
+        fs,
+        root: root.clone(),
+    });
+    builder.set_auth(SimpleAuth::from_single(
+        access_key.to_string(),
+        secret_key.to_string(),
+    ));
     let service: S3Service = builder.build();
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await.map_err(S3EndpointError::Bind)?;
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(S3EndpointError::Bind)?;
     let addr = listener.local_addr().map_err(S3EndpointError::Bind)?;
     tokio::spawn(accept_loop(listener, service, faults, stop));
     Ok(S3Endpoint { addr, root })
 }
 
-async fn accept_loop(listener: TcpListener, service: S3Service, faults: Arc<Faults>, stop: CancellationToken) {
+async fn accept_loop(
+    listener: TcpListener,
+    service: S3Service,
+    faults: Arc<Faults>,
+    stop: CancellationToken,
+) {
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => return,
@@ -265,10 +354,18 @@ async fn accept_loop(listener: TcpListener, service: S3Service, faults: Arc<Faul
                 let service = service.clone();
                 let faults = faults.clone();
                 async move {
-                    let op = classify(req.method(), req.uri().path(), req.uri().query().unwrap_or(""));
+                    let op = classify(
+                        req.method(),
+                        req.uri().path(),
+                        req.uri().query().unwrap_or(""),
+                    );
                     match faults.s3_fault(op) {
                         Some(S3Fault::Error { status, code }) => {
-                            return Ok::<_, Infallible>(fault_response(status, code, req.uri().path()));
+                            return Ok::<_, Infallible>(fault_response(
+                                status,
+                                code,
+                                req.uri().path(),
+                            ));
                         }
                         Some(S3Fault::Latency(d)) => tokio::time::sleep(d).await,
                         None => {}
@@ -282,7 +379,8 @@ async fn accept_loop(listener: TcpListener, service: S3Service, faults: Arc<Faul
                     }
                 }
             });
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc);
             tokio::select! {
                 _ = stop.cancelled() => {}
                 _ = conn => {}
@@ -299,11 +397,23 @@ mod tests {
     #[test]
     fn classifies_operations() {
         assert_eq!(classify(&Method::GET, "/", ""), "ListBuckets");
-        assert_eq!(classify(&Method::GET, "/b", "list-type=2&max-keys=5"), "ListObjectsV2");
+        assert_eq!(
+            classify(&Method::GET, "/b", "list-type=2&max-keys=5"),
+            "ListObjectsV2"
+        );
         assert_eq!(classify(&Method::GET, "/b/k/x", ""), "GetObject");
-        assert_eq!(classify(&Method::PUT, "/b/k", "partNumber=1&uploadId=u"), "UploadPart");
-        assert_eq!(classify(&Method::POST, "/b/k", "uploads"), "CreateMultipartUpload");
-        assert_eq!(classify(&Method::POST, "/b/k", "uploadId=u"), "CompleteMultipartUpload");
+        assert_eq!(
+            classify(&Method::PUT, "/b/k", "partNumber=1&uploadId=u"),
+            "UploadPart"
+        );
+        assert_eq!(
+            classify(&Method::POST, "/b/k", "uploads"),
+            "CreateMultipartUpload"
+        );
+        assert_eq!(
+            classify(&Method::POST, "/b/k", "uploadId=u"),
+            "CompleteMultipartUpload"
+        );
         assert_eq!(classify(&Method::POST, "/b", "delete"), "DeleteObjects");
         assert_eq!(classify(&Method::DELETE, "/b", ""), "DeleteBucket");
     }

@@ -5,7 +5,10 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
+use hyper::header::{
+    HeaderValue, CONNECTION, CONTENT_TYPE, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_PROTOCOL, UPGRADE,
+};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -14,6 +17,9 @@ use tokio_tungstenite::WebSocketStream;
 
 pub(crate) const V5: &str = "v5.channel.k8s.io";
 pub(crate) const V4: &str = "v4.channel.k8s.io";
+
+/// A plain (non-streaming) HTTP answer.
+pub(crate) type Reply = Response<Full<Bytes>>;
 
 pub(crate) type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
@@ -25,23 +31,31 @@ pub(crate) fn status(code: u16, reason: &str, message: &str) -> Response<Full<By
     });
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
 /// Check the upgrade request and pick the subprotocol among `supported` (in order of
 /// preference); on success returns the 101 answer to send.
-pub(crate) fn accept(req: &Request<Incoming>, supported: &[&'static str]) -> Result<(Response<Full<Bytes>>, &'static str), Response<Full<Bytes>>> {
+pub(crate) fn accept(
+    req: &Request<Incoming>,
+    supported: &[&'static str],
+) -> Result<(Reply, &'static str), Box<Reply>> {
     let is_upgrade = req
         .headers()
         .get(UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY) else {
-        return Err(status(400, "BadRequest", "Upgrade request required: this endpoint only speaks websocket (missing Sec-WebSocket-Key)"));
+        return Err(Box::new(status(400, "BadRequest", "Upgrade request required: this endpoint only speaks websocket (missing Sec-WebSocket-Key)")));
     };
     if !is_upgrade {
-        return Err(status(400, "BadRequest", "Upgrade request required: missing 'Upgrade: websocket'"));
+        return Err(Box::new(status(
+            400,
+            "BadRequest",
+            "Upgrade request required: missing 'Upgrade: websocket'",
+        )));
     }
     let offered: Vec<String> = req
         .headers()
@@ -51,11 +65,11 @@ pub(crate) fn accept(req: &Request<Incoming>, supported: &[&'static str]) -> Res
         .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
         .collect();
     let Some(proto) = supported.iter().find(|s| offered.iter().any(|o| o == **s)) else {
-        return Err(status(
+        return Err(Box::new(status(
             400,
             "BadRequest",
             &format!("unsupported websocket subprotocols {offered:?}; supported: {supported:?}"),
-        ));
+        )));
     };
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -81,5 +95,7 @@ pub(crate) async fn upgrade(req: Request<Incoming>) -> Result<Ws, hyper::Error> 
 /// Query parameters as (key, value) pairs, percent-decoded.
 pub(crate) fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
     let q = req.uri().query().unwrap_or("");
-    url::form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    url::form_urlencoded::parse(q.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }

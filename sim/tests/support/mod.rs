@@ -42,7 +42,9 @@ impl Sim {
         let (dp2, pods2) = (dp.clone(), pods.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let (dp, pods) = (dp2.clone(), pods2.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
@@ -58,7 +60,13 @@ impl Sim {
         });
         let config = kube::Config::new(format!("http://{addr}").parse().expect("url"));
         let client = kube::Client::try_from(config).expect("client");
-        Sim { dir, dp, pods, addr, client }
+        Sim {
+            dir,
+            dp,
+            pods,
+            addr,
+            client,
+        }
     }
 
     pub fn pods_api(&self) -> Api<Pod> {
@@ -67,7 +75,10 @@ impl Sim {
 
     pub async fn add(&self, pod: ResolvedPod) {
         self.dp.pod_started(&pod).await.expect("pod_started");
-        self.pods.lock().expect("lock").insert(pod.name.clone(), pod);
+        self.pods
+            .lock()
+            .expect("lock")
+            .insert(pod.name.clone(), pod);
     }
 
     pub fn s3_direct(&self, pod: &str) -> SocketAddr {
@@ -75,7 +86,11 @@ impl Sim {
     }
 }
 
-async fn route(dp: &DataPlane, pods: &Mutex<HashMap<String, ResolvedPod>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(
+    dp: &DataPlane,
+    pods: &Mutex<HashMap<String, ResolvedPod>>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if let ["api", "v1", "namespaces", NS, "pods", name, sub] = parts.as_slice() {
@@ -95,13 +110,21 @@ async fn route(dp: &DataPlane, pods: &Mutex<HashMap<String, ResolvedPod>>, req: 
     r
 }
 
-pub fn container(name: &str, ports: &[u16], mounts: &[(&str, &str, Option<&str>)], env: &[(&str, &str)]) -> ResolvedContainer {
+pub fn container(
+    name: &str,
+    ports: &[u16],
+    mounts: &[(&str, &str, Option<&str>)],
+    env: &[(&str, &str)],
+) -> ResolvedContainer {
     ResolvedContainer {
         name: name.into(),
         image: format!("{name}:latest"),
         command: vec![],
         args: vec![],
-        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         ports: ports.to_vec(),
         mounts: mounts
             .iter()
@@ -122,15 +145,36 @@ pub fn robovast_pod() -> ResolvedPod {
         "minio",
         &[9000, 9001],
         &[("storage", "/data", None)],
-        &[("MINIO_ROOT_USER", "minioadmin"), ("MINIO_ROOT_PASSWORD", "minioadmin")],
+        &[
+            ("MINIO_ROOT_USER", "minioadmin"),
+            ("MINIO_ROOT_PASSWORD", "minioadmin"),
+        ],
     );
-    minio.args = vec!["server".into(), "/data".into(), "--console-address".into(), ":9001".into()];
-    let http = container("http-server", &[80], &[("storage", "/usr/share/nginx/html", None)], &[]);
+    minio.args = vec![
+        "server".into(),
+        "/data".into(),
+        "--console-address".into(),
+        ":9001".into(),
+    ];
+    let http = container(
+        "http-server",
+        &[80],
+        &[("storage", "/usr/share/nginx/html", None)],
+        &[],
+    );
     let archiver = container(
         "archiver",
         &[],
-        &[("storage", "/data", None), ("scripts", "/scripts", None), ("keep", "/keep", None)],
-        &[("S3_ACCESS_KEY", "minioadmin"), ("S3_SECRET_KEY", "minioadmin"), ("WORK_DIR", "/data/work")],
+        &[
+            ("storage", "/data", None),
+            ("scripts", "/scripts", None),
+            ("keep", "/keep", None),
+        ],
+        &[
+            ("S3_ACCESS_KEY", "minioadmin"),
+            ("S3_SECRET_KEY", "minioadmin"),
+            ("WORK_DIR", "/data/work"),
+        ],
     );
     ResolvedPod {
         namespace: NS.into(),
@@ -141,8 +185,13 @@ pub fn robovast_pod() -> ResolvedPod {
         init_containers: vec![],
         containers: vec![minio, http, archiver],
         volumes: vec![
-            ResolvedVolume::EmptyDir { name: "storage".into() },
-            ResolvedVolume::Persistent { name: "keep".into(), claim: "robovast-keep".into() },
+            ResolvedVolume::EmptyDir {
+                name: "storage".into(),
+            },
+            ResolvedVolume::Persistent {
+                name: "keep".into(),
+                claim: "robovast-keep".into(),
+            },
             ResolvedVolume::ConfigMap {
                 name: "scripts".into(),
                 files: BTreeMap::from([("hello.sh".to_string(), b"echo hello from $1\n".to_vec())]),
@@ -173,11 +222,17 @@ pub async fn forward(api: Api<Pod>, pod: &str, port: u16) -> SocketAddr {
     let pod = pod.to_string();
     tokio::spawn(async move {
         loop {
-            let Ok((mut conn, _)) = listener.accept().await else { return };
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
             let (api, pod) = (api.clone(), pod.clone());
             tokio::spawn(async move {
-                let Ok(mut pf) = api.portforward(&pod, &[port]).await else { return };
-                let Some(mut stream) = pf.take_stream(port) else { return };
+                let Ok(mut pf) = api.portforward(&pod, &[port]).await else {
+                    return;
+                };
+                let Some(mut stream) = pf.take_stream(port) else {
+                    return;
+                };
                 let _ = tokio::io::copy_bidirectional(&mut conn, &mut stream).await;
                 drop(stream);
                 let _ = pf.join().await;
