@@ -950,3 +950,24 @@ async fn fault_s3_latency_and_portforward_drop_seen_by_aws_sdk() {
         .expect("body");
     assert_eq!(body.into_bytes().len(), data.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_ends_when_the_process_exits_even_if_a_child_holds_stdout() {
+    let sim = Sim::start().await;
+    sim.add(robovast_pod()).await;
+    // `sleep 60` inherits stdout; the exec must still end (and report success) long before.
+    let run = exec(
+        &sim,
+        "archiver",
+        &["sh", "-c", "sleep 60 & echo started"],
+        None,
+    );
+    let (o, _, code) = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("exec ends");
+    assert_eq!((o.as_str(), code), ("started\n", Some(0)));
+    sim.dp
+        .pod_deleted("default", "robovast")
+        .await
+        .expect("delete kills the sleeper");
+}

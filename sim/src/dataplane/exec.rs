@@ -184,24 +184,26 @@ pub(crate) async fn run(ws: Ws, spec: ExecSpec) {
     };
 
     // Drain what the process wrote; stop when the pipes close or stay silent too long.
+    let aborts: Vec<_> = pumps.iter().map(|p| p.abort_handle()).collect();
+    let mut all = std::pin::pin!(futures::future::join_all(pumps));
     let mut last = progress.load(Ordering::Relaxed);
     let mut idle = Duration::ZERO;
-    let tick = Duration::from_millis(50);
-    while pumps.iter().any(|p| !p.is_finished()) && idle < DRAIN_IDLE {
-        tokio::time::sleep(tick).await;
+    let tick = Duration::from_millis(250);
+    loop {
+        if tokio::time::timeout(tick, all.as_mut()).await.is_ok() {
+            break;
+        }
         let now = progress.load(Ordering::Relaxed);
         if now == last {
             idle += tick;
+            if idle >= DRAIN_IDLE {
+                aborts.iter().for_each(|a| a.abort());
+                break;
+            }
         } else {
             idle = Duration::ZERO;
             last = now;
         }
-    }
-    for p in &pumps {
-        p.abort();
-    }
-    for p in pumps {
-        let _ = p.await;
     }
     let _ = tx.send(status_frame(exit)).await;
     drop(tx);
