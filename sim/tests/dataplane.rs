@@ -490,25 +490,51 @@ async fn exec_maps_paths_env_and_s3() {
 async fn exec_v4_is_accepted_and_detached_processes_die_with_the_pod() {
     let sim = Sim::start().await;
     sim.add(robovast_pod()).await;
-    // Raw v4 handshake (kube-rs offers v5 first; older clients only v4).
-    let key = "dGhlIHNhbXBsZSBub25jZQ==";
-    let mut s = tokio::net::TcpStream::connect(sim.addr)
-        .await
-        .expect("connect");
-    let req = format!(
-        "GET /api/v1/namespaces/default/pods/robovast/exec?command=true&container=archiver&stdout=true HTTP/1.1\r\n\
-         Host: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = [0u8; 512];
-    let n = s.read(&mut buf).await.expect("read");
-    let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 101"), "{head}");
-    assert!(
-        head.contains("sec-websocket-protocol: v4.channel.k8s.io"),
-        "{head}"
-    );
+    // A v4-only client (kube-rs offers v5 first) gets v4, the status on channel 3 and a
+    // close frame with code 1000 (Go clients such as kubectl fail on a status-less close).
+    {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+        use tokio_tungstenite::tungstenite::Message;
+        let url = format!(
+            "ws://{}/api/v1/namespaces/default/pods/robovast/exec?command=sh&command=-c&command=exit%205&container=archiver&stdout=true",
+            sim.addr
+        );
+        let mut req = url.into_client_request().expect("request");
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "v4.channel.k8s.io".parse().expect("header"),
+        );
+        let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("v4 upgrade");
+        assert_eq!(
+            resp.headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some("v4.channel.k8s.io")
+        );
+        let (mut status, mut close) = (None, None);
+        while let Some(msg) = ws.next().await {
+            match msg.expect("frame") {
+                Message::Binary(d) if d.first() == Some(&3) => {
+                    status = Some(String::from_utf8_lossy(&d[1..]).to_string())
+                }
+                Message::Close(c) => {
+                    close = c.map(|c| c.code);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let status = status.expect("status on channel 3");
+        assert!(
+            status.contains("NonZeroExitCode") && status.contains("\"5\""),
+            "{status}"
+        );
+        assert_eq!(close, Some(CloseCode::Normal));
+    }
 
     // A detached process started through exec is killed when the pod goes.
     let vol = sim

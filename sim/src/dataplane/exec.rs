@@ -88,7 +88,7 @@ pub(crate) async fn run(ws: Ws, spec: ExecSpec) {
                 return;
             }
         }
-        let _ = sink.close().await;
+        let _ = sink.send(super::ws::normal_close()).await;
     });
 
     let Some((program, args)) = spec.argv.split_first() else {

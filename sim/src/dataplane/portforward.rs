@@ -120,7 +120,7 @@ pub(crate) async fn run(ws: Ws, targets: Vec<Target>, faults: Arc<Faults>, pod: 
         writer.abort();
         drop(stream);
     } else if let Ok(Some(mut sink)) = writer.await {
-        let _ = sink.close().await;
+        let _ = sink.send(super::ws::normal_close()).await;
     }
 }
 

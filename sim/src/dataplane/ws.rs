@@ -99,3 +99,14 @@ pub(crate) fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
+
+/// A close frame with code 1000: Go clients (kubectl) treat a close without a status (1005)
+/// as an error on the stream they are reading.
+pub(crate) fn normal_close() -> tokio_tungstenite::tungstenite::Message {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    tokio_tungstenite::tungstenite::Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
+}

@@ -53,7 +53,7 @@ async fn forward(api: Api<Pod>, port: u16) -> std::net::SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn robovast_pod_serves_s3_exec_and_collects_results() {
-    let (_sim, client) = start().await;
+    let (sim, client) = start().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -167,4 +167,30 @@ async fn robovast_pod_serves_s3_exec_and_collects_results() {
         }
     })
     .await;
+    // The real kubectl (websocket v5 exec) gets output and the exit code.
+    let dir = tempfile::tempdir().expect("tempdir");
+    sim.write_kubeconfig(&dir.path().join("kubeconfig"))
+        .expect("kubeconfig");
+    let out = tokio::process::Command::new("kubectl")
+        .env("KUBECONFIG", dir.path().join("kubeconfig"))
+        .env("HOME", dir.path())
+        .args([
+            "--request-timeout=30s",
+            "exec",
+            "robovast",
+            "-c",
+            "archiver",
+            "--",
+        ])
+        .args(["sh", "-c", "cat /data/run-x/a/b.txt; echo oops >&2; exit 3"])
+        .output()
+        .await
+        .expect("kubectl runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oops"));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "kubectl exits with the command's code"
+    );
 }
