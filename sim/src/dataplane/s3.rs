@@ -258,6 +258,15 @@ pub(crate) fn classify(method: &hyper::Method, path: &str, query: &str) -> &'sta
     }
 }
 
+/// `GET`/`HEAD` of `/minio/health/live|ready|cluster`: answered 200 without auth, as MinIO.
+fn is_health_probe(req: &Request<Incoming>) -> bool {
+    (req.method() == hyper::Method::GET || req.method() == hyper::Method::HEAD)
+        && matches!(
+            req.uri().path(),
+            "/minio/health/live" | "/minio/health/ready" | "/minio/health/cluster"
+        )
+}
+
 fn fault_response(status: u16, code: &str, path: &str) -> Response<s3s::Body> {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected fault (vast-sim)</Message><Resource>{}</Resource><RequestId>vast-sim-fault</RequestId></Error>",
@@ -354,6 +363,10 @@ async fn accept_loop(
                 let service = service.clone();
                 let faults = faults.clone();
                 async move {
+                    if is_health_probe(&req) {
+                        // MinIO's unauthenticated probes (readinessProbe, liveness checks).
+                        return Ok::<_, Infallible>(Response::new(s3s::Body::empty()));
+                    }
                     let op = classify(
                         req.method(),
                         req.uri().path(),
