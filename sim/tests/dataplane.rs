@@ -1009,3 +1009,41 @@ async fn exec_ends_when_the_process_exits_even_if_a_child_holds_stdout() {
         .await
         .expect("delete kills the sleeper");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portforward_two_ports_on_one_websocket() {
+    let sim = Sim::start().await;
+    sim.add(robovast_pod()).await;
+    let vol = sim
+        .dir
+        .path()
+        .join("dp/pods/default/robovast/volumes/storage");
+    std::fs::write(vol.join("index.html"), b"<h1>robovast</h1>").expect("write");
+    let mut pf = sim
+        .pods_api()
+        .portforward("robovast", &[9000, 80])
+        .await
+        .expect("portforward");
+    let mut s3 = pf.take_stream(9000).expect("stream 9000");
+    let mut web = pf.take_stream(80).expect("stream 80");
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    web.write_all(get("/").as_bytes()).await.expect("write 80");
+    s3.write_all(get("/minio/health/ready").as_bytes())
+        .await
+        .expect("write 9000");
+    let (mut a, mut b) = (String::new(), String::new());
+    let (ra, rb) = tokio::join!(web.read_to_string(&mut a), s3.read_to_string(&mut b));
+    ra.expect("read 80");
+    rb.expect("read 9000");
+    assert!(
+        a.starts_with("HTTP/1.1 200") && a.ends_with("<h1>robovast</h1>"),
+        "{a}"
+    );
+    assert!(b.starts_with("HTTP/1.1 200"), "{b}");
+    drop((s3, web));
+    let _ = tokio::time::timeout(Duration::from_secs(30), pf.join())
+        .await
+        .expect("session ends");
+    // Like the kubelet, the sim closes the websocket once every pod-side connection ended;
+    // kube-rs may then report `SendAfterClosing` from its own close, which is harmless.
+}
