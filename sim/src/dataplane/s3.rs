@@ -1,0 +1,442 @@
+//! The S3 endpoint of a pod's MinIO container: s3s-fs behind SigV4, with MinIO's answers where
+//! s3s-fs differs (409 `BucketNotEmpty`, `NoSuchBucket` for object calls on missing buckets)
+//! and seeded S3 faults.
+//!
+//! Why s3s-fs: it is Rust-native (no extra process, starts in microseconds, one per pod), checks
+//! SigV4 for real, and passes multipart, ranged GET, ListObjectsV2 pagination and DeleteObjects
+//! with aws-sdk-s3 and boto3 (see `shared/design/testinfra.md` §3). Objects are plain files
+//! `<root>/<bucket>/<key>`, so a bucket is a directory under the MinIO data path, as the
+//! archiver's host processes and the HTTP file server expect.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use s3s::auth::SimpleAuth;
+use s3s::dto::*;
+use s3s::service::{S3Service, S3ServiceBuilder};
+use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
+use s3s_fs::FileSystem;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::faults::{Faults, S3Fault};
+
+/// Errors starting an S3 endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum S3EndpointError {
+    #[error("S3 data directory {path}: {source}")]
+    Root {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("S3 endpoint on {path}: {message}")]
+    Backend { path: PathBuf, message: String },
+    #[error("binding the S3 listener on 127.0.0.1: {0}")]
+    Bind(std::io::Error),
+}
+
+/// s3s-fs with MinIO's error semantics where they differ.
+struct MinioLike {
+    fs: FileSystem,
+    root: PathBuf,
+}
+
+impl MinioLike {
+    fn bucket_exists(&self, bucket: &str) -> bool {
+        // Bucket names are validated by s3s before they reach the trait (no `/`, no `..`).
+        self.root.join(bucket).is_dir()
+    }
+
+    fn require_bucket(&self, bucket: &str) -> S3Result<()> {
+        if self.bucket_exists(bucket) {
+            Ok(())
+        } else {
+            Err(s3_error!(
+                NoSuchBucket,
+                "The specified bucket does not exist"
+            ))
+        }
+    }
+}
+
+/// True when `dir` holds at least one regular file at any depth (empty directories left
+/// behind by deleted `a/b` keys do not count, as in MinIO).
+fn has_any_file(dir: &Path) -> std::io::Result<bool> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let ty = entry.file_type()?;
+            if ty.is_dir() {
+                stack.push(entry.path());
+            } else {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+#[async_trait::async_trait]
+impl S3 for MinioLike {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        self.fs.create_bucket(req).await
+    }
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        let bucket = req.input.bucket.clone();
+        self.require_bucket(&bucket)?;
+        let path = self.root.join(&bucket);
+        match has_any_file(&path) {
+            Ok(true) => {
+                return Err(s3_error!(
+                    BucketNotEmpty,
+                    "The bucket you tried to delete is not empty"
+                ))
+            }
+            Ok(false) => {}
+            Err(e) => return Err(s3_error!(e, InternalError, "reading bucket {bucket}")),
+        }
+        self.fs.delete_bucket(req).await
+    }
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.fs.head_bucket(req).await
+    }
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.fs.get_bucket_location(req).await
+    }
+    async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        self.fs.list_buckets(req).await
+    }
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        self.fs.list_objects(req).await
+    }
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.fs.list_objects_v2(req).await
+    }
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        self.fs.get_object(req).await
+    }
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        self.fs.head_object(req).await
+    }
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        self.fs.put_object(req).await
+    }
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        self.fs.copy_object(req).await
+    }
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.fs.delete_object(req).await
+    }
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        self.fs.delete_objects(req).await
+    }
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        self.fs.create_multipart_upload(req).await
+    }
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        self.fs.upload_part(req).await
+    }
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        self.fs.upload_part_copy(req).await
+    }
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        self.fs.list_parts(req).await
+    }
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        self.fs.complete_multipart_upload(req).await
+    }
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        self.fs.abort_multipart_upload(req).await
+    }
+}
+
+/// The name of the S3 operation of a path-style request, for fault matching.
+pub(crate) fn classify(method: &hyper::Method, path: &str, query: &str) -> &'static str {
+    let has = |k: &str| {
+        query
+            .split('&')
+            .any(|kv| kv == k || kv.starts_with(&format!("{k}=")))
+    };
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let bucket = parts.next().unwrap_or("");
+    let key = parts.next().unwrap_or("");
+    match (method.as_str(), bucket.is_empty(), key.is_empty()) {
+        ("GET", true, _) => "ListBuckets",
+        ("GET", false, true) if has("list-type") => "ListObjectsV2",
+        ("GET", false, true) if has("location") => "GetBucketLocation",
+        ("GET", false, true) if has("uploads") => "ListMultipartUploads",
+        ("GET", false, true) => "ListObjects",
+        ("HEAD", false, true) => "HeadBucket",
+        ("PUT", false, true) => "CreateBucket",
+        ("DELETE", false, true) => "DeleteBucket",
+        ("POST", false, true) if has("delete") => "DeleteObjects",
+        ("GET", false, false) if has("uploadId") => "ListParts",
+        ("GET", false, false) => "GetObject",
+        ("HEAD", false, false) => "HeadObject",
+        ("PUT", false, false) if has("partNumber") => "UploadPart",
+        ("PUT", false, false) => "PutObject",
+        ("DELETE", false, false) if has("uploadId") => "AbortMultipartUpload",
+        ("DELETE", false, false) => "DeleteObject",
+        ("POST", false, false) if has("uploads") => "CreateMultipartUpload",
+        ("POST", false, false) if has("uploadId") => "CompleteMultipartUpload",
+        _ => "Unknown",
+    }
+}
+
+/// `GET`/`HEAD` of `/minio/health/live|ready|cluster`: answered 200 without auth, as MinIO.
+fn is_health_probe(req: &Request<Incoming>) -> bool {
+    (req.method() == hyper::Method::GET || req.method() == hyper::Method::HEAD)
+        && matches!(
+            req.uri().path(),
+            "/minio/health/live" | "/minio/health/ready" | "/minio/health/cluster"
+        )
+}
+
+fn fault_response(status: u16, code: &str, path: &str) -> Response<s3s::Body> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected fault (vast-sim)</Message><Resource>{}</Resource><RequestId>vast-sim-fault</RequestId></Error>",
+        xml_escape(path)
+    );
+    let mut resp = Response::new(s3s::Body::from(body));
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/xml"),
+    );
+    if status == 503 {
+        resp.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static("1"),
+        );
+    }
+    resp
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A running S3 endpoint.
+pub(crate) struct S3Endpoint {
+    pub addr: SocketAddr,
+    pub root: PathBuf,
+}
+
+/// Start an S3 endpoint on `127.0.0.1:0` storing under `root` (created if missing), checking
+/// SigV4 against `access_key`/`secret_key`; it stops when `stop` is cancelled.
+pub(crate) async fn start(
+    root: PathBuf,
+    access_key: &str,
+    secret_key: &str,
+    faults: Arc<Faults>,
+    stop: CancellationToken,
+) -> Result<S3Endpoint, S3EndpointError> {
+    tokio::fs::create_dir_all(&root)
+        .await
+        .map_err(|source| S3EndpointError::Root {
+            path: root.clone(),
+            source,
+        })?;
+    let fs = FileSystem::new(&root).map_err(|e| S3EndpointError::Backend {
+        path: root.clone(),
+        message: format!("{e:?}"),
+    })?;
+    let mut builder = S3ServiceBuilder::new(MinioLike {
+        fs,
+        root: root.clone(),
+    });
+    builder.set_auth(SimpleAuth::from_single(
+        access_key.to_string(),
+        secret_key.to_string(),
+    ));
+    let service: S3Service = builder.build();
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(S3EndpointError::Bind)?;
+    let addr = listener.local_addr().map_err(S3EndpointError::Bind)?;
+    tokio::spawn(accept_loop(listener, service, faults, stop));
+    Ok(S3Endpoint { addr, root })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    service: S3Service,
+    faults: Arc<Faults>,
+    stop: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "S3 endpoint accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let faults = faults.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let service = service.clone();
+                let faults = faults.clone();
+                async move {
+                    if is_health_probe(&req) {
+                        // MinIO's unauthenticated probes (readinessProbe, liveness checks).
+                        return Ok::<_, Infallible>(Response::new(s3s::Body::empty()));
+                    }
+                    let op = classify(
+                        req.method(),
+                        req.uri().path(),
+                        req.uri().query().unwrap_or(""),
+                    );
+                    match faults.s3_fault(op) {
+                        Some(S3Fault::Error { status, code }) => {
+                            return Ok::<_, Infallible>(fault_response(
+                                status,
+                                code,
+                                req.uri().path(),
+                            ));
+                        }
+                        Some(S3Fault::Latency(d)) => tokio::time::sleep(d).await,
+                        None => {}
+                    }
+                    match hyper::service::Service::call(&service, req).await {
+                        Ok(resp) => Ok(resp),
+                        Err(e) => {
+                            tracing::warn!(error = ?e, "S3 request failed");
+                            Ok(fault_response(500, "InternalError", ""))
+                        }
+                    }
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = conn => {}
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::Method;
+
+    #[test]
+    fn classifies_operations() {
+        assert_eq!(classify(&Method::GET, "/", ""), "ListBuckets");
+        assert_eq!(
+            classify(&Method::GET, "/b", "list-type=2&max-keys=5"),
+            "ListObjectsV2"
+        );
+        assert_eq!(classify(&Method::GET, "/b/k/x", ""), "GetObject");
+        assert_eq!(
+            classify(&Method::PUT, "/b/k", "partNumber=1&uploadId=u"),
+            "UploadPart"
+        );
+        assert_eq!(
+            classify(&Method::POST, "/b/k", "uploads"),
+            "CreateMultipartUpload"
+        );
+        assert_eq!(
+            classify(&Method::POST, "/b/k", "uploadId=u"),
+            "CompleteMultipartUpload"
+        );
+        assert_eq!(classify(&Method::POST, "/b", "delete"), "DeleteObjects");
+        assert_eq!(classify(&Method::DELETE, "/b", ""), "DeleteBucket");
+    }
+
+    #[test]
+    fn any_file_ignores_empty_dirs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
+        assert!(!has_any_file(dir.path()).expect("walk"));
+        std::fs::write(dir.path().join("a/b/c"), b"x").expect("write");
+        assert!(has_any_file(dir.path()).expect("walk"));
+    }
+}

@@ -1,0 +1,196 @@
+//! End to end through the real API server and controllers: the `robovast` pod and Service as
+//! vast deploys them, S3 through kube-rs port-forward, exec in the archiver, and a Job's
+//! scenario results landing in the run bucket.
+
+mod kube_support;
+
+use aws_sdk_s3::primitives::ByteStream;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, AttachParams, PostParams};
+use kube_support::*;
+use tokio::io::AsyncReadExt;
+
+fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{Credentials, Region};
+    let conf = aws_sdk_s3::config::Builder::new()
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "minioadmin",
+            "minioadmin",
+            None,
+            None,
+            "static",
+        ))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+async fn forward(api: Api<Pod>, port: u16) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let Ok(mut pf) = api.portforward("robovast", &[port]).await else {
+                    return;
+                };
+                let Some(mut s) = pf.take_stream(port) else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut conn, &mut s).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robovast_pod_serves_s3_exec_and_collects_results() {
+    let (sim, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "robovast", "labels": {"role": "robovast"}},
+        "spec": {
+            "volumes": [{"name": "data", "emptyDir": {}}],
+            "containers": [
+                {"name": "minio", "image": "minio/minio:latest", "args": ["server", "/data", "--console-address", ":9001"],
+                 "env": [{"name": "MINIO_ROOT_USER", "value": "minioadmin"}, {"name": "MINIO_ROOT_PASSWORD", "value": "minioadmin"}],
+                 "ports": [{"name": "s3", "containerPort": 9000}, {"name": "console", "containerPort": 9001}],
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                {"name": "http-server", "image": "nginx:alpine", "ports": [{"name": "http", "containerPort": 80}],
+                 "volumeMounts": [{"name": "data", "mountPath": "/usr/share/nginx/html", "readOnly": true}]},
+                {"name": "archiver", "image": "archiver", "command": ["sleep", "infinity"],
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]}
+            ]
+        }
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "robovast"},
+        "spec": {"selector": {"role": "robovast"}, "ports": [{"name": "s3", "port": 9000, "targetPort": 9000}]}
+    }))
+    .expect("svc");
+    Api::<Service>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("svc");
+    eventually("robovast running", || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get("robovast").await.ok()?;
+            (p.status?.phase.as_deref() == Some("Running")).then_some(())
+        }
+    })
+    .await;
+
+    let local = forward(pods.clone(), 9000).await;
+    let s3 = s3_client(&format!("http://{local}"));
+    eventually("S3 answers through port-forward", || {
+        let s3 = s3.clone();
+        async move {
+            s3.create_bucket()
+                .bucket("run-x")
+                .send()
+                .await
+                .ok()
+                .map(|_| ())
+        }
+    })
+    .await;
+    s3.put_object()
+        .bucket("run-x")
+        .key("a/b.txt")
+        .body(ByteStream::from_static(b"hello"))
+        .send()
+        .await
+        .expect("put");
+
+    let mut p = pods
+        .exec(
+            "robovast",
+            vec!["sh", "-c", "cat /data/run-x/a/b.txt; exit 4"],
+            &AttachParams::default().container("archiver"),
+        )
+        .await
+        .expect("exec");
+    let mut out = String::new();
+    p.stdout()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .await
+        .expect("read");
+    let status = p
+        .take_status()
+        .expect("status")
+        .await
+        .expect("status arrives");
+    assert_eq!(out, "hello");
+    assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
+
+    let job: Job = serde_json::from_value(serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "r1-cfg-0"},
+        "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{
+            "name": "robovast", "image": "scenario", "command": ["/bin/bash", "/config/entrypoint.sh"],
+            "env": [
+                {"name": "S3_ENDPOINT", "value": "http://robovast:9000"}, {"name": "S3_BUCKET", "value": "run-x"},
+                {"name": "S3_ACCESS_KEY", "value": "minioadmin"}, {"name": "S3_SECRET_KEY", "value": "minioadmin"},
+                {"name": "S3_PREFIX", "value": "cfg/0"}
+            ]}]}}}
+    }))
+    .expect("job");
+    Api::<Job>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &job)
+        .await
+        .expect("job");
+    eventually("scenario results in the bucket", || {
+        let s3 = s3.clone();
+        async move {
+            let l = s3
+                .list_objects_v2()
+                .bucket("run-x")
+                .prefix("cfg/0/")
+                .send()
+                .await
+                .ok()?;
+            (l.contents().len() >= 3).then_some(())
+        }
+    })
+    .await;
+    // The real kubectl (websocket v5 exec) gets output and the exit code.
+    let dir = tempfile::tempdir().expect("tempdir");
+    sim.write_kubeconfig(&dir.path().join("kubeconfig"))
+        .expect("kubeconfig");
+    let out = tokio::process::Command::new("kubectl")
+        .env("KUBECONFIG", dir.path().join("kubeconfig"))
+        .env("HOME", dir.path())
+        .args([
+            "--request-timeout=30s",
+            "exec",
+            "robovast",
+            "-c",
+            "archiver",
+            "--",
+        ])
+        .args(["sh", "-c", "cat /data/run-x/a/b.txt; echo oops >&2; exit 3"])
+        .output()
+        .await
+        .expect("kubectl runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oops"));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "kubectl exits with the command's code"
+    );
+}
