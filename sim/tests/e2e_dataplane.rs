@@ -38,7 +38,7 @@ async fn robovast_pod(client: &kube::Client) -> Api<Pod> {
 }
 
 #[tokio::test]
-#[ignore = "needs the data plane; enabled at merge"]
+
 async fn s3_through_kube_portforward_with_aws_sdk() {
     let (_sim, client) = start().await;
     let pods = robovast_pod(&client).await;
@@ -91,7 +91,7 @@ async fn s3_through_kube_portforward_with_aws_sdk() {
 }
 
 #[tokio::test]
-#[ignore = "needs the data plane; enabled at merge"]
+
 async fn exec_reports_output_and_exit_status() {
     let (_sim, client) = start().await;
     let pods = robovast_pod(&client).await;
@@ -123,7 +123,7 @@ async fn exec_reports_output_and_exit_status() {
 }
 
 #[tokio::test]
-#[ignore = "needs the data plane; enabled at merge"]
+
 async fn api_faults_are_seen_by_clients() {
     let (sim, retrying) = start().await;
     let client = kube_support::client_without_retry(&sim);
