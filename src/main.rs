@@ -7,6 +7,9 @@ use vast::cli::{self, args::LogFormat, ExitStatus, UsageError};
 
 fn main() -> ExitCode {
     let cli = cli::args::Cli::parse();
+    // Test builds: configure failpoints from the FAILPOINTS environment variable.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     init_tracing(cli.global.verbose, cli.global.quiet, cli.global.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
