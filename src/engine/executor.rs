@@ -208,7 +208,11 @@ impl Engine {
         let result = ex.run_loop(&def).await;
         let stop = match result {
             Ok(()) => ex.stop.take(),
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Stop every in-flight attempt (they stay Started) and release the journal.
+                ex.tasks.shutdown().await;
+                return Err(e);
+            }
         };
         let mut j = ex.lock()?;
         let all_done = j.state.nodes.iter().all(|n| n.own.status == StepStatus::Succeeded);
@@ -389,12 +393,11 @@ impl Exec<'_> {
             (Some(c), Some(items)) => items.get(c as usize).cloned(),
             _ => None,
         };
-        let (attempt, cursor) = {
+        let attempt = {
             let mut j = self.lock()?;
-            let st = j.state.step(&key).cloned().unwrap_or_default();
-            let attempt = st.attempts + 1;
+            let attempt = j.state.step(&key).map(|s| s.attempts).unwrap_or(0) + 1;
             j.record(EventKind::StepStarted { step: key.clone(), attempt })?;
-            (attempt, st.cursor.and_then(|c| serde_json::from_str(&c).ok()))
+            attempt
         };
         let step: Arc<dyn Step> = self.engine.registry.get(&sd.run).ok_or_else(|| EngineError::UnknownImplementation {
             run: self.run.clone(),
@@ -408,7 +411,6 @@ impl Exec<'_> {
             params: self.params.clone(),
             inputs,
             item,
-            cursor,
             resources: self.engine.resources.clone(),
             cancel: self.cancel.clone(),
             journal: self.journal.clone(),

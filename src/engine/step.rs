@@ -119,7 +119,6 @@ pub struct StepContext {
     pub(crate) params: Arc<serde_json::Value>,
     pub(crate) inputs: HashMap<String, Arc<serde_json::Value>>,
     pub(crate) item: Option<serde_json::Value>,
-    pub(crate) cursor: Option<serde_json::Value>,
     pub(crate) resources: Arc<Resources>,
     pub(crate) cancel: CancellationToken,
     pub(crate) journal: Arc<Mutex<Journal>>,
@@ -162,11 +161,15 @@ impl StepContext {
         let v = self.item.as_ref().ok_or_else(|| StepError::permanent(format!("step {} is not a map child", self.key)))?;
         T::deserialize(v).map_err(|e| StepError::permanent(format!("map item of {}: {e}", self.key)))
     }
-    /// The cursor saved by an earlier attempt, if any.
+    /// The last cursor saved for this step (by this or an earlier attempt), if any.
     pub fn cursor<T: DeserializeOwned>(&self) -> Result<Option<T>, StepError> {
-        match &self.cursor {
+        let text = {
+            let j = self.journal.lock().map_err(|_| StepError::permanent("journal lock poisoned"))?;
+            j.state.step(&self.key).and_then(|s| s.cursor.clone())
+        };
+        match text {
             None => Ok(None),
-            Some(v) => T::deserialize(v).map(Some).map_err(|e| StepError::permanent(format!("cursor of {}: {e}", self.key))),
+            Some(t) => serde_json::from_str(&t).map(Some).map_err(|e| StepError::permanent(format!("cursor of {}: {e}", self.key))),
         }
     }
     /// Persists a fine checkpoint; a later attempt (also after a crash) starts from it.

@@ -98,16 +98,26 @@ impl StateDir {
             }
             Err(source) => return Err(StoreError::Io { path: dir, source }),
         }
-        RunStore::open_in(id.as_str(), &dir)
+        RunStore::open_in(id.as_str(), &dir, true)
     }
 
-    /// Opens an existing run for execution or inspection (takes its lease).
+    /// Opens an existing run for execution (takes its lease, recording this process).
     pub fn open_run(&self, id: &str) -> Result<RunStore, StoreError> {
+        self.open_existing(id, true)
+    }
+
+    /// Opens an existing run for inspection: takes the lease while open but leaves the
+    /// recorded holder (the last executor) in place.
+    pub fn open_run_for_reading(&self, id: &str) -> Result<RunStore, StoreError> {
+        self.open_existing(id, false)
+    }
+
+    fn open_existing(&self, id: &str, executing: bool) -> Result<RunStore, StoreError> {
         let dir = self.run_dir(id);
         if !dir.join("db").is_dir() {
             return Err(StoreError::UnknownRun { id: id.to_string(), dir });
         }
-        RunStore::open_in(id, &dir)
+        RunStore::open_in(id, &dir, executing)
     }
 
     /// Whether run `id` exists.
@@ -160,9 +170,23 @@ pub struct RunStore {
     crashed: bool,
 }
 
+impl Drop for RunStore {
+    /// Closing a run makes its journal durable (an in-process "crash" in tests keeps the
+    /// records written before it, like the page cache after SIGKILL).
+    fn drop(&mut self) {
+        if let Err(e) = self.db.flush() {
+            tracing::warn!("run {}: cannot flush the journal on close: {e}", self.id);
+        }
+    }
+}
+
 impl RunStore {
-    fn open_in(id: &str, dir: &Path) -> Result<RunStore, StoreError> {
-        let lease = Lease::acquire(&dir.join("lease"), &me())?;
+    fn open_in(id: &str, dir: &Path, executing: bool) -> Result<RunStore, StoreError> {
+        let lease = if executing {
+            Lease::acquire(&dir.join("lease"), &me())?
+        } else {
+            Lease::acquire_without_recording(&dir.join("lease"))?
+        };
         let previous_holder = lease.previous.clone().filter(|h| h.pid != std::process::id());
         let db = RunDb::open(&dir.join("db"))?;
         Ok(RunStore {
@@ -184,7 +208,7 @@ impl RunStore {
     /// Test support: every append after the first `n` appends of this handle fails as if the
     /// process had crashed right after record `n`.
     pub fn crash_after(&mut self, n: u64) {
-        self.crash_after = Some(n);
+        self.crash_after = Some(self.appended + n);
     }
 
     /// Appends one journal event (failpoints `journal.before_write` and `journal.after_write`).

@@ -112,6 +112,25 @@ impl Lease {
         Ok(Lease { _file: file, previous })
     }
 
+    /// Takes the lease at `path` without replacing the recorded holder (for short inspection,
+    /// so the last executor stays visible to the next one).
+    pub fn acquire_without_recording(path: &Path) -> Result<Lease, LeaseError> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| io(path, e))?;
+        if !try_lock(&file).map_err(|e| io(path, e))? {
+            return Err(match read_holder(&mut file) {
+                Some(h) => LeaseError::Held(h),
+                None => LeaseError::HeldUnknown(path.to_path_buf()),
+            });
+        }
+        Ok(Lease { _file: file, previous: None })
+    }
+
     /// The live holder of the lease at `path`, if any (does not take the lease).
     pub fn holder(path: &Path) -> Result<Option<Holder>, LeaseError> {
         let mut file = match OpenOptions::new().read(true).write(true).open(path) {

@@ -83,7 +83,7 @@ fn load(dir: &StateDir, id: &str) -> anyhow::Result<Option<RunState>> {
     if dir.holder(id).map_err(store_error)?.is_some() {
         return Ok(None);
     }
-    let store = match dir.open_run(id) {
+    let store = match dir.open_run_for_reading(id) {
         Ok(s) => s,
         // Taken by an executor between the check and the open: read the snapshot.
         Err(crate::store::StoreError::Lease(_)) => return Ok(None),
@@ -126,7 +126,7 @@ fn events(dir: &StateDir, id: &str, json: bool) -> anyhow::Result<ExitStatus> {
     if !dir.exists(id) {
         return Err(UsageError(format!("unknown run '{id}'")).into());
     }
-    let store = dir.open_run(id).map_err(|e| match e {
+    let store = dir.open_run_for_reading(id).map_err(|e| match e {
         crate::store::StoreError::Lease(l) => {
             UsageError(format!("{l}; its journal is readable once it stops (`vast runs show {id}` works now)")).into()
         }
