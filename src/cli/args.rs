@@ -5,7 +5,12 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "vast", version, disable_version_flag = true, about = "Run robotics simulation campaigns on Kubernetes, resumably")]
+#[command(
+    name = "vast",
+    version,
+    disable_version_flag = true,
+    about = "Run robotics simulation campaigns on Kubernetes, resumably"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -104,9 +109,7 @@ pub enum ConfigurationCommand {
         debug: bool,
     },
     /// Write `OUTPUT_DIR/out_template/` with every configuration (local mode).
-    Generate {
-        output_dir: PathBuf,
-    },
+    Generate { output_dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]

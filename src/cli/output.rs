@@ -81,7 +81,11 @@ pub fn print_run(v: &RunView, executing_pid: Option<u32>) -> anyhow::Result<()> 
         let indent = if s.child.is_some() { "    " } else { "  " };
         writeln!(out, "{}", step_line(s, indent))?;
         for e in &s.errors {
-            writeln!(out, "{indent}    attempt {} ({}, {}): {}", e.attempt, e.kind, e.at, e.message)?;
+            writeln!(
+                out,
+                "{indent}    attempt {} ({}, {}): {}",
+                e.attempt, e.kind, e.at, e.message
+            )?;
         }
     }
     Ok(())

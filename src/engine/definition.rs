@@ -123,13 +123,25 @@ impl Definition {
             problem,
         };
         let raw: RawDefinition = serde_yaml::from_str(text).map_err(|e| {
-            let at = e.location().map(|l| format!("line {}: ", l.line())).unwrap_or_default();
+            let at = e
+                .location()
+                .map(|l| format!("line {}: ", l.line()))
+                .unwrap_or_default();
             err(None, format!("{at}{e}"))
         })?;
         if raw.operation.is_empty()
-            || !raw.operation.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+            || !raw
+                .operation
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'-')
         {
-            return Err(err(None, format!("operation '{}' must be lowercase letters and '-'", raw.operation)));
+            return Err(err(
+                None,
+                format!(
+                    "operation '{}' must be lowercase letters and '-'",
+                    raw.operation
+                ),
+            ));
         }
         if raw.steps.is_empty() {
             return Err(err(None, "no steps".into()));
@@ -140,20 +152,32 @@ impl Definition {
         let mut index = HashMap::new();
         for (i, s) in raw.steps.iter().enumerate() {
             if s.name.is_empty()
-                || !s.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                || !s
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             {
-                return Err(err(Some(&s.name), "name must be letters, digits, '-' or '_'".into()));
+                return Err(err(
+                    Some(&s.name),
+                    "name must be letters, digits, '-' or '_'".into(),
+                ));
             }
             if index.insert(s.name.clone(), i).is_some() {
                 return Err(err(Some(&s.name), "duplicate step name".into()));
             }
             if !known(&s.run) {
-                return Err(err(Some(&s.name), format!("unknown implementation '{}'", s.run)));
+                return Err(err(
+                    Some(&s.name),
+                    format!("unknown implementation '{}'", s.run),
+                ));
             }
             s.retry.validate().map_err(|p| err(Some(&s.name), p))?;
             if let Some(m) = &s.map {
                 if m.concurrency == 0 {
-                    return Err(err(Some(&s.name), "map concurrency must be at least 1".into()));
+                    return Err(err(
+                        Some(&s.name),
+                        "map concurrency must be at least 1".into(),
+                    ));
                 }
             }
         }
@@ -168,7 +192,10 @@ impl Definition {
                     .get(a)
                     .ok_or_else(|| err(Some(&s.name), format!("after: unknown step '{a}'")))?;
                 if j == i {
-                    return Err(err(Some(&s.name), "after: a step cannot follow itself".into()));
+                    return Err(err(
+                        Some(&s.name),
+                        "after: a step cannot follow itself".into(),
+                    ));
                 }
                 graph.add_edge(j, i, ());
                 deps[i].push(j);
@@ -176,7 +203,10 @@ impl Definition {
         }
         let topo = petgraph::algo::toposort(&graph, None).map_err(|cycle| {
             let name = &raw.steps[cycle.node_id()].name;
-            err(Some(name), "after: edges form a cycle through this step".into())
+            err(
+                Some(name),
+                "after: edges form a cycle through this step".into(),
+            )
         })?;
         // Stable order: repeatedly take the first step (in file order) whose deps are placed.
         let _ = topo;
@@ -211,13 +241,19 @@ impl Definition {
                 }
             }
             if let Some(m) = &s.map {
-                let j = *index
-                    .get(&m.over)
-                    .ok_or_else(|| err(Some(&s.name), format!("map.over: unknown step '{}'", m.over)))?;
+                let j = *index.get(&m.over).ok_or_else(|| {
+                    err(
+                        Some(&s.name),
+                        format!("map.over: unknown step '{}'", m.over),
+                    )
+                })?;
                 if !ancestors[i].contains(&j) {
                     return Err(err(
                         Some(&s.name),
-                        format!("map.over: '{}' is not an ancestor (add it to after:)", m.over),
+                        format!(
+                            "map.over: '{}' is not an ancestor (add it to after:)",
+                            m.over
+                        ),
                     ));
                 }
             }
@@ -228,7 +264,10 @@ impl Definition {
             new_of_old[old] = new;
         }
         let steps: Vec<StepDef> = order.iter().map(|&o| raw.steps[o].clone()).collect();
-        let deps2 = order.iter().map(|&o| deps[o].iter().map(|&d| new_of_old[d]).collect()).collect();
+        let deps2 = order
+            .iter()
+            .map(|&o| deps[o].iter().map(|&d| new_of_old[d]).collect())
+            .collect();
         let anc2 = order
             .iter()
             .map(|&o| ancestors[o].iter().map(|&d| new_of_old[d]).collect())
@@ -263,7 +302,10 @@ impl Definition {
         }
         for (i, ds) in self.deps.iter().enumerate() {
             for &d in ds {
-                out.push_str(&format!("  \"{}\" -> \"{}\";\n", self.steps[d].name, self.steps[i].name));
+                out.push_str(&format!(
+                    "  \"{}\" -> \"{}\";\n",
+                    self.steps[d].name, self.steps[i].name
+                ));
             }
         }
         out.push_str("}\n");

@@ -13,7 +13,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::definition::{Definition, OnExhausted};
-use super::journal::{now_ms, AfterFailure, Event, EventKind, IllegalTransition, RunState, RunStatus, StepKey, StepStatus};
+use super::journal::{
+    now_ms, AfterFailure, Event, EventKind, IllegalTransition, RunState, RunStatus, StepKey,
+    StepStatus,
+};
 use super::retry::duration;
 use super::step::{ErrorKind, Registry, Resources, Step, StepContext, StepError};
 use super::view::RunView;
@@ -33,11 +36,19 @@ pub enum EngineError {
     #[error(transparent)]
     Illegal(#[from] IllegalTransition),
     #[error("run {run}: step '{step}' uses implementation '{implementation}', which this vast does not have")]
-    UnknownImplementation { run: String, step: String, implementation: String },
+    UnknownImplementation {
+        run: String,
+        step: String,
+        implementation: String,
+    },
     #[error("run {run}: parameters are not valid JSON: {detail}")]
     Params { run: String, detail: String },
     #[error("run {run}: map step '{step}': output of '{over}' is not a JSON array")]
-    MapInput { run: String, step: String, over: String },
+    MapInput {
+        run: String,
+        step: String,
+        over: String,
+    },
     #[error("run {run}: a step task failed: {detail}")]
     Task { run: String, detail: String },
     #[error("run {run}: the journal lock was poisoned by a panicking step")]
@@ -83,7 +94,10 @@ pub struct Journal {
 impl Journal {
     /// Checks `kind` against the state machine, writes it, and applies it.
     pub fn record(&mut self, kind: EventKind) -> Result<(), EngineError> {
-        let ev = Event { at_ms: now_ms(), kind };
+        let ev = Event {
+            at_ms: now_ms(),
+            kind,
+        };
         self.state.apply(&ev)?;
         self.store.append(&ev)?;
         self.dirty = true;
@@ -91,7 +105,10 @@ impl Journal {
     }
 
     pub(crate) fn save_cursor(&mut self, key: &StepKey, cursor: String) -> Result<(), EngineError> {
-        self.record(EventKind::CursorSaved { step: key.clone(), cursor })
+        self.record(EventKind::CursorSaved {
+            step: key.clone(),
+            cursor,
+        })
     }
 
     pub(crate) fn set_progress(&mut self, key: &StepKey, done: u64, total: u64) {
@@ -136,11 +153,20 @@ type TaskResult = (usize, Option<u64>, u32, Result<Value, StepError>);
 
 impl Engine {
     pub fn new(registry: Registry, resources: Resources) -> Engine {
-        Engine { registry: Arc::new(registry), resources: Arc::new(resources), options: EngineOptions::default() }
+        Engine {
+            registry: Arc::new(registry),
+            resources: Arc::new(resources),
+            options: EngineOptions::default(),
+        }
     }
 
     /// Creates a run of `def` with `params` in `dir`; execute it with [`Engine::execute`].
-    pub fn create(&self, dir: &StateDir, def: &Definition, params: &Value) -> Result<RunStore, EngineError> {
+    pub fn create(
+        &self,
+        dir: &StateDir,
+        def: &Definition,
+        params: &Value,
+    ) -> Result<RunStore, EngineError> {
         let id = RunId::generate(&def.operation);
         let mut store = dir.create_run(&id)?;
         let ev = Event {
@@ -153,7 +179,10 @@ impl Engine {
                 params: params.to_string(),
             },
         };
-        let state = RunState::from_header(&ev).map_err(|source| StoreError::Replay { id: id.to_string(), source })?;
+        let state = RunState::from_header(&ev).map_err(|source| StoreError::Replay {
+            id: id.to_string(),
+            source,
+        })?;
         store.append(&ev)?;
         store.flush()?;
         let _ = store.write_snapshot(&RunView::from_state(&state));
@@ -162,7 +191,11 @@ impl Engine {
 
     /// Executes (or resumes) the run open in `store` until it succeeds, fails, pauses or
     /// `cancel` fires.
-    pub async fn execute(&self, mut store: RunStore, cancel: CancellationToken) -> Result<Outcome, EngineError> {
+    pub async fn execute(
+        &self,
+        mut store: RunStore,
+        cancel: CancellationToken,
+    ) -> Result<Outcome, EngineError> {
         let state = store.load()?;
         if let Some(n) = self.options.crash_after {
             store.crash_after(n);
@@ -170,20 +203,36 @@ impl Engine {
         let run = state.run_id.clone();
         for s in &state.definition.steps {
             if !self.registry.contains(&s.run) {
-                return Err(EngineError::UnknownImplementation { run, step: s.name.clone(), implementation: s.run.clone() });
+                return Err(EngineError::UnknownImplementation {
+                    run,
+                    step: s.name.clone(),
+                    implementation: s.run.clone(),
+                });
             }
         }
         if state.status == RunStatus::Succeeded {
             return Ok(Outcome::AlreadySucceeded);
         }
         if let Some(prev) = &store.previous_holder {
-            tracing::info!("run {run}: took over the lease of pid {} on {} (no longer running)", prev.pid, prev.host);
+            tracing::info!(
+                "run {run}: took over the lease of pid {} on {} (no longer running)",
+                prev.pid,
+                prev.host
+            );
         }
-        let params: Arc<Value> = Arc::new(
-            serde_json::from_str(&state.params).map_err(|e| EngineError::Params { run: run.clone(), detail: e.to_string() })?,
-        );
+        let params: Arc<Value> =
+            Arc::new(
+                serde_json::from_str(&state.params).map_err(|e| EngineError::Params {
+                    run: run.clone(),
+                    detail: e.to_string(),
+                })?,
+            );
         let resumed = state.events > 1;
-        let journal = Arc::new(Mutex::new(Journal { store, state, dirty: true }));
+        let journal = Arc::new(Mutex::new(Journal {
+            store,
+            state,
+            dirty: true,
+        }));
         let mut ex = Exec {
             engine: self,
             run: run.clone(),
@@ -202,7 +251,9 @@ impl Engine {
         ex.rt = (0..def.steps.len()).map(|_| NodeRt::default()).collect();
         ex.outputs = vec![None; def.steps.len()];
         if resumed {
-            ex.lock()?.record(EventKind::RunResumed { pid: std::process::id() })?;
+            ex.lock()?.record(EventKind::RunResumed {
+                pid: std::process::id(),
+            })?;
             ex.rearm(&def)?;
         }
         let result = ex.run_loop(&def).await;
@@ -215,7 +266,11 @@ impl Engine {
             }
         };
         let mut j = ex.lock()?;
-        let all_done = j.state.nodes.iter().all(|n| n.own.status == StepStatus::Succeeded);
+        let all_done = j
+            .state
+            .nodes
+            .iter()
+            .all(|n| n.own.status == StepStatus::Succeeded);
         let (status, message, outcome) = match stop {
             Some(Stop::Cancelled) => (
                 RunStatus::Interrupted,
@@ -224,7 +279,11 @@ impl Engine {
             ),
             Some(Stop::Failed(m)) => (RunStatus::Failed, m.clone(), Outcome::Failed(m)),
             Some(Stop::Paused(m)) => (RunStatus::Paused, m.clone(), Outcome::Paused(m)),
-            None if all_done => (RunStatus::Succeeded, "all steps succeeded".into(), Outcome::Succeeded),
+            None if all_done => (
+                RunStatus::Succeeded,
+                "all steps succeeded".into(),
+                Outcome::Succeeded,
+            ),
             None => {
                 let m = "some steps could not run".to_string();
                 (RunStatus::Failed, m.clone(), Outcome::Failed(m))
@@ -254,7 +313,9 @@ struct Exec<'e> {
 
 impl Exec<'_> {
     fn lock(&self) -> Result<MutexGuard<'_, Journal>, EngineError> {
-        self.journal.lock().map_err(|_| EngineError::Poisoned { run: self.run.clone() })
+        self.journal.lock().map_err(|_| EngineError::Poisoned {
+            run: self.run.clone(),
+        })
     }
 
     fn rearm(&mut self, def: &Definition) -> Result<(), EngineError> {
@@ -281,7 +342,11 @@ impl Exec<'_> {
         if let Some(v) = &self.outputs[i] {
             return Ok(v.clone());
         }
-        let text = self.lock()?.state.nodes[i].own.output.clone().unwrap_or_else(|| "null".into());
+        let text = self.lock()?.state.nodes[i]
+            .own
+            .output
+            .clone()
+            .unwrap_or_else(|| "null".into());
         let v = Arc::new(serde_json::from_str(&text).unwrap_or(Value::Null));
         self.outputs[i] = Some(v.clone());
         Ok(v)
@@ -296,7 +361,9 @@ impl Exec<'_> {
                 }
                 let (own, ready) = {
                     let j = self.lock()?;
-                    let ready = def.deps[i].iter().all(|&d| j.state.nodes[d].own.status == StepStatus::Succeeded);
+                    let ready = def.deps[i]
+                        .iter()
+                        .all(|&d| j.state.nodes[d].own.status == StepStatus::Succeeded);
                     (j.state.nodes[i].own.clone(), ready)
                 };
                 if own.status == StepStatus::Succeeded {
@@ -312,7 +379,8 @@ impl Exec<'_> {
                 let Some(map) = &step.map else {
                     match own.status {
                         StepStatus::RetryWaiting => {
-                            self.timers.push(Reverse((own.next_retry_ms.unwrap_or(0), i, None)))
+                            self.timers
+                                .push(Reverse((own.next_retry_ms.unwrap_or(0), i, None)))
                         }
                         _ => self.rt[i].queue.push_back(None),
                     }
@@ -323,13 +391,20 @@ impl Exec<'_> {
                 let n = match &*items {
                     Value::Array(a) => a.len() as u64,
                     _ => {
-                        return Err(EngineError::MapInput { run: self.run.clone(), step: step.name.clone(), over: map.over.clone() })
+                        return Err(EngineError::MapInput {
+                            run: self.run.clone(),
+                            step: step.name.clone(),
+                            over: map.over.clone(),
+                        })
                     }
                 };
                 self.rt[i].items = Some(items);
                 let mut j = self.lock()?;
                 if j.state.nodes[i].children.is_none() {
-                    j.record(EventKind::MapExpanded { step: step.name.clone(), items: n })?;
+                    j.record(EventKind::MapExpanded {
+                        step: step.name.clone(),
+                        items: n,
+                    })?;
                 }
                 let mut remaining = 0;
                 let mut queue = VecDeque::new();
@@ -337,7 +412,9 @@ impl Exec<'_> {
                 for (c, s) in j.state.nodes[i].children.iter().flatten().enumerate() {
                     match s.status {
                         StepStatus::Succeeded => continue,
-                        StepStatus::RetryWaiting => timers.push(Reverse((s.next_retry_ms.unwrap_or(0), i, Some(c as u64)))),
+                        StepStatus::RetryWaiting => {
+                            timers.push(Reverse((s.next_retry_ms.unwrap_or(0), i, Some(c as u64))))
+                        }
                         _ => queue.push_back(Some(c as u64)),
                     }
                     remaining += 1;
@@ -366,14 +443,23 @@ impl Exec<'_> {
             out.push_str(s.output.as_deref().unwrap_or("null"));
         }
         out.push(']');
-        j.record(EventKind::StepSucceeded { step: StepKey::step(&def.steps[i].name), output: out })
+        j.record(EventKind::StepSucceeded {
+            step: StepKey::step(&def.steps[i].name),
+            output: out,
+        })
     }
 
     fn dispatch(&mut self, def: &Definition) -> Result<(), EngineError> {
         for i in 0..def.steps.len() {
-            let limit = def.steps[i].map.as_ref().map(|m| m.concurrency).unwrap_or(1);
+            let limit = def.steps[i]
+                .map
+                .as_ref()
+                .map(|m| m.concurrency)
+                .unwrap_or(1);
             while self.in_flight < def.concurrency && self.rt[i].in_flight < limit {
-                let Some(child) = self.rt[i].queue.pop_front() else { break };
+                let Some(child) = self.rt[i].queue.pop_front() else {
+                    break;
+                };
                 self.start(def, i, child)?;
             }
         }
@@ -382,7 +468,10 @@ impl Exec<'_> {
 
     fn start(&mut self, def: &Definition, i: usize, child: Option<u64>) -> Result<(), EngineError> {
         let sd = &def.steps[i];
-        let key = StepKey { name: sd.name.clone(), child };
+        let key = StepKey {
+            name: sd.name.clone(),
+            child,
+        };
         let mut inputs = std::collections::HashMap::new();
         for name in &sd.inputs {
             if let Some(d) = def.index_of(name) {
@@ -396,13 +485,18 @@ impl Exec<'_> {
         let attempt = {
             let mut j = self.lock()?;
             let attempt = j.state.step(&key).map(|s| s.attempts).unwrap_or(0) + 1;
-            j.record(EventKind::StepStarted { step: key.clone(), attempt })?;
+            j.record(EventKind::StepStarted {
+                step: key.clone(),
+                attempt,
+            })?;
             attempt
         };
-        let step: Arc<dyn Step> = self.engine.registry.get(&sd.run).ok_or_else(|| EngineError::UnknownImplementation {
-            run: self.run.clone(),
-            step: sd.name.clone(),
-            implementation: sd.run.clone(),
+        let step: Arc<dyn Step> = self.engine.registry.get(&sd.run).ok_or_else(|| {
+            EngineError::UnknownImplementation {
+                run: self.run.clone(),
+                step: sd.name.clone(),
+                implementation: sd.run.clone(),
+            }
         })?;
         let cx = StepContext {
             run_id: self.run_id.clone(),
@@ -421,7 +515,11 @@ impl Exec<'_> {
             .inject
             .iter()
             .find(|inj| inj.step == sd.name && attempt <= inj.times)
-            .map(|inj| StepError { kind: inj.kind, message: format!("injected {} failure", inj.kind.as_str()), retry_after_ms: None });
+            .map(|inj| StepError {
+                kind: inj.kind,
+                message: format!("injected {} failure", inj.kind.as_str()),
+                retry_after_ms: None,
+            });
         let timeout = sd.timeout;
         let twice = self.engine.options.run_twice;
         self.rt[i].in_flight += 1;
@@ -448,10 +546,16 @@ impl Exec<'_> {
         self.rt[i].in_flight -= 1;
         self.in_flight -= 1;
         let sd = &def.steps[i];
-        let key = StepKey { name: sd.name.clone(), child };
+        let key = StepKey {
+            name: sd.name.clone(),
+            child,
+        };
         match res {
             Ok(v) => {
-                self.lock()?.record(EventKind::StepSucceeded { step: key, output: v.to_string() })?;
+                self.lock()?.record(EventKind::StepSucceeded {
+                    step: key,
+                    output: v.to_string(),
+                })?;
                 if child.is_some() {
                     self.rt[i].remaining -= 1;
                     if self.rt[i].remaining == 0 {
@@ -473,16 +577,29 @@ impl Exec<'_> {
                     AfterFailure::Fail
                 } else {
                     let made = attempt.saturating_sub(st.budget_base);
-                    let elapsed = Duration::from_millis((now - st.budget_started_ms.unwrap_or(now)).max(0) as u64);
-                    match sd.retry.next_delay(made, elapsed, e.retry_after_ms.map(Duration::from_millis)) {
-                        Some(d) => AfterFailure::Retry { at_ms: now + d.as_millis() as i64 },
+                    let elapsed = Duration::from_millis(
+                        (now - st.budget_started_ms.unwrap_or(now)).max(0) as u64,
+                    );
+                    match sd.retry.next_delay(
+                        made,
+                        elapsed,
+                        e.retry_after_ms.map(Duration::from_millis),
+                    ) {
+                        Some(d) => AfterFailure::Retry {
+                            at_ms: now + d.as_millis() as i64,
+                        },
                         None => match sd.on_exhausted {
                             OnExhausted::Fail => AfterFailure::Fail,
                             OnExhausted::Pause => AfterFailure::Pause,
                         },
                     }
                 };
-                j.record(EventKind::StepFailed { step: key.clone(), attempt, error: e.clone(), then: then.clone() })?;
+                j.record(EventKind::StepFailed {
+                    step: key.clone(),
+                    attempt,
+                    error: e.clone(),
+                    then: then.clone(),
+                })?;
                 drop(j);
                 match then {
                     AfterFailure::Retry { at_ms } => self.timers.push(Reverse((at_ms, i, child))),
@@ -531,7 +648,8 @@ impl Exec<'_> {
                 self.dispatch(def)?;
             }
             if self.in_flight == 0
-                && (self.stop.is_some() || (self.timers.is_empty() && self.rt.iter().all(|r| r.queue.is_empty())))
+                && (self.stop.is_some()
+                    || (self.timers.is_empty() && self.rt.iter().all(|r| r.queue.is_empty())))
             {
                 return Ok(());
             }
@@ -562,12 +680,19 @@ impl Exec<'_> {
     }
 }
 
-async fn run_attempt(step: &dyn Step, cx: &StepContext, timeout: Option<Duration>) -> Result<Value, StepError> {
+async fn run_attempt(
+    step: &dyn Step,
+    cx: &StepContext,
+    timeout: Option<Duration>,
+) -> Result<Value, StepError> {
     let fut = async {
         match timeout {
             Some(t) => match tokio::time::timeout(t, step.run(cx)).await {
                 Ok(r) => r,
-                Err(_) => Err(StepError::transient(format!("attempt timed out after {}", duration::render(t)))),
+                Err(_) => Err(StepError::transient(format!(
+                    "attempt timed out after {}",
+                    duration::render(t)
+                ))),
             },
             None => step.run(cx).await,
         }

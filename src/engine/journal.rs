@@ -14,7 +14,10 @@ use super::step::StepError;
 pub fn now_ms() -> i64 {
     static BASE: OnceLock<(i64, tokio::time::Instant)> = OnceLock::new();
     let (wall, mono) = BASE.get_or_init(|| {
-        (jiff::Timestamp::now().as_millisecond(), tokio::time::Instant::now())
+        (
+            jiff::Timestamp::now().as_millisecond(),
+            tokio::time::Instant::now(),
+        )
     });
     let since = tokio::time::Instant::now().saturating_duration_since(*mono);
     wall + since.as_millis() as i64
@@ -22,7 +25,9 @@ pub fn now_ms() -> i64 {
 
 /// Renders a journal time as RFC 3339 UTC.
 pub fn render_ms(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_else(|_| ms.to_string())
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ms.to_string())
 }
 
 /// A step, or one child of a map step.
@@ -34,10 +39,16 @@ pub struct StepKey {
 
 impl StepKey {
     pub fn step(name: &str) -> StepKey {
-        StepKey { name: name.to_string(), child: None }
+        StepKey {
+            name: name.to_string(),
+            child: None,
+        }
     }
     pub fn child(name: &str, i: u64) -> StepKey {
-        StepKey { name: name.to_string(), child: Some(i) }
+        StepKey {
+            name: name.to_string(),
+            child: Some(i),
+        }
     }
 }
 
@@ -118,38 +129,85 @@ pub struct Event {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EventKind {
-    RunCreated { run_id: String, operation: String, source: String, definition: String, params: String },
-    RunResumed { pid: u32 },
-    MapExpanded { step: String, items: u64 },
-    StepStarted { step: StepKey, attempt: u32 },
-    StepSucceeded { step: StepKey, output: String },
-    StepFailed { step: StepKey, attempt: u32, error: StepError, then: AfterFailure },
-    CursorSaved { step: StepKey, cursor: String },
+    RunCreated {
+        run_id: String,
+        operation: String,
+        source: String,
+        definition: String,
+        params: String,
+    },
+    RunResumed {
+        pid: u32,
+    },
+    MapExpanded {
+        step: String,
+        items: u64,
+    },
+    StepStarted {
+        step: StepKey,
+        attempt: u32,
+    },
+    StepSucceeded {
+        step: StepKey,
+        output: String,
+    },
+    StepFailed {
+        step: StepKey,
+        attempt: u32,
+        error: StepError,
+        then: AfterFailure,
+    },
+    CursorSaved {
+        step: StepKey,
+        cursor: String,
+    },
     /// `vast resume` gives a failed or paused step a fresh retry budget.
-    StepRearmed { step: StepKey },
-    RunFinished { status: RunStatus, message: String },
+    StepRearmed {
+        step: StepKey,
+    },
+    RunFinished {
+        status: RunStatus,
+        message: String,
+    },
 }
 
 impl EventKind {
     /// One-line human description.
     pub fn describe(&self) -> String {
         match self {
-            EventKind::RunCreated { run_id, operation, .. } => format!("run {run_id} of {operation} created"),
+            EventKind::RunCreated {
+                run_id, operation, ..
+            } => format!("run {run_id} of {operation} created"),
             EventKind::RunResumed { pid } => format!("resumed by pid {pid}"),
             EventKind::MapExpanded { step, items } => format!("{step}: fan-out over {items} items"),
-            EventKind::StepStarted { step, attempt } => format!("{step}: attempt {attempt} started"),
+            EventKind::StepStarted { step, attempt } => {
+                format!("{step}: attempt {attempt} started")
+            }
             EventKind::StepSucceeded { step, .. } => format!("{step}: succeeded"),
-            EventKind::StepFailed { step, attempt, error, then } => {
+            EventKind::StepFailed {
+                step,
+                attempt,
+                error,
+                then,
+            } => {
                 let then = match then {
                     AfterFailure::Retry { at_ms } => format!("retry at {}", render_ms(*at_ms)),
                     AfterFailure::Fail => "step failed".into(),
                     AfterFailure::Pause => "run paused".into(),
                 };
-                format!("{step}: attempt {attempt} failed ({}): {}; {then}", error.kind.as_str(), error.message)
+                format!(
+                    "{step}: attempt {attempt} failed ({}): {}; {then}",
+                    error.kind.as_str(),
+                    error.message
+                )
             }
             EventKind::CursorSaved { step, .. } => format!("{step}: cursor saved"),
-            EventKind::StepRearmed { step } => format!("{step}: re-armed with a fresh retry budget"),
-            EventKind::RunFinished { status, message } => format!("run {}: {message}", status.as_str()),
+            EventKind::StepRearmed { step } => {
+                format!("{step}: re-armed with a fresh retry budget")
+            }
+            EventKind::RunFinished { status, message } => {
+                format!("run {}: {message}", status.as_str())
+            }
         }
     }
 }
@@ -208,7 +266,12 @@ impl Default for StepState {
 
 impl StepState {
     /// Applies a step event, or rejects it without changing anything.
-    pub fn apply(&mut self, key: &StepKey, at_ms: i64, ev: &EventKind) -> Result<(), IllegalTransition> {
+    pub fn apply(
+        &mut self,
+        key: &StepKey,
+        at_ms: i64,
+        ev: &EventKind,
+    ) -> Result<(), IllegalTransition> {
         use StepStatus::*;
         let illegal = |s: &StepState| IllegalTransition {
             key: key.to_string(),
@@ -217,7 +280,9 @@ impl StepState {
         };
         match ev {
             EventKind::StepStarted { attempt, .. } => {
-                if !matches!(self.status, Pending | Running | RetryWaiting) || *attempt != self.attempts + 1 {
+                if !matches!(self.status, Pending | Running | RetryWaiting)
+                    || *attempt != self.attempts + 1
+                {
                     return Err(illegal(self));
                 }
                 self.status = Running;
@@ -235,11 +300,20 @@ impl StepState {
                 self.output = Some(output.clone());
                 self.progress = None;
             }
-            EventKind::StepFailed { attempt, error, then, .. } => {
+            EventKind::StepFailed {
+                attempt,
+                error,
+                then,
+                ..
+            } => {
                 if self.status != Running || *attempt != self.attempts {
                     return Err(illegal(self));
                 }
-                self.errors.push(AttemptError { attempt: *attempt, at_ms, error: error.clone() });
+                self.errors.push(AttemptError {
+                    attempt: *attempt,
+                    at_ms,
+                    error: error.clone(),
+                });
                 match then {
                     AfterFailure::Retry { at_ms } => {
                         self.status = RetryWaiting;
@@ -304,7 +378,14 @@ pub enum ReplayError {
 impl RunState {
     /// A fresh state from the `RunCreated` event.
     pub fn from_header(ev: &Event) -> Result<RunState, ReplayError> {
-        let EventKind::RunCreated { run_id, source, definition, params, .. } = &ev.kind else {
+        let EventKind::RunCreated {
+            run_id,
+            source,
+            definition,
+            params,
+            ..
+        } = &ev.kind
+        else {
             return Err(ReplayError::NoHeader);
         };
         let def = Definition::parse(source, definition, &|_| true)?;
@@ -332,7 +413,11 @@ impl RunState {
     }
 
     fn illegal(&self, key: &str, ev: &EventKind, why: &str) -> IllegalTransition {
-        IllegalTransition { key: key.to_string(), event: ev.describe(), state: why.to_string() }
+        IllegalTransition {
+            key: key.to_string(),
+            event: ev.describe(),
+            state: why.to_string(),
+        }
     }
 
     /// The state of `key`, if it exists.
@@ -355,7 +440,9 @@ impl RunState {
     /// Checks `ev` against the state machine and applies it; on error nothing changed.
     pub fn apply(&mut self, ev: &Event) -> Result<(), IllegalTransition> {
         match &ev.kind {
-            EventKind::RunCreated { .. } => return Err(self.illegal("run", &ev.kind, "already created")),
+            EventKind::RunCreated { .. } => {
+                return Err(self.illegal("run", &ev.kind, "already created"))
+            }
             EventKind::RunResumed { .. } => {
                 if self.status == RunStatus::Succeeded {
                     return Err(self.illegal("run", &ev.kind, "succeeded"));
@@ -398,19 +485,25 @@ impl RunState {
                         .index_of(&step.name)
                         .is_some_and(|i| self.definition.steps[i].map.is_some());
                 if is_map_parent && !matches!(ev.kind, EventKind::StepSucceeded { .. }) {
-                    return Err(self.illegal(&step.to_string(), &ev.kind, "a map step only records success"));
+                    return Err(self.illegal(
+                        &step.to_string(),
+                        &ev.kind,
+                        "a map step only records success",
+                    ));
                 }
                 if self.status != RunStatus::Running {
-                    return Err(self.illegal(&step.to_string(), &ev.kind, &format!("run {}", self.status.as_str())));
+                    return Err(self.illegal(
+                        &step.to_string(),
+                        &ev.kind,
+                        &format!("run {}", self.status.as_str()),
+                    ));
                 }
                 let at = ev.at_ms;
-                let st = self
-                    .step_mut(step)
-                    .ok_or_else(|| IllegalTransition {
-                        key: step.to_string(),
-                        event: ev.kind.describe(),
-                        state: "unknown step".into(),
-                    })?;
+                let st = self.step_mut(step).ok_or_else(|| IllegalTransition {
+                    key: step.to_string(),
+                    event: ev.kind.describe(),
+                    state: "unknown step".into(),
+                })?;
                 let mut next = st.clone();
                 next.apply(step, at, &ev.kind)?;
                 *st = next;
@@ -445,7 +538,11 @@ mod tests {
     }
 
     fn err() -> StepError {
-        StepError { kind: ErrorKind::Transient, message: "boom".into(), retry_after_ms: None }
+        StepError {
+            kind: ErrorKind::Transient,
+            message: "boom".into(),
+            retry_after_ms: None,
+        }
     }
 
     #[test]
@@ -453,21 +550,64 @@ mod tests {
         let a = StepKey::step("a");
         let events = vec![
             header(),
-            ev(EventKind::StepStarted { step: a.clone(), attempt: 1 }),
-            ev(EventKind::CursorSaved { step: a.clone(), cursor: "3".into() }),
-            ev(EventKind::StepFailed { step: a.clone(), attempt: 1, error: err(), then: AfterFailure::Retry { at_ms: 9 } }),
-            ev(EventKind::StepStarted { step: a.clone(), attempt: 2 }),
-            ev(EventKind::StepFailed { step: a.clone(), attempt: 2, error: err(), then: AfterFailure::Pause }),
+            ev(EventKind::StepStarted {
+                step: a.clone(),
+                attempt: 1,
+            }),
+            ev(EventKind::CursorSaved {
+                step: a.clone(),
+                cursor: "3".into(),
+            }),
+            ev(EventKind::StepFailed {
+                step: a.clone(),
+                attempt: 1,
+                error: err(),
+                then: AfterFailure::Retry { at_ms: 9 },
+            }),
+            ev(EventKind::StepStarted {
+                step: a.clone(),
+                attempt: 2,
+            }),
+            ev(EventKind::StepFailed {
+                step: a.clone(),
+                attempt: 2,
+                error: err(),
+                then: AfterFailure::Pause,
+            }),
             ev(EventKind::StepRearmed { step: a.clone() }),
-            ev(EventKind::StepStarted { step: a.clone(), attempt: 3 }),
+            ev(EventKind::StepStarted {
+                step: a.clone(),
+                attempt: 3,
+            }),
             // crash: Started again without an outcome is legal (re-run from the cursor)
-            ev(EventKind::StepStarted { step: a.clone(), attempt: 4 }),
-            ev(EventKind::StepSucceeded { step: a.clone(), output: "[1]".into() }),
-            ev(EventKind::MapExpanded { step: "m".into(), items: 1 }),
-            ev(EventKind::StepStarted { step: StepKey::child("m", 0), attempt: 1 }),
-            ev(EventKind::StepSucceeded { step: StepKey::child("m", 0), output: "0".into() }),
-            ev(EventKind::StepSucceeded { step: StepKey::step("m"), output: "[0]".into() }),
-            ev(EventKind::RunFinished { status: RunStatus::Succeeded, message: "ok".into() }),
+            ev(EventKind::StepStarted {
+                step: a.clone(),
+                attempt: 4,
+            }),
+            ev(EventKind::StepSucceeded {
+                step: a.clone(),
+                output: "[1]".into(),
+            }),
+            ev(EventKind::MapExpanded {
+                step: "m".into(),
+                items: 1,
+            }),
+            ev(EventKind::StepStarted {
+                step: StepKey::child("m", 0),
+                attempt: 1,
+            }),
+            ev(EventKind::StepSucceeded {
+                step: StepKey::child("m", 0),
+                output: "0".into(),
+            }),
+            ev(EventKind::StepSucceeded {
+                step: StepKey::step("m"),
+                output: "[0]".into(),
+            }),
+            ev(EventKind::RunFinished {
+                status: RunStatus::Succeeded,
+                message: "ok".into(),
+            }),
         ];
         let st = RunState::replay(&events).expect("legal");
         let a_state = st.step(&a).expect("a");
@@ -483,26 +623,75 @@ mod tests {
         let a = StepKey::step("a");
         let mut st = RunState::from_header(&header()).expect("header");
         let bad = [
-            EventKind::StepSucceeded { step: a.clone(), output: "1".into() },
-            EventKind::StepStarted { step: a.clone(), attempt: 2 },
-            EventKind::CursorSaved { step: a.clone(), cursor: "1".into() },
+            EventKind::StepSucceeded {
+                step: a.clone(),
+                output: "1".into(),
+            },
+            EventKind::StepStarted {
+                step: a.clone(),
+                attempt: 2,
+            },
+            EventKind::CursorSaved {
+                step: a.clone(),
+                cursor: "1".into(),
+            },
             EventKind::StepRearmed { step: a.clone() },
-            EventKind::StepFailed { step: a.clone(), attempt: 0, error: err(), then: AfterFailure::Fail },
-            EventKind::StepStarted { step: StepKey::step("nope"), attempt: 1 },
-            EventKind::StepStarted { step: StepKey::step("m"), attempt: 1 },
-            EventKind::MapExpanded { step: "a".into(), items: 3 },
-            EventKind::RunCreated { run_id: "x".into(), operation: "t".into(), source: String::new(), definition: String::new(), params: String::new() },
+            EventKind::StepFailed {
+                step: a.clone(),
+                attempt: 0,
+                error: err(),
+                then: AfterFailure::Fail,
+            },
+            EventKind::StepStarted {
+                step: StepKey::step("nope"),
+                attempt: 1,
+            },
+            EventKind::StepStarted {
+                step: StepKey::step("m"),
+                attempt: 1,
+            },
+            EventKind::MapExpanded {
+                step: "a".into(),
+                items: 3,
+            },
+            EventKind::RunCreated {
+                run_id: "x".into(),
+                operation: "t".into(),
+                source: String::new(),
+                definition: String::new(),
+                params: String::new(),
+            },
         ];
         for k in bad {
             let before = st.step(&a).cloned();
             assert!(st.apply(&ev(k.clone())).is_err(), "{k:?} must be rejected");
             assert_eq!(st.step(&a).cloned(), before);
         }
-        st.apply(&ev(EventKind::StepStarted { step: a.clone(), attempt: 1 })).expect("start");
-        st.apply(&ev(EventKind::StepSucceeded { step: a.clone(), output: "1".into() })).expect("ok");
-        let e = st.apply(&ev(EventKind::StepStarted { step: a.clone(), attempt: 2 })).expect_err("after success");
+        st.apply(&ev(EventKind::StepStarted {
+            step: a.clone(),
+            attempt: 1,
+        }))
+        .expect("start");
+        st.apply(&ev(EventKind::StepSucceeded {
+            step: a.clone(),
+            output: "1".into(),
+        }))
+        .expect("ok");
+        let e = st
+            .apply(&ev(EventKind::StepStarted {
+                step: a.clone(),
+                attempt: 2,
+            }))
+            .expect_err("after success");
         assert!(e.to_string().contains("succeeded"), "{e}");
-        st.apply(&ev(EventKind::RunFinished { status: RunStatus::Succeeded, message: String::new() })).expect("finish");
-        assert!(st.apply(&ev(EventKind::RunResumed { pid: 1 })).is_err(), "a succeeded run is final");
+        st.apply(&ev(EventKind::RunFinished {
+            status: RunStatus::Succeeded,
+            message: String::new(),
+        }))
+        .expect("finish");
+        assert!(
+            st.apply(&ev(EventKind::RunResumed { pid: 1 })).is_err(),
+            "a succeeded run is final"
+        );
     }
 }

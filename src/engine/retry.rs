@@ -55,10 +55,16 @@ impl RetryPolicy {
             return Err("retry.max_attempts must be at least 1".into());
         }
         if !(self.multiplier >= 1.0 && self.multiplier.is_finite()) {
-            return Err(format!("retry.multiplier must be ≥ 1 (got {})", self.multiplier));
+            return Err(format!(
+                "retry.multiplier must be ≥ 1 (got {})",
+                self.multiplier
+            ));
         }
         if !(0.0..=1.0).contains(&self.jitter) {
-            return Err(format!("retry.jitter must be within 0..1 (got {})", self.jitter));
+            return Err(format!(
+                "retry.jitter must be within 0..1 (got {})",
+                self.jitter
+            ));
         }
         if self.max_interval < self.initial_interval {
             return Err("retry.max_interval must not be below retry.initial_interval".into());
@@ -68,7 +74,9 @@ impl RetryPolicy {
 
     /// The un-jittered delay after failed attempt `attempt` (1-based).
     pub fn base_delay(&self, attempt: u32) -> Duration {
-        let exp = self.multiplier.powi(attempt.saturating_sub(1).min(1000) as i32);
+        let exp = self
+            .multiplier
+            .powi(attempt.saturating_sub(1).min(1000) as i32);
         let secs = (self.initial_interval.as_secs_f64() * exp).min(self.max_interval.as_secs_f64());
         Duration::from_secs_f64(secs)
     }
@@ -112,7 +120,9 @@ pub mod duration {
 
     pub fn parse(s: &str) -> Result<Duration, String> {
         let s = s.trim();
-        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let n: f64 = num
             .parse()
@@ -122,14 +132,18 @@ pub mod duration {
             "" | "s" => n,
             "m" => n * 60.0,
             "h" => n * 3600.0,
-            _ => return Err(format!("invalid duration '{s}' (expected e.g. 500ms, 10s, 5m, 1h)")),
+            _ => {
+                return Err(format!(
+                    "invalid duration '{s}' (expected e.g. 500ms, 10s, 5m, 1h)"
+                ))
+            }
         };
         Ok(Duration::from_secs_f64(secs))
     }
 
     pub fn render(d: Duration) -> String {
         let ms = d.as_millis();
-        if ms % 1000 == 0 {
+        if ms.is_multiple_of(1000) {
             format!("{}s", ms / 1000)
         } else {
             format!("{ms}ms")
@@ -161,7 +175,9 @@ pub mod opt_duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         match Option::<String>::deserialize(d)? {
-            Some(s) => super::duration::parse(&s).map(Some).map_err(serde::de::Error::custom),
+            Some(s) => super::duration::parse(&s)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
             None => Ok(None),
         }
     }
@@ -186,7 +202,11 @@ mod tests {
     fn delays_grow_and_are_capped() {
         let p = policy(0.0);
         let d: Vec<_> = (1..=5)
-            .map(|n| p.next_delay(n, Duration::ZERO, None).expect("delay").as_millis())
+            .map(|n| {
+                p.next_delay(n, Duration::ZERO, None)
+                    .expect("delay")
+                    .as_millis()
+            })
             .collect();
         assert_eq!(d, [100, 200, 400, 500, 500]);
         assert_eq!(p.next_delay(6, Duration::ZERO, None), None, "max_attempts");
@@ -195,10 +215,18 @@ mod tests {
     #[test]
     fn max_elapsed_stops_the_schedule() {
         let p = policy(0.0);
-        assert_eq!(p.next_delay(1, Duration::from_millis(1850), None), Some(Duration::from_millis(100)));
+        assert_eq!(
+            p.next_delay(1, Duration::from_millis(1850), None),
+            Some(Duration::from_millis(100))
+        );
         assert_eq!(p.next_delay(1, Duration::from_millis(1950), None), None);
-        let unlimited = RetryPolicy { max_elapsed: None, ..p };
-        assert!(unlimited.next_delay(1, Duration::from_secs(3600), None).is_some());
+        let unlimited = RetryPolicy {
+            max_elapsed: None,
+            ..p
+        };
+        assert!(unlimited
+            .next_delay(1, Duration::from_secs(3600), None)
+            .is_some());
     }
 
     #[test]
@@ -207,7 +235,11 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..500 {
             let d = p.next_delay(2, Duration::ZERO, None).expect("delay");
-            assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(300) + Duration::from_nanos(1), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(100)
+                    && d <= Duration::from_millis(300) + Duration::from_nanos(1),
+                "{d:?}"
+            );
             seen.insert(d.as_millis());
         }
         assert!(seen.len() > 10, "jitter should randomise: {seen:?}");
@@ -216,17 +248,26 @@ mod tests {
     #[test]
     fn retry_after_is_honoured_when_longer() {
         let p = policy(0.0);
-        assert_eq!(p.next_delay(1, Duration::ZERO, Some(Duration::from_millis(700))), Some(Duration::from_millis(700)));
-        assert_eq!(p.next_delay(1, Duration::ZERO, Some(Duration::from_millis(10))), Some(Duration::from_millis(100)));
+        assert_eq!(
+            p.next_delay(1, Duration::ZERO, Some(Duration::from_millis(700))),
+            Some(Duration::from_millis(700))
+        );
+        assert_eq!(
+            p.next_delay(1, Duration::ZERO, Some(Duration::from_millis(10))),
+            Some(Duration::from_millis(100))
+        );
     }
 
     #[test]
     fn serde_form_is_text_durations() {
-        let p: RetryPolicy = serde_yaml::from_str("max_attempts: 3\ninitial_interval: 250ms\nmax_elapsed: 2m\n").expect("yaml");
+        let p: RetryPolicy =
+            serde_yaml::from_str("max_attempts: 3\ninitial_interval: 250ms\nmax_elapsed: 2m\n")
+                .expect("yaml");
         assert_eq!(p.initial_interval, Duration::from_millis(250));
         assert_eq!(p.max_elapsed, Some(Duration::from_secs(120)));
         assert_eq!(p.multiplier, 2.0);
-        let back: RetryPolicy = serde_json::from_str(&serde_json::to_string(&p).expect("json")).expect("json");
+        let back: RetryPolicy =
+            serde_json::from_str(&serde_json::to_string(&p).expect("json")).expect("json");
         assert_eq!(back, p);
         assert!(duration::parse("5 parsecs").is_err());
         assert!(p.validate().is_ok());

@@ -49,13 +49,25 @@ pub struct StepError {
 
 impl StepError {
     pub fn transient(message: impl Into<String>) -> StepError {
-        StepError { kind: ErrorKind::Transient, message: message.into(), retry_after_ms: None }
+        StepError {
+            kind: ErrorKind::Transient,
+            message: message.into(),
+            retry_after_ms: None,
+        }
     }
     pub fn permanent(message: impl Into<String>) -> StepError {
-        StepError { kind: ErrorKind::Permanent, message: message.into(), retry_after_ms: None }
+        StepError {
+            kind: ErrorKind::Permanent,
+            message: message.into(),
+            retry_after_ms: None,
+        }
     }
     pub fn cancelled() -> StepError {
-        StepError { kind: ErrorKind::Cancelled, message: "cancelled".into(), retry_after_ms: None }
+        StepError {
+            kind: ErrorKind::Cancelled,
+            message: "cancelled".into(),
+            retry_after_ms: None,
+        }
     }
     /// Asks for at least `delay` before the next attempt.
     pub fn retry_after(mut self, delay: Duration) -> StepError {
@@ -71,14 +83,21 @@ impl StepError {
             message.push_str(&s.to_string());
             src = s.source();
         }
-        StepError { kind, message, retry_after_ms: None }
+        StepError {
+            kind,
+            message,
+            retry_after_ms: None,
+        }
     }
 }
 
 /// A step implementation. Steps must be idempotent: re-running one after a crash at any point
 /// converges to the same world. Retries are the engine's job, not the step's.
 pub trait Step: Send + Sync + 'static {
-    fn run<'a>(&'a self, cx: &'a StepContext) -> BoxFuture<'a, Result<serde_json::Value, StepError>>;
+    fn run<'a>(
+        &'a self,
+        cx: &'a StepContext,
+    ) -> BoxFuture<'a, Result<serde_json::Value, StepError>>;
 }
 
 /// Typed, non-persisted resources handed to steps (clients, configuration). The engine does
@@ -91,7 +110,10 @@ impl Resources {
         self.0.insert(TypeId::of::<T>(), Arc::new(value));
     }
     pub fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        self.0.get(&TypeId::of::<T>()).cloned().and_then(|a| a.downcast::<T>().ok())
+        self.0
+            .get(&TypeId::of::<T>())
+            .cloned()
+            .and_then(|a| a.downcast::<T>().ok())
     }
 }
 
@@ -152,31 +174,48 @@ impl StepContext {
     /// The output of ancestor `step` (listed in the step's `inputs:`).
     pub fn output<T: DeserializeOwned>(&self, step: &str) -> Result<T, StepError> {
         let v = self.inputs.get(step).ok_or_else(|| {
-            StepError::permanent(format!("step {} reads output of '{step}', which is not in its inputs", self.key))
+            StepError::permanent(format!(
+                "step {} reads output of '{step}', which is not in its inputs",
+                self.key
+            ))
         })?;
         T::deserialize(&**v).map_err(|e| StepError::permanent(format!("output of '{step}': {e}")))
     }
     /// The item of a map child.
     pub fn item<T: DeserializeOwned>(&self) -> Result<T, StepError> {
-        let v = self.item.as_ref().ok_or_else(|| StepError::permanent(format!("step {} is not a map child", self.key)))?;
-        T::deserialize(v).map_err(|e| StepError::permanent(format!("map item of {}: {e}", self.key)))
+        let v = self
+            .item
+            .as_ref()
+            .ok_or_else(|| StepError::permanent(format!("step {} is not a map child", self.key)))?;
+        T::deserialize(v)
+            .map_err(|e| StepError::permanent(format!("map item of {}: {e}", self.key)))
     }
     /// The last cursor saved for this step (by this or an earlier attempt), if any.
     pub fn cursor<T: DeserializeOwned>(&self) -> Result<Option<T>, StepError> {
         let text = {
-            let j = self.journal.lock().map_err(|_| StepError::permanent("journal lock poisoned"))?;
+            let j = self
+                .journal
+                .lock()
+                .map_err(|_| StepError::permanent("journal lock poisoned"))?;
             j.state.step(&self.key).and_then(|s| s.cursor.clone())
         };
         match text {
             None => Ok(None),
-            Some(t) => serde_json::from_str(&t).map(Some).map_err(|e| StepError::permanent(format!("cursor of {}: {e}", self.key))),
+            Some(t) => serde_json::from_str(&t)
+                .map(Some)
+                .map_err(|e| StepError::permanent(format!("cursor of {}: {e}", self.key))),
         }
     }
     /// Persists a fine checkpoint; a later attempt (also after a crash) starts from it.
     pub fn save_cursor<T: Serialize>(&self, cursor: &T) -> Result<(), StepError> {
-        let text = serde_json::to_string(cursor).map_err(|e| StepError::permanent(format!("cursor of {}: {e}", self.key)))?;
-        let mut j = self.journal.lock().map_err(|_| StepError::permanent("journal lock poisoned"))?;
-        j.save_cursor(&self.key, text).map_err(|e| StepError::permanent(format!("cannot save cursor of {}: {e}", self.key)))
+        let text = serde_json::to_string(cursor)
+            .map_err(|e| StepError::permanent(format!("cursor of {}: {e}", self.key)))?;
+        let mut j = self
+            .journal
+            .lock()
+            .map_err(|_| StepError::permanent("journal lock poisoned"))?;
+        j.save_cursor(&self.key, text)
+            .map_err(|e| StepError::permanent(format!("cannot save cursor of {}: {e}", self.key)))
     }
     /// Reports progress (e.g. bytes done/total), shown by `vast runs show`.
     pub fn progress(&self, done: u64, total: u64) {
@@ -194,7 +233,11 @@ impl StepContext {
     /// A resource of type `T` (e.g. a client) provided by the caller.
     pub fn resource<T: Any + Send + Sync>(&self) -> Result<Arc<T>, StepError> {
         self.resources.get::<T>().ok_or_else(|| {
-            StepError::permanent(format!("step {} needs a resource of type {}", self.key, std::any::type_name::<T>()))
+            StepError::permanent(format!(
+                "step {} needs a resource of type {}",
+                self.key,
+                std::any::type_name::<T>()
+            ))
         })
     }
 }

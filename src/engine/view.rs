@@ -106,7 +106,10 @@ impl RunView {
         for (i, node) in st.nodes.iter().enumerate() {
             let mut v = step_view(st, i, None, &node.own);
             if let Some(children) = &node.children {
-                let mut m = MapSummary { items: children.len() as u64, ..MapSummary::default() };
+                let mut m = MapSummary {
+                    items: children.len() as u64,
+                    ..MapSummary::default()
+                };
                 for c in children {
                     match c.status {
                         StepStatus::Succeeded => m.succeeded += 1,
@@ -130,7 +133,10 @@ impl RunView {
                 v.map = Some(m);
                 steps.push(v);
                 for (c, s) in children.iter().enumerate() {
-                    if !(s.status == StepStatus::Succeeded && s.attempts <= 1 && s.errors.is_empty()) {
+                    if !(s.status == StepStatus::Succeeded
+                        && s.attempts <= 1
+                        && s.errors.is_empty())
+                    {
                         steps.push(step_view(st, i, Some(c as u64), s));
                     }
                 }

@@ -6,7 +6,10 @@ pub mod selftest;
 use crate::engine::{Definition, DefinitionError, Registry};
 
 /// Every workflow definition, embedded in the binary: (file name, YAML text).
-pub const WORKFLOWS: &[(&str, &str)] = &[("selftest.yaml", include_str!("../../workflows/selftest.yaml"))];
+pub const WORKFLOWS: &[(&str, &str)] = &[(
+    "selftest.yaml",
+    include_str!("../../workflows/selftest.yaml"),
+)];
 
 /// The registry of every step implementation.
 pub fn registry() -> Registry {
@@ -18,7 +21,10 @@ pub fn registry() -> Registry {
 /// Loads and validates the embedded definition of `operation`.
 pub fn definition(operation: &str) -> Option<Result<Definition, DefinitionError>> {
     let reg = registry();
-    WORKFLOWS.iter().find(|(file, _)| file.strip_suffix(".yaml") == Some(operation)).map(|(file, text)| {
-        Definition::parse(&format!("workflows/{file}"), text, &|n| reg.contains(n))
-    })
+    WORKFLOWS
+        .iter()
+        .find(|(file, _)| file.strip_suffix(".yaml") == Some(operation))
+        .map(|(file, text)| {
+            Definition::parse(&format!("workflows/{file}"), text, &|n| reg.contains(n))
+        })
 }

@@ -22,18 +22,24 @@ pub fn register(r: &mut Registry) {
 
 /// Appends one line to the ledger (one `write` on an `O_APPEND` file: survives SIGKILL).
 pub fn ledger_append(cx: &StepContext, line: &str) -> Result<(), StepError> {
-    let Some(path) = cx.param::<String>("ledger")? else { return Ok(()) };
+    let Some(path) = cx.param::<String>("ledger")? else {
+        return Ok(());
+    };
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&path)
         .map_err(|e| StepError::transient(format!("ledger {path}: {e}")))?;
-    f.write_all(format!("{line}\n").as_bytes()).map_err(|e| StepError::transient(format!("ledger {path}: {e}")))
+    f.write_all(format!("{line}\n").as_bytes())
+        .map_err(|e| StepError::transient(format!("ledger {path}: {e}")))
 }
 
 #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 fn injected(name: &str, arg: Option<String>) -> Result<Value, StepError> {
-    Err(StepError::transient(format!("failpoint {name}{}", arg.map(|a| format!(": {a}")).unwrap_or_default())))
+    Err(StepError::transient(format!(
+        "failpoint {name}{}",
+        arg.map(|a| format!(": {a}")).unwrap_or_default()
+    )))
 }
 
 struct Plan;
@@ -57,7 +63,9 @@ impl Step for Item {
             fail::fail_point!("selftest.item", |a| injected("selftest.item", a));
             let i: u64 = cx.item()?;
             if cx.param::<u64>("fail_item")? == Some(i) && cx.attempt() == 1 {
-                return Err(StepError::permanent(format!("item {i} fails on its first attempt (fail_item)")));
+                return Err(StepError::permanent(format!(
+                    "item {i} fails on its first attempt (fail_item)"
+                )));
             }
             let delay = Duration::from_millis(cx.param::<u64>("item_delay_ms")?.unwrap_or(0));
             let chunks: u64 = cx.param("chunks")?.unwrap_or(0);

@@ -66,7 +66,11 @@ fn me() -> Holder {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
-    Holder { pid: std::process::id(), host, since: jiff::Timestamp::now().to_string() }
+    Holder {
+        pid: std::process::id(),
+        host,
+        since: jiff::Timestamp::now().to_string(),
+    }
 }
 
 impl StateDir {
@@ -89,12 +93,18 @@ impl StateDir {
     /// Creates the directory of a new run, takes its lease and opens its database.
     pub fn create_run(&self, id: &RunId) -> Result<RunStore, StoreError> {
         let runs = self.runs();
-        std::fs::create_dir_all(&runs).map_err(|source| StoreError::Io { path: runs.clone(), source })?;
+        std::fs::create_dir_all(&runs).map_err(|source| StoreError::Io {
+            path: runs.clone(),
+            source,
+        })?;
         let dir = self.run_dir(id.as_str());
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(StoreError::Exists { id: id.to_string(), dir })
+                return Err(StoreError::Exists {
+                    id: id.to_string(),
+                    dir,
+                })
             }
             Err(source) => return Err(StoreError::Io { path: dir, source }),
         }
@@ -115,7 +125,10 @@ impl StateDir {
     fn open_existing(&self, id: &str, executing: bool) -> Result<RunStore, StoreError> {
         let dir = self.run_dir(id);
         if !dir.join("db").is_dir() {
-            return Err(StoreError::UnknownRun { id: id.to_string(), dir });
+            return Err(StoreError::UnknownRun {
+                id: id.to_string(),
+                dir,
+            });
         }
         RunStore::open_in(id, &dir, executing)
     }
@@ -132,7 +145,10 @@ impl StateDir {
 
     /// The last snapshot of run `id`.
     pub fn snapshot(&self, id: &str) -> Result<Option<RunView>, StoreError> {
-        Ok(vast_state::read_record_file(&self.run_dir(id).join("snapshot"), SNAPSHOT_KIND)?)
+        Ok(vast_state::read_record_file(
+            &self.run_dir(id).join("snapshot"),
+            SNAPSHOT_KIND,
+        )?)
     }
 
     /// Every run, by directory name (ids sort by operation then time).
@@ -145,13 +161,22 @@ impl StateDir {
         };
         let mut out = Vec::new();
         for entry in rd {
-            let entry = entry.map_err(|source| StoreError::Io { path: runs.clone(), source })?;
-            let Some(id) = entry.file_name().to_str().map(str::to_string) else { continue };
+            let entry = entry.map_err(|source| StoreError::Io {
+                path: runs.clone(),
+                source,
+            })?;
+            let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
             if !entry.path().join("db").is_dir() {
                 continue;
             }
             let holder = self.holder(&id).unwrap_or(None);
-            out.push(RunEntry { snapshot: self.snapshot(&id), holder, id });
+            out.push(RunEntry {
+                snapshot: self.snapshot(&id),
+                holder,
+                id,
+            });
         }
         Ok(out)
     }
@@ -187,7 +212,10 @@ impl RunStore {
         } else {
             Lease::acquire_without_recording(&dir.join("lease"))?
         };
-        let previous_holder = lease.previous.clone().filter(|h| h.pid != std::process::id());
+        let previous_holder = lease
+            .previous
+            .clone()
+            .filter(|h| h.pid != std::process::id());
         let db = RunDb::open(&dir.join("db"))?;
         Ok(RunStore {
             id: id.to_string(),
@@ -216,10 +244,14 @@ impl RunStore {
         if self.crashed {
             return Err(StoreError::Injected("crash_after"));
         }
-        fail::fail_point!("journal.before_write", |_| Err(StoreError::Injected("journal.before_write")));
+        fail::fail_point!("journal.before_write", |_| Err(StoreError::Injected(
+            "journal.before_write"
+        )));
         let seq = self.db.append(EVENT_KIND, ev)?;
         self.appended += 1;
-        fail::fail_point!("journal.after_write", |_| Err(StoreError::Injected("journal.after_write")));
+        fail::fail_point!("journal.after_write", |_| Err(StoreError::Injected(
+            "journal.after_write"
+        )));
         if self.crash_after.is_some_and(|n| self.appended >= n) {
             self.crashed = true;
         }
@@ -237,13 +269,21 @@ impl RunStore {
 
     /// Every event, in order.
     pub fn events(&self) -> Result<Vec<Event>, StoreError> {
-        Ok(self.db.records::<Event>(EVENT_KIND)?.into_iter().map(|(_, e)| e).collect())
+        Ok(self
+            .db
+            .records::<Event>(EVENT_KIND)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
     }
 
     /// Replays the journal into a run state.
     pub fn load(&self) -> Result<RunState, StoreError> {
         let events = self.events()?;
-        RunState::replay(&events).map_err(|source| StoreError::Replay { id: self.id.clone(), source })
+        RunState::replay(&events).map_err(|source| StoreError::Replay {
+            id: self.id.clone(),
+            source,
+        })
     }
 
     /// Makes every appended event durable now.
@@ -253,7 +293,11 @@ impl RunStore {
 
     /// Replaces the inspection snapshot.
     pub fn write_snapshot(&self, view: &RunView) -> Result<(), StoreError> {
-        Ok(vast_state::write_record_file(&self.dir.join("snapshot"), SNAPSHOT_KIND, view)?)
+        Ok(vast_state::write_record_file(
+            &self.dir.join("snapshot"),
+            SNAPSHOT_KIND,
+            view,
+        )?)
     }
 
     /// Test support: replaces record `seq` with raw bytes.

@@ -49,7 +49,10 @@ pub fn decode<T: DeserializeOwned>(kind: u8, bytes: &[u8]) -> Result<T, Envelope
         return Err(EnvelopeError::UnknownVersion { found: bytes[3] });
     }
     if bytes[4] != kind {
-        return Err(EnvelopeError::WrongKind { expected: kind, found: bytes[4] });
+        return Err(EnvelopeError::WrongKind {
+            expected: kind,
+            found: bytes[4],
+        });
     }
     let (value, used) =
         bincode::serde::decode_from_slice(&bytes[HEADER..], bincode::config::standard())
@@ -74,7 +77,14 @@ mod tests {
 
     #[test]
     fn roundtrip() {
-        for v in [Ev::A { x: 42, s: "hé".into() }, Ev::B(None), Ev::B(Some("{}".into()))] {
+        for v in [
+            Ev::A {
+                x: 42,
+                s: "hé".into(),
+            },
+            Ev::B(None),
+            Ev::B(Some("{}".into())),
+        ] {
             let b = encode(9, &v).expect("encode");
             assert_eq!(decode::<Ev>(9, &b).expect("decode"), v);
         }
@@ -82,18 +92,43 @@ mod tests {
 
     #[test]
     fn decoding_errors_are_errors_not_panics() {
-        let good = encode(9, &Ev::A { x: 1, s: "abc".into() }).expect("encode");
+        let good = encode(
+            9,
+            &Ev::A {
+                x: 1,
+                s: "abc".into(),
+            },
+        )
+        .expect("encode");
         assert_eq!(decode::<Ev>(9, &good[..2]), Err(EnvelopeError::TooShort(2)));
-        assert_eq!(decode::<Ev>(9, b"XYZ\x01\x09\x00"), Err(EnvelopeError::BadMagic));
+        assert_eq!(
+            decode::<Ev>(9, b"XYZ\x01\x09\x00"),
+            Err(EnvelopeError::BadMagic)
+        );
         let mut v2 = good.clone();
         v2[3] = 2;
-        assert_eq!(decode::<Ev>(9, &v2), Err(EnvelopeError::UnknownVersion { found: 2 }));
-        assert_eq!(decode::<Ev>(8, &good), Err(EnvelopeError::WrongKind { expected: 8, found: 9 }));
+        assert_eq!(
+            decode::<Ev>(9, &v2),
+            Err(EnvelopeError::UnknownVersion { found: 2 })
+        );
+        assert_eq!(
+            decode::<Ev>(8, &good),
+            Err(EnvelopeError::WrongKind {
+                expected: 8,
+                found: 9
+            })
+        );
         let mut bad = good.clone();
         bad[5] = 77; // unknown enum variant
-        assert!(matches!(decode::<Ev>(9, &bad), Err(EnvelopeError::Corrupt(_))));
+        assert!(matches!(
+            decode::<Ev>(9, &bad),
+            Err(EnvelopeError::Corrupt(_))
+        ));
         let truncated = &good[..good.len() - 1];
-        assert!(matches!(decode::<Ev>(9, truncated), Err(EnvelopeError::Corrupt(_))));
+        assert!(matches!(
+            decode::<Ev>(9, truncated),
+            Err(EnvelopeError::Corrupt(_))
+        ));
         let mut trailing = good.clone();
         trailing.push(0);
         assert_eq!(decode::<Ev>(9, &trailing), Err(EnvelopeError::Trailing(1)));

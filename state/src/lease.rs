@@ -21,7 +21,10 @@ pub struct Holder {
 
 impl Holder {
     fn render(&self) -> String {
-        format!("pid={}\nhost={}\nsince={}\n", self.pid, self.host, self.since)
+        format!(
+            "pid={}\nhost={}\nsince={}\n",
+            self.pid, self.host, self.since
+        )
     }
 
     fn parse(text: &str) -> Option<Holder> {
@@ -37,7 +40,11 @@ impl Holder {
                 since = v.to_string();
             }
         }
-        Some(Holder { pid: pid?, host, since })
+        Some(Holder {
+            pid: pid?,
+            host,
+            since,
+        })
     }
 }
 
@@ -65,7 +72,10 @@ pub struct Lease {
 }
 
 fn io(path: &Path, source: std::io::Error) -> LeaseError {
-    LeaseError::Io { path: path.to_path_buf(), source }
+    LeaseError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn try_lock(file: &File) -> std::io::Result<bool> {
@@ -108,8 +118,12 @@ impl Lease {
         let previous = read_holder(&mut file);
         file.set_len(0).map_err(|e| io(path, e))?;
         file.seek(SeekFrom::Start(0)).map_err(|e| io(path, e))?;
-        file.write_all(me.render().as_bytes()).map_err(|e| io(path, e))?;
-        Ok(Lease { _file: file, previous })
+        file.write_all(me.render().as_bytes())
+            .map_err(|e| io(path, e))?;
+        Ok(Lease {
+            _file: file,
+            previous,
+        })
     }
 
     /// Takes the lease at `path` without replacing the recorded holder (for short inspection,
@@ -128,7 +142,10 @@ impl Lease {
                 None => LeaseError::HeldUnknown(path.to_path_buf()),
             });
         }
-        Ok(Lease { _file: file, previous: None })
+        Ok(Lease {
+            _file: file,
+            previous: None,
+        })
     }
 
     /// The live holder of the lease at `path`, if any (does not take the lease).
@@ -155,7 +172,11 @@ mod tests {
     use super::*;
 
     fn me(pid: u32) -> Holder {
-        Holder { pid, host: "h".into(), since: "t".into() }
+        Holder {
+            pid,
+            host: "h".into(),
+            since: "t".into(),
+        }
     }
 
     #[test]

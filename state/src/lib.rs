@@ -68,13 +68,17 @@ pub enum Error {
 
 fn db_error(path: &Path, source: sled::Error) -> Error {
     match source {
-        sled::Error::Corruption { .. } => {
-            Error::Corrupt { path: path.to_path_buf(), detail: source.to_string() }
-        }
-        sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-            Error::Locked { path: path.to_path_buf() }
-        }
-        other => Error::Db { path: path.to_path_buf(), source: other },
+        sled::Error::Corruption { .. } => Error::Corrupt {
+            path: path.to_path_buf(),
+            detail: source.to_string(),
+        },
+        sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => Error::Locked {
+            path: path.to_path_buf(),
+        },
+        other => Error::Db {
+            path: path.to_path_buf(),
+            source: other,
+        },
     }
 }
 
@@ -97,7 +101,7 @@ impl RunDb {
     pub fn open(dir: &Path) -> Result<RunDb, Error> {
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(8 * 1024 * 1024)
+            .cache_capacity(2 * 1024 * 1024)
             .flush_every_ms(Some(GROUP_COMMIT_MS))
             .open()
             .map_err(|e| match db_error(dir, e) {
@@ -106,13 +110,20 @@ impl RunDb {
             })?;
         let log = db.open_tree("log").map_err(|e| db_error(dir, e))?;
         let next_seq = match log.last().map_err(|e| db_error(dir, e))? {
-            Some((k, _)) => seq_from_key(&k).map(|s| s + 1).ok_or_else(|| Error::Corrupt {
-                path: dir.to_path_buf(),
-                detail: format!("log key of {} bytes, expected 8", k.len()),
-            })?,
+            Some((k, _)) => seq_from_key(&k)
+                .map(|s| s + 1)
+                .ok_or_else(|| Error::Corrupt {
+                    path: dir.to_path_buf(),
+                    detail: format!("log key of {} bytes, expected 8", k.len()),
+                })?,
             None => 0,
         };
-        Ok(RunDb { path: dir.to_path_buf(), db, log, next_seq })
+        Ok(RunDb {
+            path: dir.to_path_buf(),
+            db,
+            log,
+            next_seq,
+        })
     }
 
     /// The directory of this database.
@@ -123,10 +134,14 @@ impl RunDb {
     /// Appends `record` (enveloped with `kind`) and returns its sequence number. The record is
     /// durable after the next group commit or [`RunDb::flush`].
     pub fn append<T: Serialize>(&mut self, kind: u8, record: &T) -> Result<u64, Error> {
-        let bytes = encode(kind, record)
-            .map_err(|source| Error::Encode { path: self.path.clone(), source })?;
+        let bytes = encode(kind, record).map_err(|source| Error::Encode {
+            path: self.path.clone(),
+            source,
+        })?;
         let seq = self.next_seq;
-        self.log.insert(seq.to_be_bytes(), bytes).map_err(|e| db_error(&self.path, e))?;
+        self.log
+            .insert(seq.to_be_bytes(), bytes)
+            .map_err(|e| db_error(&self.path, e))?;
         self.next_seq += 1;
         Ok(seq)
     }
@@ -162,12 +177,17 @@ impl RunDb {
 
     /// Writes every buffered record to disk now.
     pub fn flush(&self) -> Result<(), Error> {
-        self.db.flush().map(|_| ()).map_err(|e| db_error(&self.path, e))
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| db_error(&self.path, e))
     }
 
     /// Test support: overwrites the raw bytes of record `seq` (to check corruption handling).
     pub fn overwrite_raw(&self, seq: u64, bytes: &[u8]) -> Result<(), Error> {
-        self.log.insert(seq.to_be_bytes(), bytes).map_err(|e| db_error(&self.path, e))?;
+        self.log
+            .insert(seq.to_be_bytes(), bytes)
+            .map_err(|e| db_error(&self.path, e))?;
         Ok(())
     }
 }
@@ -180,11 +200,19 @@ fn seq_from_key(k: &[u8]) -> Option<u64> {
 /// Writes one enveloped record to `path` atomically (temporary file + rename), so a reader
 /// sees either the old or the new record.
 pub fn write_record_file<T: Serialize>(path: &Path, kind: u8, record: &T) -> Result<(), Error> {
-    let bytes = encode(kind, record)
-        .map_err(|source| Error::Encode { path: path.to_path_buf(), source })?;
+    let bytes = encode(kind, record).map_err(|source| Error::Encode {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, &bytes).map_err(|source| Error::Io { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    std::fs::write(&tmp, &bytes).map_err(|source| Error::Io {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Reads a record written by [`write_record_file`]; `Ok(None)` when the file does not exist.
@@ -192,13 +220,20 @@ pub fn read_record_file<T: DeserializeOwned>(path: &Path, kind: u8) -> Result<Op
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(Error::Io { path: path.to_path_buf(), source }),
+        Err(source) => {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
     };
-    decode(kind, &bytes).map(Some).map_err(|source| Error::Record {
-        path: path.to_path_buf(),
-        key: "file".into(),
-        source,
-    })
+    decode(kind, &bytes)
+        .map(Some)
+        .map_err(|source| Error::Record {
+            path: path.to_path_buf(),
+            key: "file".into(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -218,7 +253,14 @@ mod tests {
         {
             let mut db = RunDb::open(dir.path()).expect("open");
             for n in 0..100 {
-                db.append(7, &Rec { n, s: format!("r{n}") }).expect("append");
+                db.append(
+                    7,
+                    &Rec {
+                        n,
+                        s: format!("r{n}"),
+                    },
+                )
+                .expect("append");
             }
             db.flush().expect("flush");
         }
@@ -226,15 +268,35 @@ mod tests {
         assert_eq!(db.len(), 100);
         let recs: Vec<(u64, Rec)> = db.records(7).expect("records");
         assert_eq!(recs.len(), 100);
-        assert!(recs.iter().enumerate().all(|(i, (s, r))| *s == i as u64 && r.n == i as u32));
-        assert_eq!(db.append(7, &Rec { n: 100, s: String::new() }).expect("append"), 100);
+        assert!(recs
+            .iter()
+            .enumerate()
+            .all(|(i, (s, r))| *s == i as u64 && r.n == i as u32));
+        assert_eq!(
+            db.append(
+                7,
+                &Rec {
+                    n: 100,
+                    s: String::new()
+                }
+            )
+            .expect("append"),
+            100
+        );
     }
 
     #[test]
     fn corrupt_record_is_an_error_naming_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut db = RunDb::open(dir.path()).expect("open");
-        db.append(7, &Rec { n: 1, s: "a".into() }).expect("append");
+        db.append(
+            7,
+            &Rec {
+                n: 1,
+                s: "a".into(),
+            },
+        )
+        .expect("append");
         db.overwrite_raw(0, b"garbage").expect("overwrite");
         let err = db.records::<Rec>(7).expect_err("corrupt");
         assert!(err.to_string().contains("log #0"), "{err}");
@@ -245,9 +307,23 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("snap");
         assert!(read_record_file::<Rec>(&p, 3).expect("read").is_none());
-        write_record_file(&p, 3, &Rec { n: 5, s: "x".into() }).expect("write");
+        write_record_file(
+            &p,
+            3,
+            &Rec {
+                n: 5,
+                s: "x".into(),
+            },
+        )
+        .expect("write");
         let r: Rec = read_record_file(&p, 3).expect("read").expect("present");
-        assert_eq!(r, Rec { n: 5, s: "x".into() });
+        assert_eq!(
+            r,
+            Rec {
+                n: 5,
+                s: "x".into()
+            }
+        );
         assert!(read_record_file::<Rec>(&p, 4).is_err());
     }
 }

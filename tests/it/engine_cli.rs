@@ -19,12 +19,19 @@ struct Env {
 
 fn env() -> Env {
     let tmp = tempfile::tempdir().expect("tempdir");
-    Env { state: tmp.path().join("state"), ledger: tmp.path().join("ledger"), _tmp: tmp }
+    Env {
+        state: tmp.path().join("state"),
+        ledger: tmp.path().join("ledger"),
+        _tmp: tmp,
+    }
 }
 
 fn vast(e: &Env, args: &[&str]) -> Command {
     let mut c = Command::new(VAST);
-    c.args(args).env("VAST_STATE_DIR", &e.state).env_remove("FAILPOINTS").env_remove("VAST_LOG");
+    c.args(args)
+        .env("VAST_STATE_DIR", &e.state)
+        .env_remove("FAILPOINTS")
+        .env_remove("VAST_LOG");
     c
 }
 
@@ -45,15 +52,29 @@ fn spawn_selftest(e: &Env, extra: &[&str], failpoints: Option<&str>) -> (Child, 
     if let Some(fp) = failpoints {
         c.env("FAILPOINTS", fp);
     }
-    let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read id");
-    let id = line.trim().strip_prefix("run ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_string();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read id");
+    let id = line
+        .trim()
+        .strip_prefix("run ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
     (child, id)
 }
 
 fn ledger_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 fn show_json(e: &Env, id: &str) -> Value {
@@ -71,9 +92,21 @@ fn kill9(child: &mut Child) {
 #[test]
 fn runs_commands_and_exit_codes() {
     let e = env();
-    let out = run(&e, &["selftest", "--items", "5", "--ledger", &e.ledger.display().to_string()]);
+    let out = run(
+        &e,
+        &[
+            "selftest",
+            "--items",
+            "5",
+            "--ledger",
+            &e.ledger.display().to_string(),
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let id = text(&out.stdout).trim().trim_start_matches("run ").to_string();
+    let id = text(&out.stdout)
+        .trim()
+        .trim_start_matches("run ")
+        .to_string();
     let out2 = run(&e, &["selftest", "--items", "2"]);
     assert!(out2.status.success());
 
@@ -93,23 +126,41 @@ fn runs_commands_and_exit_codes() {
     assert_eq!(s["steps"][1]["map"]["items"], 5);
     assert!(text(&run(&e, &["runs", "show", &id]).stdout).contains("5 items: 5 succeeded"));
 
-    let ev: Value = serde_json::from_slice(&run(&e, &["runs", "events", &id, "--json"]).stdout).expect("json");
-    let types: Vec<&str> = ev.as_array().expect("array").iter().filter_map(|x| x["type"].as_str()).collect();
+    let ev: Value =
+        serde_json::from_slice(&run(&e, &["runs", "events", &id, "--json"]).stdout).expect("json");
+    let types: Vec<&str> = ev
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|x| x["type"].as_str())
+        .collect();
     assert_eq!(types.first(), Some(&"run_created"));
     assert_eq!(types.last(), Some(&"run_finished"));
     assert_eq!(types.iter().filter(|t| **t == "step_started").count(), 7);
 
     let dot = run(&e, &["runs", "graph", &id, "--format", "dot"]);
     assert!(text(&dot.stdout).contains("\"item\" -> \"finish\""));
-    let g: Value = serde_json::from_slice(&run(&e, &["runs", "graph", "selftest", "--json"]).stdout).expect("json");
+    let g: Value =
+        serde_json::from_slice(&run(&e, &["runs", "graph", "selftest", "--json"]).stdout)
+            .expect("json");
     assert_eq!(g["edges"].as_array().map(Vec::len), Some(2));
 
     // Resuming a finished run does nothing and succeeds.
     assert_eq!(run(&e, &["resume", &id]).status.code(), Some(0));
     // Bad input: clear message, exit 2, nothing created.
-    for args in [vec!["resume", "nope-2026"], vec!["runs", "show", "nope-2026"], vec!["resume", "Bad_Id"], vec!["runs", "graph", "nope"]] {
+    for args in [
+        vec!["resume", "nope-2026"],
+        vec!["runs", "show", "nope-2026"],
+        vec!["resume", "Bad_Id"],
+        vec!["runs", "graph", "nope"],
+    ] {
         let out = run(&e, &args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
         let err = text(&out.stderr);
         assert!(err.contains("nope") || err.contains("Bad_Id"), "{err}");
     }
@@ -121,11 +172,20 @@ fn failed_run_exits_1_and_resume_completes_it() {
     let e = env();
     let out = run(&e, &["selftest", "--items", "4", "--fail-item", "2"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let id = text(&out.stdout).trim().trim_start_matches("run ").to_string();
+    let id = text(&out.stdout)
+        .trim()
+        .trim_start_matches("run ")
+        .to_string();
     assert!(text(&out.stderr).contains(&format!("vast resume {id}")));
     let s = show_json(&e, &id);
     assert_eq!(s["status"], "failed");
-    let child = s["steps"].as_array().expect("steps").iter().find(|x| x["key"] == "item[2]").expect("item[2] listed").clone();
+    let child = s["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|x| x["key"] == "item[2]")
+        .expect("item[2] listed")
+        .clone();
     assert_eq!(child["errors"][0]["kind"], "permanent");
     assert_eq!(child["attempts"], 1);
     assert_eq!(run(&e, &["resume", &id]).status.code(), Some(0));
@@ -140,22 +200,39 @@ fn second_executor_gets_a_clear_error_and_a_killed_holders_lease_is_taken_over()
     let out = run(&e, &["resume", &id]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    assert!(err.contains(&format!("run is being executed by pid {pid}")), "{err}");
+    assert!(
+        err.contains(&format!("run is being executed by pid {pid}")),
+        "{err}"
+    );
     // Inspection works while the run executes.
     let s = show_json(&e, &id);
     assert_eq!(s["executing_pid"], pid);
     assert_eq!(s["status"], "running");
-    let list: Value = serde_json::from_slice(&run(&e, &["runs", "list", "--json"]).stdout).expect("json");
+    let list: Value =
+        serde_json::from_slice(&run(&e, &["runs", "list", "--json"]).stdout).expect("json");
     assert_eq!(list[0]["executing_pid"], pid);
 
     kill9(&mut child);
     assert_eq!(show_json(&e, &id)["status"], "interrupted");
-    let out = vast(&e, &["resume", &id]).env("VAST_LOG", "info").output().expect("resume");
+    let out = vast(&e, &["resume", &id])
+        .env("VAST_LOG", "info")
+        .output()
+        .expect("resume");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains(&format!("took over the lease of pid {pid}")), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("took over the lease of pid {pid}")),
+        "{}",
+        text(&out.stderr)
+    );
     let lines = ledger_lines(&e.ledger);
-    let missing: Vec<u64> = (0..400).filter(|i| !lines.contains(&format!("item {i}"))).collect();
-    assert!(missing.is_empty(), "missing {missing:?} of {} lines", lines.len());
+    let missing: Vec<u64> = (0..400)
+        .filter(|i| !lines.contains(&format!("item {i}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing {missing:?} of {} lines",
+        lines.len()
+    );
 }
 
 #[test]
@@ -167,7 +244,11 @@ fn ctrl_c_stops_persists_and_exits_130() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains(&format!("vast resume {id}")), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("vast resume {id}")),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(show_json(&e, &id)["status"], "interrupted");
 
     // A second Ctrl-C exits at once; the run stays resumable.
@@ -188,7 +269,10 @@ fn ctrl_c_stops_persists_and_exits_130() {
 #[test]
 fn failpoints_in_the_journal_and_in_steps_via_env() {
     let e = env();
-    for fp in ["journal.after_write=25*off->panic", "journal.before_write=40*off->panic"] {
+    for fp in [
+        "journal.after_write=25*off->panic",
+        "journal.before_write=40*off->panic",
+    ] {
         let (child, id) = spawn_selftest(&e, &["--items", "30"], Some(fp));
         let out = child.wait_with_output().expect("wait");
         assert!(!out.status.success(), "{fp}: the failpoint must stop vast");
@@ -207,7 +291,12 @@ fn failpoints_in_the_journal_and_in_steps_via_env() {
         .filter_map(|x| x["message"].as_str().map(str::to_string))
         .collect();
     assert_eq!(errors.len(), 3, "{errors:?}");
-    assert!(errors.iter().all(|m| m.contains("failpoint selftest.item: boom")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|m| m.contains("failpoint selftest.item: boom")),
+        "{errors:?}"
+    );
 }
 
 /// SIGKILL a real `vast` executing a 1,000-item map workflow at random moments, ≥ 200 times,
@@ -218,7 +307,11 @@ fn torture_kill9_at_random_moments_then_resume() {
     let e = env();
     let deadline = Instant::now() + Duration::from_secs(150);
     let mut rng = rand::rng();
-    let (mut child, id) = spawn_selftest(&e, &["--items", "1000", "--item-delay-ms", "40", "--chunks", "1"], None);
+    let (mut child, id) = spawn_selftest(
+        &e,
+        &["--items", "1000", "--item-delay-ms", "40", "--chunks", "1"],
+        None,
+    );
     std::thread::sleep(Duration::from_millis(rng.random_range(0..30)));
     kill9(&mut child);
     let mut kills = 1;
@@ -247,18 +340,30 @@ fn torture_kill9_at_random_moments_then_resume() {
         }
         if iterations % 25 == 0 {
             let out = run(&e, &["runs", "show", &id, "--json"]);
-            assert!(out.status.success(), "reopen after kill {kills} failed: {}", text(&out.stderr));
+            assert!(
+                out.status.success(),
+                "reopen after kill {kills} failed: {}",
+                text(&out.stderr)
+            );
         }
     }
-    assert!(kills >= 200 || completed, "only {kills} kills before the deadline");
-    assert!(kills >= 200, "the run completed after only {kills} kills; make items slower");
+    assert!(
+        kills >= 200 || completed,
+        "only {kills} kills before the deadline"
+    );
+    assert!(
+        kills >= 200,
+        "the run completed after only {kills} kills; make items slower"
+    );
     let out = run(&e, &["resume", &id]);
     assert!(out.status.success(), "final resume: {}", text(&out.stderr));
     let s = show_json(&e, &id);
     assert_eq!(s["status"], "succeeded");
     assert_eq!(s["steps"][1]["map"]["succeeded"], 1000);
     let lines: std::collections::HashSet<String> = ledger_lines(&e.ledger).into_iter().collect();
-    let missing: Vec<u64> = (0..1000).filter(|i| !lines.contains(&format!("item {i}"))).collect();
+    let missing: Vec<u64> = (0..1000)
+        .filter(|i| !lines.contains(&format!("item {i}")))
+        .collect();
     assert!(missing.is_empty(), "items never applied: {missing:?}");
     assert!(lines.contains("finish 1000"));
 }

@@ -23,7 +23,9 @@ pub fn open_for_execution(dir: &StateDir, id: &str) -> anyhow::Result<RunStore> 
 /// Maps store errors that are the user's to fix to [`UsageError`].
 pub fn store_error(e: StoreError) -> anyhow::Error {
     match e {
-        e @ (StoreError::UnknownRun { .. } | StoreError::Lease(_)) => UsageError(e.to_string()).into(),
+        e @ (StoreError::UnknownRun { .. } | StoreError::Lease(_)) => {
+            UsageError(e.to_string()).into()
+        }
         other => anyhow::Error::new(other),
     }
 }
@@ -57,7 +59,9 @@ pub async fn execute(engine: &Engine, store: RunStore) -> anyhow::Result<ExitSta
             Ok(ExitStatus::Interrupted)
         }
         Err(EngineError::Store(e)) => Err(store_error(e)),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("run {id} stopped; it is resumable with `vast resume {id}`"))),
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "run {id} stopped; it is resumable with `vast resume {id}`"
+        ))),
     }
 }
 
@@ -65,7 +69,10 @@ pub async fn execute(engine: &Engine, store: RunStore) -> anyhow::Result<ExitSta
 /// consistent at every point, so the run stays resumable).
 async fn watch_signals(cancel: CancellationToken, id: String) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         tracing::warn!("cannot install signal handlers; Ctrl-C will kill vast without cleanup");
         return;
     };

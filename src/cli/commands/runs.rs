@@ -30,7 +30,11 @@ pub async fn run(cmd: RunsCommand, globals: &Globals) -> anyhow::Result<ExitStat
         RunsCommand::List { json } => list(&dir, json),
         RunsCommand::Show { run_id, json } => show(&dir, &run_id, json),
         RunsCommand::Events { run_id, json } => events(&dir, &run_id, json),
-        RunsCommand::Graph { target, format, json } => graph(&dir, &target, format, json),
+        RunsCommand::Graph {
+            target,
+            format,
+            json,
+        } => graph(&dir, &target, format, json),
     }
 }
 
@@ -39,9 +43,27 @@ fn list(dir: &StateDir, json: bool) -> anyhow::Result<ExitStatus> {
     for e in dir.list().map_err(store_error)? {
         let pid = e.holder.as_ref().map(|h| h.pid);
         let (operation, mut status, started, updated, message) = match &e.snapshot {
-            Ok(Some(v)) => (v.operation.clone(), v.status.clone(), v.started_at.clone(), v.updated_at.clone(), v.message.clone()),
-            Ok(None) => (String::new(), "unknown".into(), String::new(), String::new(), "no snapshot yet".into()),
-            Err(err) => (String::new(), "unknown".into(), String::new(), String::new(), format!("snapshot unreadable: {err}")),
+            Ok(Some(v)) => (
+                v.operation.clone(),
+                v.status.clone(),
+                v.started_at.clone(),
+                v.updated_at.clone(),
+                v.message.clone(),
+            ),
+            Ok(None) => (
+                String::new(),
+                "unknown".into(),
+                String::new(),
+                String::new(),
+                "no snapshot yet".into(),
+            ),
+            Err(err) => (
+                String::new(),
+                "unknown".into(),
+                String::new(),
+                String::new(),
+                format!("snapshot unreadable: {err}"),
+            ),
         };
         if status == "running" && pid.is_none() {
             status = "interrupted".into();
@@ -51,7 +73,10 @@ fn list(dir: &StateDir, json: bool) -> anyhow::Result<ExitStatus> {
             "updated_at": updated, "message": message, "executing_pid": pid,
         }));
     }
-    rows.sort_by(|a, b| (a["started_at"].as_str(), a["id"].as_str()).cmp(&(b["started_at"].as_str(), b["id"].as_str())));
+    rows.sort_by(|a, b| {
+        (a["started_at"].as_str(), a["id"].as_str())
+            .cmp(&(b["started_at"].as_str(), b["id"].as_str()))
+    });
     if json {
         print_json(&rows)?;
     } else {
@@ -72,13 +97,19 @@ fn list(dir: &StateDir, json: bool) -> anyhow::Result<ExitStatus> {
 }
 
 fn check_id(id: &str) -> anyhow::Result<()> {
-    crate::engine::RunId::parse(id).map(|_| ()).map_err(|e| UsageError(e.to_string()).into())
+    crate::engine::RunId::parse(id)
+        .map(|_| ())
+        .map_err(|e| UsageError(e.to_string()).into())
 }
 
 /// The run's state from its journal, or `None` while another process executes it.
 fn load(dir: &StateDir, id: &str) -> anyhow::Result<Option<RunState>> {
     if !dir.exists(id) {
-        return Err(UsageError(format!("unknown run '{id}' (no {})", dir.run_dir(id).display())).into());
+        return Err(UsageError(format!(
+            "unknown run '{id}' (no {})",
+            dir.run_dir(id).display()
+        ))
+        .into());
     }
     if dir.holder(id).map_err(store_error)?.is_some() {
         return Ok(None);
@@ -127,9 +158,10 @@ fn events(dir: &StateDir, id: &str, json: bool) -> anyhow::Result<ExitStatus> {
         return Err(UsageError(format!("unknown run '{id}'")).into());
     }
     let store = dir.open_run_for_reading(id).map_err(|e| match e {
-        crate::store::StoreError::Lease(l) => {
-            UsageError(format!("{l}; its journal is readable once it stops (`vast runs show {id}` works now)")).into()
-        }
+        crate::store::StoreError::Lease(l) => UsageError(format!(
+            "{l}; its journal is readable once it stops (`vast runs show {id}` works now)"
+        ))
+        .into(),
         other => store_error(other),
     })?;
     let evs = store.events().map_err(store_error)?;
@@ -156,27 +188,43 @@ fn events(dir: &StateDir, id: &str, json: bool) -> anyhow::Result<ExitStatus> {
         print_json(&rows)?;
     } else {
         for r in &rows {
-            println!("{:>6}  {}  {}", r["seq"], r["at"].as_str().unwrap_or_default(), r["description"].as_str().unwrap_or_default());
+            println!(
+                "{:>6}  {}  {}",
+                r["seq"],
+                r["at"].as_str().unwrap_or_default(),
+                r["description"].as_str().unwrap_or_default()
+            );
         }
     }
     Ok(ExitStatus::Success)
 }
 
-fn graph(dir: &StateDir, target: &str, format: GraphFormat, json: bool) -> anyhow::Result<ExitStatus> {
-    let (def, view): (Definition, Option<RunView>) = if crate::engine::RunId::parse(target).is_ok() && dir.exists(target) {
-        match load(dir, target)? {
-            Some(state) => (state.definition.clone(), Some(RunView::from_state(&state))),
-            None => {
-                let v = dir.snapshot(target).map_err(store_error)?.ok_or_else(|| UsageError(format!("run '{target}' has no snapshot yet")))?;
-                let def = embedded(&v.operation)?;
-                (def, Some(v))
+fn graph(
+    dir: &StateDir,
+    target: &str,
+    format: GraphFormat,
+    json: bool,
+) -> anyhow::Result<ExitStatus> {
+    let (def, view): (Definition, Option<RunView>) =
+        if crate::engine::RunId::parse(target).is_ok() && dir.exists(target) {
+            match load(dir, target)? {
+                Some(state) => (state.definition.clone(), Some(RunView::from_state(&state))),
+                None => {
+                    let v = dir
+                        .snapshot(target)
+                        .map_err(store_error)?
+                        .ok_or_else(|| UsageError(format!("run '{target}' has no snapshot yet")))?;
+                    let def = embedded(&v.operation)?;
+                    (def, Some(v))
+                }
             }
-        }
-    } else {
-        (embedded(target)?, None)
-    };
+        } else {
+            (embedded(target)?, None)
+        };
     let status_of = |name: &str| {
-        view.as_ref().and_then(|v| v.steps.iter().find(|s| s.key == name)).map(|s| s.status.clone())
+        view.as_ref()
+            .and_then(|v| v.steps.iter().find(|s| s.key == name))
+            .map(|s| s.status.clone())
     };
     if json {
         let nodes: Vec<Value> = def
@@ -209,7 +257,10 @@ fn graph(dir: &StateDir, target: &str, format: GraphFormat, json: bool) -> anyho
                     line.push_str(&format!(" after {}", s.after.join(", ")));
                 }
                 if let Some(m) = &s.map {
-                    line.push_str(&format!(" map over {} (concurrency {})", m.over, m.concurrency));
+                    line.push_str(&format!(
+                        " map over {} (concurrency {})",
+                        m.over, m.concurrency
+                    ));
                 }
                 if let Some(st) = status_of(&s.name) {
                     line.push_str(&format!(" — {st}"));
@@ -225,6 +276,9 @@ fn embedded(operation: &str) -> anyhow::Result<Definition> {
     match crate::ops::definition(operation) {
         Some(Ok(d)) => Ok(d),
         Some(Err(e)) => Err(UsageError(e.to_string()).into()),
-        None => Err(UsageError(format!("no run or operation named '{operation}' (see `vast runs list`)")).into()),
+        None => Err(UsageError(format!(
+            "no run or operation named '{operation}' (see `vast runs list`)"
+        ))
+        .into()),
     }
 }
