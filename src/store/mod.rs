@@ -217,6 +217,9 @@ impl RunStore {
             .clone()
             .filter(|h| h.pid != std::process::id());
         let db = RunDb::open(&dir.join("db"))?;
+        if let Some(m) = &db.recovered {
+            tracing::warn!("run {id}: {m}");
+        }
         Ok(RunStore {
             id: id.to_string(),
             dir: dir.to_path_buf(),

@@ -317,6 +317,7 @@ fn torture_kill9_at_random_moments_then_resume() {
     let mut kills = 1;
     let mut completed = false;
     let mut iterations = 0;
+    let mut recoveries = 0;
     while kills < 200 && Instant::now() < deadline {
         iterations += 1;
         let log = e._tmp.path().join("resume.log");
@@ -330,6 +331,8 @@ fn torture_kill9_at_random_moments_then_resume() {
             None => {
                 kill9(&mut child);
                 kills += 1;
+                let err = std::fs::read_to_string(&log).unwrap_or_default();
+                recoveries += err.matches("rebuilt").count();
             }
             Some(status) => {
                 let err = std::fs::read_to_string(&log).unwrap_or_default();
@@ -347,6 +350,7 @@ fn torture_kill9_at_random_moments_then_resume() {
             );
         }
     }
+    eprintln!("torture: {kills} kills in {iterations} resumes; sled rebuilt from the frame log {recoveries} times");
     assert!(
         kills >= 200 || completed,
         "only {kills} kills before the deadline"
