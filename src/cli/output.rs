@@ -58,6 +58,9 @@ fn step_line(s: &StepView, indent: &str) -> String {
     if let Some(p) = &s.progress {
         line.push_str(&format!("  progress {}/{}", p.done, p.total));
     }
+    if let Some(c) = &s.cursor {
+        line.push_str(&format!("  cursor {c}"));
+    }
     if let Some(t) = &s.next_retry_at {
         line.push_str(&format!("  next retry {t}"));
     }
