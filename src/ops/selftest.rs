@@ -80,7 +80,7 @@ impl Step for Item {
                 pause(cx, delay).await?;
             }
             ledger_append(cx, &format!("item {i}"))?;
-            Ok(json!({ "item": i }))
+            Ok(json!(i))
         })
     }
 }
@@ -101,7 +101,7 @@ impl Step for Finish {
     fn run<'a>(&'a self, cx: &'a StepContext) -> BoxFuture<'a, Result<Value, StepError>> {
         Box::pin(async move {
             fail::fail_point!("selftest.finish", |a| injected("selftest.finish", a));
-            let items: Vec<Value> = cx.output("item")?;
+            let items: Vec<u64> = cx.output("item")?;
             ledger_append(cx, &format!("finish {}", items.len()))?;
             Ok(json!({ "count": items.len() }))
         })

@@ -156,6 +156,16 @@ impl RunDb {
         let mut recovered = None;
         let (db, log, mut next_seq) = match open_sled(dir) {
             Ok(v) => v,
+            Err(Error::Corrupt { path, detail }) if frames.is_empty() => {
+                // Nothing to rebuild from: report, touch nothing.
+                return Err(Error::Corrupt {
+                    path,
+                    detail: format!(
+                        "{detail}; and its frame log {} has no valid records",
+                        wal_path.display()
+                    ),
+                });
+            }
             Err(Error::Corrupt { detail, .. }) => {
                 let mut n = 0;
                 let aside = loop {

@@ -22,6 +22,8 @@ fn fnv64(bytes: &[u8]) -> u64 {
 pub struct Wal {
     path: PathBuf,
     file: File,
+    /// Length of the valid prefix when a torn or corrupt tail must be cut before appending.
+    cut_to: Option<u64>,
 }
 
 /// Reads every valid frame of the log at `path` without modifying it.
@@ -50,8 +52,9 @@ fn parse(bytes: &[u8]) -> (Vec<Vec<u8>>, usize) {
 }
 
 impl Wal {
-    /// Opens (or creates) the log at `path`, returns it with every valid frame; a torn or
-    /// corrupt tail (from a crash mid-write) is cut off.
+    /// Opens (or creates) the log at `path`, returns it with every valid frame. A torn or
+    /// corrupt tail (from a crash mid-write) is cut off before the first append, so merely
+    /// opening a damaged log never changes it.
     pub fn open(path: &Path) -> std::io::Result<(Wal, Vec<Vec<u8>>)> {
         let mut file = OpenOptions::new()
             .read(true)
@@ -61,13 +64,12 @@ impl Wal {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let (frames, at) = parse(&bytes);
-        if at < bytes.len() {
-            file.set_len(at as u64)?;
-        }
+        let cut_to = (at < bytes.len()).then_some(at as u64);
         Ok((
             Wal {
                 path: path.to_path_buf(),
                 file,
+                cut_to,
             },
             frames,
         ))
@@ -79,6 +81,9 @@ impl Wal {
 
     /// Appends one frame with a single `write` call.
     pub fn append(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        if let Some(len) = self.cut_to.take() {
+            self.file.set_len(len)?;
+        }
         let mut buf = Vec::with_capacity(HEADER + payload.len());
         buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         buf.extend_from_slice(&fnv64(payload).to_le_bytes());
@@ -115,7 +120,12 @@ mod tests {
         let (_, frames) = Wal::open(&p).expect("reopen");
         assert_eq!(frames.len(), 9);
         assert_eq!(frames[8], vec![8u8; 24]);
-        let (mut w, frames) = Wal::open(&p).expect("reopen after cut");
+        assert_eq!(
+            std::fs::read(&p).expect("read"),
+            bytes,
+            "opening does not change the log"
+        );
+        let (mut w, frames) = Wal::open(&p).expect("reopen");
         assert_eq!(frames.len(), 9);
         w.append(b"next").expect("append");
         let (_, frames) = Wal::open(&p).expect("reopen");

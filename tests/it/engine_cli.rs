@@ -371,3 +371,61 @@ fn torture_kill9_at_random_moments_then_resume() {
     assert!(missing.is_empty(), "items never applied: {missing:?}");
     assert!(lines.contains("finish 1000"));
 }
+
+fn wreck_files_in(dir: &Path) {
+    for entry in std::fs::read_dir(dir).expect("dir") {
+        let f = entry.expect("entry").path();
+        if f.is_file() {
+            std::fs::write(&f, b"\xff\xfe not a database \x00\x01").expect("wreck");
+        }
+    }
+}
+
+#[test]
+fn corrupted_store_is_rebuilt_from_the_frame_log_or_reported_without_touching_it() {
+    let e = env();
+    let out = run(&e, &["selftest", "--items", "5", "--fail-item", "4"]);
+    assert_eq!(out.status.code(), Some(1));
+    let id = text(&out.stdout)
+        .trim()
+        .trim_start_matches("run ")
+        .to_string();
+    let run_dir = e.state.join("runs").join(&id);
+
+    // sled destroyed, frame log intact: rebuilt, and the run completes.
+    wreck_files_in(&run_dir.join("db"));
+    let out = vast(&e, &["resume", &id])
+        .env("VAST_LOG", "warn")
+        .output()
+        .expect("resume");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("rebuilt"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        run_dir.join("db.corrupt-0").is_dir(),
+        "the damaged database is kept aside"
+    );
+    assert_eq!(show_json(&e, &id)["status"], "succeeded");
+
+    // Both destroyed: a clear error, non-zero exit, nothing changed.
+    wreck_files_in(&run_dir.join("db"));
+    std::fs::write(run_dir.join("db.log"), b"garbage").expect("wreck log");
+    let before: Vec<Vec<u8>> = ["db.log"]
+        .iter()
+        .map(|f| std::fs::read(run_dir.join(f)).expect("read"))
+        .collect();
+    let out = run(&e, &["resume", &id]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("corrupt") && err.contains(&id), "{err}");
+    assert_eq!(
+        std::fs::read(run_dir.join("db.log")).expect("read"),
+        before[0]
+    );
+    assert!(!run_dir.join("db.corrupt-1").exists());
+    let out = run(&e, &["runs", "show", &id]);
+    assert!(!out.status.success());
+}
