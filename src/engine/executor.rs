@@ -236,7 +236,10 @@ impl Engine {
         let mut ex = Exec {
             engine: self,
             run: run.clone(),
-            run_id: RunId::parse(&run).unwrap_or_else(|_| RunId::generate("run")),
+            run_id: RunId::parse(&run).map_err(|e| EngineError::Params {
+                run: run.clone(),
+                detail: e.to_string(),
+            })?,
             journal: journal.clone(),
             params,
             cancel: cancel.clone(),

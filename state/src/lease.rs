@@ -99,22 +99,63 @@ fn read_holder(file: &mut File) -> Option<Holder> {
     Holder::parse(&text)
 }
 
-impl Lease {
-    /// Takes the lease at `path` for `me`, breaking a dead holder's lease.
-    pub fn acquire(path: &Path, me: &Holder) -> Result<Lease, LeaseError> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| io(path, e))?;
-        if !try_lock(&file).map_err(|e| io(path, e))? {
-            return Err(match read_holder(&mut file) {
+/// How long an executor waits for an inspecting process to release the lease.
+pub const INSPECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether `h` names a live process on this host (a holder on another host counts as live).
+fn alive(h: &Holder) -> bool {
+    let here = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    if !h.host.is_empty() && h.host != here {
+        return true;
+    }
+    let Ok(pid) = i32::try_from(h.pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks whether the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Opens and locks the lease file; fails at once while a live recorded holder has it, waits
+/// up to [`INSPECTION_WAIT`] while someone else (an inspection) holds it briefly.
+fn lock_waiting(path: &Path) -> Result<File, LeaseError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| io(path, e))?;
+    let start = std::time::Instant::now();
+    loop {
+        if try_lock(&file).map_err(|e| io(path, e))? {
+            return Ok(file);
+        }
+        let holder = read_holder(&mut file);
+        let live_executor = holder
+            .as_ref()
+            .is_some_and(|h| h.pid != std::process::id() && alive(h));
+        if live_executor || start.elapsed() >= INSPECTION_WAIT {
+            return Err(match holder {
                 Some(h) => LeaseError::Held(h),
                 None => LeaseError::HeldUnknown(path.to_path_buf()),
             });
         }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+impl Lease {
+    /// Takes the lease at `path` for `me`, breaking a dead holder's lease. While the lock is
+    /// held by a process other than the recorded (live) holder, i.e. briefly by an inspecting
+    /// `vast runs show`, it waits up to [`INSPECTION_WAIT`] for it.
+    pub fn acquire(path: &Path, me: &Holder) -> Result<Lease, LeaseError> {
+        let mut file = lock_waiting(path)?;
         let previous = read_holder(&mut file);
         file.set_len(0).map_err(|e| io(path, e))?;
         file.seek(SeekFrom::Start(0)).map_err(|e| io(path, e))?;
@@ -129,21 +170,8 @@ impl Lease {
     /// Takes the lease at `path` without replacing the recorded holder (for short inspection,
     /// so the last executor stays visible to the next one).
     pub fn acquire_without_recording(path: &Path) -> Result<Lease, LeaseError> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| io(path, e))?;
-        if !try_lock(&file).map_err(|e| io(path, e))? {
-            return Err(match read_holder(&mut file) {
-                Some(h) => LeaseError::Held(h),
-                None => LeaseError::HeldUnknown(path.to_path_buf()),
-            });
-        }
         Ok(Lease {
-            _file: file,
+            _file: lock_waiting(path)?,
             previous: None,
         })
     }

@@ -214,10 +214,31 @@ fn second_executor_gets_a_clear_error_and_a_killed_holders_lease_is_taken_over()
 
     kill9(&mut child);
     assert_eq!(show_json(&e, &id)["status"], "interrupted");
-    let out = vast(&e, &["resume", &id])
+    // Two processes resume the run: the first takes over the dead holder's lease, the second
+    // is refused while the first executes.
+    let first = vast(&e, &["resume", &id])
         .env("VAST_LOG", "info")
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("resume");
+    let first_pid = first.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while show_json(&e, &id)["executing_pid"] != first_pid {
+        assert!(
+            Instant::now() < deadline,
+            "the first resume never took the lease"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = run(&e, &["resume", &id]);
+    assert_eq!(second.status.code(), Some(2));
+    assert!(
+        text(&second.stderr).contains(&format!("run is being executed by pid {first_pid}")),
+        "{}",
+        text(&second.stderr)
+    );
+    let out = first.wait_with_output().expect("wait");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains(&format!("took over the lease of pid {pid}")),
