@@ -363,4 +363,52 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn random_dags_are_ordered_and_any_back_edge_is_a_cycle() {
+        use rand::{seq::SliceRandom, Rng};
+        let mut rng = rand::rng();
+        for _ in 0..200 {
+            let n = rng.random_range(1..12);
+            let mut deps: Vec<Vec<usize>> = vec![Vec::new(); n];
+            for (i, d) in deps.iter_mut().enumerate() {
+                for j in 0..i {
+                    if rng.random_bool(0.3) {
+                        d.push(j);
+                    }
+                }
+            }
+            let mut order: Vec<usize> = (0..n).collect();
+            order.shuffle(&mut rng);
+            let yaml = |deps: &Vec<Vec<usize>>| {
+                let mut y = String::from("operation: r\nsteps:\n");
+                for &i in &order {
+                    let after: Vec<String> = deps[i].iter().map(|d| format!("s{d}")).collect();
+                    y.push_str(&format!(
+                        "  - {{name: s{i}, run: t.x, after: [{}]}}\n",
+                        after.join(", ")
+                    ));
+                }
+                y
+            };
+            let d = parse(&yaml(&deps)).expect("acyclic");
+            let pos = |name: &str| d.steps.iter().position(|s| s.name == name).expect("step");
+            for (i, ds) in deps.iter().enumerate() {
+                for j in ds {
+                    assert!(pos(&format!("s{j}")) < pos(&format!("s{i}")));
+                }
+            }
+            // Close a cycle along any existing edge j -> i by adding i -> j.
+            if let Some((i, j)) = deps
+                .iter()
+                .enumerate()
+                .find_map(|(i, ds)| ds.first().map(|&j| (i, j)))
+            {
+                let mut cyclic = deps.clone();
+                cyclic[j].push(i);
+                let e = parse(&yaml(&cyclic)).expect_err("cycle");
+                assert!(e.problem.contains("cycle"), "{e}");
+            }
+        }
+    }
 }
