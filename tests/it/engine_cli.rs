@@ -288,6 +288,7 @@ fn ctrl_c_stops_persists_and_exits_130() {
 }
 
 #[test]
+#[cfg(feature = "failpoints")]
 fn failpoints_in_the_journal_and_in_steps_via_env() {
     let e = env();
     for fp in [

@@ -15,6 +15,33 @@ pub async fn run(args: ResumeArgs, globals: &Globals) -> anyhow::Result<ExitStat
     execute(&engine, store).await
 }
 
+/// Starts a new run of the embedded workflow `operation` with `params`, handing `resources`
+/// (clients, configuration) to its steps, and executes it like `vast resume` does. This is how
+/// the operation commands (`setup`, `run`, `download`, ...) run their workflows.
+pub async fn start_operation(
+    globals: &Globals,
+    operation: &str,
+    params: &serde_json::Value,
+    resources: crate::engine::Resources,
+) -> anyhow::Result<ExitStatus> {
+    let def = crate::ops::definition(operation)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "no workflow for operation '{operation}' (workflows/)"
+            ))
+        })?
+        .map_err(|e| UsageError(e.to_string()))?;
+    let dir = StateDir::new(globals.state_dir());
+    let engine = Engine::new(crate::ops::registry(), resources);
+    let store = engine.create(&dir, &def, params)?;
+    eprintln!(
+        "run {} started (resume with `vast resume {}` if interrupted)",
+        store.id(),
+        store.id()
+    );
+    execute(&engine, store).await
+}
+
 /// Opens run `id`, mapping the user's mistakes (unknown run, live lease) to usage errors.
 pub fn open_for_execution(dir: &StateDir, id: &str) -> anyhow::Result<RunStore> {
     dir.open_run(id).map_err(store_error)
