@@ -124,6 +124,48 @@ fn runs_commands_and_exit_codes() {
     let s = show_json(&e, &id);
     assert_eq!(s["status"], "succeeded");
     assert_eq!(s["steps"][1]["map"]["items"], 5);
+    // The documented, stable JSON shape (README): fields may be added, never removed.
+    let keys = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+        k.sort();
+        k
+    };
+    for k in [
+        "id",
+        "operation",
+        "status",
+        "started_at",
+        "updated_at",
+        "message",
+        "params",
+        "events",
+        "executing_pid",
+        "steps",
+    ] {
+        assert!(
+            keys(&s).contains(&k.to_string()),
+            "runs show --json lacks {k}"
+        );
+    }
+    for k in [
+        "key",
+        "name",
+        "child",
+        "implementation",
+        "status",
+        "attempts",
+        "max_attempts",
+        "errors",
+        "next_retry_at",
+        "progress",
+        "cursor",
+        "map",
+    ] {
+        assert!(
+            keys(&s["steps"][0]).contains(&k.to_string()),
+            "step lacks {k}"
+        );
+    }
     assert!(text(&run(&e, &["runs", "show", &id]).stdout).contains("5 items: 5 succeeded"));
 
     let ev: Value =
