@@ -7,8 +7,14 @@ use vast::cli::{self, args::LogFormat, ExitStatus, UsageError};
 
 fn main() -> ExitCode {
     let cli = cli::args::Cli::parse();
+    // Test builds: configure failpoints from the FAILPOINTS environment variable.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     init_tracing(cli.global.verbose, cli.global.quiet, cli.global.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: cannot start the async runtime: {e}");
@@ -39,7 +45,9 @@ fn init_tracing(verbose: u8, quiet: u8, format: LogFormat) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("VAST_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.without_time().with_target(false).init(),
         LogFormat::Json => builder.json().init(),

@@ -23,6 +23,9 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
+    /// Print version (`-V` is `--vast-file`, as in RoboVAST).
+    #[arg(long, action = clap::ArgAction::Version)]
+    pub version: (),
     /// More log output (repeatable).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -61,6 +64,28 @@ pub enum Command {
     /// Inspect persisted runs.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Run the engine's self-test workflow (used by tests and the benchmark).
+    #[command(hide = true)]
+    Selftest(SelftestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SelftestArgs {
+    /// Number of map items.
+    #[arg(long, default_value_t = 100)]
+    pub items: u64,
+    /// Append one line per effect to this file.
+    #[arg(long)]
+    pub ledger: Option<PathBuf>,
+    /// Work (sleep) per item, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub item_delay_ms: u64,
+    /// Chunks per item, each checkpointed with a cursor.
+    #[arg(long, default_value_t = 0)]
+    pub chunks: u64,
+    /// This item fails permanently on its first attempt.
+    #[arg(long)]
+    pub fail_item: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +153,7 @@ pub struct PrepareRunArgs {
 
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
+    /// The run to continue (see `vast runs list`).
     pub run_id: String,
 }
 

@@ -51,6 +51,26 @@ pub struct Globals {
     pub verbosity: i8,
 }
 
+impl Globals {
+    /// The state directory: `--state-dir` / `VAST_STATE_DIR`, else `.vast-state` next to the
+    /// nearest `.robovast_project` found walking up from the current directory, else
+    /// `./.vast-state`.
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(d) = &self.state_dir {
+            return d.clone();
+        }
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        let mut dir: Option<&std::path::Path> = Some(&cwd);
+        while let Some(d) = dir {
+            if d.join(".robovast_project").is_file() {
+                return d.join(".vast-state");
+            }
+            dir = d.parent();
+        }
+        cwd.join(".vast-state")
+    }
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: args::Cli) -> anyhow::Result<ExitStatus> {
     let globals = Globals {

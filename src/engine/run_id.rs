@@ -44,7 +44,8 @@ impl RunId {
     pub fn parse(s: &str) -> Result<RunId, InvalidRunId> {
         let ok = !s.is_empty()
             && s.len() <= 63
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-');
         if ok {
@@ -82,14 +83,23 @@ mod tests {
     #[test]
     fn ids_generated_in_the_same_second_differ() {
         let at = jiff::Timestamp::now();
-        let ids: std::collections::HashSet<_> =
-            (0..200).map(|_| RunId::generate_at("download-cleanup", at)).collect();
+        let ids: std::collections::HashSet<_> = (0..200)
+            .map(|_| RunId::generate_at("download-cleanup", at))
+            .collect();
         assert!(ids.len() >= 199);
     }
 
     #[test]
     fn parse_rejects_bad_ids() {
-        for bad in ["", "Run-1", "run_1", "-run", "run-", &"a".repeat(64), "run 1"] {
+        for bad in [
+            "",
+            "Run-1",
+            "run_1",
+            "-run",
+            "run-",
+            &"a".repeat(64),
+            "run 1",
+        ] {
             assert!(RunId::parse(bad).is_err(), "{bad}");
         }
     }

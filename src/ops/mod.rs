@@ -1,1 +1,30 @@
-//! One file per operation: its steps, bound to the names used in `workflows/`.
+//! One file per operation: its steps, bound to the names used in `workflows/`. This module holds
+//! the step registry (implementation name → step) and the embedded workflow definitions.
+
+pub mod selftest;
+
+use crate::engine::{Definition, DefinitionError, Registry};
+
+/// Every workflow definition, embedded in the binary: (file name, YAML text).
+pub const WORKFLOWS: &[(&str, &str)] = &[(
+    "selftest.yaml",
+    include_str!("../../workflows/selftest.yaml"),
+)];
+
+/// The registry of every step implementation.
+pub fn registry() -> Registry {
+    let mut r = Registry::default();
+    selftest::register(&mut r);
+    r
+}
+
+/// Loads and validates the embedded definition of `operation`.
+pub fn definition(operation: &str) -> Option<Result<Definition, DefinitionError>> {
+    let reg = registry();
+    WORKFLOWS
+        .iter()
+        .find(|(file, _)| file.strip_suffix(".yaml") == Some(operation))
+        .map(|(file, text)| {
+            Definition::parse(&format!("workflows/{file}"), text, &|n| reg.contains(n))
+        })
+}

@@ -1,1 +1,310 @@
-//! Adapter between the engine's journal and the `vast-state` crate (sled + bincode live there).
+//! Adapter between the engine's journal and the `vast-state` crate (sled + bincode live there):
+//! the state-directory layout, opening runs under their lease, appending journal events (with
+//! failpoints before and after every write) and the inspection snapshot.
+//!
+//! Layout of a state directory:
+//!
+//! ```text
+//! <state dir>/runs/<run-id>/db/        sled database: the run's append-only journal
+//! <state dir>/runs/<run-id>/lease      flock'd lease naming the executing pid and host
+//! <state dir>/runs/<run-id>/snapshot   the run's view (atomically replaced), for inspection
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use vast_state::{Holder, Lease, LeaseError, RunDb};
+
+use crate::engine::journal::{Event, ReplayError, RunState};
+use crate::engine::view::RunView;
+use crate::engine::RunId;
+
+const EVENT_KIND: u8 = 1;
+const SNAPSHOT_KIND: u8 = 2;
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unknown run '{id}' (no {dir})")]
+    UnknownRun { id: String, dir: PathBuf },
+    #[error("run '{id}' already exists in {dir}")]
+    Exists { id: String, dir: PathBuf },
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error("run store error")]
+    State(#[from] vast_state::Error),
+    #[error("the journal of run '{id}' cannot be replayed")]
+    Replay {
+        id: String,
+        #[source]
+        source: ReplayError,
+    },
+    #[error("injected crash at failpoint {0}")]
+    Injected(&'static str),
+    #[error("cannot use {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A state directory holding runs.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// A run found in a state directory, as seen without opening it.
+#[derive(Debug)]
+pub struct RunEntry {
+    pub id: String,
+    pub snapshot: Result<Option<RunView>, StoreError>,
+    pub holder: Option<Holder>,
+}
+
+fn me() -> Holder {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    Holder {
+        pid: std::process::id(),
+        host,
+        since: jiff::Timestamp::now().to_string(),
+    }
+}
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> StateDir {
+        StateDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn runs(&self) -> PathBuf {
+        self.root.join("runs")
+    }
+
+    pub fn run_dir(&self, id: &str) -> PathBuf {
+        self.runs().join(id)
+    }
+
+    /// Creates the directory of a new run, takes its lease and opens its database.
+    pub fn create_run(&self, id: &RunId) -> Result<RunStore, StoreError> {
+        let runs = self.runs();
+        std::fs::create_dir_all(&runs).map_err(|source| StoreError::Io {
+            path: runs.clone(),
+            source,
+        })?;
+        let dir = self.run_dir(id.as_str());
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::Exists {
+                    id: id.to_string(),
+                    dir,
+                })
+            }
+            Err(source) => return Err(StoreError::Io { path: dir, source }),
+        }
+        RunStore::open_in(id.as_str(), &dir, true)
+    }
+
+    /// Opens an existing run for execution (takes its lease, recording this process).
+    pub fn open_run(&self, id: &str) -> Result<RunStore, StoreError> {
+        self.open_existing(id, true)
+    }
+
+    /// Opens an existing run for inspection: takes the lease while open but leaves the
+    /// recorded holder (the last executor) in place.
+    pub fn open_run_for_reading(&self, id: &str) -> Result<RunStore, StoreError> {
+        self.open_existing(id, false)
+    }
+
+    fn open_existing(&self, id: &str, executing: bool) -> Result<RunStore, StoreError> {
+        let dir = self.run_dir(id);
+        if !dir.join("db").is_dir() {
+            return Err(StoreError::UnknownRun {
+                id: id.to_string(),
+                dir,
+            });
+        }
+        RunStore::open_in(id, &dir, executing)
+    }
+
+    /// Whether run `id` exists.
+    pub fn exists(&self, id: &str) -> bool {
+        self.run_dir(id).join("db").is_dir()
+    }
+
+    /// The live executor of run `id`, if any.
+    pub fn holder(&self, id: &str) -> Result<Option<Holder>, StoreError> {
+        Ok(Lease::holder(&self.run_dir(id).join("lease"))?)
+    }
+
+    /// The last snapshot of run `id`.
+    pub fn snapshot(&self, id: &str) -> Result<Option<RunView>, StoreError> {
+        Ok(vast_state::read_record_file(
+            &self.run_dir(id).join("snapshot"),
+            SNAPSHOT_KIND,
+        )?)
+    }
+
+    /// Every run, by directory name (ids sort by operation then time).
+    pub fn list(&self) -> Result<Vec<RunEntry>, StoreError> {
+        let runs = self.runs();
+        let rd = match std::fs::read_dir(&runs) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(StoreError::Io { path: runs, source }),
+        };
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|source| StoreError::Io {
+                path: runs.clone(),
+                source,
+            })?;
+            let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if !entry.path().join("db").is_dir() {
+                continue;
+            }
+            let holder = self.holder(&id).unwrap_or(None);
+            out.push(RunEntry {
+                snapshot: self.snapshot(&id),
+                holder,
+                id,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// An open run: its journal database, held under the run's lease.
+pub struct RunStore {
+    id: String,
+    dir: PathBuf,
+    db: RunDb,
+    _lease: Lease,
+    /// The previous holder of the lease, whose process is gone (the lease was broken).
+    pub previous_holder: Option<Holder>,
+    crash_after: Option<u64>,
+    appended: u64,
+    crashed: bool,
+}
+
+impl Drop for RunStore {
+    /// Closing a run makes its journal durable (an in-process "crash" in tests keeps the
+    /// records written before it, like the page cache after SIGKILL).
+    fn drop(&mut self) {
+        if let Err(e) = self.db.flush() {
+            tracing::warn!("run {}: cannot flush the journal on close: {e}", self.id);
+        }
+    }
+}
+
+impl RunStore {
+    fn open_in(id: &str, dir: &Path, executing: bool) -> Result<RunStore, StoreError> {
+        let lease = if executing {
+            Lease::acquire(&dir.join("lease"), &me())?
+        } else {
+            Lease::acquire_without_recording(&dir.join("lease"))?
+        };
+        let previous_holder = lease
+            .previous
+            .clone()
+            .filter(|h| h.pid != std::process::id());
+        let db = RunDb::open(&dir.join("db"))?;
+        if let Some(m) = &db.recovered {
+            tracing::warn!("run {id}: {m}");
+        }
+        Ok(RunStore {
+            id: id.to_string(),
+            dir: dir.to_path_buf(),
+            db,
+            _lease: lease,
+            previous_holder,
+            crash_after: None,
+            appended: 0,
+            crashed: false,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Test support: every append after the first `n` appends of this handle fails as if the
+    /// process had crashed right after record `n`.
+    pub fn crash_after(&mut self, n: u64) {
+        self.crash_after = Some(self.appended + n);
+    }
+
+    /// Appends one journal event (failpoints `journal.before_write` and `journal.after_write`).
+    pub fn append(&mut self, ev: &Event) -> Result<u64, StoreError> {
+        if self.crashed {
+            return Err(StoreError::Injected("crash_after"));
+        }
+        fail::fail_point!("journal.before_write", |_| Err(StoreError::Injected(
+            "journal.before_write"
+        )));
+        let seq = self.db.append(EVENT_KIND, ev)?;
+        self.appended += 1;
+        fail::fail_point!("journal.after_write", |_| Err(StoreError::Injected(
+            "journal.after_write"
+        )));
+        if self.crash_after.is_some_and(|n| self.appended >= n) {
+            self.crashed = true;
+        }
+        Ok(seq)
+    }
+
+    /// Number of events in the journal.
+    pub fn len(&self) -> u64 {
+        self.db.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.db.is_empty()
+    }
+
+    /// Every event, in order.
+    pub fn events(&self) -> Result<Vec<Event>, StoreError> {
+        Ok(self
+            .db
+            .records::<Event>(EVENT_KIND)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+
+    /// Replays the journal into a run state.
+    pub fn load(&self) -> Result<RunState, StoreError> {
+        let events = self.events()?;
+        RunState::replay(&events).map_err(|source| StoreError::Replay {
+            id: self.id.clone(),
+            source,
+        })
+    }
+
+    /// Makes every appended event durable now.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        Ok(self.db.flush()?)
+    }
+
+    /// Replaces the inspection snapshot.
+    pub fn write_snapshot(&self, view: &RunView) -> Result<(), StoreError> {
+        Ok(vast_state::write_record_file(
+            &self.dir.join("snapshot"),
+            SNAPSHOT_KIND,
+            view,
+        )?)
+    }
+
+    /// Test support: replaces record `seq` with raw bytes.
+    pub fn corrupt_record(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        Ok(self.db.overwrite_raw(seq, bytes)?)
+    }
+}

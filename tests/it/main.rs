@@ -1,5 +1,7 @@
-//! The one integration-test binary: each area adds a `mod` line.
+//! The one integration-test binary: one module per area.
 
+mod engine;
+mod engine_cli;
 mod project;
 mod project_entrypoint;
 mod project_upload;

@@ -8,6 +8,7 @@ pub mod init;
 pub mod prepare_run;
 pub mod resume;
 pub mod runs;
+pub mod selftest;
 
 pub async fn dispatch(command: Command, globals: &Globals) -> anyhow::Result<ExitStatus> {
     match command {
@@ -18,5 +19,6 @@ pub async fn dispatch(command: Command, globals: &Globals) -> anyhow::Result<Exi
         }
         Command::Resume(args) => resume::run(args, globals).await,
         Command::Runs(cmd) => runs::run(cmd, globals).await,
+        Command::Selftest(args) => selftest::run(args, globals).await,
     }
 }

@@ -1,6 +1,121 @@
-//! `vast resume <run-id>`.
-use crate::cli::{args::ResumeArgs, ExitStatus, Globals, UsageError};
+//! `vast resume <run-id>`, and the shared execution path (signals, outcome, exit code) used by
+//! every command that executes a run.
 
-pub async fn run(_args: ResumeArgs, _globals: &Globals) -> anyhow::Result<ExitStatus> {
-    Err(UsageError("`vast resume` is not built yet".into()).into())
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{args::ResumeArgs, ExitStatus, Globals, UsageError};
+use crate::engine::{Engine, EngineError, Outcome};
+use crate::store::{RunStore, StateDir, StoreError};
+
+pub async fn run(args: ResumeArgs, globals: &Globals) -> anyhow::Result<ExitStatus> {
+    let id = crate::engine::RunId::parse(&args.run_id).map_err(|e| UsageError(e.to_string()))?;
+    let dir = StateDir::new(globals.state_dir());
+    let store = open_for_execution(&dir, id.as_str())?;
+    let engine = Engine::new(crate::ops::registry(), Default::default());
+    execute(&engine, store).await
+}
+
+/// Starts a new run of the embedded workflow `operation` with `params`, handing `resources`
+/// (clients, configuration) to its steps, and executes it like `vast resume` does. This is how
+/// the operation commands (`setup`, `run`, `download`, ...) run their workflows.
+pub async fn start_operation(
+    globals: &Globals,
+    operation: &str,
+    params: &serde_json::Value,
+    resources: crate::engine::Resources,
+) -> anyhow::Result<ExitStatus> {
+    let def = crate::ops::definition(operation)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "no workflow for operation '{operation}' (workflows/)"
+            ))
+        })?
+        .map_err(|e| UsageError(e.to_string()))?;
+    let dir = StateDir::new(globals.state_dir());
+    let engine = Engine::new(crate::ops::registry(), resources);
+    let store = engine.create(&dir, &def, params)?;
+    eprintln!(
+        "run {} started (resume with `vast resume {}` if interrupted)",
+        store.id(),
+        store.id()
+    );
+    execute(&engine, store).await
+}
+
+/// Opens run `id`, mapping the user's mistakes (unknown run, live lease) to usage errors.
+pub fn open_for_execution(dir: &StateDir, id: &str) -> anyhow::Result<RunStore> {
+    dir.open_run(id).map_err(store_error)
+}
+
+/// Maps store errors that are the user's to fix to [`UsageError`].
+pub fn store_error(e: StoreError) -> anyhow::Error {
+    match e {
+        e @ (StoreError::UnknownRun { .. } | StoreError::Lease(_)) => {
+            UsageError(e.to_string()).into()
+        }
+        other => anyhow::Error::new(other),
+    }
+}
+
+/// Executes the run with Ctrl-C / SIGTERM handling and maps its outcome to an exit status.
+pub async fn execute(engine: &Engine, store: RunStore) -> anyhow::Result<ExitStatus> {
+    let id = store.id().to_string();
+    let cancel = CancellationToken::new();
+    let watcher = tokio::spawn(watch_signals(cancel.clone(), id.clone()));
+    let result = engine.execute(store, cancel).await;
+    watcher.abort();
+    match result {
+        Ok(Outcome::Succeeded) => {
+            eprintln!("run {id} succeeded");
+            Ok(ExitStatus::Success)
+        }
+        Ok(Outcome::AlreadySucceeded) => {
+            eprintln!("run {id} had already succeeded; nothing to do");
+            Ok(ExitStatus::Success)
+        }
+        Ok(Outcome::Failed(m)) => {
+            eprintln!("Error: run {id} failed: {m}\n(after fixing the cause: vast resume {id})");
+            Ok(ExitStatus::Failure)
+        }
+        Ok(Outcome::Paused(m)) => {
+            eprintln!("run {id} paused: {m}");
+            Ok(ExitStatus::Failure)
+        }
+        Ok(Outcome::Interrupted) => {
+            eprintln!("run {id} interrupted; resume with: vast resume {id}");
+            Ok(ExitStatus::Interrupted)
+        }
+        Err(EngineError::Store(e)) => Err(store_error(e)),
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "run {id} stopped; it is resumable with `vast resume {id}`"
+        ))),
+    }
+}
+
+/// First Ctrl-C / SIGTERM: cancel cooperatively. Second: exit 130 at once (the journal is
+/// consistent at every point, so the run stays resumable).
+async fn watch_signals(cancel: CancellationToken, id: String) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; Ctrl-C will kill vast without cleanup");
+        return;
+    };
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        seen += 1;
+        if seen == 1 {
+            eprintln!("interrupted: stopping run {id} (press Ctrl-C again to exit at once)");
+            cancel.cancel();
+        } else {
+            eprintln!("exiting now; resume with: vast resume {id}");
+            std::process::exit(130);
+        }
+    }
 }

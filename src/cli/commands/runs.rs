@@ -1,6 +1,284 @@
-//! `vast runs list|show|events|graph`.
-use crate::cli::{args::RunsCommand, ExitStatus, Globals, UsageError};
+//! `vast runs list|show|events|graph`. `list` and `show` of an executing run read its snapshot
+//! (they never wait for the executor); otherwise `show`, `events` and `graph` open the journal.
+//!
+//! JSON (stable; fields are only added):
+//! - `runs list --json`: array, oldest first, of `{id, operation, status, started_at,
+//!   updated_at, message, executing_pid}`;
+//! - `runs show --json`: the run view (`id, operation, status, started_at, updated_at, message,
+//!   params, events, steps[{key, name, child, implementation, status, attempts, max_attempts,
+//!   errors[{attempt, at, kind, message}], next_retry_at, progress{done,total}, cursor, map}]`)
+//!   plus `executing_pid`;
+//! - `runs events --json`: array of `{seq, at, type, step, attempt, description}`;
+//! - `runs graph --json`: `{operation, nodes[{name, implementation, after, inputs, map_over,
+//!   map_concurrency, status}], edges[[from, to]]}`.
 
-pub async fn run(_cmd: RunsCommand, _globals: &Globals) -> anyhow::Result<ExitStatus> {
-    Err(UsageError("`vast runs` is not built yet".into()).into())
+use serde_json::{json, Value};
+
+use crate::cli::args::{GraphFormat, RunsCommand};
+use crate::cli::output::{print_json, print_run, print_table};
+use crate::cli::{ExitStatus, Globals, UsageError};
+use crate::engine::journal::{render_ms, EventKind, RunState};
+use crate::engine::view::RunView;
+use crate::engine::Definition;
+use crate::store::StateDir;
+
+use super::resume::store_error;
+
+pub async fn run(cmd: RunsCommand, globals: &Globals) -> anyhow::Result<ExitStatus> {
+    let dir = StateDir::new(globals.state_dir());
+    match cmd {
+        RunsCommand::List { json } => list(&dir, json),
+        RunsCommand::Show { run_id, json } => show(&dir, &run_id, json),
+        RunsCommand::Events { run_id, json } => events(&dir, &run_id, json),
+        RunsCommand::Graph {
+            target,
+            format,
+            json,
+        } => graph(&dir, &target, format, json),
+    }
+}
+
+fn list(dir: &StateDir, json: bool) -> anyhow::Result<ExitStatus> {
+    let mut rows = Vec::new();
+    for e in dir.list().map_err(store_error)? {
+        let pid = e.holder.as_ref().map(|h| h.pid);
+        let (operation, mut status, started, updated, message) = match &e.snapshot {
+            Ok(Some(v)) => (
+                v.operation.clone(),
+                v.status.clone(),
+                v.started_at.clone(),
+                v.updated_at.clone(),
+                v.message.clone(),
+            ),
+            Ok(None) => (
+                String::new(),
+                "unknown".into(),
+                String::new(),
+                String::new(),
+                "no snapshot yet".into(),
+            ),
+            Err(err) => (
+                String::new(),
+                "unknown".into(),
+                String::new(),
+                String::new(),
+                format!("snapshot unreadable: {err}"),
+            ),
+        };
+        if status == "running" && pid.is_none() {
+            status = "interrupted".into();
+        }
+        rows.push(json!({
+            "id": e.id, "operation": operation, "status": status, "started_at": started,
+            "updated_at": updated, "message": message, "executing_pid": pid,
+        }));
+    }
+    rows.sort_by(|a, b| {
+        (a["started_at"].as_str(), a["id"].as_str())
+            .cmp(&(b["started_at"].as_str(), b["id"].as_str()))
+    });
+    if json {
+        print_json(&rows)?;
+    } else {
+        let s = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                let status = match r["executing_pid"].as_u64() {
+                    Some(pid) => format!("{} (pid {pid})", s(r, "status")),
+                    None => s(r, "status"),
+                };
+                vec![s(r, "id"), s(r, "operation"), status, s(r, "started_at")]
+            })
+            .collect();
+        print_table(&["ID", "OPERATION", "STATUS", "STARTED"], &table)?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn check_id(id: &str) -> anyhow::Result<()> {
+    crate::engine::RunId::parse(id)
+        .map(|_| ())
+        .map_err(|e| UsageError(e.to_string()).into())
+}
+
+/// The run's state from its journal, or `None` while another process executes it.
+fn load(dir: &StateDir, id: &str) -> anyhow::Result<Option<RunState>> {
+    if !dir.exists(id) {
+        return Err(UsageError(format!(
+            "unknown run '{id}' (no {})",
+            dir.run_dir(id).display()
+        ))
+        .into());
+    }
+    if dir.holder(id).map_err(store_error)?.is_some() {
+        return Ok(None);
+    }
+    let store = match dir.open_run_for_reading(id) {
+        Ok(s) => s,
+        // Taken by an executor between the check and the open: read the snapshot.
+        Err(crate::store::StoreError::Lease(_)) => return Ok(None),
+        Err(e) => return Err(store_error(e)),
+    };
+    let state = store.load().map_err(store_error)?;
+    let _ = store.write_snapshot(&RunView::from_state(&state));
+    Ok(Some(state))
+}
+
+fn show(dir: &StateDir, id: &str, json: bool) -> anyhow::Result<ExitStatus> {
+    check_id(id)?;
+    let (mut view, pid) = match load(dir, id)? {
+        Some(state) => (RunView::from_state(&state), None),
+        None => {
+            let pid = dir.holder(id).map_err(store_error)?.map(|h| h.pid);
+            let v = dir
+                .snapshot(id)
+                .map_err(store_error)?
+                .ok_or_else(|| UsageError(format!("run '{id}' is being created; try again")))?;
+            (v, pid)
+        }
+    };
+    if view.status == "running" && pid.is_none() {
+        view.status = "interrupted".into();
+        view.message = format!("the executing process stopped; resume with `vast resume {id}`");
+    }
+    if json {
+        let mut v = serde_json::to_value(&view)?;
+        v["executing_pid"] = json!(pid);
+        print_json(&v)?;
+    } else {
+        print_run(&view, pid)?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn events(dir: &StateDir, id: &str, json: bool) -> anyhow::Result<ExitStatus> {
+    check_id(id)?;
+    if !dir.exists(id) {
+        return Err(UsageError(format!("unknown run '{id}'")).into());
+    }
+    let store = dir.open_run_for_reading(id).map_err(|e| match e {
+        crate::store::StoreError::Lease(l) => UsageError(format!(
+            "{l}; its journal is readable once it stops (`vast runs show {id}` works now)"
+        ))
+        .into(),
+        other => store_error(other),
+    })?;
+    let evs = store.events().map_err(store_error)?;
+    let rows: Vec<Value> = evs
+        .iter()
+        .enumerate()
+        .map(|(seq, e)| {
+            let (ty, step, attempt) = match &e.kind {
+                EventKind::RunCreated { .. } => ("run_created", None, None),
+                EventKind::RunResumed { .. } => ("run_resumed", None, None),
+                EventKind::MapExpanded { step, .. } => ("map_expanded", Some(step.clone()), None),
+                EventKind::StepStarted { step, attempt } => ("step_started", Some(step.to_string()), Some(*attempt)),
+                EventKind::StepSucceeded { step, .. } => ("step_succeeded", Some(step.to_string()), None),
+                EventKind::StepFailed { step, attempt, .. } => ("step_failed", Some(step.to_string()), Some(*attempt)),
+                EventKind::CursorSaved { step, .. } => ("cursor_saved", Some(step.to_string()), None),
+                EventKind::StepRearmed { step } => ("step_rearmed", Some(step.to_string()), None),
+                EventKind::RunFinished { .. } => ("run_finished", None, None),
+            };
+            json!({"seq": seq, "at": render_ms(e.at_ms), "type": ty, "step": step, "attempt": attempt,
+                   "description": e.kind.describe()})
+        })
+        .collect();
+    if json {
+        print_json(&rows)?;
+    } else {
+        for r in &rows {
+            println!(
+                "{:>6}  {}  {}",
+                r["seq"],
+                r["at"].as_str().unwrap_or_default(),
+                r["description"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn graph(
+    dir: &StateDir,
+    target: &str,
+    format: GraphFormat,
+    json: bool,
+) -> anyhow::Result<ExitStatus> {
+    let (def, view): (Definition, Option<RunView>) =
+        if crate::engine::RunId::parse(target).is_ok() && dir.exists(target) {
+            match load(dir, target)? {
+                Some(state) => (state.definition.clone(), Some(RunView::from_state(&state))),
+                None => {
+                    let v = dir
+                        .snapshot(target)
+                        .map_err(store_error)?
+                        .ok_or_else(|| UsageError(format!("run '{target}' has no snapshot yet")))?;
+                    let def = embedded(&v.operation)?;
+                    (def, Some(v))
+                }
+            }
+        } else {
+            (embedded(target)?, None)
+        };
+    let status_of = |name: &str| {
+        view.as_ref()
+            .and_then(|v| v.steps.iter().find(|s| s.key == name))
+            .map(|s| s.status.clone())
+    };
+    if json {
+        let nodes: Vec<Value> = def
+            .steps
+            .iter()
+            .map(|s| {
+                json!({"name": s.name, "implementation": s.run, "after": s.after, "inputs": s.inputs,
+                       "map_over": s.map.as_ref().map(|m| m.over.clone()),
+                       "map_concurrency": s.map.as_ref().map(|m| m.concurrency),
+                       "status": status_of(&s.name)})
+            })
+            .collect();
+        let edges: Vec<Value> = def
+            .deps
+            .iter()
+            .enumerate()
+            .flat_map(|(i, ds)| ds.iter().map(move |&d| (d, i)))
+            .map(|(d, i)| json!([def.steps[d].name, def.steps[i].name]))
+            .collect();
+        print_json(&json!({"operation": def.operation, "nodes": nodes, "edges": edges}))?;
+        return Ok(ExitStatus::Success);
+    }
+    match format {
+        GraphFormat::Dot => print!("{}", def.to_dot()),
+        GraphFormat::Text => {
+            println!("{} ({})", def.operation, def.source);
+            for s in &def.steps {
+                let mut line = format!("  {} [{}]", s.name, s.run);
+                if !s.after.is_empty() {
+                    line.push_str(&format!(" after {}", s.after.join(", ")));
+                }
+                if let Some(m) = &s.map {
+                    line.push_str(&format!(
+                        " map over {} (concurrency {})",
+                        m.over, m.concurrency
+                    ));
+                }
+                if let Some(st) = status_of(&s.name) {
+                    line.push_str(&format!(" — {st}"));
+                }
+                println!("{line}");
+            }
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn embedded(operation: &str) -> anyhow::Result<Definition> {
+    match crate::ops::definition(operation) {
+        Some(Ok(d)) => Ok(d),
+        Some(Err(e)) => Err(UsageError(e.to_string()).into()),
+        None => Err(UsageError(format!(
+            "no run or operation named '{operation}' (see `vast runs list`)"
+        ))
+        .into()),
+    }
 }

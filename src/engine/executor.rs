@@ -1,0 +1,711 @@
+//! The executor: runs a run's ready steps concurrently (global and per-map limits), journals
+//! every transition (Started before the attempt, its outcome after), applies each step's retry
+//! policy, timeout and `on_exhausted`, passes outputs to descendants, and stops cooperatively
+//! on cancellation. Test hooks (`EngineOptions`) inject failures, repeats and crashes.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::definition::{Definition, OnExhausted};
+use super::journal::{
+    now_ms, AfterFailure, Event, EventKind, IllegalTransition, RunState, RunStatus, StepKey,
+    StepStatus,
+};
+use super::retry::duration;
+use super::step::{ErrorKind, Registry, Resources, Step, StepContext, StepError};
+use super::view::RunView;
+use super::RunId;
+use crate::store::{RunStore, StateDir, StoreError};
+
+/// How long a step may take to stop after cancellation before it is abandoned (it stays
+/// `Started` and re-runs on resume).
+pub const CANCEL_GRACE: Duration = Duration::from_secs(5);
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
+
+/// Executor errors (the run stops; it stays resumable).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    #[error("run {run}: step '{step}' uses implementation '{implementation}', which this vast does not have")]
+    UnknownImplementation {
+        run: String,
+        step: String,
+        implementation: String,
+    },
+    #[error("run {run}: parameters are not valid JSON: {detail}")]
+    Params { run: String, detail: String },
+    #[error("run {run}: map step '{step}': output of '{over}' is not a JSON array")]
+    MapInput {
+        run: String,
+        step: String,
+        over: String,
+    },
+    #[error("run {run}: a step task failed: {detail}")]
+    Task { run: String, detail: String },
+    #[error("run {run}: the journal lock was poisoned by a panicking step")]
+    Poisoned { run: String },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed(String),
+    Paused(String),
+    Interrupted,
+    /// The run had already succeeded; nothing was done.
+    AlreadySucceeded,
+}
+
+/// Test hook: the first `times` attempts of every unit of step `step` fail with `kind`.
+#[derive(Debug, Clone)]
+pub struct Injection {
+    pub step: String,
+    pub kind: ErrorKind,
+    pub times: u32,
+}
+
+/// Test hooks (steno's `inject_error` / `inject_repeat`); all off by default.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    pub inject: Vec<Injection>,
+    /// Run every successful step body a second time (idempotence check).
+    pub run_twice: bool,
+    /// Simulate a crash right after this many journal records of this execution.
+    pub crash_after: Option<u64>,
+}
+
+/// The journal of an executing run: its store and the state its events produced.
+pub struct Journal {
+    store: RunStore,
+    pub state: RunState,
+    dirty: bool,
+}
+
+impl Journal {
+    /// Checks `kind` against the state machine, writes it, and applies it.
+    pub fn record(&mut self, kind: EventKind) -> Result<(), EngineError> {
+        let ev = Event {
+            at_ms: now_ms(),
+            kind,
+        };
+        self.state.apply(&ev)?;
+        self.store.append(&ev)?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    pub(crate) fn save_cursor(&mut self, key: &StepKey, cursor: String) -> Result<(), EngineError> {
+        self.record(EventKind::CursorSaved {
+            step: key.clone(),
+            cursor,
+        })
+    }
+
+    pub(crate) fn set_progress(&mut self, key: &StepKey, done: u64, total: u64) {
+        if let Some(s) = self.state.step_mut(key) {
+            s.progress = Some((done, total));
+            self.dirty = true;
+        }
+    }
+
+    fn snapshot(&mut self) {
+        if let Err(e) = self.store.write_snapshot(&RunView::from_state(&self.state)) {
+            tracing::warn!("cannot write the run snapshot: {e}");
+        }
+        self.dirty = false;
+    }
+}
+
+/// Runs workflows: the step registry, the resources handed to steps, and test hooks.
+#[derive(Clone, Default)]
+pub struct Engine {
+    pub registry: Arc<Registry>,
+    pub resources: Arc<Resources>,
+    pub options: EngineOptions,
+}
+
+enum Stop {
+    Cancelled,
+    Failed(String),
+    Paused(String),
+}
+
+#[derive(Default)]
+struct NodeRt {
+    activated: bool,
+    queue: VecDeque<Option<u64>>,
+    in_flight: usize,
+    remaining: u64,
+    items: Option<Arc<Value>>,
+}
+
+type TaskResult = (usize, Option<u64>, u32, Result<Value, StepError>);
+
+impl Engine {
+    pub fn new(registry: Registry, resources: Resources) -> Engine {
+        Engine {
+            registry: Arc::new(registry),
+            resources: Arc::new(resources),
+            options: EngineOptions::default(),
+        }
+    }
+
+    /// Creates a run of `def` with `params` in `dir`; execute it with [`Engine::execute`].
+    pub fn create(
+        &self,
+        dir: &StateDir,
+        def: &Definition,
+        params: &Value,
+    ) -> Result<RunStore, EngineError> {
+        let id = RunId::generate(&def.operation);
+        let mut store = dir.create_run(&id)?;
+        let ev = Event {
+            at_ms: now_ms(),
+            kind: EventKind::RunCreated {
+                run_id: id.to_string(),
+                operation: def.operation.clone(),
+                source: def.source.clone(),
+                definition: def.text.clone(),
+                params: params.to_string(),
+            },
+        };
+        let state = RunState::from_header(&ev).map_err(|source| StoreError::Replay {
+            id: id.to_string(),
+            source,
+        })?;
+        store.append(&ev)?;
+        store.flush()?;
+        let _ = store.write_snapshot(&RunView::from_state(&state));
+        Ok(store)
+    }
+
+    /// Executes (or resumes) the run open in `store` until it succeeds, fails, pauses or
+    /// `cancel` fires.
+    pub async fn execute(
+        &self,
+        mut store: RunStore,
+        cancel: CancellationToken,
+    ) -> Result<Outcome, EngineError> {
+        let state = store.load()?;
+        if let Some(n) = self.options.crash_after {
+            store.crash_after(n);
+        }
+        let run = state.run_id.clone();
+        for s in &state.definition.steps {
+            if !self.registry.contains(&s.run) {
+                return Err(EngineError::UnknownImplementation {
+                    run,
+                    step: s.name.clone(),
+                    implementation: s.run.clone(),
+                });
+            }
+        }
+        if state.status == RunStatus::Succeeded {
+            return Ok(Outcome::AlreadySucceeded);
+        }
+        if let Some(prev) = &store.previous_holder {
+            tracing::info!(
+                "run {run}: took over the lease of pid {} on {} (no longer running)",
+                prev.pid,
+                prev.host
+            );
+        }
+        let params: Arc<Value> =
+            Arc::new(
+                serde_json::from_str(&state.params).map_err(|e| EngineError::Params {
+                    run: run.clone(),
+                    detail: e.to_string(),
+                })?,
+            );
+        let resumed = state.events > 1;
+        let journal = Arc::new(Mutex::new(Journal {
+            store,
+            state,
+            dirty: true,
+        }));
+        let mut ex = Exec {
+            engine: self,
+            run: run.clone(),
+            run_id: RunId::parse(&run).map_err(|e| EngineError::Params {
+                run: run.clone(),
+                detail: e.to_string(),
+            })?,
+            journal: journal.clone(),
+            params,
+            cancel: cancel.clone(),
+            rt: Vec::new(),
+            timers: BinaryHeap::new(),
+            tasks: JoinSet::new(),
+            in_flight: 0,
+            stop: None,
+            outputs: Vec::new(),
+        };
+        let def = ex.lock()?.state.definition.clone();
+        ex.rt = (0..def.steps.len()).map(|_| NodeRt::default()).collect();
+        ex.outputs = vec![None; def.steps.len()];
+        if resumed {
+            ex.lock()?.record(EventKind::RunResumed {
+                pid: std::process::id(),
+            })?;
+            ex.rearm(&def)?;
+        }
+        let result = ex.run_loop(&def).await;
+        let stop = match result {
+            Ok(()) => ex.stop.take(),
+            Err(e) => {
+                // Stop every in-flight attempt (they stay Started) and release the journal.
+                ex.tasks.shutdown().await;
+                return Err(e);
+            }
+        };
+        let mut j = ex.lock()?;
+        let all_done = j
+            .state
+            .nodes
+            .iter()
+            .all(|n| n.own.status == StepStatus::Succeeded);
+        let (status, message, outcome) = match stop {
+            Some(Stop::Cancelled) => (
+                RunStatus::Interrupted,
+                format!("interrupted; resume with `vast resume {run}`"),
+                Outcome::Interrupted,
+            ),
+            Some(Stop::Failed(m)) => (RunStatus::Failed, m.clone(), Outcome::Failed(m)),
+            Some(Stop::Paused(m)) => (RunStatus::Paused, m.clone(), Outcome::Paused(m)),
+            None if all_done => (
+                RunStatus::Succeeded,
+                "all steps succeeded".into(),
+                Outcome::Succeeded,
+            ),
+            None => {
+                let m = "some steps could not run".to_string();
+                (RunStatus::Failed, m.clone(), Outcome::Failed(m))
+            }
+        };
+        j.record(EventKind::RunFinished { status, message })?;
+        j.store.flush()?;
+        j.snapshot();
+        Ok(outcome)
+    }
+}
+
+struct Exec<'e> {
+    engine: &'e Engine,
+    run: String,
+    run_id: RunId,
+    journal: Arc<Mutex<Journal>>,
+    params: Arc<Value>,
+    cancel: CancellationToken,
+    rt: Vec<NodeRt>,
+    timers: BinaryHeap<Reverse<(i64, usize, Option<u64>)>>,
+    tasks: JoinSet<TaskResult>,
+    in_flight: usize,
+    stop: Option<Stop>,
+    outputs: Vec<Option<Arc<Value>>>,
+}
+
+impl Exec<'_> {
+    fn lock(&self) -> Result<MutexGuard<'_, Journal>, EngineError> {
+        self.journal.lock().map_err(|_| EngineError::Poisoned {
+            run: self.run.clone(),
+        })
+    }
+
+    fn rearm(&mut self, def: &Definition) -> Result<(), EngineError> {
+        let mut j = self.lock()?;
+        let mut keys = Vec::new();
+        for (i, node) in j.state.nodes.iter().enumerate() {
+            let name = &def.steps[i].name;
+            if matches!(node.own.status, StepStatus::Failed | StepStatus::Paused) {
+                keys.push(StepKey::step(name));
+            }
+            for (c, s) in node.children.iter().flatten().enumerate() {
+                if matches!(s.status, StepStatus::Failed | StepStatus::Paused) {
+                    keys.push(StepKey::child(name, c as u64));
+                }
+            }
+        }
+        for key in keys {
+            j.record(EventKind::StepRearmed { step: key })?;
+        }
+        Ok(())
+    }
+
+    fn output_of(&mut self, i: usize) -> Result<Arc<Value>, EngineError> {
+        if let Some(v) = &self.outputs[i] {
+            return Ok(v.clone());
+        }
+        let text = self.lock()?.state.nodes[i]
+            .own
+            .output
+            .clone()
+            .unwrap_or_else(|| "null".into());
+        let v = Arc::new(serde_json::from_str(&text).unwrap_or(Value::Null));
+        self.outputs[i] = Some(v.clone());
+        Ok(v)
+    }
+
+    fn activate(&mut self, def: &Definition) -> Result<(), EngineError> {
+        loop {
+            let mut changed = false;
+            for i in 0..def.steps.len() {
+                if self.rt[i].activated {
+                    continue;
+                }
+                let (own, ready) = {
+                    let j = self.lock()?;
+                    let ready = def.deps[i]
+                        .iter()
+                        .all(|&d| j.state.nodes[d].own.status == StepStatus::Succeeded);
+                    (j.state.nodes[i].own.clone(), ready)
+                };
+                if own.status == StepStatus::Succeeded {
+                    self.rt[i].activated = true;
+                    continue;
+                }
+                if !ready {
+                    continue;
+                }
+                self.rt[i].activated = true;
+                changed = true;
+                let step = &def.steps[i];
+                let Some(map) = &step.map else {
+                    match own.status {
+                        StepStatus::RetryWaiting => {
+                            self.timers
+                                .push(Reverse((own.next_retry_ms.unwrap_or(0), i, None)))
+                        }
+                        _ => self.rt[i].queue.push_back(None),
+                    }
+                    continue;
+                };
+                let over = def.index_of(&map.over).unwrap_or(0);
+                let items = self.output_of(over)?;
+                let n = match &*items {
+                    Value::Array(a) => a.len() as u64,
+                    _ => {
+                        return Err(EngineError::MapInput {
+                            run: self.run.clone(),
+                            step: step.name.clone(),
+                            over: map.over.clone(),
+                        })
+                    }
+                };
+                self.rt[i].items = Some(items);
+                let mut j = self.lock()?;
+                if j.state.nodes[i].children.is_none() {
+                    j.record(EventKind::MapExpanded {
+                        step: step.name.clone(),
+                        items: n,
+                    })?;
+                }
+                let mut remaining = 0;
+                let mut queue = VecDeque::new();
+                let mut timers = Vec::new();
+                for (c, s) in j.state.nodes[i].children.iter().flatten().enumerate() {
+                    match s.status {
+                        StepStatus::Succeeded => continue,
+                        StepStatus::RetryWaiting => {
+                            timers.push(Reverse((s.next_retry_ms.unwrap_or(0), i, Some(c as u64))))
+                        }
+                        _ => queue.push_back(Some(c as u64)),
+                    }
+                    remaining += 1;
+                }
+                drop(j);
+                self.rt[i].queue = queue;
+                self.rt[i].remaining = remaining;
+                self.timers.extend(timers);
+                if remaining == 0 {
+                    self.complete_map(def, i)?;
+                }
+            }
+            if !changed {
+                return Ok(());
+            }
+        }
+    }
+
+    fn complete_map(&mut self, def: &Definition, i: usize) -> Result<(), EngineError> {
+        let mut j = self.lock()?;
+        let mut out = String::from("[");
+        for (c, s) in j.state.nodes[i].children.iter().flatten().enumerate() {
+            if c > 0 {
+                out.push(',');
+            }
+            out.push_str(s.output.as_deref().unwrap_or("null"));
+        }
+        out.push(']');
+        j.record(EventKind::StepSucceeded {
+            step: StepKey::step(&def.steps[i].name),
+            output: out,
+        })
+    }
+
+    fn dispatch(&mut self, def: &Definition) -> Result<(), EngineError> {
+        for i in 0..def.steps.len() {
+            let limit = def.steps[i]
+                .map
+                .as_ref()
+                .map(|m| m.concurrency)
+                .unwrap_or(1);
+            while self.in_flight < def.concurrency && self.rt[i].in_flight < limit {
+                let Some(child) = self.rt[i].queue.pop_front() else {
+                    break;
+                };
+                self.start(def, i, child)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, def: &Definition, i: usize, child: Option<u64>) -> Result<(), EngineError> {
+        let sd = &def.steps[i];
+        let key = StepKey {
+            name: sd.name.clone(),
+            child,
+        };
+        let mut inputs = std::collections::HashMap::new();
+        for name in &sd.inputs {
+            if let Some(d) = def.index_of(name) {
+                inputs.insert(name.clone(), self.output_of(d)?);
+            }
+        }
+        let item = match (child, &self.rt[i].items) {
+            (Some(c), Some(items)) => items.get(c as usize).cloned(),
+            _ => None,
+        };
+        let attempt = {
+            let mut j = self.lock()?;
+            let attempt = j.state.step(&key).map(|s| s.attempts).unwrap_or(0) + 1;
+            j.record(EventKind::StepStarted {
+                step: key.clone(),
+                attempt,
+            })?;
+            attempt
+        };
+        let step: Arc<dyn Step> = self.engine.registry.get(&sd.run).ok_or_else(|| {
+            EngineError::UnknownImplementation {
+                run: self.run.clone(),
+                step: sd.name.clone(),
+                implementation: sd.run.clone(),
+            }
+        })?;
+        let cx = StepContext {
+            run_id: self.run_id.clone(),
+            key,
+            attempt,
+            params: self.params.clone(),
+            inputs,
+            item,
+            resources: self.engine.resources.clone(),
+            cancel: self.cancel.clone(),
+            journal: self.journal.clone(),
+        };
+        let injected = self
+            .engine
+            .options
+            .inject
+            .iter()
+            .find(|inj| inj.step == sd.name && attempt <= inj.times)
+            .map(|inj| StepError {
+                kind: inj.kind,
+                message: format!("injected {} failure", inj.kind.as_str()),
+                retry_after_ms: None,
+            });
+        let timeout = sd.timeout;
+        let twice = self.engine.options.run_twice;
+        self.rt[i].in_flight += 1;
+        self.in_flight += 1;
+        self.tasks.spawn(async move {
+            let res = match injected {
+                Some(e) => Err(e),
+                None => {
+                    let first = run_attempt(&*step, &cx, timeout).await;
+                    if twice && first.is_ok() {
+                        run_attempt(&*step, &cx, timeout).await
+                    } else {
+                        first
+                    }
+                }
+            };
+            (i, child, attempt, res)
+        });
+        Ok(())
+    }
+
+    fn finish(&mut self, def: &Definition, r: TaskResult) -> Result<(), EngineError> {
+        let (i, child, attempt, res) = r;
+        self.rt[i].in_flight -= 1;
+        self.in_flight -= 1;
+        let sd = &def.steps[i];
+        let key = StepKey {
+            name: sd.name.clone(),
+            child,
+        };
+        match res {
+            Ok(v) => {
+                self.lock()?.record(EventKind::StepSucceeded {
+                    step: key,
+                    output: v.to_string(),
+                })?;
+                if child.is_some() {
+                    self.rt[i].remaining -= 1;
+                    if self.rt[i].remaining == 0 {
+                        self.complete_map(def, i)?;
+                    }
+                }
+            }
+            Err(e) if e.kind == ErrorKind::Cancelled && self.cancel.is_cancelled() => {
+                // Stays Started: re-runs from its cursor on resume.
+            }
+            Err(mut e) => {
+                if e.kind == ErrorKind::Cancelled {
+                    e.kind = ErrorKind::Transient;
+                }
+                let mut j = self.lock()?;
+                let st = j.state.step(&key).cloned().unwrap_or_default();
+                let now = now_ms();
+                let then = if e.kind == ErrorKind::Permanent {
+                    AfterFailure::Fail
+                } else {
+                    let made = attempt.saturating_sub(st.budget_base);
+                    let elapsed = Duration::from_millis(
+                        (now - st.budget_started_ms.unwrap_or(now)).max(0) as u64,
+                    );
+                    match sd.retry.next_delay(
+                        made,
+                        elapsed,
+                        e.retry_after_ms.map(Duration::from_millis),
+                    ) {
+                        Some(d) => AfterFailure::Retry {
+                            at_ms: now + d.as_millis() as i64,
+                        },
+                        None => match sd.on_exhausted {
+                            OnExhausted::Fail => AfterFailure::Fail,
+                            OnExhausted::Pause => AfterFailure::Pause,
+                        },
+                    }
+                };
+                j.record(EventKind::StepFailed {
+                    step: key.clone(),
+                    attempt,
+                    error: e.clone(),
+                    then: then.clone(),
+                })?;
+                drop(j);
+                match then {
+                    AfterFailure::Retry { at_ms } => self.timers.push(Reverse((at_ms, i, child))),
+                    AfterFailure::Fail => {
+                        let m = if e.kind == ErrorKind::Permanent {
+                            format!("step {key} failed (permanent error): {}", e.message)
+                        } else {
+                            format!("step {key} failed after {attempt} attempts: {}", e.message)
+                        };
+                        if !matches!(self.stop, Some(Stop::Failed(_))) {
+                            self.stop = Some(Stop::Failed(m));
+                        }
+                    }
+                    AfterFailure::Pause => {
+                        if self.stop.is_none() {
+                            self.stop = Some(Stop::Paused(format!(
+                                "step {key} exhausted its retries ({attempt} attempts): {}; continue with `vast resume {}`",
+                                e.message, self.run
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fire_timers(&mut self) {
+        let now = now_ms();
+        while let Some(Reverse((at, i, child))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            self.rt[i].queue.push_back(child);
+        }
+    }
+
+    async fn run_loop(&mut self, def: &Definition) -> Result<(), EngineError> {
+        let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.stop.is_none() {
+                self.fire_timers();
+                self.activate(def)?;
+                self.dispatch(def)?;
+            }
+            if self.in_flight == 0
+                && (self.stop.is_some()
+                    || (self.timers.is_empty() && self.rt.iter().all(|r| r.queue.is_empty())))
+            {
+                return Ok(());
+            }
+            let sleep = self
+                .timers
+                .peek()
+                .filter(|_| self.stop.is_none())
+                .map(|Reverse((at, _, _))| Duration::from_millis((at - now_ms()).max(0) as u64));
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled(), if self.stop.is_none() => {
+                    tracing::info!("run {}: stopping (cancelled); waiting for running steps", self.run);
+                    self.stop = Some(Stop::Cancelled);
+                }
+                Some(r) = self.tasks.join_next(), if self.in_flight > 0 => {
+                    let r = r.map_err(|e| EngineError::Task { run: self.run.clone(), detail: e.to_string() })?;
+                    self.finish(def, r)?;
+                }
+                _ = tokio::time::sleep(sleep.unwrap_or_default()), if sleep.is_some() => {}
+                _ = tick.tick() => {
+                    let mut j = self.lock()?;
+                    if j.dirty {
+                        j.snapshot();
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn run_attempt(
+    step: &dyn Step,
+    cx: &StepContext,
+    timeout: Option<Duration>,
+) -> Result<Value, StepError> {
+    let fut = async {
+        match timeout {
+            Some(t) => match tokio::time::timeout(t, step.run(cx)).await {
+                Ok(r) => r,
+                Err(_) => Err(StepError::transient(format!(
+                    "attempt timed out after {}",
+                    duration::render(t)
+                ))),
+            },
+            None => step.run(cx).await,
+        }
+    };
+    tokio::pin!(fut);
+    tokio::select! {
+        r = &mut fut => r,
+        _ = cx.cancel.cancelled() => match tokio::time::timeout(CANCEL_GRACE, &mut fut).await {
+            Ok(r) => r,
+            Err(_) => Err(StepError::cancelled()),
+        },
+    }
+}

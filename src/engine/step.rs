@@ -1,0 +1,243 @@
+//! The `Step` trait, the context a step runs with (parameters, ancestor outputs, map item,
+//! cursor, progress, cancellation, typed non-persisted resources), step errors classified
+//! transient / permanent, and the registry binding implementation names to steps.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::executor::Journal;
+use super::journal::StepKey;
+use super::RunId;
+
+/// How an error should be treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorKind {
+    /// Worth retrying (connection reset, 5xx, 429, 409 on update, watch 410, timeout).
+    Transient,
+    /// Retrying cannot help (validation, 403, misconfiguration): fail fast.
+    Permanent,
+    /// The step stopped because the run was cancelled; not recorded, re-run on resume.
+    Cancelled,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Transient => "transient",
+            ErrorKind::Permanent => "permanent",
+            ErrorKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The error of one attempt; journaled, so it is data (the rendered chain), not a Rust type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct StepError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// A server-provided delay (e.g. HTTP `Retry-After`) before the next attempt.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl StepError {
+    pub fn transient(message: impl Into<String>) -> StepError {
+        StepError {
+            kind: ErrorKind::Transient,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+    pub fn permanent(message: impl Into<String>) -> StepError {
+        StepError {
+            kind: ErrorKind::Permanent,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+    pub fn cancelled() -> StepError {
+        StepError {
+            kind: ErrorKind::Cancelled,
+            message: "cancelled".into(),
+            retry_after_ms: None,
+        }
+    }
+    /// Asks for at least `delay` before the next attempt.
+    pub fn retry_after(mut self, delay: Duration) -> StepError {
+        self.retry_after_ms = Some(delay.as_millis() as u64);
+        self
+    }
+    /// Renders an error and its sources as one message.
+    pub fn from_chain(kind: ErrorKind, err: &(dyn std::error::Error + 'static)) -> StepError {
+        let mut message = err.to_string();
+        let mut src = err.source();
+        while let Some(s) = src {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            src = s.source();
+        }
+        StepError {
+            kind,
+            message,
+            retry_after_ms: None,
+        }
+    }
+}
+
+/// A step implementation. Steps must be idempotent: re-running one after a crash at any point
+/// converges to the same world. Retries are the engine's job, not the step's.
+pub trait Step: Send + Sync + 'static {
+    fn run<'a>(
+        &'a self,
+        cx: &'a StepContext,
+    ) -> BoxFuture<'a, Result<serde_json::Value, StepError>>;
+}
+
+/// Typed, non-persisted resources handed to steps (clients, configuration). The engine does
+/// not know the types.
+#[derive(Default, Clone)]
+pub struct Resources(HashMap<TypeId, Arc<dyn Any + Send + Sync>>);
+
+impl Resources {
+    pub fn insert<T: Any + Send + Sync>(&mut self, value: T) {
+        self.0.insert(TypeId::of::<T>(), Arc::new(value));
+    }
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.0
+            .get(&TypeId::of::<T>())
+            .cloned()
+            .and_then(|a| a.downcast::<T>().ok())
+    }
+}
+
+/// Implementation name → step.
+#[derive(Default, Clone)]
+pub struct Registry(HashMap<String, Arc<dyn Step>>);
+
+impl Registry {
+    pub fn register(&mut self, name: &str, step: impl Step) {
+        self.0.insert(name.to_string(), Arc::new(step));
+    }
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Step>> {
+        self.0.get(name).cloned()
+    }
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+}
+
+/// Everything one attempt of a step gets.
+pub struct StepContext {
+    pub(crate) run_id: RunId,
+    pub(crate) key: StepKey,
+    pub(crate) attempt: u32,
+    pub(crate) params: Arc<serde_json::Value>,
+    pub(crate) inputs: HashMap<String, Arc<serde_json::Value>>,
+    pub(crate) item: Option<serde_json::Value>,
+    pub(crate) resources: Arc<Resources>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) journal: Arc<Mutex<Journal>>,
+}
+
+impl StepContext {
+    pub fn run_id(&self) -> &RunId {
+        &self.run_id
+    }
+    /// This step (or map child).
+    pub fn key(&self) -> &StepKey {
+        &self.key
+    }
+    /// 1-based attempt number (counting every attempt since the run started).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+    /// The map child's index.
+    pub fn index(&self) -> Option<u64> {
+        self.key.child
+    }
+    /// Parameter `name` of the run.
+    pub fn param<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StepError> {
+        match self.params.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|e| StepError::permanent(format!("parameter '{name}': {e}"))),
+        }
+    }
+    /// The output of ancestor `step` (listed in the step's `inputs:`).
+    pub fn output<T: DeserializeOwned>(&self, step: &str) -> Result<T, StepError> {
+        let v = self.inputs.get(step).ok_or_else(|| {
+            StepError::permanent(format!(
+                "step {} reads output of '{step}', which is not in its inputs",
+                self.key
+            ))
+        })?;
+        T::deserialize(&**v).map_err(|e| StepError::permanent(format!("output of '{step}': {e}")))
+    }
+    /// The item of a map child.
+    pub fn item<T: DeserializeOwned>(&self) -> Result<T, StepError> {
+        let v = self
+            .item
+            .as_ref()
+            .ok_or_else(|| StepError::permanent(format!("step {} is not a map child", self.key)))?;
+        T::deserialize(v)
+            .map_err(|e| StepError::permanent(format!("map item of {}: {e}", self.key)))
+    }
+    /// The last cursor saved for this step (by this or an earlier attempt), if any.
+    pub fn cursor<T: DeserializeOwned>(&self) -> Result<Option<T>, StepError> {
+        let text = {
+            let j = self
+                .journal
+                .lock()
+                .map_err(|_| StepError::permanent("journal lock poisoned"))?;
+            j.state.step(&self.key).and_then(|s| s.cursor.clone())
+        };
+        match text {
+            None => Ok(None),
+            Some(t) => serde_json::from_str(&t)
+                .map(Some)
+                .map_err(|e| StepError::permanent(format!("cursor of {}: {e}", self.key))),
+        }
+    }
+    /// Persists a fine checkpoint; a later attempt (also after a crash) starts from it.
+    pub fn save_cursor<T: Serialize>(&self, cursor: &T) -> Result<(), StepError> {
+        let text = serde_json::to_string(cursor)
+            .map_err(|e| StepError::permanent(format!("cursor of {}: {e}", self.key)))?;
+        let mut j = self
+            .journal
+            .lock()
+            .map_err(|_| StepError::permanent("journal lock poisoned"))?;
+        j.save_cursor(&self.key, text)
+            .map_err(|e| StepError::permanent(format!("cannot save cursor of {}: {e}", self.key)))
+    }
+    /// Reports progress (e.g. bytes done/total), shown by `vast runs show`.
+    pub fn progress(&self, done: u64, total: u64) {
+        if let Ok(mut j) = self.journal.lock() {
+            j.set_progress(&self.key, done, total);
+        }
+    }
+    /// The cancellation token: steps should stop at the next safe point once it fires.
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+    /// A resource of type `T` (e.g. a client) provided by the caller.
+    pub fn resource<T: Any + Send + Sync>(&self) -> Result<Arc<T>, StepError> {
+        self.resources.get::<T>().ok_or_else(|| {
+            StepError::permanent(format!(
+                "step {} needs a resource of type {}",
+                self.key,
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+}
