@@ -23,9 +23,6 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Print version (`-V` is `--vast-file`, as in RoboVAST).
-    #[arg(long, action = clap::ArgAction::Version)]
-    pub version: (),
     /// More log output (repeatable).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
