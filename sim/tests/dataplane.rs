@@ -454,6 +454,16 @@ async fn exec_maps_paths_env_and_s3() {
         .dir
         .path()
         .join("dp/pods/default/robovast/volumes/storage");
+    let script = sim
+        .dir
+        .path()
+        .join("dp/pods/default/robovast/volumes/scripts/hello.sh");
+    let mtime = || {
+        std::fs::metadata(&script)
+            .and_then(|m| m.modified())
+            .expect("script mtime")
+    };
+    let before = mtime();
     // argv paths under a mountPath land in the volume dir; configMap files are there.
     let (o, _, code) = exec(
         &sim,
@@ -474,6 +484,11 @@ async fn exec_maps_paths_env_and_s3() {
     let lines: Vec<&str> = o.lines().collect();
     assert_eq!(lines[0], "hello from exec");
     assert_eq!(lines[1], vol.join("work").display().to_string());
+    assert_eq!(
+        mtime(),
+        before,
+        "exec does not rewrite unchanged configMap files"
+    );
     // `ls /data/*.tar.gz` inside `sh -c` as `download --port-forward-only` does.
     std::fs::write(vol.join("run-9.tar.gz"), b"z").expect("write");
     let (o, _, _) = exec(

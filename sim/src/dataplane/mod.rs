@@ -267,7 +267,16 @@ impl DataPlane {
                 for (name, content) in files {
                     safe_component("configMap/secret key", name)?;
                     let path = dir.join(name);
-                    tokio::fs::write(&path, content)
+                    // Unchanged files are left alone, changed ones replaced atomically: a
+                    // script running from the volume never sees a half-written file.
+                    if tokio::fs::read(&path).await.ok().as_deref() == Some(content.as_slice()) {
+                        continue;
+                    }
+                    let tmp = dir.join(format!("..{name}.vast-sim-tmp"));
+                    tokio::fs::write(&tmp, content)
+                        .await
+                        .map_err(|e| Error::io("writing", &tmp, e))?;
+                    tokio::fs::rename(&tmp, &path)
                         .await
                         .map_err(|e| Error::io("writing", &path, e))?;
                 }
