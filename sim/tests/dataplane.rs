@@ -1062,3 +1062,51 @@ async fn portforward_two_ports_on_one_websocket() {
     // Like the kubelet, the sim closes the websocket once every pod-side connection ended;
     // kube-rs may then report `SendAfterClosing` from its own close, which is harmless.
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_ranged_gets_through_separate_portforwards() {
+    let sim = Sim::start().await;
+    sim.add(robovast_pod()).await;
+    let direct = s3_client(
+        &format!("http://{}", sim.s3_direct("robovast")),
+        "minioadmin",
+    );
+    direct
+        .create_bucket()
+        .bucket("run-1")
+        .send()
+        .await
+        .expect("bucket");
+    let data: Vec<u8> = (0..(8u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    direct
+        .put_object()
+        .bucket("run-1")
+        .key("big")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .expect("put");
+    let local = forward(sim.pods_api(), "robovast", 9000).await;
+    let chunk = 1usize << 20;
+    let gets = (0..8).map(|i| {
+        // One client per chunk: each gets its own connection, so its own websocket.
+        let s3 = s3_client(&format!("http://{local}"), "minioadmin");
+        async move {
+            let range = format!("bytes={}-{}", i * chunk, (i + 1) * chunk - 1);
+            let out = s3
+                .get_object()
+                .bucket("run-1")
+                .key("big")
+                .range(range)
+                .send()
+                .await
+                .expect("get");
+            (i, out.body.collect().await.expect("body").into_bytes())
+        }
+    });
+    for (i, body) in futures::future::join_all(gets).await {
+        assert_eq!(&body[..], &data[i * chunk..(i + 1) * chunk], "chunk {i}");
+    }
+}

@@ -483,7 +483,10 @@ mod tests {
         assert_eq!(range_start("bytes 10-19/100"), Some(10));
         assert_eq!(range_start("bytes */100"), None);
         let root = Path::new("/r");
-        assert_eq!(object_path(root, "b", "a/k"), Some(PathBuf::from("/r/b/a/k")));
+        assert_eq!(
+            object_path(root, "b", "a/k"),
+            Some(PathBuf::from("/r/b/a/k"))
+        );
         assert_eq!(object_path(root, "b", "../k"), None);
         assert_eq!(object_path(root, "b", "/k"), None);
     }
