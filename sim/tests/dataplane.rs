@@ -454,6 +454,16 @@ async fn exec_maps_paths_env_and_s3() {
         .dir
         .path()
         .join("dp/pods/default/robovast/volumes/storage");
+    let script = sim
+        .dir
+        .path()
+        .join("dp/pods/default/robovast/volumes/scripts/hello.sh");
+    let mtime = || {
+        std::fs::metadata(&script)
+            .and_then(|m| m.modified())
+            .expect("script mtime")
+    };
+    let before = mtime();
     // argv paths under a mountPath land in the volume dir; configMap files are there.
     let (o, _, code) = exec(
         &sim,
@@ -474,6 +484,11 @@ async fn exec_maps_paths_env_and_s3() {
     let lines: Vec<&str> = o.lines().collect();
     assert_eq!(lines[0], "hello from exec");
     assert_eq!(lines[1], vol.join("work").display().to_string());
+    assert_eq!(
+        mtime(),
+        before,
+        "exec does not rewrite unchanged configMap files"
+    );
     // `ls /data/*.tar.gz` inside `sh -c` as `download --port-forward-only` does.
     std::fs::write(vol.join("run-9.tar.gz"), b"z").expect("write");
     let (o, _, _) = exec(
@@ -1046,4 +1061,52 @@ async fn portforward_two_ports_on_one_websocket() {
         .expect("session ends");
     // Like the kubelet, the sim closes the websocket once every pod-side connection ended;
     // kube-rs may then report `SendAfterClosing` from its own close, which is harmless.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_ranged_gets_through_separate_portforwards() {
+    let sim = Sim::start().await;
+    sim.add(robovast_pod()).await;
+    let direct = s3_client(
+        &format!("http://{}", sim.s3_direct("robovast")),
+        "minioadmin",
+    );
+    direct
+        .create_bucket()
+        .bucket("run-1")
+        .send()
+        .await
+        .expect("bucket");
+    let data: Vec<u8> = (0..(8u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    direct
+        .put_object()
+        .bucket("run-1")
+        .key("big")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .expect("put");
+    let local = forward(sim.pods_api(), "robovast", 9000).await;
+    let chunk = 1usize << 20;
+    let gets = (0..8).map(|i| {
+        // One client per chunk: each gets its own connection, so its own websocket.
+        let s3 = s3_client(&format!("http://{local}"), "minioadmin");
+        async move {
+            let range = format!("bytes={}-{}", i * chunk, (i + 1) * chunk - 1);
+            let out = s3
+                .get_object()
+                .bucket("run-1")
+                .key("big")
+                .range(range)
+                .send()
+                .await
+                .expect("get");
+            (i, out.body.collect().await.expect("body").into_bytes())
+        }
+    });
+    for (i, body) in futures::future::join_all(gets).await {
+        assert_eq!(&body[..], &data[i * chunk..(i + 1) * chunk], "chunk {i}");
+    }
 }

@@ -193,4 +193,24 @@ async fn robovast_pod_serves_s3_exec_and_collects_results() {
         Some(3),
         "kubectl exits with the command's code"
     );
+    // An API fault on the portforward verb is seen by kube-rs. (500: kube-rs 5 retries 429,
+    // 503 and 504 itself, honouring Retry-After, so those would be absorbed by its retries.)
+    sim.faults().set(
+        serde_json::from_value(serde_json::json!({"api": [{
+            "verbs": ["portforward"], "max_hits": 1,
+            "action": {"status": {"codes": [500]}}
+        }]}))
+        .expect("fault config"),
+    );
+    let first = pods.portforward("robovast", &[9000]).await;
+    assert!(
+        matches!(&first, Err(kube::Error::Api(s)) if s.code == 500),
+        "injected 500 on portforward"
+    );
+    let mut pf = pods
+        .portforward("robovast", &[9000])
+        .await
+        .expect("max_hits spent: works again");
+    assert!(pf.take_stream(9000).is_some());
+    pf.abort();
 }

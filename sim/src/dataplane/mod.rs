@@ -119,6 +119,8 @@ impl Drop for DataPlane {
         for entry in pods.values() {
             entry.stop.cancel();
         }
+        // Processes exec started in any pod of this data plane do not outlive it.
+        kill_matching(&format!("{EXEC_MARKER_VAR}={}|", self.root.display()), true);
     }
 }
 
@@ -267,7 +269,16 @@ impl DataPlane {
                 for (name, content) in files {
                     safe_component("configMap/secret key", name)?;
                     let path = dir.join(name);
-                    tokio::fs::write(&path, content)
+                    // Unchanged files are left alone, changed ones replaced atomically: a
+                    // script running from the volume never sees a half-written file.
+                    if tokio::fs::read(&path).await.ok().as_deref() == Some(content.as_slice()) {
+                        continue;
+                    }
+                    let tmp = dir.join(format!("..{name}.vast-sim-tmp"));
+                    tokio::fs::write(&tmp, content)
+                        .await
+                        .map_err(|e| Error::io("writing", &tmp, e))?;
+                    tokio::fs::rename(&tmp, &path)
                         .await
                         .map_err(|e| Error::io("writing", &path, e))?;
                 }
@@ -791,7 +802,12 @@ pub const EXEC_MARKER_VAR: &str = "VAST_SIM_POD";
 /// Kill (SIGKILL) every process of ours whose environment carries `VAST_SIM_POD=<marker>`,
 /// i.e. everything exec started in that pod, including detached children.
 fn kill_exec_processes(marker: &str) {
-    let needle = format!("{EXEC_MARKER_VAR}={marker}");
+    kill_matching(&format!("{EXEC_MARKER_VAR}={marker}"), false);
+}
+
+/// Kill every process whose environment has an entry equal to `needle` (or starting with it,
+/// when `prefix`).
+fn kill_matching(needle: &str, prefix: bool) {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return;
     };
@@ -810,7 +826,14 @@ fn kill_exec_processes(marker: &str) {
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
             continue;
         };
-        if environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+        let hit = |kv: &[u8]| {
+            if prefix {
+                kv.starts_with(needle.as_bytes())
+            } else {
+                kv == needle.as_bytes()
+            }
+        };
+        if environ.split(|b| *b == 0).any(hit) {
             // SAFETY: kill(2) with a pid read from /proc and a valid signal number.
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
