@@ -402,6 +402,8 @@ async fn finalizers_and_garbage_collection() {
 async fn namespace_deletion_removes_its_content() {
     let (_sim, client) = start().await;
     let nss: Api<Namespace> = Api::all(client.clone());
+    let status = nss.get_status("default").await.unwrap().status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Active"));
     nss.create(
         &PostParams::default(),
         &serde_json::from_value(json!({"metadata": {"name": "tmp"}})).unwrap(),

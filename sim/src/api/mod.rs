@@ -314,7 +314,7 @@ fn route(registry: &Registry, path: &str) -> Result<Route, ApiError> {
         })
     };
     let target = match rest {
-        ["namespaces", ns, plural] if group.is_empty() || lookup(plural).is_some() => {
+        ["namespaces", ns, plural] if lookup(plural).is_some_and(|r| r.namespaced) => {
             namespaced_target(ns, plural, None, None)
         }
         ["namespaces", ns, plural, name] if lookup(plural).is_some_and(|r| r.namespaced) => {
