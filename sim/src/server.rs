@@ -3,9 +3,11 @@
 //! loopback, and writes kubeconfigs. The [`SimHandle`] shuts everything down on drop.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures::FutureExt;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -175,7 +177,21 @@ async fn serve(listener: TcpListener, app: Arc<App>, cancel: CancellationToken) 
         let app = app.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| api::handle(app.clone(), req));
+            let svc = service_fn(move |req| {
+                let app = app.clone();
+                async move {
+                    // a bug in a handler answers 500 instead of dropping the connection
+                    match AssertUnwindSafe(api::handle(app, req)).catch_unwind().await {
+                        Ok(r) => r,
+                        Err(_) => Ok(api::ApiError::new(
+                            500,
+                            "InternalError",
+                            "internal error in vast-sim (handler panicked)",
+                        )
+                        .response()),
+                    }
+                }
+            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades();

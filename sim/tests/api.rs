@@ -402,6 +402,8 @@ async fn finalizers_and_garbage_collection() {
 async fn namespace_deletion_removes_its_content() {
     let (_sim, client) = start().await;
     let nss: Api<Namespace> = Api::all(client.clone());
+    let status = nss.get_status("default").await.unwrap().status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Active"));
     nss.create(
         &PostParams::default(),
         &serde_json::from_value(json!({"metadata": {"name": "tmp"}})).unwrap(),
@@ -591,4 +593,30 @@ fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn expired_continue_token_and_dry_run() {
+    let (_sim, client) = start().await;
+    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    for i in 0..3 {
+        cms.create(&PostParams::default(), &cm(&format!("e{i}"), &[]))
+            .await
+            .unwrap();
+    }
+    let page = cms.list(&ListParams::default().limit(1)).await.unwrap();
+    let token = page.metadata.continue_.unwrap();
+    raw(&client, "POST", "/sim/compact", "").await;
+    let err = cms
+        .list(&ListParams::default().limit(1).continue_token(&token))
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&err), (410, "Expired".into()));
+    // dry run: validated and answered, not stored
+    let pp = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    cms.create(&pp, &cm("dry", &[])).await.unwrap();
+    assert!(cms.get_opt("dry").await.unwrap().is_none());
 }

@@ -677,3 +677,63 @@ async fn run_cleanup_sequence_removes_jobs_pods_and_workloads() {
     })
     .await;
 }
+
+/// A running pod deleted from outside counts as failed (the real controller tracks pods with
+/// finalizers): with backoffLimit 1 it is replaced, the second loss fails the Job.
+#[tokio::test]
+async fn deleted_running_pods_count_as_failures() {
+    use kube::api::DeleteParams;
+    let (_sim, client) = start().await;
+    let jobs: Api<Job> = Api::default_namespaced(client.clone());
+    let anns = [("sim.vast.dev/duration-ms", "600000")];
+    jobs.create(
+        &PostParams::default(),
+        &job("lost", &anns, json!({"backoffLimit": 1}), false, "1"),
+    )
+    .await
+    .unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let mut deleted = Vec::new();
+    for round in 0..2 {
+        let victim = eventually("a running pod", || async {
+            pods.list(&ListParams::default().labels("job-name=lost"))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .find(|p| {
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                        && !deleted.contains(p.metadata.name.as_ref().unwrap())
+                })
+        })
+        .await;
+        let name = victim.metadata.name.unwrap();
+        pods.delete(&name, &DeleteParams::default()).await.unwrap();
+        deleted.push(name);
+        if round == 0 {
+            let st = eventually("failed counted", || async {
+                jobs.get("lost")
+                    .await
+                    .unwrap()
+                    .status
+                    .filter(|s| s.failed == Some(1))
+            })
+            .await;
+            assert!(
+                !has_condition(&jobs.get("lost").await.unwrap(), "Failed", None),
+                "{st:?}"
+            );
+        }
+    }
+    let failed = tokio::time::timeout(PATIENCE, await_condition(jobs, "lost", job_failed()))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(has_condition(
+        &failed,
+        "Failed",
+        Some("BackoffLimitExceeded")
+    ));
+    assert_eq!(failed.status.unwrap().failed, Some(2));
+}

@@ -314,7 +314,7 @@ fn route(registry: &Registry, path: &str) -> Result<Route, ApiError> {
         })
     };
     let target = match rest {
-        ["namespaces", ns, plural] if group.is_empty() || lookup(plural).is_some() => {
+        ["namespaces", ns, plural] if lookup(plural).is_some_and(|r| r.namespaced) => {
             namespaced_target(ns, plural, None, None)
         }
         ["namespaces", ns, plural, name] if lookup(plural).is_some_and(|r| r.namespaced) => {
@@ -398,10 +398,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
                     format!("the server could not find the requested resource: {g}/{v}"),
                 )
             }),
-        Route::OpenApiV2 => Err(ApiError::new(
-            404,
-            "NotFound",
-            "OpenAPI v2 is not served by vast-sim; use /openapi/v3",
+        Route::OpenApiV2 => Ok(openapi_v2(
+            req.headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|v| v.to_str().ok()),
         )),
         Route::OpenApiV3Index => Ok(json_response(200, &app.registry.openapi_v3_index())),
         Route::OpenApiV3(g, v) => app
@@ -469,6 +469,25 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
         }
     };
     Ok(result.unwrap_or_else(|e| e.response()))
+}
+
+/// An OpenAPI v2 document without definitions: older kubectl versions validate against it
+/// and skip kinds it does not describe. Protobuf when asked for (an empty message), else JSON.
+fn openapi_v2(accept: Option<&str>) -> Response<Body> {
+    if accept.is_some_and(|a| a.contains("protobuf")) {
+        let mut r = Response::new(full(Bytes::new()));
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static(
+                "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+            ),
+        );
+        return r;
+    }
+    json_response(
+        200,
+        &json!({"swagger": "2.0", "info": {"title": "Kubernetes (vast-sim)", "version": "v1.33.0"}, "paths": {}, "definitions": {}}),
+    )
 }
 
 fn version_doc() -> Value {

@@ -127,9 +127,13 @@ pub fn watch(app: Arc<App>, t: Target, q: Query) -> Result<Response<Body>, ApiEr
                 _ = &mut deadline => return,
                 _ = epoch.cancelled() => return,
                 _ = app.shutdown.cancelled() => return,
-                _ = bookmarks.tick(), if q.allow_bookmarks => {
-                    let bm = json!({"kind": t.rt.kind, "apiVersion": api_version, "metadata": {"resourceVersion": last_rv.to_string()}});
-                    if !send(&mut tx, line("BOOKMARK", &bm)).await { return; }
+                _ = bookmarks.tick() => {
+                    // the client went away: stop watching
+                    if tx.is_closed() { return; }
+                    if q.allow_bookmarks {
+                        let bm = json!({"kind": t.rt.kind, "apiVersion": api_version, "metadata": {"resourceVersion": last_rv.to_string()}});
+                        if !send(&mut tx, line("BOOKMARK", &bm)).await { return; }
+                    }
                 }
                 ev = live.recv() => match ev {
                     Ok(ev) => {

@@ -4,7 +4,7 @@
 //! `BackoffLimitExceeded` / `DeadlineExceeded`; deletes active pods of suspended Jobs and
 //! finished Jobs after `ttlSecondsAfterFinished`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,16 @@ pub struct JobController {
     _timing: PodTiming,
     jobs_key: Arc<str>,
     pods_key: Arc<str>,
+    /// Per Job uid: the pods counted so far, as the real controller's tracking finalizers
+    /// keep them (counts survive pod deletion; an active pod that vanishes counts as failed).
+    tracked: HashMap<String, Tracked>,
+}
+
+#[derive(Default)]
+struct Tracked {
+    active: HashSet<String>,
+    succeeded: HashSet<String>,
+    failed: HashSet<String>,
 }
 
 fn int(v: &Value, ptr: &str) -> Option<i64> {
@@ -52,12 +62,14 @@ impl JobController {
             _timing: timing,
             jobs_key: Arc::from(keys::JOBS),
             pods_key: Arc::from(keys::PODS),
+            tracked: HashMap::new(),
         }
     }
 
     pub fn reconcile(&mut self, now: Instant, next: &mut Instant) {
         let (_, jobs) = self.store.list(keys::JOBS, None);
         if jobs.is_empty() {
+            self.tracked.clear();
             return;
         }
         let (_, pods) = self.store.list(keys::PODS, None);
@@ -74,6 +86,8 @@ impl JobController {
             let pods = by_owner.remove(store::uid_of(job)).unwrap_or_default();
             self.reconcile_job(job, &pods, now, next);
         }
+        let live: HashSet<&str> = jobs.iter().map(|j| store::uid_of(j)).collect();
+        self.tracked.retain(|uid, _| live.contains(uid.as_str()));
     }
 
     fn delete_pods(&self, pods: &[&Arc<Value>]) {
@@ -89,7 +103,62 @@ impl JobController {
         }
     }
 
-    fn reconcile_job(&self, job: &Value, pods: &[Arc<Value>], now: Instant, next: &mut Instant) {
+    /// Counts the Job's pods into its tracking record; returns (succeeded, failed).
+    fn track(&mut self, job_uid: &str, pods: &[Arc<Value>]) -> (i64, i64) {
+        let t = self.tracked.entry(job_uid.to_string()).or_default();
+        let mut present = HashSet::new();
+        for p in pods {
+            let uid = store::uid_of(p).to_string();
+            present.insert(uid.clone());
+            match p.pointer("/status/phase").and_then(Value::as_str) {
+                Some("Succeeded") => {
+                    t.active.remove(&uid);
+                    t.succeeded.insert(uid);
+                }
+                Some("Failed") => {
+                    t.active.remove(&uid);
+                    t.failed.insert(uid);
+                }
+                _ if !store::is_deleting(p) => {
+                    t.active.insert(uid);
+                }
+                _ => {}
+            }
+        }
+        let lost: Vec<String> = t
+            .active
+            .iter()
+            .filter(|u| !present.contains(*u))
+            .cloned()
+            .collect();
+        for uid in lost {
+            t.active.remove(&uid);
+            t.failed.insert(uid);
+        }
+        (t.succeeded.len() as i64, t.failed.len() as i64)
+    }
+
+    /// The controller deletes active pods itself: counted as failed or not counted at all.
+    fn delete_active(&mut self, job_uid: &str, active: &[&Arc<Value>], count_as_failed: bool) {
+        self.delete_pods(active);
+        if let Some(t) = self.tracked.get_mut(job_uid) {
+            for p in active {
+                let uid = store::uid_of(p).to_string();
+                t.active.remove(&uid);
+                if count_as_failed {
+                    t.failed.insert(uid);
+                }
+            }
+        }
+    }
+
+    fn reconcile_job(
+        &mut self,
+        job: &Value,
+        pods: &[Arc<Value>],
+        now: Instant,
+        next: &mut Instant,
+    ) {
         let (ns, name) = (store::namespace_of(job), store::name_of(job));
         if is_finished(job) {
             if let Some(ttl) = int(job, "/spec/ttlSecondsAfterFinished") {
@@ -121,8 +190,8 @@ impl JobController {
                 !store::is_deleting(p) && !matches!(phase(p).as_str(), "Succeeded" | "Failed")
             })
             .collect();
-        let succeeded = pods.iter().filter(|p| phase(p) == "Succeeded").count() as i64;
-        let failed_pods = pods.iter().filter(|p| phase(p) == "Failed").count() as i64;
+        let job_uid = store::uid_of(job).to_string();
+        let (succeeded, failed_pods) = self.track(&job_uid, pods);
         let ready = active.iter().filter(|p| condition_true(p, "Ready")).count() as i64;
         let suspended = job
             .pointer("/spec/suspend")
@@ -141,7 +210,7 @@ impl JobController {
         let mut finish: Option<(&str, &str, &str)> = None;
         let mut to_create = 0;
         if suspended {
-            self.delete_pods(&active);
+            self.delete_active(&job_uid, &active, false);
             set_condition(
                 &mut wrapper,
                 condition("Suspended", true, "JobSuspended", "Job suspended", &ts),
@@ -168,7 +237,7 @@ impl JobController {
             let deadline = int(job, "/spec/activeDeadlineSeconds");
             let age = age_secs(started.as_deref());
             if deadline.is_some_and(|d| age >= d as f64) {
-                self.delete_pods(&active);
+                self.delete_active(&job_uid, &active, true);
                 failed += active.len() as i64;
                 finish = Some((
                     "Failed",
@@ -176,7 +245,7 @@ impl JobController {
                     "Job was active longer than specified deadline",
                 ));
             } else if failed > backoff_limit {
-                self.delete_pods(&active);
+                self.delete_active(&job_uid, &active, true);
                 failed += active.len() as i64;
                 finish = Some((
                     "Failed",

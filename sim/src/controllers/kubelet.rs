@@ -17,7 +17,7 @@ use crate::api::resources::keys;
 use crate::api::ApiError;
 use crate::config::PodTiming;
 use crate::dataplane::DataPlane;
-use crate::pod::{PodOutcome, ResolvedPod};
+use crate::pod::{PodOutcome, ResolvedPod, ResolvedVolume};
 use crate::store::{self, now_rfc3339, Store};
 
 struct PodRun {
@@ -157,6 +157,7 @@ impl Kubelet {
                             *next = (*next).min(end);
                         }
                     }
+                    self.sync_projected_volumes(pod, &uid).await;
                 }
             }
         }
@@ -346,6 +347,37 @@ impl Kubelet {
             }
             Ok(p)
         });
+    }
+
+    /// configMap and secret volumes of a running pod follow changes of their sources (a real
+    /// kubelet does so within a minute; the sim on its next pass): the data plane gets the
+    /// pod again with the new files.
+    async fn sync_projected_volumes(&mut self, pod: &Value, uid: &str) {
+        let Some(run) = self.runs.get_mut(uid) else {
+            return;
+        };
+        let Some(old) = &run.resolved else { return };
+        let projected = |v: &ResolvedVolume| {
+            matches!(
+                v,
+                ResolvedVolume::ConfigMap { .. } | ResolvedVolume::Secret { .. }
+            )
+        };
+        if !old.volumes.iter().any(projected) {
+            return;
+        }
+        let Ok(fresh) = super::resolve::resolve_pod(&self.store, pod) else {
+            return;
+        };
+        if fresh.volumes == old.volumes {
+            return;
+        }
+        let mut updated = old.clone();
+        updated.volumes = fresh.volumes;
+        if let Err(e) = self.dataplane.pod_started(&updated).await {
+            tracing::warn!(pod = %run.name, namespace = %run.ns, error = %e, "data plane: volume update failed");
+        }
+        run.resolved = Some(updated);
     }
 
     /// Generic ephemeral volumes get their PVC (`<pod>-<volume>`, owned by the pod).
