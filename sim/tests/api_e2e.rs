@@ -204,7 +204,6 @@ async fn api_faults_are_seen_by_clients() {
 }
 
 #[tokio::test]
-#[ignore = "needs the data plane; enabled at merge"]
 async fn configmap_volume_follows_updates() {
     use kube::api::{Patch, PatchParams};
     let (_sim, client) = start().await;
