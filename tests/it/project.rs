@@ -688,3 +688,86 @@ fn undeclared_parameter_is_rejected() {
     assert!(err.to_string().contains("parameter 'sped' is not declared"));
     assert!(!out.exists());
 }
+
+/// `--vast-file/-V` is global: it works without a project, anywhere on the command line, and
+/// overrides the project's `.vast` file (for `configuration` and `prepare-run`).
+#[test]
+fn cli_vast_file_override() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("growth_sim");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/growth_sim"),
+        &proj,
+    );
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    // No project: -V before or after the subcommand.
+    for args in [
+        &[
+            "-V",
+            "../growth_sim/growth_sim.vast",
+            "configuration",
+            "list",
+        ][..],
+        &[
+            "config",
+            "list",
+            "--vast-file",
+            "../growth_sim/growth_sim.vast",
+        ][..],
+    ] {
+        let o = vast_cmd(&elsewhere).args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(String::from_utf8_lossy(&o.stdout).starts_with("name: test-1-1\n"));
+    }
+    let o = vast_cmd(&elsewhere)
+        .args(["-V", "missing.vast", "config", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing.vast"));
+
+    // With a project, -V wins over the project's file.
+    let o = vast_cmd(&proj)
+        .args(["init", "growth_sim.vast"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    std::fs::write(
+        proj.join("other.vast"),
+        "version: 1\nconfiguration:\n- name: other\nexecution: {image: i:1, runs: 2, scenario_file: scenario.osc}\n",
+    )
+    .unwrap();
+    let o = vast_cmd(&proj)
+        .args(["-V", "other.vast", "config", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "name: other\nconfig: {}\n"
+    );
+    let o = vast_cmd(&proj)
+        .args([
+            "-V",
+            "other.vast",
+            "execution",
+            "cluster",
+            "prepare-run",
+            "out",
+            "-k",
+            "rke2",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let jobs: Vec<String> = std::fs::read_dir(proj.join("out/jobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    assert!(jobs.iter().all(|j| j.contains("-other-")), "{jobs:?}");
+}
