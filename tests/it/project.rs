@@ -46,6 +46,8 @@ fn broken_vast_corpus() {
         ("runs_not_int", "runs_not_int.vast:4: execution.runs: invalid type: string \"many\", expected i64"),
         ("unknown_entry_key", "unknown_entry_key.vast:4: configuration[0]: unknown key `variation`, expected one of `name`, `parameters`, `variations`"),
         ("secondary_unknown_key", "secondary_unknown_key.vast:6: execution.secondary_containers: entry 0: container 'nav': unknown key `resourcez`, expected `resources`"),
+        // The secondary containers get the `.vast` env after their own CONTAINER_NAME.
+        ("reserved_sidecar_env", "reserved_sidecar_env.vast:6: execution.env: execution.env contains reserved environment variable names: CONTAINER_NAME"),
         ("reserved_container", "reserved_container.vast:6: execution.secondary_containers: container name 'robovast' is reserved by vast"),
     ];
     let dir = fixtures().join("broken");
