@@ -616,8 +616,23 @@ fn cli_init_configuration_and_prepare_run() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("Using defaults."));
-    assert!(stdout.contains("test configs: 1, runs per test config: 2..."));
-    assert!(stdout.contains("✓ Successfully prepared 2 job manifests in directory 'out'."));
+    // stdout is exactly upstream's lines (with the space upstream's message lacked before the
+    // directory); the quota warning goes to stderr.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(
+        lines[0].starts_with("Preparing run configuration 'ID: run-")
+            && lines[0].ends_with("', test configs: 1, runs per test config: 2..."),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines[1..],
+        [
+            "✓ Successfully prepared 2 job manifests in directory 'out'.",
+            "",
+            "Follow README files to set up and execute."
+        ]
+    );
     let jobs = std::fs::read_dir(proj.join("out/jobs")).unwrap().count();
     assert_eq!(jobs, 2);
     let all = std::fs::read_to_string(proj.join("out/all-jobs.yaml")).unwrap();
