@@ -788,3 +788,64 @@ fn cli_vast_file_override() {
     assert_eq!(jobs.len(), 2, "{jobs:?}");
     assert!(jobs.iter().all(|j| j.contains("-other-")), "{jobs:?}");
 }
+
+/// `vast init`: upstream's lines, a broken `.vast` refused (unless `--force`), an existing
+/// project file kept unless `--force`.
+#[test]
+fn cli_init_messages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("growth_sim");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/growth_sim"),
+        &proj,
+    );
+    let o = vast_cmd(&proj)
+        .args(["init", "growth_sim.vast", "-r", "res"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let file = proj.join(".robovast_project");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!(
+            "✓ Project initialized successfully!\n  Configuration: {}\n  Results directory: {}\n  Project file: {}\n",
+            proj.join("growth_sim.vast").display(),
+            proj.join("res").display(),
+            file.display()
+        )
+    );
+    let again = vast_cmd(&proj)
+        .args(["init", "growth_sim.vast"])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists; use --force"));
+
+    std::fs::write(proj.join("broken.vast"), "version: 2\n").unwrap();
+    let o = vast_cmd(&proj)
+        .args(["init", "broken.vast"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Failed to load configuration file: ")
+            && String::from_utf8_lossy(&o.stderr).contains("broken.vast:1: version"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = vast_cmd(&proj)
+        .args(["init", "broken.vast", "--force"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.starts_with(
+            "⚠ Warning: Skipping checks (--force enabled)\n✓ Project initialized successfully!\n"
+        ),
+        "{stdout}"
+    );
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("\"config\": \"broken.vast\""));
+}
