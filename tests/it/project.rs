@@ -434,6 +434,21 @@ fn manifests_validate_against_kubernetes_schemas() {
     args.extend(names.iter().map(String::as_str));
     let (ok, out) = python_ok(&args);
     assert!(ok, "kubernetes-validate failed:\n{out}");
+    // The check can fail: a misspelt Job field and a non-string env value are rejected.
+    let mut bad = all[0].clone();
+    bad["spec"]["template"]["spec"]["restartPolicyy"] = serde_json::json!("Never");
+    let mut bad_env = all[0].clone();
+    bad_env["spec"]["template"]["spec"]["containers"][0]["env"][2]["value"] = serde_json::json!(3);
+    for (i, b) in [bad, bad_env].iter().enumerate() {
+        let p = tmp.path().join(format!("bad-{i}.yaml"));
+        std::fs::write(
+            &p,
+            vast::manifests::yaml_stream(std::slice::from_ref(b)).unwrap(),
+        )
+        .unwrap();
+        let (ok, out) = python_ok(&["-c", script, &p.to_string_lossy()]);
+        assert!(!ok, "kubernetes-validate must reject bad-{i}:\n{out}");
+    }
 
     // Kueue objects: hand-written v1beta2 subset schema (the CRD is not available offline).
     let q = tmp.path().join("queues.json");
