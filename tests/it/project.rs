@@ -864,3 +864,50 @@ fn cli_init_messages() {
         .unwrap()
         .contains("\"config\": \"broken.vast\""));
 }
+
+/// Input errors come before the (up to 15 s) quota query: a per-cluster resource list without
+/// `--context` fails at once even when the cluster's API server never answers.
+#[test]
+fn cli_prepare_run_input_errors_before_the_cluster_query() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("p");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/growth_sim"),
+        &proj,
+    );
+    let text = std::fs::read_to_string(proj.join("growth_sim.vast"))
+        .unwrap()
+        .replace("    cpu: 1\n", "    cpu:\n    - lab: 2\n");
+    std::fs::write(proj.join("growth_sim.vast"), text).unwrap();
+    // An API server that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::fs::write(proj.join("kubeconfig"), format!("apiVersion: v1\nkind: Config\ncurrent-context: lab\ncontexts:\n- name: lab\n  context: {{cluster: lab, user: u}}\nclusters:\n- name: lab\n  cluster: {{server: 'http://127.0.0.1:{port}'}}\nusers:\n- name: u\n  user: {{token: t}}\n")).unwrap();
+    let start = std::time::Instant::now();
+    let o = vast_cmd(&proj)
+        .env("KUBECONFIG", proj.join("kubeconfig"))
+        .args([
+            "-V",
+            "growth_sim.vast",
+            "execution",
+            "cluster",
+            "prepare-run",
+            "out",
+            "-k",
+            "rke2",
+        ])
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(
+            "Per-cluster resource list ['lab'] found but no Kubernetes context was specified."
+        ),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
+    assert!(!proj.join("out").exists());
+    drop(silent);
+}
