@@ -558,6 +558,56 @@ fn cli_init_configuration_and_prepare_run() {
     );
     let entry = std::fs::read_to_string(proj.join("gen/out_template/entrypoint.sh")).unwrap();
     assert!(entry.contains("fixuid"), "local mode");
+    // Section 2.3's layout.
+    let gen = proj.join("gen/out_template");
+    for f in [
+        "entrypoint.sh",
+        "secondary_entrypoint.sh",
+        "collect_sysinfo.py",
+        "scenario.osc",
+        "_config/configurations.yaml",
+        "_config/files/pre_command.sh",
+        "_config/files/post_command.sh",
+        "_config/files/grow.sh",
+        "test-1-1/config.yaml",
+        "test-1-1/scenario.config",
+        "test-2-2/scenario.config",
+        "test-fixed-values/config.yaml",
+        "test-fixed-values/scenario.config",
+    ] {
+        assert!(gen.join(f).is_file(), "out_template/{f}");
+    }
+    let cy: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(gen.join("_config/configurations.yaml")).unwrap(),
+    )
+    .unwrap();
+    let keys: Vec<&str> = cy
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "vast",
+            "scenario_file",
+            "configs",
+            "_test_files",
+            "execution",
+            "created_at",
+            "metadata"
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(gen.join("test-1-1/scenario.config")).unwrap(),
+        "growth_sim:\n  growth_rate: 0.05\n  initial_population: 50\n"
+    );
+    let ids = std::fs::read_to_string(gen.join("test-1-1/config.yaml")).unwrap();
+    assert!(
+        ids.starts_with("config_identifier: ") && ids.contains("\nsub_identifier: "),
+        "{ids}"
+    );
 
     // No saved setup and no -k.
     let o = vast_cmd(&proj)
