@@ -23,7 +23,8 @@ fn small() -> VastFile {
     VastFile::load(&fixtures().join("small/small.vast")).unwrap()
 }
 
-/// Every broken file and the exact message it produces (file name, line, field, reason).
+/// Every broken file and the exact message parsing or configuration generation produces (file
+/// name, line, field, reason).
 #[test]
 fn broken_vast_corpus() {
     let cases: &[(&str, &str)] = &[
@@ -48,14 +49,19 @@ fn broken_vast_corpus() {
         ("secondary_unknown_key", "secondary_unknown_key.vast:6: execution.secondary_containers: entry 0: container 'nav': unknown key `resourcez`, expected `resources`"),
         // The secondary containers get the `.vast` env after their own CONTAINER_NAME.
         ("reserved_sidecar_env", "reserved_sidecar_env.vast:6: execution.env: execution.env contains reserved environment variable names: CONTAINER_NAME"),
+        // Configuration generation errors also name the file, the line and the variation.
+        ("unsupported_variation", "unsupported_variation.vast:11: configuration[1].variations[1].OneOfVariation: variation type 'OneOfVariation' is not supported (supported: ParameterVariationList, ParameterVariationDistributionUniform, ParameterVariationDistributionGaussian)"),
+        ("empty_variation_values", "empty_variation_values.vast:8: configuration[0].variations[1].ParameterVariationList: Parameter 'values' must be a non-empty list for ParameterVariationList"),
+        ("gaussian_without_seed", "gaussian_without_seed.vast:5: configuration[0].variations[0].ParameterVariationDistributionGaussian: Parameter 'seed' is required"),
         ("reserved_container", "reserved_container.vast:6: execution.secondary_containers: container name 'robovast' is reserved by vast"),
     ];
     let dir = fixtures().join("broken");
     let mut failures = Vec::new();
     for (name, want) in cases {
         let path = dir.join(format!("{name}.vast"));
-        let got = match VastFile::load(&path) {
-            Ok(_) => "<parsed without error>".to_string(),
+        let got = match VastFile::load(&path).map(|v| generate(&v).map(|_| ())) {
+            Ok(Ok(())) => "<parsed without error>".to_string(),
+            Ok(Err(e)) => e.to_string().replace(&format!("{}/", dir.display()), ""),
             Err(e) => e.to_string().replace(&format!("{}/", dir.display()), ""),
         };
         if got != *want {
