@@ -84,13 +84,21 @@ impl Configuration {
 /// line and the field (`configuration[i].variations[j].<type>`).
 pub fn generate(vast: &VastFile) -> Result<Vec<Configuration>, ConfigError> {
     let mut all = Vec::new();
+    let mut from_entry = Vec::new();
     for (i, entry) in vast.configuration.iter().enumerate() {
-        all.extend(expand(entry).map_err(|e| locate(vast, i, entry, e))?);
+        let configs = expand(entry).map_err(|e| locate(vast, i, entry, e))?;
+        from_entry.extend(std::iter::repeat_n(i, configs.len()));
+        all.extend(configs);
     }
     let mut seen = std::collections::BTreeSet::new();
-    for c in &all {
+    for (c, &i) in all.iter().zip(&from_entry) {
         if !seen.insert(c.name.clone()) {
-            return Err(ConfigError::Duplicate(c.name.clone()));
+            return Err(ConfigError::Located {
+                path: vast.path.clone(),
+                line: name_line(&vast.text, &vast.configuration[i].name).unwrap_or(0),
+                field: format!("configuration[{i}].name"),
+                message: ConfigError::Duplicate(c.name.clone()).to_string(),
+            });
         }
     }
     Ok(all)
@@ -125,27 +133,32 @@ fn locate(vast: &VastFile, i: usize, entry: &ConfigEntry, e: ConfigError) -> Con
     }
 }
 
+fn yaml_key(l: &str) -> &str {
+    l.trim_start()
+        .trim_start_matches("- ")
+        .trim_start_matches('{')
+        .trim_start()
+}
+
+/// 1-based line of the `name: <name>` of a configuration entry.
+fn name_line(text: &str, name: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            yaml_key(l)
+                .strip_prefix("name:")
+                .is_some_and(|v| v.trim().trim_matches(['"', '\'']) == name)
+        })
+        .map(|n| n + 1)
+}
+
 /// 1-based line of variation `index` of `entry` (0 if not found): the entry's `name:` line,
 /// then the n-th following `<type>:` key, n counting earlier variations of the same type.
 fn variation_line(text: &str, entry: &ConfigEntry, index: usize) -> usize {
     let Some((kind, _)) = entry.variations.get(index) else {
         return 0;
     };
-    let key = |l: &str| {
-        l.trim_start()
-            .trim_start_matches("- ")
-            .trim_start_matches('{')
-            .trim_start()
-            .to_string()
-    };
-    let name_line = format!("name: {}", entry.name);
     let lines: Vec<&str> = text.lines().collect();
-    let Some(start) = lines.iter().position(|l| {
-        let k = key(l);
-        k == name_line
-            || k.strip_prefix("name:")
-                .is_some_and(|v| v.trim().trim_matches(['"', '\'']) == entry.name)
-    }) else {
+    let Some(start) = name_line(text, &entry.name).map(|n| n - 1) else {
         return 0;
     };
     let earlier = entry.variations[..index]
@@ -157,7 +170,7 @@ fn variation_line(text: &str, entry: &ConfigEntry, index: usize) -> usize {
         .iter()
         .enumerate()
         .skip(start + 1)
-        .filter(|(_, l)| key(l).starts_with(&prefix))
+        .filter(|(_, l)| yaml_key(l).starts_with(&prefix))
         .nth(earlier)
         .map(|(n, _)| n + 1)
         .unwrap_or(0)

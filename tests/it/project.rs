@@ -53,6 +53,7 @@ fn broken_vast_corpus() {
         ("unsupported_variation", "unsupported_variation.vast:11: configuration[1].variations[1].OneOfVariation: variation type 'OneOfVariation' is not supported (supported: ParameterVariationList, ParameterVariationDistributionUniform, ParameterVariationDistributionGaussian)"),
         ("empty_variation_values", "empty_variation_values.vast:8: configuration[0].variations[1].ParameterVariationList: Parameter 'values' must be a non-empty list for ParameterVariationList"),
         ("gaussian_without_seed", "gaussian_without_seed.vast:5: configuration[0].variations[0].ParameterVariationDistributionGaussian: Parameter 'seed' is required"),
+        ("generated_duplicate", "generated_duplicate.vast:6: configuration[1].name: two configurations are both named 'a-1'; rename a configuration entry"),
         ("reserved_container", "reserved_container.vast:6: execution.secondary_containers: container name 'robovast' is reserved by vast"),
     ];
     let dir = fixtures().join("broken");
