@@ -651,6 +651,21 @@ fn cli_init_configuration_and_prepare_run() {
             "out",
             "-k",
             "gcp",
+            "-o",
+            "namespace=Bad_NS",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid namespace 'Bad_NS': must be a DNS-1123 label (lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters)"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = vast_cmd(&proj)
+        .args([
+            "execution",
+            "cluster",
+            "prepare-run",
+            "out",
+            "-k",
+            "gcp",
             "-c",
             "nope",
         ])

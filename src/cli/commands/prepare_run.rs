@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::cli::{args::PrepareRunArgs, ExitStatus, Globals, UsageError};
 use crate::engine::RunId;
-use crate::manifests::cluster_config::{cluster_config, parse_option};
+use crate::manifests::cluster_config::{cluster_config, parse_option, validate_namespace};
 use crate::manifests::kueue::{compute_quota, QuotaOutcome};
 use crate::manifests::prepare::{prepare_run, PrepareError, PrepareInput};
 use crate::project::files::read_setup;
@@ -88,6 +88,7 @@ pub async fn run(args: PrepareRunArgs, globals: &Globals) -> anyhow::Result<Exit
         .cloned()
         .unwrap_or_else(|| "default".to_string());
     merged.remove("namespace");
+    validate_namespace(&namespace).map_err(|e| UsageError(e.to_string()))?;
     cluster
         .resolve_options(&merged)
         .map_err(|e| UsageError(e.to_string()))?;
