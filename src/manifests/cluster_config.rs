@@ -127,6 +127,22 @@ pub fn parse_option(s: &str) -> Result<(String, String), ManifestError> {
     }
 }
 
+/// A namespace must be a DNS-1123 label (it is written into manifests and READMEs).
+pub fn validate_namespace(ns: &str) -> Result<(), ManifestError> {
+    let b = ns.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-';
+    if ok {
+        Ok(())
+    } else {
+        Err(ManifestError::Namespace(ns.to_string()))
+    }
+}
+
 impl ClusterConfig {
     /// Defaults merged with `given`; `namespace` is accepted by every config and left out of the
     /// result. Unknown options and values that are not plain tokens are errors.
@@ -141,6 +157,7 @@ impl ClusterConfig {
             .collect();
         for (k, v) in given {
             if k == "namespace" {
+                validate_namespace(v)?;
                 continue;
             }
             if !out.contains_key(k) {
@@ -192,6 +209,7 @@ impl ClusterConfig {
         options: &BTreeMap<String, String>,
         namespace: &str,
     ) -> Result<Vec<Value>, ManifestError> {
+        validate_namespace(namespace)?;
         let options = self.resolve_options(options)?;
         let text = self.substitute(self.manifest, &options, namespace);
         let mut out = Vec::new();
@@ -223,6 +241,7 @@ impl ClusterConfig {
         options: &BTreeMap<String, String>,
         namespace: &str,
     ) -> Result<String, ManifestError> {
+        validate_namespace(namespace)?;
         let options = self.resolve_options(options)?;
         Ok(self.substitute(self.readme, &options, namespace))
     }
@@ -280,6 +299,13 @@ mod tests {
         );
         let inj: BTreeMap<_, _> = [("storage_size".to_string(), "1Gi\n  x: y".to_string())].into();
         assert!(gcp.resolve_options(&inj).is_err());
+        for bad in ["Bad_NS", "-x", "x-", "", "a\n  b: c", &"a".repeat(64)] {
+            let ns: BTreeMap<_, _> = [("namespace".to_string(), bad.to_string())].into();
+            assert!(gcp.resolve_options(&ns).is_err(), "{bad:?}");
+            assert!(gcp.render(&BTreeMap::new(), bad).is_err(), "{bad:?}");
+        }
+        let ns: BTreeMap<_, _> = [("namespace".to_string(), "sims-1".to_string())].into();
+        assert!(gcp.resolve_options(&ns).is_ok());
         let not_qty: BTreeMap<_, _> = [("storage_size".to_string(), "big".to_string())].into();
         assert!(gcp.resolve_options(&not_qty).is_err());
         assert_eq!(

@@ -37,6 +37,8 @@ pub enum ManifestError {
         "invalid value '{value}' for option '{option}': use letters, digits, '-', '_' and '.' only"
     )]
     OptionValue { option: String, value: String },
+    #[error("invalid namespace '{0}': must be a DNS-1123 label (lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters)")]
+    Namespace(String),
     #[error("cannot render {config}: {message}")]
     Template { config: String, message: String },
     #[error(transparent)]

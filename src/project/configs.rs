@@ -34,6 +34,15 @@ pub enum ConfigError {
     },
     #[error("two configurations are both named '{0}'; rename a configuration entry")]
     Duplicate(String),
+    /// An error of one variation located in the `.vast` file (what [`generate`] returns);
+    /// formatted like [`super::VastError`]. `line` is 1-based, 0 when unknown.
+    #[error("{}{}: {field}: {message}", path.display(), if *line > 0 { format!(":{line}") } else { String::new() })]
+    Located {
+        path: std::path::PathBuf,
+        line: usize,
+        field: String,
+        message: String,
+    },
 }
 
 /// One generated configuration.
@@ -71,19 +80,100 @@ impl Configuration {
     }
 }
 
-/// Every configuration of the file, in entry order.
+/// Every configuration of the file, in entry order. A variation's error names the file, the
+/// line and the field (`configuration[i].variations[j].<type>`).
 pub fn generate(vast: &VastFile) -> Result<Vec<Configuration>, ConfigError> {
     let mut all = Vec::new();
-    for entry in &vast.configuration {
-        all.extend(expand(entry)?);
+    let mut from_entry = Vec::new();
+    for (i, entry) in vast.configuration.iter().enumerate() {
+        let configs = expand(entry).map_err(|e| locate(vast, i, entry, e))?;
+        from_entry.extend(std::iter::repeat_n(i, configs.len()));
+        all.extend(configs);
     }
     let mut seen = std::collections::BTreeSet::new();
-    for c in &all {
+    for (c, &i) in all.iter().zip(&from_entry) {
         if !seen.insert(c.name.clone()) {
-            return Err(ConfigError::Duplicate(c.name.clone()));
+            return Err(ConfigError::Located {
+                path: vast.path.clone(),
+                line: name_line(&vast.text, &vast.configuration[i].name).unwrap_or(0),
+                field: format!("configuration[{i}].name"),
+                message: ConfigError::Duplicate(c.name.clone()).to_string(),
+            });
         }
     }
     Ok(all)
+}
+
+/// `e` (from [`expand`] of entry `i`) located: file, line and field.
+fn locate(vast: &VastFile, i: usize, entry: &ConfigEntry, e: ConfigError) -> ConfigError {
+    let (index, kind, message) = match e {
+        ConfigError::Unsupported {
+            index, ref kind, ..
+        } => {
+            let message = e.to_string();
+            let message = message
+                .split_once(": ")
+                .map(|(_, m)| m.to_string())
+                .unwrap_or(message);
+            (index, kind.clone(), message)
+        }
+        ConfigError::Invalid {
+            index,
+            kind,
+            message,
+            ..
+        } => (index, kind, message),
+        other => return other,
+    };
+    ConfigError::Located {
+        path: vast.path.clone(),
+        line: variation_line(&vast.text, entry, index),
+        field: format!("configuration[{i}].variations[{index}].{kind}"),
+        message,
+    }
+}
+
+fn yaml_key(l: &str) -> &str {
+    l.trim_start()
+        .trim_start_matches("- ")
+        .trim_start_matches('{')
+        .trim_start()
+}
+
+/// 1-based line of the `name: <name>` of a configuration entry.
+fn name_line(text: &str, name: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            yaml_key(l)
+                .strip_prefix("name:")
+                .is_some_and(|v| v.trim().trim_matches(['"', '\'']) == name)
+        })
+        .map(|n| n + 1)
+}
+
+/// 1-based line of variation `index` of `entry` (0 if not found): the entry's `name:` line,
+/// then the n-th following `<type>:` key, n counting earlier variations of the same type.
+fn variation_line(text: &str, entry: &ConfigEntry, index: usize) -> usize {
+    let Some((kind, _)) = entry.variations.get(index) else {
+        return 0;
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(start) = name_line(text, &entry.name).map(|n| n - 1) else {
+        return 0;
+    };
+    let earlier = entry.variations[..index]
+        .iter()
+        .filter(|(k, _)| k == kind)
+        .count();
+    let prefix = format!("{kind}:");
+    lines
+        .iter()
+        .enumerate()
+        .skip(start + 1)
+        .filter(|(_, l)| yaml_key(l).starts_with(&prefix))
+        .nth(earlier)
+        .map(|(n, _)| n + 1)
+        .unwrap_or(0)
 }
 
 /// The configurations of one entry.

@@ -152,9 +152,18 @@ impl Project {
                 config.display()
             )));
         }
+        let results_abs = abs(results_dir);
+        if let Some(parent) = results_abs.parent() {
+            if !force && !parent.is_dir() {
+                return Err(ProjectError::Invalid(format!(
+                    "parent directory of results_dir does not exist: {}",
+                    parent.display()
+                )));
+            }
+        }
         let j = ProjectJson {
             config: rel(config_abs),
-            results_dir: rel(abs(results_dir)),
+            results_dir: rel(results_abs),
             log_level: log_level.to_uppercase(),
         };
         let text =
@@ -348,6 +357,23 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("config file not found"));
+        // A results dir whose parent is missing is refused up front (as `load` would later).
+        let err = Project::init(
+            root,
+            Path::new("p.vast"),
+            Path::new("no/such/results"),
+            "info",
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "Invalid project configuration: parent directory of results_dir does not exist: {}",
+                root.join("no/such").display()
+            )
+        );
+        assert!(!root.join(PROJECT_FILE).exists());
         let f = Project::init(
             root,
             Path::new("p.vast"),

@@ -145,22 +145,38 @@ pub fn require_context_for_multi_cluster(
     })
 }
 
-/// The kubeconfig file kubectl would read: first entry of `$KUBECONFIG`, else `~/.kube/config`.
+/// The first of [`kubeconfig_paths`].
 pub fn kubeconfig_path() -> Option<PathBuf> {
+    kubeconfig_paths().into_iter().next()
+}
+
+/// Every kubeconfig file kubectl merges: the entries of `$KUBECONFIG`, else `~/.kube/config`.
+pub fn kubeconfig_paths() -> Vec<PathBuf> {
     if let Some(k) = std::env::var_os("KUBECONFIG") {
-        let s = k.to_string_lossy().to_string();
-        let sep = if cfg!(windows) { ';' } else { ':' };
-        if let Some(first) = s.split(sep).find(|p| !p.is_empty()) {
-            return Some(PathBuf::from(first));
+        let paths: Vec<PathBuf> = std::env::split_paths(&k)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        if !paths.is_empty() {
+            return paths;
         }
     }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube").join("config"))
+    std::env::var_os("HOME")
+        .map(|h| vec![PathBuf::from(h).join(".kube").join("config")])
+        .unwrap_or_default()
 }
 
 /// `get_active_kube_context`: the kubeconfig's `current-context`; `None` on any error.
 pub fn active_kube_context() -> Option<String> {
-    let text = std::fs::read_to_string(kubeconfig_path()?).ok()?;
-    active_context_in(&text)
+    active_context_of(&kubeconfig_paths())
+}
+
+/// The `current-context` of merged kubeconfig files: as kubectl, the first file that sets it
+/// wins; unreadable files are skipped.
+pub fn active_context_of(paths: &[PathBuf]) -> Option<String> {
+    paths
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .find_map(|t| active_context_in(&t))
 }
 
 /// The `current-context` of kubeconfig text.
@@ -170,15 +186,16 @@ pub fn active_context_in(text: &str) -> Option<String> {
     (!c.is_empty()).then(|| c.to_string())
 }
 
-/// `list_all_contexts`: every context name of the kubeconfig, sorted; empty on error.
+/// `list_all_contexts`: every context name of the (merged) kubeconfig, sorted; empty on error.
 pub fn list_all_contexts() -> Vec<String> {
-    let Some(path) = kubeconfig_path() else {
-        return Vec::new();
-    };
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    contexts_in(&text)
+    let mut names: Vec<String> = kubeconfig_paths()
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|t| contexts_in(&t))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Context names in kubeconfig text, sorted.
@@ -281,5 +298,17 @@ mod tests {
         assert_eq!(contexts_in(kc), vec!["a", "b"]);
         assert_eq!(active_context_in("current-context: ''\n"), None);
         assert_eq!(active_context_in(": : bad"), None);
+        // Merged files (KUBECONFIG=a:b): the first file that sets current-context wins.
+        let d = tempfile::tempdir().unwrap();
+        let (a, b, c) = (d.path().join("a"), d.path().join("b"), d.path().join("c"));
+        std::fs::write(&a, "apiVersion: v1\ncontexts: []\n").unwrap();
+        std::fs::write(&b, kc).unwrap();
+        std::fs::write(&c, "current-context: c\n").unwrap();
+        let missing = d.path().join("missing");
+        assert_eq!(
+            active_context_of(&[missing, a.clone(), b.clone(), c.clone()]).as_deref(),
+            Some("b")
+        );
+        assert_eq!(active_context_of(&[a]), None);
     }
 }

@@ -14,7 +14,8 @@ use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
 /// Environment variable names vast sets itself; `.vast` `execution.env` may not use them.
-/// The first four are upstream's list; the rest are ours (the Jobs set them too).
+/// The first four are upstream's list; the rest are ours (the Jobs set them too;
+/// `CONTAINER_NAME` names a secondary container's socket, and the `.vast` env follows it).
 pub const RESERVED_ENV: &[&str] = &[
     "TEST_ID",
     "ROS_LOG_DIR",
@@ -28,6 +29,7 @@ pub const RESERVED_ENV: &[&str] = &[
     "AVAILABLE_CPUS",
     "AVAILABLE_MEM",
     "SCENARIO_EXECUTION_PARAMETERS",
+    "CONTAINER_NAME",
 ];
 
 /// A problem with a `.vast` file.

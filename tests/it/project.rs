@@ -23,7 +23,8 @@ fn small() -> VastFile {
     VastFile::load(&fixtures().join("small/small.vast")).unwrap()
 }
 
-/// Every broken file and the exact message it produces (file name, line, field, reason).
+/// Every broken file and the exact message parsing or configuration generation produces (file
+/// name, line, field, reason).
 #[test]
 fn broken_vast_corpus() {
     let cases: &[(&str, &str)] = &[
@@ -46,14 +47,22 @@ fn broken_vast_corpus() {
         ("runs_not_int", "runs_not_int.vast:4: execution.runs: invalid type: string \"many\", expected i64"),
         ("unknown_entry_key", "unknown_entry_key.vast:4: configuration[0]: unknown key `variation`, expected one of `name`, `parameters`, `variations`"),
         ("secondary_unknown_key", "secondary_unknown_key.vast:6: execution.secondary_containers: entry 0: container 'nav': unknown key `resourcez`, expected `resources`"),
+        // The secondary containers get the `.vast` env after their own CONTAINER_NAME.
+        ("reserved_sidecar_env", "reserved_sidecar_env.vast:6: execution.env: execution.env contains reserved environment variable names: CONTAINER_NAME"),
+        // Configuration generation errors also name the file, the line and the variation.
+        ("unsupported_variation", "unsupported_variation.vast:11: configuration[1].variations[1].OneOfVariation: variation type 'OneOfVariation' is not supported (supported: ParameterVariationList, ParameterVariationDistributionUniform, ParameterVariationDistributionGaussian)"),
+        ("empty_variation_values", "empty_variation_values.vast:8: configuration[0].variations[1].ParameterVariationList: Parameter 'values' must be a non-empty list for ParameterVariationList"),
+        ("gaussian_without_seed", "gaussian_without_seed.vast:5: configuration[0].variations[0].ParameterVariationDistributionGaussian: Parameter 'seed' is required"),
+        ("generated_duplicate", "generated_duplicate.vast:6: configuration[1].name: two configurations are both named 'a-1'; rename a configuration entry"),
         ("reserved_container", "reserved_container.vast:6: execution.secondary_containers: container name 'robovast' is reserved by vast"),
     ];
     let dir = fixtures().join("broken");
     let mut failures = Vec::new();
     for (name, want) in cases {
         let path = dir.join(format!("{name}.vast"));
-        let got = match VastFile::load(&path) {
-            Ok(_) => "<parsed without error>".to_string(),
+        let got = match VastFile::load(&path).map(|v| generate(&v).map(|_| ())) {
+            Ok(Ok(())) => "<parsed without error>".to_string(),
+            Ok(Err(e)) => e.to_string().replace(&format!("{}/", dir.display()), ""),
             Err(e) => e.to_string().replace(&format!("{}/", dir.display()), ""),
         };
         if got != *want {
@@ -432,6 +441,21 @@ fn manifests_validate_against_kubernetes_schemas() {
     args.extend(names.iter().map(String::as_str));
     let (ok, out) = python_ok(&args);
     assert!(ok, "kubernetes-validate failed:\n{out}");
+    // The check can fail: a misspelt Job field and a non-string env value are rejected.
+    let mut bad = all[0].clone();
+    bad["spec"]["template"]["spec"]["restartPolicyy"] = serde_json::json!("Never");
+    let mut bad_env = all[0].clone();
+    bad_env["spec"]["template"]["spec"]["containers"][0]["env"][2]["value"] = serde_json::json!(3);
+    for (i, b) in [bad, bad_env].iter().enumerate() {
+        let p = tmp.path().join(format!("bad-{i}.yaml"));
+        std::fs::write(
+            &p,
+            vast::manifests::yaml_stream(std::slice::from_ref(b)).unwrap(),
+        )
+        .unwrap();
+        let (ok, out) = python_ok(&["-c", script, &p.to_string_lossy()]);
+        assert!(!ok, "kubernetes-validate must reject bad-{i}:\n{out}");
+    }
 
     // Kueue objects: hand-written v1beta2 subset schema (the CRD is not available offline).
     let q = tmp.path().join("queues.json");
@@ -541,6 +565,56 @@ fn cli_init_configuration_and_prepare_run() {
     );
     let entry = std::fs::read_to_string(proj.join("gen/out_template/entrypoint.sh")).unwrap();
     assert!(entry.contains("fixuid"), "local mode");
+    // Section 2.3's layout.
+    let gen = proj.join("gen/out_template");
+    for f in [
+        "entrypoint.sh",
+        "secondary_entrypoint.sh",
+        "collect_sysinfo.py",
+        "scenario.osc",
+        "_config/configurations.yaml",
+        "_config/files/pre_command.sh",
+        "_config/files/post_command.sh",
+        "_config/files/grow.sh",
+        "test-1-1/config.yaml",
+        "test-1-1/scenario.config",
+        "test-2-2/scenario.config",
+        "test-fixed-values/config.yaml",
+        "test-fixed-values/scenario.config",
+    ] {
+        assert!(gen.join(f).is_file(), "out_template/{f}");
+    }
+    let cy: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(gen.join("_config/configurations.yaml")).unwrap(),
+    )
+    .unwrap();
+    let keys: Vec<&str> = cy
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "vast",
+            "scenario_file",
+            "configs",
+            "_test_files",
+            "execution",
+            "created_at",
+            "metadata"
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(gen.join("test-1-1/scenario.config")).unwrap(),
+        "growth_sim:\n  growth_rate: 0.05\n  initial_population: 50\n"
+    );
+    let ids = std::fs::read_to_string(gen.join("test-1-1/config.yaml")).unwrap();
+    assert!(
+        ids.starts_with("config_identifier: ") && ids.contains("\nsub_identifier: "),
+        "{ids}"
+    );
 
     // No saved setup and no -k.
     let o = vast_cmd(&proj)
@@ -569,6 +643,21 @@ fn cli_init_configuration_and_prepare_run() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown option 'size' for cluster config 'gcp'; valid options: namespace, storage_size, disk_type"));
+    let o = vast_cmd(&proj)
+        .args([
+            "execution",
+            "cluster",
+            "prepare-run",
+            "out",
+            "-k",
+            "gcp",
+            "-o",
+            "namespace=Bad_NS",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid namespace 'Bad_NS': must be a DNS-1123 label (lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters)"), "{}", String::from_utf8_lossy(&o.stderr));
     let o = vast_cmd(&proj)
         .args([
             "execution",
@@ -614,8 +703,23 @@ fn cli_init_configuration_and_prepare_run() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("Using defaults."));
-    assert!(stdout.contains("test configs: 1, runs per test config: 2..."));
-    assert!(stdout.contains("✓ Successfully prepared 2 job manifests in directory 'out'."));
+    // stdout is exactly upstream's lines (with the space upstream's message lacked before the
+    // directory); the quota warning goes to stderr.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(
+        lines[0].starts_with("Preparing run configuration 'ID: run-")
+            && lines[0].ends_with("', test configs: 1, runs per test config: 2..."),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines[1..],
+        [
+            "✓ Successfully prepared 2 job manifests in directory 'out'.",
+            "",
+            "Follow README files to set up and execute."
+        ]
+    );
     let jobs = std::fs::read_dir(proj.join("out/jobs")).unwrap().count();
     assert_eq!(jobs, 2);
     let all = std::fs::read_to_string(proj.join("out/all-jobs.yaml")).unwrap();
@@ -687,4 +791,195 @@ fn undeclared_parameter_is_rejected() {
     let err = prepare_run(&out, &prepare_input(&v, &configs, "rke2")).unwrap_err();
     assert!(err.to_string().contains("parameter 'sped' is not declared"));
     assert!(!out.exists());
+}
+
+/// `--vast-file/-V` is global: it works without a project, anywhere on the command line, and
+/// overrides the project's `.vast` file (for `configuration` and `prepare-run`).
+#[test]
+fn cli_vast_file_override() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("growth_sim");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/growth_sim"),
+        &proj,
+    );
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    // No project: -V before or after the subcommand.
+    for args in [
+        &[
+            "-V",
+            "../growth_sim/growth_sim.vast",
+            "configuration",
+            "list",
+        ][..],
+        &[
+            "config",
+            "list",
+            "--vast-file",
+            "../growth_sim/growth_sim.vast",
+        ][..],
+    ] {
+        let o = vast_cmd(&elsewhere).args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(String::from_utf8_lossy(&o.stdout).starts_with("name: test-1-1\n"));
+    }
+    let o = vast_cmd(&elsewhere)
+        .args(["-V", "missing.vast", "config", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing.vast"));
+
+    // With a project, -V wins over the project's file.
+    let o = vast_cmd(&proj)
+        .args(["init", "growth_sim.vast"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    std::fs::write(
+        proj.join("other.vast"),
+        "version: 1\nconfiguration:\n- name: other\nexecution: {image: i:1, runs: 2, scenario_file: scenario.osc}\n",
+    )
+    .unwrap();
+    let o = vast_cmd(&proj)
+        .args(["-V", "other.vast", "config", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "name: other\nconfig: {}\n"
+    );
+    let o = vast_cmd(&proj)
+        .args([
+            "-V",
+            "other.vast",
+            "execution",
+            "cluster",
+            "prepare-run",
+            "out",
+            "-k",
+            "rke2",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let jobs: Vec<String> = std::fs::read_dir(proj.join("out/jobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    assert!(jobs.iter().all(|j| j.contains("-other-")), "{jobs:?}");
+}
+
+/// `vast init`: upstream's lines, a broken `.vast` refused (unless `--force`), an existing
+/// project file kept unless `--force`.
+#[test]
+fn cli_init_messages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("growth_sim");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/growth_sim"),
+        &proj,
+    );
+    let o = vast_cmd(&proj)
+        .args(["init", "growth_sim.vast", "-r", "res"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let file = proj.join(".robovast_project");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!(
+            "✓ Project initialized successfully!\n  Configuration: {}\n  Results directory: {}\n  Project file: {}\n",
+            proj.join("growth_sim.vast").display(),
+            proj.join("res").display(),
+            file.display()
+        )
+    );
+    let again = vast_cmd(&proj)
+        .args(["init", "growth_sim.vast"])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists; use --force"));
+
+    std::fs::write(proj.join("broken.vast"), "version: 2\n").unwrap();
+    let o = vast_cmd(&proj)
+        .args(["init", "broken.vast"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Failed to load configuration file: ")
+            && String::from_utf8_lossy(&o.stderr).contains("broken.vast:1: version"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = vast_cmd(&proj)
+        .args(["init", "broken.vast", "--force"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.starts_with(
+            "⚠ Warning: Skipping checks (--force enabled)\n✓ Project initialized successfully!\n"
+        ),
+        "{stdout}"
+    );
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("\"config\": \"broken.vast\""));
+}
+
+/// Input errors come before the (up to 15 s) quota query: a per-cluster resource list without
+/// `--context` fails at once even when the cluster's API server never answers.
+#[test]
+fn cli_prepare_run_input_errors_before_the_cluster_query() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("p");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/growth_sim"),
+        &proj,
+    );
+    let text = std::fs::read_to_string(proj.join("growth_sim.vast"))
+        .unwrap()
+        .replace("    cpu: 1\n", "    cpu:\n    - lab: 2\n");
+    std::fs::write(proj.join("growth_sim.vast"), text).unwrap();
+    // An API server that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::fs::write(proj.join("kubeconfig"), format!("apiVersion: v1\nkind: Config\ncurrent-context: lab\ncontexts:\n- name: lab\n  context: {{cluster: lab, user: u}}\nclusters:\n- name: lab\n  cluster: {{server: 'http://127.0.0.1:{port}'}}\nusers:\n- name: u\n  user: {{token: t}}\n")).unwrap();
+    let start = std::time::Instant::now();
+    let o = vast_cmd(&proj)
+        .env("KUBECONFIG", proj.join("kubeconfig"))
+        .args([
+            "-V",
+            "growth_sim.vast",
+            "execution",
+            "cluster",
+            "prepare-run",
+            "out",
+            "-k",
+            "rke2",
+        ])
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(
+            "Per-cluster resource list ['lab'] found but no Kubernetes context was specified."
+        ),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
+    assert!(!proj.join("out").exists());
+    drop(silent);
 }

@@ -1,6 +1,7 @@
 //! Our cluster entrypoint script run under bash with stub `ros2` and `mc`: `/out` is uploaded
 //! whatever the outcome (success, scenario failure, missing PRE_COMMAND), and a failed upload
-//! fails the container.
+//! fails the container. The Jobs' `s3-init` script with a stub `mc`: every required file is
+//! fetched, and a missing one fails the init container with a message naming it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -136,4 +137,122 @@ fn missing_pre_command_fails_but_uploads_logs() {
 fn failed_upload_fails_the_container() {
     let o = run(0, 1, None);
     assert_eq!(o.code, Some(1));
+}
+
+/// The Jobs' `s3-init` script (paths under `/config` redirected to a temp dir) with a stub `mc`
+/// serving a fake bucket directory: (exit code, stderr, the config dir).
+fn run_init(
+    params: bool,
+    missing: &[&str],
+) -> (Option<i32>, String, tempfile::TempDir, std::path::PathBuf) {
+    use vast::manifests::job::init_script;
+    let tmp = tempfile::tempdir().unwrap();
+    let (bucket, config, bin) = (
+        tmp.path().join("s3/run-x"),
+        tmp.path().join("config"),
+        tmp.path().join("bin"),
+    );
+    for d in [&bucket, &config, &bin] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for f in [
+        "entrypoint.sh",
+        "secondary_entrypoint.sh",
+        "collect_sysinfo.py",
+        "scenario.osc",
+        "_config/configurations.yaml",
+        "_config/files/setup.sh",
+        "cfg-1/scenario.config",
+    ] {
+        if missing.contains(&f) {
+            continue;
+        }
+        let p = bucket.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, f).unwrap();
+    }
+    // `mc alias set …` succeeds; `mc cp --quiet vast/<key> <dest>` and `mc mirror --quiet
+    // vast/<prefix>/ <dest>` read from the bucket directory and fail like mc when it is absent.
+    stub(
+        &bin.join("mc"),
+        &format!(
+            "root='{}'\ncase \"$1\" in\n  alias) exit 0;;\n  cp) src=\"$root/${{3#vast/}}\"; [ -f \"$src\" ] || {{ echo \"mc: Object does not exist\" >&2; exit 1; }}; cp \"$src\" \"$4\";;\n  mirror) src=\"$root/${{3#vast/}}\"; [ -d \"$src\" ] || {{ echo \"mc: not found\" >&2; exit 1; }}; cp -r \"$src\". \"$4\";;\nesac",
+            tmp.path().join("s3").display()
+        ),
+    );
+    let c = vast::project::Configuration {
+        name: "cfg-1".into(),
+        entry: "cfg".into(),
+        parameters: if params {
+            vec![("speed".into(), serde_yaml::Value::from(2))]
+        } else {
+            Vec::new()
+        },
+    };
+    let script = init_script(&c).replace("/config/", &format!("{}/", config.display()));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = Command::new("sh")
+        .args(["-c", &script])
+        .env_clear()
+        .env("PATH", path)
+        .env("S3_ENDPOINT", "http://robovast:9000")
+        .env("S3_BUCKET", "run-x")
+        .env("S3_ACCESS_KEY", "ak")
+        .env("S3_SECRET_KEY", "sk")
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+        tmp,
+        config,
+    )
+}
+
+#[test]
+fn init_container_fetches_everything() {
+    let (code, err, _tmp, config) = run_init(true, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    for f in [
+        "entrypoint.sh",
+        "secondary_entrypoint.sh",
+        "collect_sysinfo.py",
+        "scenario.osc",
+        "configurations.yaml",
+        "files/setup.sh",
+        "scenario.config",
+    ] {
+        assert!(config.join(f).is_file(), "{f} fetched");
+    }
+    // Without parameters there is no scenario.config to fetch, and none is required.
+    let (code, err, _tmp, config) = run_init(false, &["cfg-1/scenario.config"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!config.join("scenario.config").exists());
+}
+
+/// Upstream's init container swallowed every error (`|| true`); ours names the missing file.
+#[test]
+fn init_container_fails_loudly_on_a_missing_file() {
+    for (missing, want) in [
+        (
+            "scenario.osc",
+            "vast: required file s3://run-x/scenario.osc is missing or unreadable",
+        ),
+        (
+            "entrypoint.sh",
+            "vast: required file s3://run-x/entrypoint.sh is missing or unreadable",
+        ),
+        (
+            "cfg-1/scenario.config",
+            "vast: required file s3://run-x/cfg-1/scenario.config is missing or unreadable",
+        ),
+    ] {
+        let (code, err, _tmp, _) = run_init(true, &[missing]);
+        assert_eq!(code, Some(1), "missing {missing}: {err}");
+        assert!(err.contains(want), "missing {missing}: {err}");
+    }
 }

@@ -1,5 +1,6 @@
 //! The prepare-run upload script (python3 stdlib, SigV4 implemented in the script) against a
-//! real SigV4-checking S3 server (s3s-fs), with wrong keys rejected.
+//! real SigV4-checking S3 server (s3s-fs), with wrong keys rejected; and through a stand-in
+//! `kubectl` (Secret read, port-forward) as a user with only kubectl and python3 runs it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -128,4 +129,133 @@ async fn upload_script_uploads_out_template_with_sigv4() {
         .await
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A `kubectl` stand-in: `get secret … -o jsonpath={.data.<key>}` prints the base64 value,
+/// `port-forward … <local>:9000` relays 127.0.0.1:<local> to `$STUB_TARGET`. Every call is logged.
+const STUB_KUBECTL: &str = r#"#!/usr/bin/env python3
+import base64, os, socket, sys, threading
+args = sys.argv[1:]
+with open(os.environ["KUBECTL_LOG"], "a") as log:
+    log.write(" ".join(args) + "\n")
+if "secret" in args:
+    key = [a for a in args if a.startswith("jsonpath=")][0].split(".data.")[1].rstrip("}")
+    val = {"access-key": os.environ["STUB_AK"], "secret-key": os.environ["STUB_SK"]}[key]
+    print(base64.b64encode(val.encode()).decode())
+    sys.exit(0)
+if "port-forward" in args:
+    local = int(args[-1].split(":")[0])
+    host, port = os.environ["STUB_TARGET"].rsplit(":", 1)
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", local))
+    srv.listen()
+    def pipe(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        finally:
+            try:
+                b.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+    while True:
+        c, _ = srv.accept()
+        u = socket.create_connection((host, int(port)))
+        threading.Thread(target=pipe, args=(c, u), daemon=True).start()
+        threading.Thread(target=pipe, args=(u, c), daemon=True).start()
+sys.exit(1)
+"#;
+
+/// Someone with only kubectl and python3: the script reads the credentials from the Secret in
+/// the run's namespace (with the run's context), port-forwards to the robovast service and
+/// uploads; the secret never appears in its output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_script_uses_kubectl_secret_and_port_forward() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let s3_root = tmp.path().join("s3");
+    std::fs::create_dir(&s3_root).unwrap();
+    let endpoint = start_s3(&s3_root).await;
+    let vast = VastFile::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/growth_sim/growth_sim.vast"),
+    )
+    .unwrap();
+    let configs = generate(&vast).unwrap();
+    let out = tmp.path().join("prepared");
+    let run_id = "run-2026-01-02-030405-kc01";
+    let input = PrepareInput {
+        vast: &vast,
+        configs: &configs,
+        runs: 1,
+        cluster: cluster_config("rke2").unwrap(),
+        options: BTreeMap::new(),
+        namespace: "sims".into(),
+        context: Some("lab".into()),
+        log_tree: false,
+        run_id: run_id.into(),
+        quota: Quota {
+            cpu: 8,
+            memory_gi: 32,
+        },
+        created_at: "2026-01-02T03:04:05Z".into(),
+    };
+    prepare_run(&out, &input).unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(bin.join("kubectl"), STUB_KUBECTL).unwrap();
+    std::fs::set_permissions(bin.join("kubectl"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = tmp.path().join("kubectl.log");
+    let script = out.join("upload_configs.py");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let target = endpoint.trim_start_matches("http://").to_string();
+    let log2 = log.clone();
+    let o = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(&script)
+            .env_remove("S3_ENDPOINT")
+            .env("PATH", path)
+            .env("KUBECTL_LOG", &log2)
+            .env("STUB_AK", AK)
+            .env("STUB_SK", SK)
+            .env("STUB_TARGET", target)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    );
+    assert!(o.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("Upload complete."), "{stdout}");
+    assert!(
+        !stdout.contains(SK) && !stderr.contains(SK),
+        "secret never printed"
+    );
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        calls.contains(
+            "--context lab get secret vast-s3-credentials -n sims -o jsonpath={.data.secret-key}"
+        ),
+        "{calls}"
+    );
+    assert!(
+        calls.contains("--context lab port-forward -n sims svc/robovast "),
+        "{calls}"
+    );
+    assert_eq!(
+        std::fs::read(s3_root.join(run_id).join("entrypoint.sh")).unwrap(),
+        std::fs::read(out.join("out_template/entrypoint.sh")).unwrap()
+    );
 }

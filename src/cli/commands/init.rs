@@ -1,20 +1,21 @@
-//! `vast init CONFIG`: writes `.robovast_project` in the current directory.
+//! `vast init CONFIG`: writes `.robovast_project` in the current directory, with upstream's
+//! output lines.
 //!
-//! Without `--force` the `.vast` file must parse (upstream also required a Docker daemon; vast
-//! runs nothing locally, so it does not).
+//! Without `--force` the `.vast` file must parse and an existing project file is kept (upstream
+//! overwrote it with a warning; it also required a Docker daemon, which vast does not use).
 use crate::cli::{args::InitArgs, ExitStatus, Globals, UsageError};
 use crate::project::{Project, VastFile};
 
 pub async fn run(args: InitArgs, _globals: &Globals) -> anyhow::Result<ExitStatus> {
     let cwd = std::env::current_dir()?;
-    let config = if args.config.is_absolute() {
-        args.config.clone()
-    } else {
-        cwd.join(&args.config)
+    let abs = |p: &std::path::Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            cwd.join(p)
+        }
     };
-    if !args.force {
-        VastFile::load(&config).map_err(|e| UsageError(e.to_string()))?;
-    }
+    let config = abs(&args.config);
     let level = args.project_log_level.to_uppercase();
     if !["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"].contains(&level.as_str()) {
         return Err(UsageError(format!(
@@ -23,10 +24,17 @@ pub async fn run(args: InitArgs, _globals: &Globals) -> anyhow::Result<ExitStatu
         ))
         .into());
     }
+    if args.force {
+        println!("⚠ Warning: Skipping checks (--force enabled)");
+    } else {
+        VastFile::load(&config)
+            .map_err(|e| UsageError(format!("Failed to load configuration file: {e}")))?;
+    }
     let file = Project::init(&cwd, &args.config, &args.results_dir, &level, args.force)
         .map_err(|e| UsageError(e.to_string()))?;
-    println!("✓ Project initialized: {}", file.display());
-    println!("  config:      {}", args.config.display());
-    println!("  results dir: {}", args.results_dir.display());
+    println!("✓ Project initialized successfully!");
+    println!("  Configuration: {}", config.display());
+    println!("  Results directory: {}", abs(&args.results_dir).display());
+    println!("  Project file: {}", file.display());
     Ok(ExitStatus::Success)
 }

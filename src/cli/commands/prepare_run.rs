@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use crate::cli::{args::PrepareRunArgs, ExitStatus, Globals, UsageError};
 use crate::engine::RunId;
-use crate::manifests::cluster_config::{cluster_config, parse_option};
+use crate::manifests::cluster_config::{cluster_config, parse_option, validate_namespace};
 use crate::manifests::kueue::{compute_quota, QuotaOutcome};
 use crate::manifests::prepare::{prepare_run, PrepareError, PrepareInput};
 use crate::project::files::read_setup;
-use crate::project::resources::{active_kube_context, require_context_for_multi_cluster};
+use crate::project::resources::{
+    active_kube_context, require_context_for_multi_cluster, resolve_resources,
+};
 
 use super::configuration::{load_configs, load_vast};
 
@@ -86,6 +88,7 @@ pub async fn run(args: PrepareRunArgs, globals: &Globals) -> anyhow::Result<Exit
         .cloned()
         .unwrap_or_else(|| "default".to_string());
     merged.remove("namespace");
+    validate_namespace(&namespace).map_err(|e| UsageError(e.to_string()))?;
     cluster
         .resolve_options(&merged)
         .map_err(|e| UsageError(e.to_string()))?;
@@ -108,6 +111,15 @@ pub async fn run(args: PrepareRunArgs, globals: &Globals) -> anyhow::Result<Exit
     let runs = args.runs.unwrap_or(vast.execution.runs);
     if runs == 0 {
         return Err(UsageError("--runs must be at least 1".into()).into());
+    }
+    // Resource resolution fails the same way for every Job: check it before the (possibly
+    // slow) cluster query, so input errors come at once.
+    let ex = &vast.execution;
+    resolve_resources(&ex.resources, args.context.as_deref())
+        .map_err(|e| UsageError(e.to_string()))?;
+    for sc in &ex.secondary_containers {
+        resolve_resources(&sc.resources, args.context.as_deref())
+            .map_err(|e| UsageError(e.to_string()))?;
     }
     let run_id = RunId::generate("run");
     let quota = query_quota(args.context.as_deref()).await;
