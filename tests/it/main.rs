@@ -2,6 +2,7 @@
 
 mod engine;
 mod engine_cli;
+mod engine_resume;
 mod project;
 mod project_entrypoint;
 mod project_upload;
