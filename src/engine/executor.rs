@@ -104,10 +104,21 @@ impl Journal {
         Ok(())
     }
 
+    /// Journals `cursor` with the progress the step last reported (if any), so the progress
+    /// at the cursor is known after the run stopped.
     pub(crate) fn save_cursor(&mut self, key: &StepKey, cursor: String) -> Result<(), EngineError> {
-        self.record(EventKind::CursorSaved {
-            step: key.clone(),
-            cursor,
+        let progress = self.state.step(key).and_then(|s| s.progress);
+        self.record(match progress {
+            Some((done, total)) => EventKind::CheckpointSaved {
+                step: key.clone(),
+                cursor,
+                done,
+                total,
+            },
+            None => EventKind::CursorSaved {
+                step: key.clone(),
+                cursor,
+            },
         })
     }
 

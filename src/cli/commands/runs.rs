@@ -177,6 +177,7 @@ fn events(dir: &StateDir, id: &str, json: bool) -> anyhow::Result<ExitStatus> {
                 EventKind::StepSucceeded { step, .. } => ("step_succeeded", Some(step.to_string()), None),
                 EventKind::StepFailed { step, attempt, .. } => ("step_failed", Some(step.to_string()), Some(*attempt)),
                 EventKind::CursorSaved { step, .. } => ("cursor_saved", Some(step.to_string()), None),
+                EventKind::CheckpointSaved { step, .. } => ("cursor_saved", Some(step.to_string()), None),
                 EventKind::StepRearmed { step } => ("step_rearmed", Some(step.to_string()), None),
                 EventKind::RunFinished { .. } => ("run_finished", None, None),
             };
