@@ -23,10 +23,11 @@ pub fn now_ms() -> i64 {
     wall + since.as_millis() as i64
 }
 
-/// Renders a journal time as RFC 3339 UTC.
+/// Renders a journal time as RFC 3339 UTC with exactly three fractional digits, so that the
+/// text sorts like the time (`runs list`, `--json` consumers).
 pub fn render_ms(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.to_string())
+        .map(|t| format!("{t:.3}"))
         .unwrap_or_else(|_| ms.to_string())
 }
 
@@ -642,6 +643,21 @@ mod tests {
         assert_eq!(a_state.errors.len(), 2, "every attempt's error is kept");
         assert_eq!(a_state.cursor.as_deref(), Some("3"));
         assert_eq!(st.status, RunStatus::Succeeded);
+    }
+
+    #[test]
+    fn rendered_times_have_fixed_width_and_sort_like_time() {
+        let base = 1_795_000_000_000; // a whole second
+        let times = [base, base + 9, base + 90, base + 900, base + 910, base + 1000];
+        let rendered: Vec<String> = times.iter().map(|&t| render_ms(t)).collect();
+        assert!(
+            rendered.iter().all(|r| r.len() == rendered[0].len() && r.ends_with('Z')),
+            "{rendered:?}"
+        );
+        let mut sorted = rendered.clone();
+        sorted.sort();
+        assert_eq!(sorted, rendered, "string order is time order");
+        assert!(rendered[3].ends_with(".900Z"), "{}", rendered[3]);
     }
 
     #[test]
