@@ -243,8 +243,8 @@ fn second_executor_gets_a_clear_error_and_a_killed_holders_lease_is_taken_over()
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(
-        err.contains(&format!("run is being executed by pid {pid}")),
-        "{err}"
+        err.contains(&format!("run is being executed by pid {pid}")) && err.contains(&id),
+        "the error names the run and the pid: {err}"
     );
     // Inspection works while the run executes.
     let s = show_json(&e, &id);
