@@ -648,10 +648,19 @@ mod tests {
     #[test]
     fn rendered_times_have_fixed_width_and_sort_like_time() {
         let base = 1_795_000_000_000; // a whole second
-        let times = [base, base + 9, base + 90, base + 900, base + 910, base + 1000];
+        let times = [
+            base,
+            base + 9,
+            base + 90,
+            base + 900,
+            base + 910,
+            base + 1000,
+        ];
         let rendered: Vec<String> = times.iter().map(|&t| render_ms(t)).collect();
         assert!(
-            rendered.iter().all(|r| r.len() == rendered[0].len() && r.ends_with('Z')),
+            rendered
+                .iter()
+                .all(|r| r.len() == rendered[0].len() && r.ends_with('Z')),
             "{rendered:?}"
         );
         let mut sorted = rendered.clone();
@@ -680,7 +689,10 @@ mod tests {
         .expect("start");
         st.apply(&cp(4)).expect("checkpoint");
         let s = st.step(&a).expect("a");
-        assert_eq!((s.cursor.as_deref(), s.progress), (Some("4"), Some((4, 10))));
+        assert_eq!(
+            (s.cursor.as_deref(), s.progress),
+            (Some("4"), Some((4, 10)))
+        );
         st.apply(&ev(EventKind::StepFailed {
             step: a.clone(),
             attempt: 1,

@@ -61,7 +61,10 @@ async fn resume_continues_the_retry_schedule_from_the_persisted_attempt_count() 
     let st = load(&dir, &id);
     assert_eq!(st.status, RunStatus::Interrupted);
     let a = st.step(&StepKey::step("a")).expect("a").clone();
-    assert_eq!((a.status, a.attempts, a.errors.len()), (StepStatus::RetryWaiting, 1, 1));
+    assert_eq!(
+        (a.status, a.attempts, a.errors.len()),
+        (StepStatus::RetryWaiting, 1, 1)
+    );
     let due = a.next_retry_ms.expect("the next retry time is persisted");
     let view = RunView::from_state(&st);
     assert!(
@@ -90,8 +93,14 @@ async fn resume_continues_the_retry_schedule_from_the_persisted_attempt_count() 
         "the resumed schedule waited {took:?}"
     );
     assert!(took < Duration::from_secs(29), "{took:?}");
-    let a = load(&dir, &id).step(&StepKey::step("a")).expect("a").clone();
-    assert_eq!((a.status, a.attempts, a.budget_base), (StepStatus::Failed, 3, 0));
+    let a = load(&dir, &id)
+        .step(&StepKey::step("a"))
+        .expect("a")
+        .clone();
+    assert_eq!(
+        (a.status, a.attempts, a.budget_base),
+        (StepStatus::Failed, 3, 0)
+    );
     let attempts: Vec<u32> = a.errors.iter().map(|e| e.attempt).collect();
     assert_eq!(attempts, [1, 2, 3], "every attempt's error is kept");
 }
@@ -132,6 +141,10 @@ async fn progress_at_the_cursor_is_shown_after_the_run_stopped() {
             .unwrap_or_else(|| panic!("{key}: progress lost after the stop: {s:?}"));
         assert_eq!(p.total, 10, "{key}");
         assert!(p.done >= 3 && p.done < 10, "{key}: {}", p.done);
-        assert_eq!(s.cursor.as_deref(), Some(p.done.to_string().as_str()), "{key}");
+        assert_eq!(
+            s.cursor.as_deref(),
+            Some(p.done.to_string().as_str()),
+            "{key}"
+        );
     }
 }
