@@ -494,3 +494,30 @@ fn corrupted_store_is_rebuilt_from_the_frame_log_or_reported_without_touching_it
     let out = run(&e, &["runs", "show", &id]);
     assert!(!out.status.success());
 }
+
+/// One run executing never blocks another run: a second run starts, completes, is inspected
+/// and resumed while the first is still executing in another process.
+#[test]
+fn another_run_is_not_blocked_by_an_executing_run() {
+    let e = env();
+    let (mut slow, slow_id) =
+        spawn_selftest(&e, &["--items", "400", "--item-delay-ms", "50"], None);
+    let out = run(&e, &["selftest", "--items", "20", "--fail-item", "3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let id = text(&out.stdout)
+        .trim()
+        .trim_start_matches("run ")
+        .to_string();
+    assert_ne!(id, slow_id);
+    let events = run(&e, &["runs", "events", &id, "--json"]);
+    assert!(events.status.success(), "{}", text(&events.stderr));
+    let out = run(&e, &["resume", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(show_json(&e, &id)["status"], "succeeded");
+    assert!(
+        slow.try_wait().expect("try_wait").is_none(),
+        "the first run was still executing throughout"
+    );
+    assert_eq!(show_json(&e, &slow_id)["status"], "running");
+    kill9(&mut slow);
+}
