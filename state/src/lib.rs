@@ -496,6 +496,89 @@ mod tests {
         );
     }
 
+    fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("dir") {
+            let p = entry.expect("entry").path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push((p.clone(), std::fs::read(&p).expect("read")));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_database_sled_would_silently_reset_is_reported_and_left_untouched() {
+        // sled 0.34 treats a configuration file of ≤ 8 bytes as absent and starts an empty
+        // database over the old files; with no frame log to rebuild from, that must be a
+        // corruption error that changes nothing.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("db");
+        {
+            let mut db = RunDb::open(&p).expect("open");
+            for n in 0..5 {
+                db.append(
+                    7,
+                    &Rec {
+                        n,
+                        s: String::new(),
+                    },
+                )
+                .expect("append");
+            }
+            db.flush().expect("flush");
+        }
+        for (f, _) in files_under(&p) {
+            std::fs::write(&f, b"garbage").expect("wreck");
+        }
+        std::fs::write(p.with_extension("log"), b"garbage").expect("wreck log");
+        let before = files_under(dir.path());
+        let err = RunDb::open(&p).err().expect("corrupt");
+        let msg = err.to_string();
+        assert!(
+            matches!(err, Error::Corrupt { .. }) && msg.contains(&p.display().to_string()),
+            "{msg}"
+        );
+        assert_eq!(files_under(dir.path()), before, "nothing touched");
+    }
+
+    #[test]
+    fn a_lost_frame_log_is_restored_from_sled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("db");
+        {
+            let mut db = RunDb::open(&p).expect("open");
+            for n in 0..3 {
+                db.append(
+                    7,
+                    &Rec {
+                        n,
+                        s: String::new(),
+                    },
+                )
+                .expect("append");
+            }
+            db.flush().expect("flush");
+        }
+        std::fs::write(p.with_extension("log"), b"").expect("lose the log");
+        let db = RunDb::open(&p).expect("open");
+        assert_eq!(db.len(), 3);
+        drop(db);
+        let frames = wal::read_frames(&p.with_extension("log")).expect("frames");
+        assert_eq!(frames.len(), 3, "frame log rebuilt from sled");
+        assert!(
+            !dir.path().read_dir().expect("dir").any(|e| e
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .contains("backup")),
+            "no backup left behind"
+        );
+    }
+
     #[test]
     fn records_lost_by_sled_are_restored_from_the_frame_log() {
         let dir = tempfile::tempdir().expect("tempdir");
