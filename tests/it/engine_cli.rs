@@ -493,6 +493,46 @@ fn corrupted_store_is_rebuilt_from_the_frame_log_or_reported_without_touching_it
     assert!(!run_dir.join("db.corrupt-1").exists());
     let out = run(&e, &["runs", "show", &id]);
     assert!(!out.status.success());
+
+    // Files so damaged that sled would silently start an empty database over them (a
+    // configuration file of ≤ 8 bytes): reported, naming the database, and left as they are.
+    let db = run_dir.join("db");
+    for entry in std::fs::read_dir(&db).expect("dir") {
+        let f = entry.expect("entry").path();
+        if f.is_file() {
+            std::fs::write(&f, b"garbage").expect("wreck");
+        }
+    }
+    let snapshot = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut v: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+            .expect("dir")
+            .filter_map(|e| {
+                let p = e.expect("entry").path();
+                p.is_file()
+                    .then(|| (p.clone(), std::fs::read(&p).expect("read")))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = (
+        snapshot(&db),
+        std::fs::read(run_dir.join("db.log")).expect("log"),
+    );
+    for args in [vec!["resume", &id], vec!["runs", "show", &id]] {
+        let out = run(&e, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("corrupt") && err.contains(&db.display().to_string()),
+            "{args:?}: {err}"
+        );
+    }
+    let after = (
+        snapshot(&db),
+        std::fs::read(run_dir.join("db.log")).expect("log"),
+    );
+    assert!(before == after, "the damaged files were modified");
 }
 
 /// One run executing never blocks another run: a second run starts, completes, is inspected
