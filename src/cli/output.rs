@@ -67,29 +67,92 @@ fn step_line(s: &StepView, indent: &str) -> String {
     line
 }
 
-/// Renders `vast runs show` as text.
+/// Prints `vast runs show` as text.
 pub fn print_run(v: &RunView, executing_pid: Option<u32>) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "run       {}", v.id)?;
-    writeln!(out, "operation {}", v.operation)?;
-    match executing_pid {
-        Some(pid) => writeln!(out, "status    {} (executing, pid {pid})", v.status)?,
-        None if v.message.is_empty() => writeln!(out, "status    {}", v.status)?,
-        None => writeln!(out, "status    {}: {}", v.status, v.message)?,
-    }
-    writeln!(out, "started   {}", v.started_at)?;
-    writeln!(out, "updated   {}", v.updated_at)?;
-    writeln!(out, "steps")?;
+    out.write_all(render_run(v, executing_pid).as_bytes())?;
+    Ok(())
+}
+
+/// Renders `vast runs show` as text: the run, then each step with attempts n/N, progress,
+/// cursor and next retry time, and every attempt's error under it.
+pub fn render_run(v: &RunView, executing_pid: Option<u32>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "run       {}", v.id);
+    let _ = writeln!(out, "operation {}", v.operation);
+    let _ = match executing_pid {
+        Some(pid) => writeln!(out, "status    {} (executing, pid {pid})", v.status),
+        None if v.message.is_empty() => writeln!(out, "status    {}", v.status),
+        None => writeln!(out, "status    {}: {}", v.status, v.message),
+    };
+    let _ = writeln!(out, "started   {}", v.started_at);
+    let _ = writeln!(out, "updated   {}", v.updated_at);
+    let _ = writeln!(out, "steps");
     for s in &v.steps {
         let indent = if s.child.is_some() { "    " } else { "  " };
-        writeln!(out, "{}", step_line(s, indent))?;
+        let _ = writeln!(out, "{}", step_line(s, indent));
         for e in &s.errors {
-            writeln!(
+            let _ = writeln!(
                 out,
                 "{indent}    attempt {} ({}, {}): {}",
                 e.attempt, e.kind, e.at, e.message
-            )?;
+            );
         }
     }
-    Ok(())
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::view::{ErrorView, ProgressView};
+
+    #[test]
+    fn show_text_has_attempts_every_error_next_retry_and_progress() {
+        let err = |attempt| ErrorView {
+            attempt,
+            at: "2026-11-28T05:00:00.000Z".into(),
+            kind: "transient".into(),
+            message: format!("reset {attempt}"),
+        };
+        let v = RunView {
+            id: "download-2026-11-28-050000-abcd".into(),
+            operation: "download".into(),
+            status: "interrupted".into(),
+            started_at: "2026-11-28T05:00:00.000Z".into(),
+            updated_at: "2026-11-28T05:00:09.000Z".into(),
+            message: "resume with `vast resume download-2026-11-28-050000-abcd`".into(),
+            params: "{}".into(),
+            events: 9,
+            steps: vec![StepView {
+                key: "fetch".into(),
+                name: "fetch".into(),
+                child: None,
+                implementation: "download.fetch".into(),
+                status: "retry_waiting".into(),
+                attempts: 2,
+                max_attempts: 5,
+                errors: vec![err(1), err(2)],
+                next_retry_at: Some("2026-11-28T05:00:30.000Z".into()),
+                progress: Some(ProgressView {
+                    done: 1024,
+                    total: 4096,
+                }),
+                cursor: Some("1024".into()),
+                map: None,
+            }],
+        };
+        let text = render_run(&v, None);
+        for want in [
+            "attempts 2/5",
+            "progress 1024/4096",
+            "next retry 2026-11-28T05:00:30.000Z",
+            "attempt 1 (transient, 2026-11-28T05:00:00.000Z): reset 1",
+            "attempt 2 (transient, 2026-11-28T05:00:00.000Z): reset 2",
+            "vast resume download-2026-11-28-050000-abcd",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+    }
 }

@@ -23,10 +23,11 @@ pub fn now_ms() -> i64 {
     wall + since.as_millis() as i64
 }
 
-/// Renders a journal time as RFC 3339 UTC.
+/// Renders a journal time as RFC 3339 UTC with exactly three fractional digits, so that the
+/// text sorts like the time (`runs list`, `--json` consumers).
 pub fn render_ms(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.to_string())
+        .map(|t| format!("{t:.3}"))
         .unwrap_or_else(|_| ms.to_string())
 }
 
@@ -169,6 +170,15 @@ pub enum EventKind {
         status: RunStatus,
         message: String,
     },
+    /// A cursor saved together with the progress it stands for (`done` of `total`), so that
+    /// `vast runs show` gives the progress after the run stopped. (Appended last: journals
+    /// written before it existed still decode; they have `CursorSaved` only.)
+    CheckpointSaved {
+        step: StepKey,
+        cursor: String,
+        done: u64,
+        total: u64,
+    },
 }
 
 impl EventKind {
@@ -202,6 +212,9 @@ impl EventKind {
                 )
             }
             EventKind::CursorSaved { step, .. } => format!("{step}: cursor saved"),
+            EventKind::CheckpointSaved {
+                step, done, total, ..
+            } => format!("{step}: cursor saved at {done}/{total}"),
             EventKind::StepRearmed { step } => {
                 format!("{step}: re-armed with a fresh retry budget")
             }
@@ -244,7 +257,8 @@ pub struct StepState {
     pub budget_started_ms: Option<i64>,
     pub output: Option<String>,
     pub cursor: Option<String>,
-    /// Progress reported by the step (`done`, `total`), not journaled.
+    /// Progress reported by the step (`done`, `total`): journaled with each cursor (the
+    /// progress at the cursor survives the run), in memory between cursors.
     pub progress: Option<(u64, u64)>,
 }
 
@@ -328,6 +342,18 @@ impl StepState {
                     return Err(illegal(self));
                 }
                 self.cursor = Some(cursor.clone());
+            }
+            EventKind::CheckpointSaved {
+                cursor,
+                done,
+                total,
+                ..
+            } => {
+                if self.status != Running {
+                    return Err(illegal(self));
+                }
+                self.cursor = Some(cursor.clone());
+                self.progress = Some((*done, *total));
             }
             EventKind::StepRearmed { .. } => {
                 if !matches!(self.status, Failed | Paused) {
@@ -478,6 +504,7 @@ impl RunState {
             | EventKind::StepSucceeded { step, .. }
             | EventKind::StepFailed { step, .. }
             | EventKind::CursorSaved { step, .. }
+            | EventKind::CheckpointSaved { step, .. }
             | EventKind::StepRearmed { step } => {
                 let is_map_parent = step.child.is_none()
                     && self
@@ -616,6 +643,64 @@ mod tests {
         assert_eq!(a_state.errors.len(), 2, "every attempt's error is kept");
         assert_eq!(a_state.cursor.as_deref(), Some("3"));
         assert_eq!(st.status, RunStatus::Succeeded);
+    }
+
+    #[test]
+    fn rendered_times_have_fixed_width_and_sort_like_time() {
+        let base = 1_795_000_000_000; // a whole second
+        let times = [
+            base,
+            base + 9,
+            base + 90,
+            base + 900,
+            base + 910,
+            base + 1000,
+        ];
+        let rendered: Vec<String> = times.iter().map(|&t| render_ms(t)).collect();
+        assert!(
+            rendered
+                .iter()
+                .all(|r| r.len() == rendered[0].len() && r.ends_with('Z')),
+            "{rendered:?}"
+        );
+        let mut sorted = rendered.clone();
+        sorted.sort();
+        assert_eq!(sorted, rendered, "string order is time order");
+        assert!(rendered[3].ends_with(".900Z"), "{}", rendered[3]);
+    }
+
+    #[test]
+    fn checkpoint_keeps_cursor_and_progress_until_success() {
+        let a = StepKey::step("a");
+        let cp = |done: u64| {
+            ev(EventKind::CheckpointSaved {
+                step: a.clone(),
+                cursor: done.to_string(),
+                done,
+                total: 10,
+            })
+        };
+        let mut st = RunState::from_header(&header()).expect("header");
+        assert!(st.apply(&cp(1)).is_err(), "no checkpoint before Started");
+        st.apply(&ev(EventKind::StepStarted {
+            step: a.clone(),
+            attempt: 1,
+        }))
+        .expect("start");
+        st.apply(&cp(4)).expect("checkpoint");
+        let s = st.step(&a).expect("a");
+        assert_eq!(
+            (s.cursor.as_deref(), s.progress),
+            (Some("4"), Some((4, 10)))
+        );
+        st.apply(&ev(EventKind::StepFailed {
+            step: a.clone(),
+            attempt: 1,
+            error: err(),
+            then: AfterFailure::Retry { at_ms: 9 },
+        }))
+        .expect("fail");
+        assert_eq!(st.step(&a).expect("a").progress, Some((4, 10)), "kept");
     }
 
     #[test]

@@ -206,7 +206,9 @@ impl StepContext {
                 .map_err(|e| StepError::permanent(format!("cursor of {}: {e}", self.key))),
         }
     }
-    /// Persists a fine checkpoint; a later attempt (also after a crash) starts from it.
+    /// Persists a fine checkpoint; a later attempt (also after a crash) starts from it. The
+    /// progress last reported with [`StepContext::progress`] is journaled with it (report the
+    /// progress the cursor stands for first), so `vast runs show` gives it after the run stopped.
     pub fn save_cursor<T: Serialize>(&self, cursor: &T) -> Result<(), StepError> {
         let text = serde_json::to_string(cursor)
             .map_err(|e| StepError::permanent(format!("cursor of {}: {e}", self.key)))?;
@@ -217,7 +219,8 @@ impl StepContext {
         j.save_cursor(&self.key, text)
             .map_err(|e| StepError::permanent(format!("cannot save cursor of {}: {e}", self.key)))
     }
-    /// Reports progress (e.g. bytes done/total), shown by `vast runs show`.
+    /// Reports progress (e.g. bytes done/total), shown by `vast runs show` while the run
+    /// executes; persisted with the next [`StepContext::save_cursor`].
     pub fn progress(&self, done: u64, total: u64) {
         if let Ok(mut j) = self.journal.lock() {
             j.set_progress(&self.key, done, total);

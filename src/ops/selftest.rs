@@ -73,8 +73,8 @@ impl Step for Item {
             for c in from..chunks {
                 pause(cx, delay).await?;
                 ledger_append(cx, &format!("item {i} chunk {c}"))?;
-                cx.save_cursor(&(c + 1))?;
                 cx.progress(c + 1, chunks);
+                cx.save_cursor(&(c + 1))?;
             }
             if chunks == 0 {
                 pause(cx, delay).await?;

@@ -41,7 +41,7 @@ pub enum Error {
     },
     #[error("the run database at {path} is locked by another process")]
     Locked { path: PathBuf },
-    #[error("the run database at {path} is corrupt (sled reports: {detail})")]
+    #[error("the run database at {path} is corrupt ({detail})")]
     Corrupt { path: PathBuf, detail: String },
     #[error("I/O on the run database at {path} failed")]
     Db {
@@ -146,13 +146,56 @@ impl RunDb {
     /// Opens (or creates) the database in `dir` and its frame log `<dir>.log`. Records the
     /// frame log has and sled lost are copied back; if sled reports corruption, the database
     /// is moved aside (`<dir>.corrupt-<n>`) and rebuilt from the frame log ([`RunDb::recovered`]
-    /// says so). Fails with [`Error::Locked`] while another process has it open.
+    /// says so). If sled comes up empty over existing files and the frame log has nothing
+    /// either, the files are put back as they were and [`Error::Corrupt`] names them. Fails
+    /// with [`Error::Locked`] while another process has it open.
     pub fn open(dir: &Path) -> Result<RunDb, Error> {
         let wal_path = dir.with_extension("log");
-        let (mut wal, frames) = wal::Wal::open(&wal_path).map_err(|source| Error::Io {
+        let (wal, frames) = wal::Wal::open(&wal_path).map_err(|source| Error::Io {
             path: wal_path.clone(),
             source,
         })?;
+        // sled 0.34 starts an empty database over damaged files (e.g. a configuration file of
+        // ≤ 8 bytes) without an error. With frames to rebuild from that is harmless; without,
+        // keep a copy of the existing files so that they can be put back untouched.
+        let backup = if frames.is_empty() && has_files(dir) {
+            let b = dir.with_extension("open-backup");
+            let _ = std::fs::remove_dir_all(&b);
+            copy_dir(dir, &b).map_err(|source| Error::Io {
+                path: b.clone(),
+                source,
+            })?;
+            Some(b)
+        } else {
+            None
+        };
+        let opened = Self::open_with(dir, wal, frames, backup.is_some());
+        if let Some(b) = backup {
+            match &opened {
+                Ok(_) => {
+                    let _ = std::fs::remove_dir_all(&b);
+                }
+                Err(_) => {
+                    // sled was closed when `open_with` returned the error: put the original
+                    // files back.
+                    let _ = std::fs::remove_dir_all(dir);
+                    std::fs::rename(&b, dir).map_err(|source| Error::Io {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+                }
+            }
+        }
+        opened
+    }
+
+    fn open_with(
+        dir: &Path,
+        mut wal: wal::Wal,
+        frames: Vec<Vec<u8>>,
+        existed_without_frames: bool,
+    ) -> Result<RunDb, Error> {
+        let wal_path = wal.path().to_path_buf();
         let mut recovered = None;
         let (db, log, mut next_seq) = match open_sled(dir) {
             Ok(v) => v,
@@ -196,6 +239,17 @@ impl RunDb {
             }
             Err(e) => return Err(e),
         };
+        if existed_without_frames && next_seq == 0 {
+            drop(log);
+            drop(db);
+            return Err(Error::Corrupt {
+                path: dir.to_path_buf(),
+                detail: format!(
+                    "no records readable from its files, and its frame log {} has no valid records",
+                    wal_path.display()
+                ),
+            });
+        }
         let have = frames.len() as u64;
         if next_seq < have {
             // sled lost its last records (or was rebuilt): restore them from the frame log.
@@ -340,6 +394,36 @@ impl RunDb {
             .map_err(|e| db_error(&self.path, e))?;
         Ok(())
     }
+}
+
+/// Whether `dir` holds any file (at any depth).
+fn has_files(dir: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    rd.flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            has_files(&p)
+        } else {
+            true
+        }
+    })
+}
+
+/// Copies the directory tree `from` to `to`.
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if e.file_type()?.is_dir() {
+            copy_dir(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(())
 }
 
 fn seq_from_key(k: &[u8]) -> Option<u64> {
@@ -493,6 +577,89 @@ mod tests {
                 n: 49,
                 s: "x".repeat(49)
             }
+        );
+    }
+
+    fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("dir") {
+            let p = entry.expect("entry").path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push((p.clone(), std::fs::read(&p).expect("read")));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_database_sled_would_silently_reset_is_reported_and_left_untouched() {
+        // sled 0.34 treats a configuration file of ≤ 8 bytes as absent and starts an empty
+        // database over the old files; with no frame log to rebuild from, that must be a
+        // corruption error that changes nothing.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("db");
+        {
+            let mut db = RunDb::open(&p).expect("open");
+            for n in 0..5 {
+                db.append(
+                    7,
+                    &Rec {
+                        n,
+                        s: String::new(),
+                    },
+                )
+                .expect("append");
+            }
+            db.flush().expect("flush");
+        }
+        for (f, _) in files_under(&p) {
+            std::fs::write(&f, b"garbage").expect("wreck");
+        }
+        std::fs::write(p.with_extension("log"), b"garbage").expect("wreck log");
+        let before = files_under(dir.path());
+        let err = RunDb::open(&p).err().expect("corrupt");
+        let msg = err.to_string();
+        assert!(
+            matches!(err, Error::Corrupt { .. }) && msg.contains(&p.display().to_string()),
+            "{msg}"
+        );
+        assert_eq!(files_under(dir.path()), before, "nothing touched");
+    }
+
+    #[test]
+    fn a_lost_frame_log_is_restored_from_sled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("db");
+        {
+            let mut db = RunDb::open(&p).expect("open");
+            for n in 0..3 {
+                db.append(
+                    7,
+                    &Rec {
+                        n,
+                        s: String::new(),
+                    },
+                )
+                .expect("append");
+            }
+            db.flush().expect("flush");
+        }
+        std::fs::write(p.with_extension("log"), b"").expect("lose the log");
+        let db = RunDb::open(&p).expect("open");
+        assert_eq!(db.len(), 3);
+        drop(db);
+        let frames = wal::read_frames(&p.with_extension("log")).expect("frames");
+        assert_eq!(frames.len(), 3, "frame log rebuilt from sled");
+        assert!(
+            !dir.path().read_dir().expect("dir").any(|e| e
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .contains("backup")),
+            "no backup left behind"
         );
     }
 

@@ -307,7 +307,8 @@ async fn crash_after_every_journal_record_then_resume_converges() {
         let cursors_before: HashMap<StepKey, u64> = before
             .iter()
             .filter_map(|e| match &e.kind {
-                EventKind::CursorSaved { step, cursor } => {
+                EventKind::CursorSaved { step, cursor }
+                | EventKind::CheckpointSaved { step, cursor, .. } => {
                     Some((step.clone(), cursor.parse().unwrap_or(0)))
                 }
                 _ => None,

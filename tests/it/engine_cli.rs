@@ -243,8 +243,8 @@ fn second_executor_gets_a_clear_error_and_a_killed_holders_lease_is_taken_over()
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(
-        err.contains(&format!("run is being executed by pid {pid}")),
-        "{err}"
+        err.contains(&format!("run is being executed by pid {pid}")) && err.contains(&id),
+        "the error names the run and the pid: {err}"
     );
     // Inspection works while the run executes.
     let s = show_json(&e, &id);
@@ -493,4 +493,71 @@ fn corrupted_store_is_rebuilt_from_the_frame_log_or_reported_without_touching_it
     assert!(!run_dir.join("db.corrupt-1").exists());
     let out = run(&e, &["runs", "show", &id]);
     assert!(!out.status.success());
+
+    // Files so damaged that sled would silently start an empty database over them (a
+    // configuration file of ≤ 8 bytes): reported, naming the database, and left as they are.
+    let db = run_dir.join("db");
+    for entry in std::fs::read_dir(&db).expect("dir") {
+        let f = entry.expect("entry").path();
+        if f.is_file() {
+            std::fs::write(&f, b"garbage").expect("wreck");
+        }
+    }
+    let snapshot = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut v: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+            .expect("dir")
+            .filter_map(|e| {
+                let p = e.expect("entry").path();
+                p.is_file()
+                    .then(|| (p.clone(), std::fs::read(&p).expect("read")))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = (
+        snapshot(&db),
+        std::fs::read(run_dir.join("db.log")).expect("log"),
+    );
+    for args in [vec!["resume", &id], vec!["runs", "show", &id]] {
+        let out = run(&e, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("corrupt") && err.contains(&db.display().to_string()),
+            "{args:?}: {err}"
+        );
+    }
+    let after = (
+        snapshot(&db),
+        std::fs::read(run_dir.join("db.log")).expect("log"),
+    );
+    assert!(before == after, "the damaged files were modified");
+}
+
+/// One run executing never blocks another run: a second run starts, completes, is inspected
+/// and resumed while the first is still executing in another process.
+#[test]
+fn another_run_is_not_blocked_by_an_executing_run() {
+    let e = env();
+    let (mut slow, slow_id) =
+        spawn_selftest(&e, &["--items", "400", "--item-delay-ms", "50"], None);
+    let out = run(&e, &["selftest", "--items", "20", "--fail-item", "3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let id = text(&out.stdout)
+        .trim()
+        .trim_start_matches("run ")
+        .to_string();
+    assert_ne!(id, slow_id);
+    let events = run(&e, &["runs", "events", &id, "--json"]);
+    assert!(events.status.success(), "{}", text(&events.stderr));
+    let out = run(&e, &["resume", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(show_json(&e, &id)["status"], "succeeded");
+    assert!(
+        slow.try_wait().expect("try_wait").is_none(),
+        "the first run was still executing throughout"
+    );
+    assert_eq!(show_json(&e, &slow_id)["status"], "running");
+    kill9(&mut slow);
 }

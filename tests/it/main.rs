@@ -2,6 +2,8 @@
 
 mod engine;
 mod engine_cli;
+mod engine_concurrency;
+mod engine_resume;
 mod project;
 mod project_entrypoint;
 mod project_upload;

@@ -44,7 +44,13 @@ pub async fn start_operation(
 
 /// Opens run `id`, mapping the user's mistakes (unknown run, live lease) to usage errors.
 pub fn open_for_execution(dir: &StateDir, id: &str) -> anyhow::Result<RunStore> {
-    dir.open_run(id).map_err(store_error)
+    dir.open_run(id).map_err(|e| match e {
+        StoreError::Lease(l) => UsageError(format!(
+            "cannot execute run {id}: {l}; wait for it to stop (`vast runs show {id}` works meanwhile)"
+        ))
+        .into(),
+        other => store_error(other),
+    })
 }
 
 /// Maps store errors that are the user's to fix to [`UsageError`].

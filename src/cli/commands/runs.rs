@@ -73,10 +73,7 @@ fn list(dir: &StateDir, json: bool) -> anyhow::Result<ExitStatus> {
             "updated_at": updated, "message": message, "executing_pid": pid,
         }));
     }
-    rows.sort_by(|a, b| {
-        (a["started_at"].as_str(), a["id"].as_str())
-            .cmp(&(b["started_at"].as_str(), b["id"].as_str()))
-    });
+    sort_newest_last(&mut rows);
     if json {
         print_json(&rows)?;
     } else {
@@ -94,6 +91,20 @@ fn list(dir: &StateDir, json: bool) -> anyhow::Result<ExitStatus> {
         print_table(&["ID", "OPERATION", "STATUS", "STARTED"], &table)?;
     }
     Ok(ExitStatus::Success)
+}
+
+/// Sorts `runs list` rows by start time (parsed, not as text), newest last; rows without a
+/// readable time first, ties by id.
+fn sort_newest_last(rows: &mut [Value]) {
+    let key = |r: &Value| {
+        (
+            r["started_at"]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok()),
+            r["id"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    rows.sort_by_key(key);
 }
 
 fn check_id(id: &str) -> anyhow::Result<()> {
@@ -177,6 +188,7 @@ fn events(dir: &StateDir, id: &str, json: bool) -> anyhow::Result<ExitStatus> {
                 EventKind::StepSucceeded { step, .. } => ("step_succeeded", Some(step.to_string()), None),
                 EventKind::StepFailed { step, attempt, .. } => ("step_failed", Some(step.to_string()), Some(*attempt)),
                 EventKind::CursorSaved { step, .. } => ("cursor_saved", Some(step.to_string()), None),
+                EventKind::CheckpointSaved { step, .. } => ("cursor_saved", Some(step.to_string()), None),
                 EventKind::StepRearmed { step } => ("step_rearmed", Some(step.to_string()), None),
                 EventKind::RunFinished { .. } => ("run_finished", None, None),
             };
@@ -280,5 +292,25 @@ fn embedded(operation: &str) -> anyhow::Result<Definition> {
             "no run or operation named '{operation}' (see `vast runs list`)"
         ))
         .into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_is_sorted_by_start_time_newest_last() {
+        // Snapshots may hold times rendered with a variable number of fractional digits.
+        let mut rows = vec![
+            json!({"id": "c", "started_at": "2026-11-28T05:03:59.91Z"}),
+            json!({"id": "b", "started_at": "2026-11-28T05:03:59.9Z"}),
+            json!({"id": "d", "started_at": "2026-11-28T05:04:00Z"}),
+            json!({"id": "a", "started_at": "2026-11-28T05:03:59Z"}),
+            json!({"id": "x", "started_at": ""}),
+        ];
+        sort_newest_last(&mut rows);
+        let ids: Vec<&str> = rows.iter().filter_map(|r| r["id"].as_str()).collect();
+        assert_eq!(ids, ["x", "a", "b", "c", "d"]);
     }
 }
