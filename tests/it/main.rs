@@ -5,3 +5,4 @@ mod engine_cli;
 mod project;
 mod project_entrypoint;
 mod project_upload;
+mod upload_configs;
