@@ -18,6 +18,8 @@ use crate::manifests::cluster_config::S3_SECRET;
 
 /// Attempts per S3 request (the SDK retries transient failures with backoff).
 const ATTEMPTS: u32 = 4;
+/// Files uploaded at the same time (each on its own pooled connection).
+pub const PARALLEL: usize = 8;
 
 /// S3 access keys. `Debug` never shows them.
 #[derive(Clone)]
@@ -242,53 +244,73 @@ pub fn list_files(dir: &Path) -> Result<Vec<(PathBuf, String)>, S3Error> {
     Ok(out)
 }
 
-/// Uploads every file under `dir` to `bucket` under its relative path, skipping objects that
-/// already have the same size and MD5 ETag. The bucket must exist ([`ensure_bucket`]).
+/// Uploads every file under `dir` to `bucket` under its relative path, [`PARALLEL`] at a
+/// time, skipping objects that already have the same size and MD5 ETag. The bucket must exist
+/// ([`ensure_bucket`]). Stops at the first failure; what was uploaded stays, so a re-run
+/// continues from there.
 pub async fn upload_dir(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     dir: &Path,
 ) -> Result<UploadSummary, S3Error> {
-    let mut summary = UploadSummary::default();
-    for (path, key) in list_files(dir)? {
-        let body = tokio::fs::read(&path).await.map_err(|source| S3Error::Io {
-            action: "read",
-            path: path.clone(),
-            source,
-        })?;
-        let md5 = hex::encode(Md5::digest(&body));
-        if already_present(s3, bucket, &key, body.len(), &md5).await {
-            tracing::debug!("{key}: already in bucket '{bucket}', skipped");
-            summary.skipped += 1;
-            continue;
-        }
-        let size = body.len();
-        let out = s3
-            .put_object()
-            .bucket(bucket)
-            .key(&key)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| S3Error::Upload {
-                bucket: bucket.to_string(),
-                key: key.clone(),
-                message: DisplayErrorContext(&e).to_string(),
-            })?;
-        if let Some(got) = out.e_tag().map(unquote) {
-            if !got.contains('-') && !got.eq_ignore_ascii_case(&md5) {
-                return Err(S3Error::Mismatch {
-                    bucket: bucket.to_string(),
-                    key,
-                    got: got.to_string(),
-                    want: md5,
-                });
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(list_files(dir)?)
+        .map(|(path, key)| upload_file(s3, bucket, path, key))
+        .buffer_unordered(PARALLEL)
+        .try_fold(UploadSummary::default(), |mut summary, sent| async move {
+            if sent {
+                summary.uploaded += 1;
+            } else {
+                summary.skipped += 1;
             }
-        }
-        tracing::debug!("{key}: uploaded ({size} bytes)");
-        summary.uploaded += 1;
+            Ok(summary)
+        })
+        .await
+}
+
+/// Uploads one file unless already present; returns whether it was sent.
+async fn upload_file(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    path: PathBuf,
+    key: String,
+) -> Result<bool, S3Error> {
+    let body = tokio::fs::read(&path).await.map_err(|source| S3Error::Io {
+        action: "read",
+        path: path.clone(),
+        source,
+    })?;
+    let md5 = hex::encode(Md5::digest(&body));
+    if already_present(s3, bucket, &key, body.len(), &md5).await {
+        tracing::debug!("{key}: already in bucket '{bucket}', skipped");
+        return Ok(false);
     }
-    Ok(summary)
+    let size = body.len();
+    let out = s3
+        .put_object()
+        .bucket(bucket)
+        .key(&key)
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .map_err(|e| S3Error::Upload {
+            bucket: bucket.to_string(),
+            key: key.clone(),
+            message: DisplayErrorContext(&e).to_string(),
+        })?;
+    if let Some(got) = out.e_tag().map(unquote) {
+        // A multipart ETag (`<md5>-<parts>`) is not a content MD5; single PUTs never give one.
+        if !got.contains('-') && !got.eq_ignore_ascii_case(&md5) {
+            return Err(S3Error::Mismatch {
+                bucket: bucket.to_string(),
+                key,
+                got: got.to_string(),
+                want: md5,
+            });
+        }
+    }
+    tracing::debug!("{key}: uploaded ({size} bytes)");
+    Ok(true)
 }
 
 fn unquote(etag: &str) -> &str {
@@ -313,5 +335,39 @@ async fn already_present(
                     .is_some_and(|e| e.eq_ignore_ascii_case(md5))
         }
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_relative_with_forward_slashes_and_sorted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("b/c")).unwrap();
+        std::fs::write(root.join("z.txt"), "z").unwrap();
+        std::fs::write(root.join("b/c/d.yaml"), "d").unwrap();
+        std::fs::write(root.join("b/a"), "a").unwrap();
+        let keys: Vec<String> = list_files(root).unwrap().into_iter().map(|f| f.1).collect();
+        assert_eq!(keys, ["b/a", "b/c/d.yaml", "z.txt"]);
+    }
+
+    #[test]
+    fn a_missing_directory_is_named() {
+        let err = list_files(Path::new("/nonexistent/vast-dir")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/vast-dir"), "{err}");
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn credentials_never_show_in_debug() {
+        let c = S3Credentials::new("the-access-key", "the-secret");
+        let s = format!("{c:?}");
+        assert!(
+            !s.contains("the-secret") && !s.contains("the-access-key"),
+            "{s}"
+        );
     }
 }

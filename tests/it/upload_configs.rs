@@ -303,3 +303,43 @@ async fn upload_configs_errors_are_clear() {
     assert!(stderr.contains("no Job manifests"), "{stderr}");
     sim.shutdown().await;
 }
+
+/// Port-forwards refused by the API server, a port-forward dropped mid-stream and S3 errors on
+/// PUT are absorbed by the retries: the upload still completes, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_configs_survives_port_forward_and_s3_faults() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let client = kube_client(&sim);
+    let kubeconfig = tmp.path().join("kubeconfig");
+    sim.write_kubeconfig(&kubeconfig).unwrap();
+    let run_id = "run-2026-01-02-030405-vu03";
+    let dir = prepare(tmp.path(), run_id);
+    create_secret(&client).await;
+    create_robovast(&client).await;
+    sim.faults().set(
+        serde_json::from_value(serde_json::json!({
+            "seed": 7,
+            "api": [{"verbs": ["portforward"], "max_hits": 2, "action": {"status": {"codes": [500]}}}],
+            "portforward": {"drop_after_bytes": 3000, "ports": [9000], "max_hits": 1},
+            "s3": [{"ops": ["PutObject"], "max_hits": 2, "codes": [503]}]
+        }))
+        .unwrap(),
+    );
+    let o = upload(&kubeconfig, &dir).await;
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
+    // Every fault fired (its budget is spent).
+    assert!(sim.faults().api_fault("portforward", "pods").is_none());
+    assert!(sim.faults().portforward_budget(9000).is_none());
+    assert!(sim.faults().s3_fault("PutObject").is_none());
+    sim.faults().set(Default::default());
+    let direct = sim.dataplane().endpoint(NS, "robovast", 9000).unwrap();
+    let s3 = s3_client(&format!("http://{direct}"));
+    assert_eq!(
+        bucket_contents(&s3, run_id).await,
+        local_files(&dir.join("out_template"))
+    );
+    sim.shutdown().await;
+}

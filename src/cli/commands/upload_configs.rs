@@ -220,3 +220,48 @@ pub async fn run(args: UploadConfigsArgs, _globals: &Globals) -> anyhow::Result<
     drop(forward);
     Ok(ExitStatus::Success)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JOB: &str = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: j\n  namespace: sims\nspec:\n  template:\n    spec:\n      containers:\n      - name: robovast\n        env:\n        - {name: S3_ENDPOINT, value: 'http://robovast:9000'}\n        - {name: S3_BUCKET, value: run-1}\n";
+
+    #[test]
+    fn namespace_and_bucket_come_from_the_job() {
+        assert_eq!(job_target(JOB).unwrap(), ("sims".into(), "run-1".into()));
+    }
+
+    #[test]
+    fn bad_jobs_are_named() {
+        let no_ns = JOB.replace("  namespace: sims\n", "");
+        assert!(job_target(&no_ns)
+            .unwrap_err()
+            .contains("metadata.namespace"));
+        let no_bucket = JOB.replace("S3_BUCKET", "OTHER");
+        assert!(job_target(&no_bucket).unwrap_err().contains("S3_BUCKET"));
+        let not_job = JOB.replace("kind: Job", "kind: Pod");
+        assert!(job_target(&not_job).unwrap_err().contains("kind"));
+    }
+
+    #[test]
+    fn jobs_of_different_runs_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("out_template")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("jobs")).unwrap();
+        std::fs::write(tmp.path().join("jobs/a.yaml"), JOB).unwrap();
+        std::fs::write(tmp.path().join("jobs/b.yaml"), JOB).unwrap();
+        let t = upload_target(tmp.path()).unwrap();
+        assert_eq!((t.namespace.as_str(), t.bucket.as_str()), ("sims", "run-1"));
+        std::fs::write(
+            tmp.path().join("jobs/c.yaml"),
+            JOB.replace("run-1", "run-2"),
+        )
+        .unwrap();
+        let err = upload_target(tmp.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("c.yaml") && err.contains("S3_BUCKET 'run-2'"),
+            "{err}"
+        );
+    }
+}
