@@ -123,6 +123,18 @@ pub enum ExecutionCommand {
 pub enum ClusterCommand {
     /// Write every manifest and script of a run to OUTPUT without touching a cluster.
     PrepareRun(PrepareRunArgs),
+    /// Upload `DIR/out_template/` of a prepared run to the run's bucket in the cluster's S3
+    /// (what `DIR/upload_configs.py` does, without kubectl or python).
+    UploadConfigs(UploadConfigsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UploadConfigsArgs {
+    /// The output directory of `prepare-run`.
+    pub dir: PathBuf,
+    /// Kubernetes context (default: the active one).
+    #[arg(short = 'x', long)]
+    pub context: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -122,6 +122,9 @@ Prepared by `vast execution cluster prepare-run`: {jobs} Jobs ({configs} configu
 1. Create the S3 credentials Secret and the robovast pod: see `README_{cfg}.md`.\n\
 2. Upload the configurations to the run's bucket `{run}` (needs kubectl and python3, nothing else):\n\n\
 ```bash\n./upload_configs.py\n```\n\n\
+   Or, with only vast (no kubectl or python3; `-x CTX` for another context):\n\n\
+```bash\nvast execution cluster upload-configs .\n```\n\n\
+   Both can be re-run safely; vast skips files already uploaded.\n\n\
 3. Create the Jobs:\n\n\
 ```bash\nkubectl apply -f all-jobs.yaml\n```\n\n\
 Job specs are immutable: to re-deploy use `kubectl replace --force -f all-jobs.yaml`, or a single Job with\n\

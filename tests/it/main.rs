@@ -7,3 +7,4 @@ mod engine_resume;
 mod project;
 mod project_entrypoint;
 mod project_upload;
+mod upload_configs;

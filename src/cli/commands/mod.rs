@@ -9,6 +9,7 @@ pub mod prepare_run;
 pub mod resume;
 pub mod runs;
 pub mod selftest;
+pub mod upload_configs;
 
 pub async fn dispatch(command: Command, globals: &Globals) -> anyhow::Result<ExitStatus> {
     match command {
@@ -16,6 +17,9 @@ pub async fn dispatch(command: Command, globals: &Globals) -> anyhow::Result<Exi
         Command::Configuration(cmd) => configuration::run(cmd, globals).await,
         Command::Execution(ExecutionCommand::Cluster(ClusterCommand::PrepareRun(args))) => {
             prepare_run::run(args, globals).await
+        }
+        Command::Execution(ExecutionCommand::Cluster(ClusterCommand::UploadConfigs(args))) => {
+            upload_configs::run(args, globals).await
         }
         Command::Resume(args) => resume::run(args, globals).await,
         Command::Runs(cmd) => runs::run(cmd, globals).await,

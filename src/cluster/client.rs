@@ -1,0 +1,49 @@
+//! A kube [`Client`] from the kubeconfig (`KUBECONFIG` honoured, else `~/.kube/config`), for
+//! the active context or a named one.
+
+use kube::config::{KubeConfigOptions, KubeconfigError};
+use kube::{Client, Config};
+
+/// A problem building the Kubernetes client. All of them are permanent: the kubeconfig or the
+/// context has to be fixed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot load the kubeconfig (KUBECONFIG or ~/.kube/config){}: {source}", context_note(.context))]
+    Kubeconfig {
+        context: Option<String>,
+        #[source]
+        source: KubeconfigError,
+    },
+    #[error("cannot build a Kubernetes client{}: {source}", context_note(.context))]
+    Client {
+        context: Option<String>,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+fn context_note(context: &Option<String>) -> String {
+    match context {
+        Some(c) => format!(" for context '{c}'"),
+        None => String::new(),
+    }
+}
+
+/// The client for `context` (default: the kubeconfig's current context).
+pub async fn client(context: Option<&str>) -> Result<Client, ClientError> {
+    let options = KubeConfigOptions {
+        context: context.map(String::from),
+        ..Default::default()
+    };
+    let kubeconfig_err = |source| ClientError::Kubeconfig {
+        context: context.map(String::from),
+        source,
+    };
+    let config = Config::from_kubeconfig(&options)
+        .await
+        .map_err(kubeconfig_err)?;
+    Client::try_from(config).map_err(|source| ClientError::Client {
+        context: context.map(String::from),
+        source,
+    })
+}

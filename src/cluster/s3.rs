@@ -1,0 +1,373 @@
+//! The in-cluster S3 (MinIO): credentials from the `vast-s3-credentials` Secret, an aws-sdk-s3
+//! client for a plain-http endpoint (path style, `us-east-1`, static keys, no aws-config), and
+//! the idempotent upload of a directory into a bucket.
+//!
+//! The upload skips objects already present with the same size and MD5 ETag, so re-running it
+//! after an interruption only sends what is missing.
+
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_s3::primitives::ByteStream;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use md5::{Digest, Md5};
+
+use crate::manifests::cluster_config::S3_SECRET;
+
+/// Attempts per S3 request (the SDK retries transient failures with backoff).
+const ATTEMPTS: u32 = 4;
+/// Files uploaded at the same time (each on its own pooled connection).
+pub const PARALLEL: usize = 8;
+
+/// S3 access keys. `Debug` never shows them.
+#[derive(Clone)]
+pub struct S3Credentials {
+    access_key: String,
+    secret_key: String,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("S3Credentials(<redacted>)")
+    }
+}
+
+impl S3Credentials {
+    pub fn new(access_key: impl Into<String>, secret_key: impl Into<String>) -> Self {
+        Self {
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
+        }
+    }
+}
+
+/// A problem reading the S3 credentials Secret.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("Secret '{S3_SECRET}' not found in namespace '{namespace}'; create it first (see README_<cluster config>.md of the prepared run)")]
+    Missing { namespace: String },
+    #[error("Secret '{S3_SECRET}' in namespace '{namespace}' has no usable key '{key}' (it must hold base64 of UTF-8 text)")]
+    Key {
+        namespace: String,
+        key: &'static str,
+    },
+    #[error("cannot read Secret '{S3_SECRET}' in namespace '{namespace}': {source}")]
+    Api {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl CredentialsError {
+    /// Whether retrying may help (an API failure), as opposed to a missing Secret or key.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CredentialsError::Api { .. })
+    }
+}
+
+/// Reads `access-key` and `secret-key` of the Secret `vast-s3-credentials` in `namespace`.
+pub async fn read_credentials(
+    client: kube::Client,
+    namespace: &str,
+) -> Result<S3Credentials, CredentialsError> {
+    let secrets: Api<Secret> = Api::namespaced(client, namespace);
+    let secret = secrets
+        .get_opt(S3_SECRET)
+        .await
+        .map_err(|source| CredentialsError::Api {
+            namespace: namespace.to_string(),
+            source,
+        })?
+        .ok_or_else(|| CredentialsError::Missing {
+            namespace: namespace.to_string(),
+        })?;
+    let value = |key: &'static str| -> Result<String, CredentialsError> {
+        let err = || CredentialsError::Key {
+            namespace: namespace.to_string(),
+            key,
+        };
+        // `data` is base64 on the wire; k8s-openapi has already decoded it. `stringData` is
+        // write-only on a real API server but kept by simple fakes, so accept it too.
+        if let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(key)) {
+            return String::from_utf8(bytes.0.clone())
+                .ok()
+                .filter(|s| !s.is_empty())
+                .ok_or_else(err);
+        }
+        secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .ok_or_else(err)
+    };
+    Ok(S3Credentials::new(
+        value("access-key")?,
+        value("secret-key")?,
+    ))
+}
+
+/// An aws-sdk-s3 client for a plain-http endpoint such as a port-forward
+/// (`http://127.0.0.1:<port>`): path style, region `us-east-1`, static keys.
+pub fn client(endpoint: &str, credentials: &S3Credentials) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::new()
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            credentials.access_key.clone(),
+            credentials.secret_key.clone(),
+            None,
+            None,
+            "vast-s3-credentials",
+        ))
+        .retry_config(
+            aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(ATTEMPTS),
+        )
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// A problem uploading to S3.
+#[derive(Debug, thiserror::Error)]
+pub enum S3Error {
+    #[error("creating bucket '{bucket}' failed: {message}")]
+    CreateBucket { bucket: String, message: String },
+    #[error("uploading {key} to bucket '{bucket}' failed: {message}")]
+    Upload {
+        bucket: String,
+        key: String,
+        message: String,
+    },
+    #[error("uploaded {key} to bucket '{bucket}' but the server stored different content (ETag {got}, expected MD5 {want})")]
+    Mismatch {
+        bucket: String,
+        key: String,
+        got: String,
+        want: String,
+    },
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("file name {} is not valid UTF-8, so it cannot be an S3 key", .0.display())]
+    KeyName(PathBuf),
+}
+
+impl S3Error {
+    /// Whether retrying later may help: S3 requests have exhausted their retries (the endpoint
+    /// may come back), while local files and content mismatches need a person.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, S3Error::CreateBucket { .. } | S3Error::Upload { .. })
+    }
+}
+
+/// Creates `bucket`; a bucket that already exists (made by an earlier run with the same keys)
+/// is fine.
+pub async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), S3Error> {
+    match s3.create_bucket().bucket(bucket).send().await {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.code(),
+                Some("BucketAlreadyOwnedByYou") | Some("BucketAlreadyExists")
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(S3Error::CreateBucket {
+            bucket: bucket.to_string(),
+            message: DisplayErrorContext(&e).to_string(),
+        }),
+    }
+}
+
+/// What [`upload_dir`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadSummary {
+    /// Objects sent.
+    pub uploaded: usize,
+    /// Objects already present with the same size and content.
+    pub skipped: usize,
+}
+
+impl UploadSummary {
+    pub fn files(&self) -> usize {
+        self.uploaded + self.skipped
+    }
+}
+
+/// Every regular file under `dir`, sorted by key: (path, key relative to `dir` with `/`).
+pub fn list_files(dir: &Path) -> Result<Vec<(PathBuf, String)>, S3Error> {
+    let io = |action, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| S3Error::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(io("list", &d))? {
+            let path = entry.map_err(io("list", &d))?.path();
+            // Follows symlinks, as reading the file does.
+            let meta = std::fs::metadata(&path).map_err(io("inspect", &path))?;
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() {
+                let rel = path
+                    .strip_prefix(dir)
+                    .map_err(|_| S3Error::KeyName(path.clone()))?;
+                let mut parts = Vec::new();
+                for c in rel.components() {
+                    let s = c
+                        .as_os_str()
+                        .to_str()
+                        .ok_or_else(|| S3Error::KeyName(path.clone()))?;
+                    parts.push(s.to_string());
+                }
+                out.push((path, parts.join("/")));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
+}
+
+/// Uploads every file under `dir` to `bucket` under its relative path, [`PARALLEL`] at a
+/// time, skipping objects that already have the same size and MD5 ETag. The bucket must exist
+/// ([`ensure_bucket`]). Stops at the first failure; what was uploaded stays, so a re-run
+/// continues from there.
+pub async fn upload_dir(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    dir: &Path,
+) -> Result<UploadSummary, S3Error> {
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(list_files(dir)?)
+        .map(|(path, key)| upload_file(s3, bucket, path, key))
+        .buffer_unordered(PARALLEL)
+        .try_fold(UploadSummary::default(), |mut summary, sent| async move {
+            if sent {
+                summary.uploaded += 1;
+            } else {
+                summary.skipped += 1;
+            }
+            Ok(summary)
+        })
+        .await
+}
+
+/// Uploads one file unless already present; returns whether it was sent.
+async fn upload_file(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    path: PathBuf,
+    key: String,
+) -> Result<bool, S3Error> {
+    let body = tokio::fs::read(&path).await.map_err(|source| S3Error::Io {
+        action: "read",
+        path: path.clone(),
+        source,
+    })?;
+    let md5 = hex::encode(Md5::digest(&body));
+    if already_present(s3, bucket, &key, body.len(), &md5).await {
+        tracing::debug!("{key}: already in bucket '{bucket}', skipped");
+        return Ok(false);
+    }
+    let size = body.len();
+    let out = s3
+        .put_object()
+        .bucket(bucket)
+        .key(&key)
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .map_err(|e| S3Error::Upload {
+            bucket: bucket.to_string(),
+            key: key.clone(),
+            message: DisplayErrorContext(&e).to_string(),
+        })?;
+    if let Some(got) = out.e_tag().map(unquote) {
+        // A multipart ETag (`<md5>-<parts>`) is not a content MD5; single PUTs never give one.
+        if !got.contains('-') && !got.eq_ignore_ascii_case(&md5) {
+            return Err(S3Error::Mismatch {
+                bucket: bucket.to_string(),
+                key,
+                got: got.to_string(),
+                want: md5,
+            });
+        }
+    }
+    tracing::debug!("{key}: uploaded ({size} bytes)");
+    Ok(true)
+}
+
+fn unquote(etag: &str) -> &str {
+    etag.trim_matches('"')
+}
+
+/// Whether `key` exists with `size` bytes and a single-part ETag equal to `md5`. Any failure
+/// of the check counts as "not present": the upload then reports the real problem.
+async fn already_present(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    size: usize,
+    md5: &str,
+) -> bool {
+    match s3.head_object().bucket(bucket).key(key).send().await {
+        Ok(head) => {
+            head.content_length() == i64::try_from(size).ok()
+                && head
+                    .e_tag()
+                    .map(unquote)
+                    .is_some_and(|e| e.eq_ignore_ascii_case(md5))
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_relative_with_forward_slashes_and_sorted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("b/c")).unwrap();
+        std::fs::write(root.join("z.txt"), "z").unwrap();
+        std::fs::write(root.join("b/c/d.yaml"), "d").unwrap();
+        std::fs::write(root.join("b/a"), "a").unwrap();
+        let keys: Vec<String> = list_files(root).unwrap().into_iter().map(|f| f.1).collect();
+        assert_eq!(keys, ["b/a", "b/c/d.yaml", "z.txt"]);
+    }
+
+    #[test]
+    fn a_missing_directory_is_named() {
+        let err = list_files(Path::new("/nonexistent/vast-dir")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/vast-dir"), "{err}");
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn credentials_never_show_in_debug() {
+        let c = S3Credentials::new("the-access-key", "the-secret");
+        let s = format!("{c:?}");
+        assert!(
+            !s.contains("the-secret") && !s.contains("the-access-key"),
+            "{s}"
+        );
+    }
+}
