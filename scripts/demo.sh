@@ -50,13 +50,17 @@ YAML
 kubectl apply -n default -f out/robovast-manifest.yaml
 kubectl wait -n default --for=condition=ready pod/robovast --timeout=60s
 kubectl apply -f out/kueue-queue-setup.yaml
-# (upload_configs.py uploads out_template/ through `kubectl port-forward`, whose SPDY-tunnelled
-# protocol the sim does not speak; `vast execution cluster run` will do it through kube-rs.)
+# out_template/ to the run's bucket through a kube-rs port-forward (upload_configs.py does the
+# same with kubectl + python3 on a real cluster; the sim does not speak kubectl's SPDY
+# port-forward)
+"$vast" execution cluster upload-configs out
 kubectl apply -f out/all-jobs.yaml >/dev/null
 echo "created $(ls out/jobs | wc -l) Jobs for run $run_id; Kueue admits them within the quota"
 kubectl wait --for=condition=complete job -l "run-id=$run_id" --timeout=120s >/dev/null
-kubectl get jobs -l "run-id=$run_id" | head -6
-kubectl get workloads | head -4
+kubectl get jobs -l "run-id=$run_id" | sed -n 1,6p
+kubectl get workloads | sed -n 1,4p
+echo "results of one Job, as seen from the archiver container (kubectl exec):"
+kubectl exec robovast -c archiver -- sh -c "cd /data/minio/$run_id && find test-1-1/0 -type f | sort"
 
 echo "== a workflow through the engine (journaled, resumable), then inspected"
 export VAST_STATE_DIR="$work/state"
