@@ -47,9 +47,15 @@ pub enum ResolvedVolume {
     /// A PVC or a generic ephemeral volume: kept across pod restarts.
     Persistent { name: String, claim: String },
     /// `configMap` volume: file name -> content.
-    ConfigMap { name: String, files: BTreeMap<String, Vec<u8>> },
+    ConfigMap {
+        name: String,
+        files: BTreeMap<String, Vec<u8>>,
+    },
     /// `secret` volume: file name -> content (already base64-decoded).
-    Secret { name: String, files: BTreeMap<String, Vec<u8>> },
+    Secret {
+        name: String,
+        files: BTreeMap<String, Vec<u8>>,
+    },
 }
 
 impl ResolvedVolume {
