@@ -199,6 +199,33 @@ impl FieldSelector {
     }
 }
 
+/// A label value as the API server accepts it: empty, or at most 63 characters of
+/// alphanumerics, `-`, `_`, `.`, beginning and ending with an alphanumeric.
+fn valid_label_value(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
+/// A label key: an optional DNS-subdomain prefix and `/`, then a non-empty name valid as a
+/// label value.
+fn valid_label_key(k: &str) -> bool {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c))
+    });
+    prefix_ok && !name.is_empty() && valid_label_value(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,31 +294,4 @@ mod tests {
             assert!(LabelSelector::parse(good).is_ok(), "{good}");
         }
     }
-}
-
-/// A label value as the API server accepts it: empty, or at most 63 characters of
-/// alphanumerics, `-`, `_`, `.`, beginning and ending with an alphanumeric.
-fn valid_label_value(v: &str) -> bool {
-    v.is_empty()
-        || (v.len() <= 63
-            && v.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
-}
-
-/// A label key: an optional DNS-subdomain prefix and `/`, then a non-empty name valid as a
-/// label value.
-fn valid_label_key(k: &str) -> bool {
-    let (prefix, name) = match k.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, k),
-    };
-    let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty()
-            && p.len() <= 253
-            && p.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c))
-    });
-    prefix_ok && !name.is_empty() && valid_label_value(name)
 }
