@@ -691,3 +691,51 @@ async fn more_unsupported_requests_get_prompt_status_errors() {
         assert_eq!(status["code"], want, "{method} {path}");
     }
 }
+
+#[tokio::test]
+async fn watches_get_bookmarks() {
+    let (_sim, client) = start().await;
+    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let created = cms
+        .create(&PostParams::default(), &cm("b", &[]))
+        .await
+        .unwrap();
+    let rv = created.metadata.resource_version.unwrap();
+    let lines = |body: &str| -> Vec<serde_json::Value> {
+        body.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    // streaming list: the initial events end with the `initial-events-end` bookmark
+    let (code, body) = raw(
+        &client,
+        "GET",
+        "/api/v1/namespaces/default/configmaps?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1",
+        "",
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let evs = lines(&body);
+    assert_eq!(evs[0]["type"], "ADDED", "{body}");
+    assert_eq!(evs[1]["type"], "BOOKMARK", "{body}");
+    assert_eq!(
+        evs[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    // a quiet watch with allowWatchBookmarks gets periodic bookmarks carrying the current rv
+    let (code, body) = raw(
+        &client,
+        "GET",
+        &format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=7"),
+        "",
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let evs = lines(&body);
+    let bm = evs
+        .iter()
+        .find(|e| e["type"] == "BOOKMARK")
+        .unwrap_or_else(|| panic!("no bookmark in {body}"));
+    assert_eq!(bm["object"]["metadata"]["resourceVersion"], rv.as_str());
+    assert_eq!(bm["object"]["kind"], "ConfigMap");
+}
