@@ -92,6 +92,9 @@ pub struct PodTiming {
     pub job_duration_ms: u64,
     /// Outcome of a Job's pod when not annotated: `succeed` or `fail`.
     pub job_outcome: String,
+    /// Size in bytes of the `logs/system.log` a simulated scenario pod writes to its bucket
+    /// (overridden per pod by the `sim.vast.dev/result-bytes` annotation).
+    pub result_bytes: u64,
 }
 
 impl Default for PodTiming {
@@ -100,6 +103,7 @@ impl Default for PodTiming {
             start_ms: 20,
             job_duration_ms: 200,
             job_outcome: "succeed".into(),
+            result_bytes: crate::dataplane::DEFAULT_RESULT_BYTES,
         }
     }
 }

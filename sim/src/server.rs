@@ -97,6 +97,7 @@ impl Sim {
         let registry = Arc::new(Registry::new());
         let faults = Arc::new(Faults::new(config.faults.clone()));
         let dataplane = Arc::new(DataPlane::new(data_dir.clone(), faults.clone()));
+        dataplane.set_default_result_bytes(config.pods.result_bytes);
         dataplane
             .set_service_resolver(crate::controllers::resolve::service_resolver(store.clone()));
         init_cluster(&store, &registry, &config)?;

@@ -620,3 +620,122 @@ async fn expired_continue_token_and_dry_run() {
     cms.create(&pp, &cm("dry", &[])).await.unwrap();
     assert!(cms.get_opt("dry").await.unwrap().is_none());
 }
+
+/// Requests outside what the sim serves (unknown subresources, versions and verbs, bad
+/// selectors, mismatched kinds, missing namespaces, watches of unknown kinds) are answered
+/// promptly with a `Status` of the right code: never a hang, a dropped connection or a panic.
+#[tokio::test]
+async fn more_unsupported_requests_get_prompt_status_errors() {
+    let (_sim, client) = start().await;
+    let cm = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}"#;
+    let (code, text) = raw(&client, "POST", "/api/v1/namespaces/default/configmaps", cm).await;
+    assert_eq!(code, 201, "{text}");
+    for (method, path, body, want) in [
+        ("GET", "/api/v1/namespaces/default/pods/x/proxy", "", 404),
+        (
+            "GET",
+            "/api/v1/namespaces/default/configmaps/x/scale",
+            "",
+            404,
+        ),
+        ("GET", "/apis/batch/v2/namespaces/default/jobs", "", 404),
+        (
+            "GET",
+            "/apis/kueue.x-k8s.io/v1alpha9/clusterqueues",
+            "",
+            404,
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/widgets?watch=true",
+            "",
+            404,
+        ),
+        ("PUT", "/api/v1/namespaces/default/configmaps", cm, 405),
+        (
+            "GET",
+            "/api/v1/namespaces/default/configmaps?labelSelector=a%3D%3D%3Db",
+            "",
+            400,
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/configmaps?watch=true&labelSelector=a%3D%3D%3Db",
+            "",
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s"}}"#,
+            400,
+        ),
+        ("POST", "/api/v1/namespaces/nope/configmaps", cm, 404),
+        (
+            "PUT",
+            "/api/v1/namespaces/default/configmaps/x",
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"other"}}"#,
+            400,
+        ),
+    ] {
+        let (got, text) = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            raw(&client, method, path, body),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path} hung"));
+        let status: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+        assert_eq!(status["kind"], "Status", "{method} {path}: {text}");
+        assert_eq!(got, want, "{method} {path}: {text}");
+        assert_eq!(status["code"], want, "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn watches_get_bookmarks() {
+    let (_sim, client) = start().await;
+    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let created = cms
+        .create(&PostParams::default(), &cm("b", &[]))
+        .await
+        .unwrap();
+    let rv = created.metadata.resource_version.unwrap();
+    let lines = |body: &str| -> Vec<serde_json::Value> {
+        body.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    // streaming list: the initial events end with the `initial-events-end` bookmark
+    let (code, body) = raw(
+        &client,
+        "GET",
+        "/api/v1/namespaces/default/configmaps?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1",
+        "",
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let evs = lines(&body);
+    assert_eq!(evs[0]["type"], "ADDED", "{body}");
+    assert_eq!(evs[1]["type"], "BOOKMARK", "{body}");
+    assert_eq!(
+        evs[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    // a quiet watch with allowWatchBookmarks gets periodic bookmarks carrying the current rv
+    let (code, body) = raw(
+        &client,
+        "GET",
+        &format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=7"),
+        "",
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let evs = lines(&body);
+    let bm = evs
+        .iter()
+        .find(|e| e["type"] == "BOOKMARK")
+        .unwrap_or_else(|| panic!("no bookmark in {body}"));
+    assert_eq!(bm["object"]["metadata"]["resourceVersion"], rv.as_str());
+    assert_eq!(bm["object"]["kind"], "ConfigMap");
+}

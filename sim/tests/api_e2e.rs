@@ -253,3 +253,40 @@ async fn configmap_volume_follows_updates() {
     })
     .await;
 }
+
+/// The pod-restart fault (admin endpoint) as a client sees it: restartCount grows, and the
+/// emptyDir keeps its files with `wipe=false` and loses them with `wipe=true`.
+#[tokio::test]
+async fn pod_restart_fault_keeps_or_wipes_the_empty_dir() {
+    let (_sim, client) = start().await;
+    let pods = robovast_pod(&client).await;
+    let sh = |script: &'static str| {
+        let pods = pods.clone();
+        let ap = AttachParams::default().container("archiver");
+        async move {
+            let mut p = pods
+                .exec("robovast", ["sh", "-c", script], &ap)
+                .await
+                .unwrap();
+            let mut out = String::new();
+            p.stdout().unwrap().read_to_string(&mut out).await.unwrap();
+            p.take_status().unwrap().await.unwrap();
+            out
+        }
+    };
+    sh("echo kept > /data/marker").await;
+    let restarts = |p: Pod| p.status.unwrap().container_statuses.unwrap()[0].restart_count;
+    for (wipe, want, count) in [("false", "kept\n", 1), ("true", "gone\n", 2)] {
+        let (code, body) = raw(
+            &client,
+            "POST",
+            &format!("/sim/pods/default/robovast/restart?wipe={wipe}"),
+            "",
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(restarts(pods.get("robovast").await.unwrap()), count);
+        let out = sh("cat /data/marker 2>/dev/null || echo gone").await;
+        assert_eq!(out, want, "wipe={wipe}");
+    }
+}

@@ -737,3 +737,69 @@ async fn deleted_running_pods_count_as_failures() {
     ));
     assert_eq!(failed.status.unwrap().failed, Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_pvcs_lose_their_data() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use kube::api::DeleteParams;
+    let (sim, client) = start().await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let pvcs: Api<PersistentVolumeClaim> = Api::default_namespaced(client.clone());
+    let claim_dir = |claim: &str| sim.data_dir().join("pvcs").join("default").join(claim);
+    pvcs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    // the PVC of a generic ephemeral volume (as vast's robovast-minio-storage) and a plain one
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "eph"},
+        "spec": {"containers": [{"name": "c", "image": "x", "volumeMounts": [
+                    {"name": "store", "mountPath": "/store"}, {"name": "data", "mountPath": "/data"}]}],
+                 "volumes": [
+                    {"name": "store", "ephemeral": {"volumeClaimTemplate": {"spec": {
+                        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}},
+                    {"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    eventually("pod running with its volume dirs", || {
+        let pods = pods.clone();
+        let (eph, data) = (claim_dir("eph-store"), claim_dir("data"));
+        async move {
+            let p = pods.get("eph").await.ok()?;
+            (p.status?.phase.as_deref() == Some("Running") && eph.is_dir() && data.is_dir())
+                .then_some(())
+        }
+    })
+    .await;
+    std::fs::write(claim_dir("eph-store").join("obj"), b"x").unwrap();
+    std::fs::write(claim_dir("data").join("obj"), b"y").unwrap();
+    pvcs.get("eph-store").await.expect("ephemeral PVC exists");
+
+    pods.delete("eph", &DeleteParams::default()).await.unwrap();
+    eventually(
+        "the ephemeral PVC and its data are gone with the pod",
+        || {
+            let pvcs = pvcs.clone();
+            let eph = claim_dir("eph-store");
+            async move {
+                (pvcs.get_opt("eph-store").await.ok()?.is_none() && !eph.exists()).then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(
+        claim_dir("data").join("obj").is_file(),
+        "a PVC that still exists keeps its data after its pod is gone"
+    );
+    pvcs.delete("data", &DeleteParams::default()).await.unwrap();
+    eventually("deleting the PVC removes its data", || {
+        let data = claim_dir("data");
+        async move { (!data.exists()).then_some(()) }
+    })
+    .await;
+}

@@ -51,9 +51,8 @@ async fn forward(api: Api<Pod>, port: u16) -> std::net::SocketAddr {
     addr
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn robovast_pod_serves_s3_exec_and_collects_results() {
-    let (sim, client) = start().await;
+/// The `robovast` pod and Service as vast deploys them; returns once the pod is Running.
+async fn deploy_robovast(client: &kube::Client) -> Api<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -93,6 +92,13 @@ async fn robovast_pod_serves_s3_exec_and_collects_results() {
         }
     })
     .await;
+    pods
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robovast_pod_serves_s3_exec_and_collects_results() {
+    let (sim, client) = start().await;
+    let pods = deploy_robovast(&client).await;
 
     let local = forward(pods.clone(), 9000).await;
     let s3 = s3_client(&format!("http://{local}"));
@@ -115,6 +121,8 @@ async fn robovast_pod_serves_s3_exec_and_collects_results() {
         .send()
         .await
         .expect("put");
+
+    upload_inputs(&s3, "run-x").await;
 
     let mut p = pods
         .exec(
@@ -213,4 +221,229 @@ async fn robovast_pod_serves_s3_exec_and_collects_results() {
         .expect("max_hits spent: works again");
     assert!(pf.take_stream(9000).is_some());
     pf.abort();
+}
+
+/// The files the `s3-init` container of a vast scenario pod copies from the bucket root.
+const INPUTS: [&str; 4] = [
+    "entrypoint.sh",
+    "secondary_entrypoint.sh",
+    "collect_sysinfo.py",
+    "scenario.osc",
+];
+
+async fn upload_inputs(s3: &aws_sdk_s3::Client, bucket: &str) {
+    for key in INPUTS {
+        s3.put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from_static(b"#!/bin/sh\n"))
+            .send()
+            .await
+            .expect("put input");
+    }
+}
+
+/// A Job shaped like vast's: `s3-init` init container and scenario container with the S3 env.
+fn scenario_job(name: &str, bucket: &str, duration_ms: u64) -> Job {
+    let s3_env = serde_json::json!([
+        {"name": "S3_ENDPOINT", "value": "http://robovast:9000"}, {"name": "S3_BUCKET", "value": bucket},
+        {"name": "S3_ACCESS_KEY", "value": "minioadmin"}, {"name": "S3_SECRET_KEY", "value": "minioadmin"}
+    ]);
+    let mut main_env = s3_env.clone();
+    if let Some(a) = main_env.as_array_mut() {
+        a.push(serde_json::json!({"name": "S3_PREFIX", "value": format!("{name}/0")}));
+    }
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+        "spec": {"backoffLimit": 0, "template": {
+            "metadata": {"annotations": {"sim.vast.dev/duration-ms": duration_ms.to_string()}},
+            "spec": {"restartPolicy": "Never",
+                "volumes": [{"name": "config", "emptyDir": {}}],
+                "initContainers": [{"name": "s3-init", "image": "minio/mc", "command": ["sh", "-c", "..."],
+                    "env": s3_env, "volumeMounts": [{"name": "config", "mountPath": "/config"}]}],
+                "containers": [{"name": "robovast", "image": "scenario",
+                    "command": ["/bin/bash", "/config/entrypoint.sh"], "env": main_env}]}}}
+    }))
+    .expect("job")
+}
+
+async fn job_pod(pods: &Api<Pod>, job: &str, phase: &str) -> Pod {
+    eventually(&format!("pod of {job} {phase}"), || {
+        let pods = pods.clone();
+        let sel = format!("job-name={job}");
+        let phase = phase.to_string();
+        async move {
+            let list = pods
+                .list(&kube::api::ListParams::default().labels(&sel))
+                .await
+                .ok()?;
+            list.items.into_iter().find(|p| {
+                p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(phase.as_str())
+            })
+        }
+    })
+    .await
+}
+
+fn terminated(
+    statuses: Option<&Vec<k8s_openapi::api::core::v1::ContainerStatus>>,
+    name: &str,
+) -> k8s_openapi::api::core::v1::ContainerStateTerminated {
+    statuses
+        .and_then(|cs| cs.iter().find(|c| c.name == name))
+        .and_then(|c| c.state.as_ref()?.terminated.clone())
+        .unwrap_or_else(|| panic!("container {name} terminated: {statuses:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_pods_fail_as_their_init_container_and_upload_would() {
+    let mut config = vast_sim::config::SimConfig::default();
+    config.pods.result_bytes = 777;
+    let (sim, client) = start_with(config).await;
+    let pods = deploy_robovast(&client).await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let direct = sim
+        .dataplane()
+        .endpoint("default", "robovast", 9000)
+        .expect("S3 endpoint");
+    let s3 = s3_client(&format!("http://{direct}"));
+
+    // No bucket: s3-init exits 1, the scenario container never starts, the pod and Job fail.
+    jobs.create(
+        &PostParams::default(),
+        &scenario_job("nobucket", "run-y", 100),
+    )
+    .await
+    .expect("job");
+    let pod = job_pod(&pods, "nobucket", "Failed").await;
+    let status = pod.status.expect("status");
+    let init = terminated(status.init_container_statuses.as_ref(), "s3-init");
+    assert_eq!(init.exit_code, 1);
+    let msg = init.message.unwrap_or_default();
+    assert!(
+        msg.contains("run-y") && msg.contains("NoSuchBucket"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("minioadmin"),
+        "no credentials in the message: {msg}"
+    );
+    let main = status
+        .container_statuses
+        .as_ref()
+        .and_then(|cs| cs.first())
+        .and_then(|c| c.state.as_ref()?.waiting.clone())
+        .expect("scenario container still waiting");
+    assert_eq!(main.reason.as_deref(), Some("PodInitializing"));
+    eventually("job nobucket Failed", || {
+        let jobs = jobs.clone();
+        async move {
+            let j = jobs.get("nobucket").await.ok()?;
+            j.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Failed" && c.status == "True")
+                .then_some(())
+        }
+    })
+    .await;
+
+    // Bucket without all the input files: fails naming the first missing one.
+    s3.create_bucket()
+        .bucket("run-y")
+        .send()
+        .await
+        .expect("bucket");
+    s3.put_object()
+        .bucket("run-y")
+        .key("entrypoint.sh")
+        .body(ByteStream::from_static(b"#!/bin/sh\n"))
+        .send()
+        .await
+        .expect("put");
+    jobs.create(
+        &PostParams::default(),
+        &scenario_job("nofiles", "run-y", 100),
+    )
+    .await
+    .expect("job");
+    let pod = job_pod(&pods, "nofiles", "Failed").await;
+    let init = terminated(
+        pod.status
+            .as_ref()
+            .and_then(|s| s.init_container_statuses.as_ref()),
+        "s3-init",
+    );
+    let msg = init.message.unwrap_or_default();
+    assert!(
+        msg.contains("s3://run-y/secondary_entrypoint.sh is missing"),
+        "{msg}"
+    );
+
+    // All inputs there: the pod succeeds and writes results of the configured size.
+    upload_inputs(&s3, "run-y").await;
+    jobs.create(&PostParams::default(), &scenario_job("ok", "run-y", 100))
+        .await
+        .expect("job");
+    let pod = job_pod(&pods, "ok", "Succeeded").await;
+    assert_eq!(
+        terminated(
+            pod.status
+                .as_ref()
+                .and_then(|s| s.init_container_statuses.as_ref()),
+            "s3-init"
+        )
+        .exit_code,
+        0
+    );
+    let head = s3
+        .head_object()
+        .bucket("run-y")
+        .key("ok/0/logs/system.log")
+        .send()
+        .await
+        .expect("results written");
+    assert_eq!(
+        head.content_length(),
+        Some(777),
+        "pods.result_bytes applies"
+    );
+
+    // The bucket disappears while the scenario runs: the upload fails, so does the pod.
+    jobs.create(&PostParams::default(), &scenario_job("gone", "run-y", 3000))
+        .await
+        .expect("job");
+    job_pod(&pods, "gone", "Running").await;
+    let objects = s3
+        .list_objects_v2()
+        .bucket("run-y")
+        .send()
+        .await
+        .expect("list");
+    for o in objects.contents() {
+        s3.delete_object()
+            .bucket("run-y")
+            .key(o.key().unwrap_or_default())
+            .send()
+            .await
+            .expect("delete object");
+    }
+    s3.delete_bucket()
+        .bucket("run-y")
+        .send()
+        .await
+        .expect("delete bucket");
+    let pod = job_pod(&pods, "gone", "Failed").await;
+    let main = terminated(
+        pod.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref()),
+        "robovast",
+    );
+    assert_eq!(main.exit_code, 1);
+    let msg = main.message.unwrap_or_default();
+    assert!(
+        msg.contains("uploading results failed") && msg.contains("NoSuchBucket"),
+        "{msg}"
+    );
 }

@@ -105,6 +105,22 @@ impl LabelSelector {
                     why: "unknown operator",
                 });
             };
+            let bad = |why| Error::Parse {
+                selector: selector.into(),
+                term: term.clone(),
+                why,
+            };
+            let (key, values): (&str, Vec<&str>) = match &req {
+                Req::Eq(k, v) | Req::NotEq(k, v) => (k, vec![v.as_str()]),
+                Req::In(k, vs) | Req::NotIn(k, vs) => (k, vs.iter().map(String::as_str).collect()),
+                Req::Exists(k) | Req::NotExists(k) => (k, vec![]),
+            };
+            if !valid_label_key(key) {
+                return Err(bad("invalid label key (a qualified name: [prefix/]name of alphanumerics, '-', '_', '.')"));
+            }
+            if !values.iter().all(|v| valid_label_value(v)) {
+                return Err(bad("invalid label value (at most 63 alphanumerics, '-', '_', '.', starting and ending alphanumeric)"));
+            }
             reqs.push(req);
         }
         Ok(LabelSelector(reqs))
@@ -183,6 +199,33 @@ impl FieldSelector {
     }
 }
 
+/// A label value as the API server accepts it: empty, or at most 63 characters of
+/// alphanumerics, `-`, `_`, `.`, beginning and ending with an alphanumeric.
+fn valid_label_value(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
+/// A label key: an optional DNS-subdomain prefix and `/`, then a non-empty name valid as a
+/// label value.
+fn valid_label_key(k: &str) -> bool {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c))
+    });
+    prefix_ok && !name.is_empty() && valid_label_value(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +268,30 @@ mod tests {
             FieldSelector::parse("metadata.name=p").unwrap().name(),
             Some("p")
         );
+    }
+
+    #[test]
+    fn invalid_keys_and_values_are_rejected() {
+        for bad in [
+            "a===b",
+            "a=-x",
+            "a in (x y)",
+            "Foo/bar=1",
+            "=x",
+            "a=b!",
+            "a/=1",
+        ] {
+            assert!(LabelSelector::parse(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "a=b",
+            "kueue.x-k8s.io/queue-name=robovast",
+            "a=",
+            "x in (a,b)",
+            "!k",
+            "a.b_c-d",
+        ] {
+            assert!(LabelSelector::parse(good).is_ok(), "{good}");
+        }
     }
 }

@@ -35,6 +35,9 @@ pub struct Kubelet {
     runs: HashMap<String, PodRun>,
     reported_unschedulable: HashSet<String>,
     pods_key: Arc<str>,
+    /// PVCs seen on the last pass ((namespace, name) -> uid): one that disappears (or comes
+    /// back with another uid) has its data removed, as its volume would be.
+    pvcs: HashMap<(String, String), String>,
 }
 
 fn phase(pod: &Value) -> &str {
@@ -98,10 +101,12 @@ impl Kubelet {
             runs: HashMap::new(),
             reported_unschedulable: HashSet::new(),
             pods_key: Arc::from(keys::PODS),
+            pvcs: HashMap::new(),
         }
     }
 
     pub async fn reconcile(&mut self, now: Instant, next: &mut Instant) {
+        self.sync_pvcs().await;
         let (_, pods) = self.store.list(keys::PODS, None);
         let (_, nodes) = self.store.list(keys::NODES, None);
         let mut used: HashMap<String, (Resources, i64)> = HashMap::new();
@@ -177,6 +182,32 @@ impl Kubelet {
             }
         }
         self.reported_unschedulable.retain(|u| alive.contains(u));
+    }
+
+    /// Removes the data of PVCs deleted since the last pass (by the user, or by the GC with
+    /// the pod of a generic ephemeral volume), before any pod starts with a new PVC of that name.
+    async fn sync_pvcs(&mut self) {
+        let (_, pvcs) = self.store.list(keys::PVCS, None);
+        let current: HashMap<(String, String), String> = pvcs
+            .iter()
+            .map(|p| {
+                (
+                    (
+                        store::namespace_of(p).to_string(),
+                        store::name_of(p).to_string(),
+                    ),
+                    store::uid_of(p).to_string(),
+                )
+            })
+            .collect();
+        for (key, uid) in &self.pvcs {
+            if current.get(key) != Some(uid) {
+                if let Err(e) = self.dataplane.pvc_deleted(&key.0, &key.1).await {
+                    tracing::warn!(namespace = %key.0, claim = %key.1, error = %e, "data plane: pvc_deleted failed");
+                }
+            }
+        }
+        self.pvcs = current;
     }
 
     fn schedule(
@@ -308,6 +339,12 @@ impl Kubelet {
                 return;
             }
         };
+        if owned_by_job(pod) && DataPlane::is_scenario_pod(&resolved) {
+            if let Err(e) = self.dataplane.check_scenario_inputs(&resolved) {
+                self.fail_in_init(pod, &resolved, &format!("vast: {e}"));
+                return;
+            }
+        }
         if let Err(e) = self.dataplane.pod_started(&resolved).await {
             tracing::warn!(pod = %name, namespace = %ns, error = %e, "data plane: pod_started failed");
         }
@@ -347,6 +384,75 @@ impl Kubelet {
             }
             Ok(p)
         });
+    }
+
+    /// The init container that fetches the scenario's files (the one with `S3_BUCKET` in its
+    /// env, else the first) exits 1 with `message`: as with `restartPolicy: Never` on a real
+    /// kubelet, the pod is Failed, later init containers and the containers never start. A pod
+    /// without init containers fails in its scenario container instead.
+    fn fail_in_init(&self, pod: &Value, resolved: &ResolvedPod, message: &str) {
+        let (ns, name, uid) = (
+            store::namespace_of(pod).to_string(),
+            store::name_of(pod).to_string(),
+            store::uid_of(pod).to_string(),
+        );
+        let failing = resolved
+            .init_containers
+            .iter()
+            .find(|c| c.env.contains_key("S3_BUCKET"))
+            .or(resolved.init_containers.first())
+            .map(|c| c.name.clone());
+        let ts = now_rfc3339();
+        let terminated = json!({"terminated": {"exitCode": 1, "reason": "Error", "message": message, "startedAt": ts, "finishedAt": ts}});
+        let waiting = json!({"waiting": {"reason": "PodInitializing"}});
+        let _ = self.store.modify(&self.pods_key, &ns, &name, |cur| {
+            let mut p = cur.clone();
+            let mut reached = false;
+            let init: Vec<Value> = container_names(cur, "initContainers")
+                .iter()
+                .map(|(n, img)| {
+                    let state = if Some(n) == failing.as_ref() {
+                        reached = true;
+                        terminated.clone()
+                    } else if reached {
+                        waiting.clone()
+                    } else {
+                        json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": ts, "finishedAt": ts}})
+                    };
+                    container_status(n, img, &uid, false, state, 0)
+                })
+                .collect();
+            let main: Vec<Value> = container_names(cur, "containers")
+                .iter()
+                .map(|(n, img)| {
+                    let failed_here = failing.is_none()
+                        && resolved
+                            .containers
+                            .iter()
+                            .any(|c| &c.name == n && c.env.contains_key("S3_BUCKET"));
+                    let state = if failed_here { terminated.clone() } else { waiting.clone() };
+                    container_status(n, img, &uid, false, state, 0)
+                })
+                .collect();
+            p["status"]["phase"] = json!("Failed");
+            if !init.is_empty() {
+                p["status"]["initContainerStatuses"] = json!(init);
+            }
+            p["status"]["containerStatuses"] = json!(main);
+            let incomplete = failing.clone().unwrap_or_default();
+            set_condition(&mut p, condition("PodReadyToStartContainers", true, "", "", &ts));
+            if failing.is_some() {
+                let why = format!("containers with incomplete status: [{incomplete}]");
+                set_condition(&mut p, condition("Initialized", false, "ContainersNotInitialized", &why, &ts));
+            } else {
+                set_condition(&mut p, condition("Initialized", true, "", "", &ts));
+            }
+            for c in ["ContainersReady", "Ready"] {
+                set_condition(&mut p, condition(c, false, "PodFailed", "", &ts));
+            }
+            Ok(p)
+        });
+        tracing::info!(pod = %name, namespace = %ns, %message, "scenario pod failed in its init container");
     }
 
     /// configMap and secret volumes of a running pod follow changes of their sources (a real
@@ -428,6 +534,9 @@ impl Kubelet {
             None if owned_by_job(pod) && self.timing.job_outcome == "fail" => PodOutcome::Failed,
             None => PodOutcome::Succeeded,
         };
+        let mut outcome = outcome;
+        // (scenario container, why it failed) when the results could not be uploaded
+        let mut upload_failure: Option<(String, String)> = None;
         if let Some(run) = self.runs.get_mut(&uid) {
             run.ends_at = None;
             if owned_by_job(pod) {
@@ -438,6 +547,18 @@ impl Kubelet {
                         .await
                     {
                         tracing::warn!(pod = %name, namespace = %ns, error = %e, "data plane: writing scenario results failed");
+                        // vast's entrypoint fails its container when the upload fails
+                        if DataPlane::is_scenario_pod(resolved) {
+                            outcome = PodOutcome::Failed;
+                            let main = resolved
+                                .containers
+                                .iter()
+                                .find(|c| c.env.contains_key("S3_BUCKET"))
+                                .map(|c| c.name.clone())
+                                .unwrap_or_default();
+                            upload_failure =
+                                Some((main, format!("vast: uploading results failed: {e}")));
+                        }
                     }
                 }
             }
@@ -453,7 +574,11 @@ impl Kubelet {
             let main: Vec<Value> = container_names(cur, "containers")
                 .iter()
                 .map(|(n, img)| {
-                    container_status(n, img, &uid, false, json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": ts}}), 0)
+                    let mut state = json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": ts}});
+                    if let Some((_, msg)) = upload_failure.as_ref().filter(|(main, _)| main == n) {
+                        state["terminated"]["message"] = json!(msg);
+                    }
+                    container_status(n, img, &uid, false, state, 0)
                 })
                 .collect();
             p["status"]["phase"] = json!(phase);

@@ -57,6 +57,14 @@ pub type ServiceResolver = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Syn
 pub const RESULT_BYTES_ANNOTATION: &str = "sim.vast.dev/result-bytes";
 /// Default size of `logs/system.log` when the annotation is absent.
 pub const DEFAULT_RESULT_BYTES: u64 = 4096;
+/// Files the `s3-init` init container of a vast scenario pod copies from its bucket's root; a
+/// scenario pod whose bucket lacks one fails in its init container.
+pub const SCENARIO_INPUT_FILES: [&str; 4] = [
+    "entrypoint.sh",
+    "secondary_entrypoint.sh",
+    "collect_sysinfo.py",
+    "scenario.osc",
+];
 /// Port of the MinIO container that becomes an S3 endpoint.
 pub const S3_PORT: u16 = 9000;
 /// Port of the container that becomes an HTTP file server.
@@ -520,13 +528,14 @@ impl DataPlane {
         }
     }
 
-    /// A simulated scenario pod finished: write result files under `<bucket>/<prefix>/` of the
-    /// in-cluster S3 (bucket `S3_BUCKET`, prefix `S3_PREFIX` from the main container's env).
-    pub async fn write_scenario_results(
+    /// The scenario container of `pod` (the one whose env has `S3_BUCKET`), the data root of
+    /// the S3 endpoint its `S3_ENDPOINT` leads to and its bucket's directory there. Errors
+    /// (unreachable endpoint, rejected credentials, missing bucket) read as the `mc` client
+    /// would report them, without the credentials.
+    fn scenario_bucket<'p>(
         &self,
-        pod: &ResolvedPod,
-        outcome: PodOutcome,
-    ) -> Result<(), Error> {
+        pod: &'p ResolvedPod,
+    ) -> Result<(&'p ResolvedContainer, PathBuf, PathBuf), Error> {
         let who = format!("pod {}/{}", pod.namespace, pod.name);
         let main = pod
             .containers
@@ -536,7 +545,6 @@ impl DataPlane {
         let env = |k: &str| main.env.get(k).cloned().unwrap_or_default();
         let bucket = env("S3_BUCKET");
         safe_component("S3_BUCKET", &bucket)?;
-        let prefix = safe_relative("S3_PREFIX", env("S3_PREFIX").trim_matches('/'))?;
         let endpoint_url = env("S3_ENDPOINT");
         let Some(Endpoint::S3 { root, keys, .. }) =
             self.resolve_s3(&pod.namespace, &pod.name, &endpoint_url)
@@ -557,6 +565,44 @@ impl DataPlane {
                 "{who}: bucket {bucket:?} does not exist at {endpoint_url} (NoSuchBucket)"
             )));
         }
+        Ok((main, root, bucket_dir))
+    }
+
+    /// Whether `pod` is a scenario pod as vast renders them: a container whose env has both
+    /// `S3_BUCKET` and `S3_ENDPOINT`.
+    pub fn is_scenario_pod(pod: &ResolvedPod) -> bool {
+        pod.containers
+            .iter()
+            .any(|c| c.env.contains_key("S3_BUCKET") && c.env.contains_key("S3_ENDPOINT"))
+    }
+
+    /// What the `s3-init` container vast renders does before the scenario starts: reach the
+    /// S3 of `S3_ENDPOINT` and copy [`SCENARIO_INPUT_FILES`] from the root of `S3_BUCKET`.
+    /// The error is the message the real init container would print before exiting 1.
+    pub fn check_scenario_inputs(&self, pod: &ResolvedPod) -> Result<(), Error> {
+        let (main, _, bucket_dir) = self.scenario_bucket(pod)?;
+        let bucket = main.env.get("S3_BUCKET").cloned().unwrap_or_default();
+        for file in SCENARIO_INPUT_FILES {
+            if !bucket_dir.join(file).is_file() {
+                return Err(Error::Other(format!(
+                    "pod {}/{}: required file s3://{bucket}/{file} is missing or unreadable",
+                    pod.namespace, pod.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A simulated scenario pod finished: write result files under `<bucket>/<prefix>/` of the
+    /// in-cluster S3 (bucket `S3_BUCKET`, prefix `S3_PREFIX` from the main container's env).
+    pub async fn write_scenario_results(
+        &self,
+        pod: &ResolvedPod,
+        outcome: PodOutcome,
+    ) -> Result<(), Error> {
+        let (main, root, bucket_dir) = self.scenario_bucket(pod)?;
+        let env = |k: &str| main.env.get(k).cloned().unwrap_or_default();
+        let prefix = safe_relative("S3_PREFIX", env("S3_PREFIX").trim_matches('/'))?;
         let size = pod
             .annotations
             .get(RESULT_BYTES_ANNOTATION)
