@@ -853,9 +853,26 @@ fn kill_exec_processes(marker: &str) {
 
 /// Kill every process whose environment has an entry equal to `needle` (or starting with it,
 /// when `prefix`).
+///
+/// One scan of `/proc` can miss a process that is being forked or exec'd at that moment (its
+/// `environ` reads empty while the exec swaps its memory), so scans repeat, a few milliseconds
+/// apart, until one finds nothing left to kill (at most 10).
 fn kill_matching(needle: &str, prefix: bool) {
+    for pass in 0..10 {
+        if pass > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if kill_matching_once(needle, prefix) == 0 && pass > 0 {
+            return;
+        }
+    }
+}
+
+/// One scan of `/proc`; returns how many processes were signalled.
+fn kill_matching_once(needle: &str, prefix: bool) -> usize {
+    let mut killed = 0;
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
+        return killed;
     };
     let me = std::process::id();
     for entry in dir.flatten() {
@@ -884,8 +901,10 @@ fn kill_matching(needle: &str, prefix: bool) {
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
             }
+            killed += 1;
         }
     }
+    killed
 }
 
 /// The data directory a MinIO container serves: the first absolute path after `server` in its
