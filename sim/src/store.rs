@@ -72,6 +72,20 @@ struct Inner {
     compacted: u64,
 }
 
+impl Inner {
+    /// The stored object at `key`, or `NotFound`.
+    fn current(&self, resource: &Arc<str>, key: &ObjKey) -> Result<Arc<Value>> {
+        self.objects
+            .get(resource)
+            .and_then(|m| m.get(key))
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                resource: resource.to_string(),
+                name: key.1.clone(),
+            })
+    }
+}
+
 /// The store. Cheap to share behind an `Arc`.
 pub struct Store {
     inner: RwLock<Inner>,
@@ -408,17 +422,7 @@ impl Store {
     {
         let mut inner = self.write();
         let key = (ns.to_string(), name.to_string());
-        let Some(cur) = inner
-            .objects
-            .get(resource)
-            .and_then(|m| m.get(&key))
-            .cloned()
-        else {
-            return Err(Error::NotFound {
-                resource: resource.to_string(),
-                name: name.to_string(),
-            });
-        };
+        let cur = inner.current(resource, &key)?;
         let mut new = f(&cur)?;
         {
             let meta = metadata_mut(&mut new)?;
@@ -491,17 +495,7 @@ impl Store {
     ) -> Result<(Arc<Value>, bool)> {
         let mut inner = self.write();
         let key = (ns.to_string(), name.to_string());
-        let Some(cur) = inner
-            .objects
-            .get(resource)
-            .and_then(|m| m.get(&key))
-            .cloned()
-        else {
-            return Err(Error::NotFound {
-                resource: resource.to_string(),
-                name: name.to_string(),
-            });
-        };
+        let cur = inner.current(resource, &key)?;
         if precondition_uid.is_some_and(|u| u != uid_of(&cur)) {
             return Err(Error::Conflict {
                 resource: resource.to_string(),

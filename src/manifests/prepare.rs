@@ -88,19 +88,13 @@ fn io<'a>(
 }
 
 fn write(path: &Path, text: &str, exec: bool) -> Result<(), PrepareError> {
-    if let Some(p) = path.parent() {
-        std::fs::create_dir_all(p).map_err(io("create", p))?;
-    }
-    std::fs::write(path, text).map_err(io("write", path))?;
-    #[cfg(unix)]
-    if exec {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-            .map_err(io("chmod", path))?;
-    }
-    #[cfg(not(unix))]
-    let _ = exec;
-    Ok(())
+    template::write_file(path, text.as_bytes(), exec, |action, path, source| {
+        PrepareError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// The `upload_configs.py` text for a run.

@@ -251,15 +251,33 @@ fn yaml<T: serde::Serialize>(what: &str, v: &T) -> Result<String, TemplateError>
 }
 
 fn write(path: &Path, content: &[u8], exec: bool) -> Result<(), TemplateError> {
+    write_file(path, content, exec, |action, path, source| {
+        TemplateError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// Writes `content` to `path`, creating parent directories, mode 0755 when `exec`; an I/O
+/// failure becomes the caller's error through `err(action, path, source)`. Shared by the
+/// template writer and prepare-run.
+pub(crate) fn write_file<E>(
+    path: &Path,
+    content: &[u8],
+    exec: bool,
+    err: impl Fn(&'static str, &Path, std::io::Error) -> E,
+) -> Result<(), E> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+        std::fs::create_dir_all(parent).map_err(|e| err("create", parent, e))?;
     }
-    std::fs::write(path, content).map_err(io("write", path))?;
+    std::fs::write(path, content).map_err(|e| err("write", path, e))?;
     #[cfg(unix)]
     if exec {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-            .map_err(io("chmod", path))?;
+            .map_err(|e| err("chmod", path, e))?;
     }
     #[cfg(not(unix))]
     let _ = exec;
