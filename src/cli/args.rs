@@ -126,6 +126,104 @@ pub enum ClusterCommand {
     /// Upload `DIR/out_template/` of a prepared run to the run's bucket in the cluster's S3
     /// (what `DIR/upload_configs.py` does, without kubectl or python).
     UploadConfigs(UploadConfigsArgs),
+    /// Set up the cluster: Kueue, queues, S3 credentials, the robovast pod; saves the setup.
+    Setup(SetupArgs),
+    /// Tear down everything setup created (runs, queues, robovast objects, saved setup).
+    Cleanup(CleanupArgs),
+    /// Run the project's scenarios as Kubernetes Jobs (queued by Kueue).
+    Run(RunArgs),
+    /// Show the progress of scenario runs.
+    Monitor(MonitorArgs),
+    /// Delete the Jobs, pods and Kueue workloads of one run or of all runs.
+    RunCleanup(RunCleanupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// The cluster config (`--list` shows them).
+    pub cluster_config: Option<String>,
+    /// List the available cluster configs.
+    #[arg(long)]
+    pub list: bool,
+    /// Namespace of the robovast pod, the LocalQueue and the Jobs.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Cluster option `key=value` (repeatable).
+    #[arg(short = 'o', long = "option")]
+    pub options: Vec<String>,
+    /// Set up again even if a setup is saved; re-creates the robovast pod.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Kubernetes context (default: the active one).
+    #[arg(short = 'x', long)]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Cluster config (default: the saved setup's).
+    #[arg(short = 'c', long)]
+    pub cluster_config: Option<String>,
+    /// Namespace (default: the saved setup's, else `default`).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Cluster option `key=value` (repeatable).
+    #[arg(short = 'o', long = "option")]
+    pub options: Vec<String>,
+    /// Kubernetes context (default: the active one).
+    #[arg(short = 'x', long)]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Only this configuration.
+    #[arg(short, long)]
+    pub config: Option<String>,
+    /// Runs per configuration (overrides the `.vast` file; at least 1).
+    #[arg(short, long)]
+    pub runs: Option<i64>,
+    /// Wait until every Job finished, then print statistics.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Delete the Jobs and pods of all earlier runs first.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// Pass `-t` (log the behaviour tree) to the scenario runner.
+    #[arg(short = 't', long)]
+    pub log_tree: bool,
+    /// Jobs created at the same time.
+    #[arg(long, default_value_t = 32, hide = true)]
+    pub parallel: u32,
+    /// Kubernetes context (default: the active one).
+    #[arg(short = 'x', long)]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Seconds between polls.
+    #[arg(short, long, default_value_t = 2.0)]
+    pub interval: f64,
+    /// Print the state once and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Machine-readable output (one JSON document per poll; with --once a single one).
+    #[arg(long)]
+    pub json: bool,
+    /// Kubernetes context (default: the contexts of the `.vast` file, else the active one).
+    #[arg(short = 'x', long)]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunCleanupArgs {
+    /// Only this run (default: every run).
+    #[arg(short = 'i', long)]
+    pub run_id: Option<String>,
+    /// Kubernetes context (default: the active one).
+    #[arg(short = 'x', long)]
+    pub context: Option<String>,
 }
 
 #[derive(Debug, Args)]

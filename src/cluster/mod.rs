@@ -1,9 +1,11 @@
-//! Kubernetes and in-cluster S3 access: a kube [`client`] from the kubeconfig, a local
-//! [`portforward`] bridge to a pod port, and the [`s3`] client with the idempotent directory
-//! upload.
-//!
-//! Grows into the full cluster access layer (reconnecting port-forward supervisor, exec).
+//! The cluster access layer: a kube [`client`] from the kubeconfig (context, exec auth
+//! plugins), API [`error`] classification for the engine, generic [`objects`] (server-side
+//! apply, tolerant deletes), Kueue specifics ([`kueue`]), the reconnecting
+//! [`portforward`] supervisor, and the in-cluster [`s3`] client with the resumable upload.
 
 pub mod client;
+pub mod error;
+pub mod kueue;
+pub mod objects;
 pub mod portforward;
 pub mod s3;

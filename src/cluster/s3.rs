@@ -2,8 +2,11 @@
 //! client for a plain-http endpoint (path style, `us-east-1`, static keys, no aws-config), and
 //! the idempotent upload of a directory into a bucket.
 //!
-//! The upload skips objects already present with the same size and MD5 ETag, so re-running it
-//! after an interruption only sends what is missing.
+//! The upload skips objects already present with the same size and ETag (the MD5 of a single
+//! PUT, or the multipart ETag computed locally for large files), so re-running it after an
+//! interruption only sends what is missing. Files of [`MULTIPART_THRESHOLD`] bytes or more go
+//! up as multipart uploads whose UploadId and finished parts are kept in an [`UploadCursor`],
+//! so an interrupted large file continues at its next part.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +23,30 @@ use crate::manifests::cluster_config::S3_SECRET;
 const ATTEMPTS: u32 = 4;
 /// Files uploaded at the same time (each on its own pooled connection).
 pub const PARALLEL: usize = 8;
+/// Files this large or larger are uploaded in parts.
+pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
+/// Size of every part but the last.
+pub const PART_SIZE: u64 = 8 * 1024 * 1024;
+
+/// The resumable state of a directory upload: for each large file in progress its multipart
+/// UploadId and the parts already sent (part number, ETag). Saved by the caller (a step's
+/// cursor) whenever it changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UploadCursor {
+    #[serde(default)]
+    pub multipart: std::collections::BTreeMap<String, MultipartState>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MultipartState {
+    pub upload_id: String,
+    /// The file's size when the upload started (a changed file starts over).
+    pub size: u64,
+    pub parts: Vec<(i32, String)>,
+}
+
+/// Where an upload reports its cursor (called with the lock held, so keep it short).
+pub type CursorSink<'a> = &'a (dyn Fn(&UploadCursor) + Send + Sync);
 
 /// S3 access keys. `Debug` never shows them.
 #[derive(Clone)]
@@ -253,9 +280,37 @@ pub async fn upload_dir(
     bucket: &str,
     dir: &Path,
 ) -> Result<UploadSummary, S3Error> {
+    upload_dir_resumable(s3, bucket, dir, UploadCursor::default(), &|_| {}).await
+}
+
+/// [`upload_dir`] continuing from `cursor` (multipart uploads in progress), reporting every
+/// change of it to `sink`.
+pub async fn upload_dir_resumable(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    dir: &Path,
+    cursor: UploadCursor,
+    sink: CursorSink<'_>,
+) -> Result<UploadSummary, S3Error> {
     use futures::{StreamExt, TryStreamExt};
+    let shared = std::sync::Mutex::new(cursor);
+    let shared = &shared;
     futures::stream::iter(list_files(dir)?)
-        .map(|(path, key)| upload_file(s3, bucket, path, key))
+        .map(|(path, key)| async move {
+            let size = tokio::fs::metadata(&path)
+                .await
+                .map_err(|source| S3Error::Io {
+                    action: "inspect",
+                    path: path.clone(),
+                    source,
+                })?
+                .len();
+            if size >= MULTIPART_THRESHOLD {
+                upload_large(s3, bucket, path, key, size, shared, sink).await
+            } else {
+                upload_file(s3, bucket, path, key).await
+            }
+        })
         .buffer_unordered(PARALLEL)
         .try_fold(UploadSummary::default(), |mut summary, sent| async move {
             if sent {
@@ -311,6 +366,158 @@ async fn upload_file(
     }
     tracing::debug!("{key}: uploaded ({size} bytes)");
     Ok(true)
+}
+
+fn upload_err(bucket: &str, key: &str, e: impl std::error::Error) -> S3Error {
+    S3Error::Upload {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        message: DisplayErrorContext(&e).to_string(),
+    }
+}
+
+/// Reads part `n` (1-based) of the file.
+async fn read_part(path: &Path, n: i32, size: u64) -> Result<Vec<u8>, S3Error> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let io = |source| S3Error::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    };
+    let start = (n as u64 - 1) * PART_SIZE;
+    let len = PART_SIZE.min(size - start);
+    let mut f = tokio::fs::File::open(path).await.map_err(io)?;
+    f.seek(std::io::SeekFrom::Start(start)).await.map_err(io)?;
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact(&mut buf).await.map_err(io)?;
+    Ok(buf)
+}
+
+/// The ETag S3 gives a multipart upload of the file in [`PART_SIZE`] parts:
+/// `md5(md5(part1) ‖ md5(part2) ‖ …)-<parts>`.
+async fn multipart_etag(path: &Path, size: u64) -> Result<String, S3Error> {
+    let parts = size.div_ceil(PART_SIZE) as i32;
+    let mut all = Md5::new();
+    for n in 1..=parts {
+        all.update(Md5::digest(read_part(path, n, size).await?));
+    }
+    Ok(format!("{}-{parts}", hex::encode(all.finalize())))
+}
+
+/// Uploads a large file in parts, continuing a multipart upload recorded in the cursor.
+async fn upload_large(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    path: PathBuf,
+    key: String,
+    size: u64,
+    cursor: &std::sync::Mutex<UploadCursor>,
+    sink: CursorSink<'_>,
+) -> Result<bool, S3Error> {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let etag = multipart_etag(&path, size).await?;
+    if let Ok(head) = s3.head_object().bucket(bucket).key(&key).send().await {
+        if head.content_length() == i64::try_from(size).ok()
+            && head.e_tag().map(unquote) == Some(etag.as_str())
+        {
+            forget(cursor, &key, sink);
+            return Ok(false);
+        }
+    }
+    let update = |f: &dyn Fn(&mut UploadCursor)| {
+        if let Ok(mut c) = cursor.lock() {
+            f(&mut c);
+            sink(&c);
+        }
+    };
+    let previous = cursor
+        .lock()
+        .ok()
+        .and_then(|c| c.multipart.get(&key).cloned())
+        .filter(|m| m.size == size);
+    let mut state = match previous {
+        Some(m) => m,
+        None => {
+            let out = s3
+                .create_multipart_upload()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| upload_err(bucket, &key, e))?;
+            let upload_id = out.upload_id().unwrap_or_default().to_string();
+            let m = MultipartState {
+                upload_id,
+                size,
+                parts: Vec::new(),
+            };
+            update(&|c| {
+                c.multipart.insert(key.clone(), m.clone());
+            });
+            m
+        }
+    };
+    let parts = size.div_ceil(PART_SIZE) as i32;
+    for n in 1..=parts {
+        if state.parts.iter().any(|(p, _)| *p == n) {
+            continue;
+        }
+        let body = read_part(&path, n, size).await?;
+        let sent = s3
+            .upload_part()
+            .bucket(bucket)
+            .key(&key)
+            .upload_id(&state.upload_id)
+            .part_number(n)
+            .body(ByteStream::from(body))
+            .send()
+            .await;
+        let out = match sent {
+            Ok(o) => o,
+            Err(e) if e.code() == Some("NoSuchUpload") => {
+                // The upload was aborted or expired: start the file over.
+                forget(cursor, &key, sink);
+                return Err(upload_err(bucket, &key, e));
+            }
+            Err(e) => return Err(upload_err(bucket, &key, e)),
+        };
+        state
+            .parts
+            .push((n, out.e_tag().unwrap_or_default().to_string()));
+        let snapshot = state.clone();
+        update(&|c| {
+            c.multipart.insert(key.clone(), snapshot.clone());
+        });
+    }
+    state.parts.sort();
+    let completed = CompletedMultipartUpload::builder()
+        .set_parts(Some(
+            state
+                .parts
+                .iter()
+                .map(|(n, e)| CompletedPart::builder().part_number(*n).e_tag(e).build())
+                .collect(),
+        ))
+        .build();
+    s3.complete_multipart_upload()
+        .bucket(bucket)
+        .key(&key)
+        .upload_id(&state.upload_id)
+        .multipart_upload(completed)
+        .send()
+        .await
+        .map_err(|e| upload_err(bucket, &key, e))?;
+    forget(cursor, &key, sink);
+    tracing::debug!("{key}: uploaded in {parts} parts ({size} bytes)");
+    Ok(true)
+}
+
+fn forget(cursor: &std::sync::Mutex<UploadCursor>, key: &str, sink: CursorSink<'_>) {
+    if let Ok(mut c) = cursor.lock() {
+        if c.multipart.remove(key).is_some() {
+            sink(&c);
+        }
+    }
 }
 
 fn unquote(etag: &str) -> &str {

@@ -186,7 +186,19 @@ impl Engine {
         def: &Definition,
         params: &Value,
     ) -> Result<RunStore, EngineError> {
-        let id = RunId::generate(&def.operation);
+        self.create_as(dir, &RunId::generate(&def.operation), def, params)
+    }
+
+    /// [`Engine::create`] with a given run id (the caller generated it, e.g. to name things
+    /// after it before the run starts).
+    pub fn create_as(
+        &self,
+        dir: &StateDir,
+        id: &RunId,
+        def: &Definition,
+        params: &Value,
+    ) -> Result<RunStore, EngineError> {
+        let id = id.clone();
         let mut store = dir.create_run(&id)?;
         let ev = Event {
             at_ms: now_ms(),

@@ -1,20 +1,42 @@
 //! One file per operation: its steps, bound to the names used in `workflows/`. This module holds
 //! the step registry (implementation name → step) and the embedded workflow definitions.
 
+pub mod cleanup;
+pub mod env;
+pub mod run;
+pub mod runs;
 pub mod selftest;
+pub mod setup;
 
 use crate::engine::{Definition, DefinitionError, Registry};
 
 /// Every workflow definition, embedded in the binary: (file name, YAML text).
-pub const WORKFLOWS: &[(&str, &str)] = &[(
-    "selftest.yaml",
-    include_str!("../../workflows/selftest.yaml"),
-)];
+pub const WORKFLOWS: &[(&str, &str)] = &[
+    (
+        "selftest.yaml",
+        include_str!("../../workflows/selftest.yaml"),
+    ),
+    ("setup.yaml", include_str!("../../workflows/setup.yaml")),
+    ("cleanup.yaml", include_str!("../../workflows/cleanup.yaml")),
+    ("run.yaml", include_str!("../../workflows/run.yaml")),
+    (
+        "run-cleanup.yaml",
+        include_str!("../../workflows/run-cleanup.yaml"),
+    ),
+];
+
+/// Operations that talk to a cluster (their runs get a [`env::ClusterEnv`]).
+pub const CLUSTER_OPERATIONS: &[&str] = &["setup", "cleanup", "run", "run-cleanup"];
+
+pub use env::resources_for;
 
 /// The registry of every step implementation.
 pub fn registry() -> Registry {
     let mut r = Registry::default();
     selftest::register(&mut r);
+    setup::register(&mut r);
+    cleanup::register(&mut r);
+    run::register(&mut r);
     r
 }
 

@@ -11,7 +11,13 @@ pub async fn run(args: ResumeArgs, globals: &Globals) -> anyhow::Result<ExitStat
     let id = crate::engine::RunId::parse(&args.run_id).map_err(|e| UsageError(e.to_string()))?;
     let dir = StateDir::new(globals.state_dir());
     let store = open_for_execution(&dir, id.as_str())?;
-    let engine = Engine::new(crate::ops::registry(), Default::default());
+    let state = store.load().map_err(store_error)?;
+    let params: serde_json::Value = serde_json::from_str(&state.params).unwrap_or_default();
+    // The clients the run's steps need, rebuilt from its parameters (same context).
+    let resources = crate::ops::resources_for(&state.definition.operation, &params)
+        .await
+        .map_err(|e| UsageError(format!("cannot resume run {id}: {e}")))?;
+    let engine = Engine::new(crate::ops::registry(), resources);
     execute(&engine, store).await
 }
 
@@ -24,6 +30,20 @@ pub async fn start_operation(
     params: &serde_json::Value,
     resources: crate::engine::Resources,
 ) -> anyhow::Result<ExitStatus> {
+    let dir = StateDir::new(globals.state_dir());
+    let id = crate::engine::RunId::generate(operation);
+    start_operation_as(&dir, &id, operation, params, resources).await
+}
+
+/// [`start_operation`] with a chosen run id (the `run` command names its bucket and Jobs
+/// after it, so it needs the id before the run starts).
+pub async fn start_operation_as(
+    dir: &StateDir,
+    id: &crate::engine::RunId,
+    operation: &str,
+    params: &serde_json::Value,
+    resources: crate::engine::Resources,
+) -> anyhow::Result<ExitStatus> {
     let def = crate::ops::definition(operation)
         .ok_or_else(|| {
             UsageError(format!(
@@ -31,9 +51,8 @@ pub async fn start_operation(
             ))
         })?
         .map_err(|e| UsageError(e.to_string()))?;
-    let dir = StateDir::new(globals.state_dir());
     let engine = Engine::new(crate::ops::registry(), resources);
-    let store = engine.create(&dir, &def, params)?;
+    let store = engine.create_as(dir, id, &def, params)?;
     eprintln!(
         "run {} started (resume with `vast resume {}` if interrupted)",
         store.id(),

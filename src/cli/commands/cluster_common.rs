@@ -1,0 +1,155 @@
+//! What the cluster commands share: the target (context, project, saved setup, namespace),
+//! upstream's pre-flight checks with their messages, and the kube client.
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+
+use crate::cli::{Globals, UsageError};
+use crate::project::files::{read_setup, ClusterSetup, Project};
+use crate::project::resources::{active_kube_context, require_context_for_multi_cluster};
+
+/// Where a cluster command acts.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `--context/-x` as given.
+    pub context: Option<String>,
+    /// The context key of the saved setup (explicit context, else the active one).
+    pub setup_key: Option<String>,
+    pub project: Option<Project>,
+    pub setup: Option<ClusterSetup>,
+}
+
+impl Target {
+    /// `kwargs.namespace` of the saved setup, else `default`.
+    pub fn namespace(&self) -> String {
+        self.setup
+            .as_ref()
+            .map(|s| s.namespace().to_string())
+            .unwrap_or_else(|| "default".into())
+    }
+
+    pub fn project_dir(&self) -> Option<PathBuf> {
+        self.project.as_ref().map(|p| p.dir.clone())
+    }
+}
+
+/// Resolves the target: the multi-cluster context check of the `.vast` file, the project
+/// (required when `need_project`), and the saved setup of the resolved context.
+pub fn target(
+    globals: &Globals,
+    context: Option<String>,
+    need_project: bool,
+) -> anyhow::Result<Target> {
+    let cwd = std::env::current_dir()?;
+    let project = match Project::find(&cwd) {
+        Ok(p) => Some(p),
+        Err(e) if need_project => return Err(UsageError(e.to_string()).into()),
+        Err(_) => None,
+    };
+    let vast = globals
+        .vast_file
+        .clone()
+        .or_else(|| project.as_ref().map(|p| p.config.clone()));
+    require_context_for_multi_cluster(context.as_deref(), vast.as_deref())
+        .map_err(|e| UsageError(e.to_string()))?;
+    let setup_key = context.clone().or_else(active_kube_context);
+    let setup = match &project {
+        Some(p) => read_setup(&p.dir, setup_key.as_deref(), context.is_some())
+            .map_err(|e| UsageError(e.to_string()))?,
+        None => None,
+    };
+    Ok(Target {
+        context,
+        setup_key,
+        project,
+        setup,
+    })
+}
+
+/// The kube client for the target's context; a broken kubeconfig or unknown context is the
+/// user's to fix.
+pub async fn client(context: Option<&str>) -> anyhow::Result<kube::Client> {
+    crate::cluster::client::client(context)
+        .await
+        .map_err(|e| UsageError(e.to_string()).into())
+}
+
+/// Upstream's access check: server version and one pod listed in the namespace. `Ok` is the
+/// `Kubernetes cluster is accessible (...)` line, `Err` the message after `✗ Error: `.
+pub async fn check_access(context: Option<&str>, namespace: &str) -> Result<String, String> {
+    let client = crate::cluster::client::client(context)
+        .await
+        .map_err(|e| format!("Kubernetes configuration not found: {e}"))?;
+    let version = client.apiserver_version().await.map_err(access_error)?;
+    let pods: Api<Pod> = Api::namespaced(client, namespace);
+    pods.list(&ListParams::default().limit(1))
+        .await
+        .map_err(access_error)?;
+    Ok(format!(
+        "Kubernetes cluster is accessible (version {}.{}, namespace {namespace})",
+        version.major, version.minor
+    ))
+}
+
+fn access_error(e: kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("Kubernetes API error: {} - {}", s.code, s.reason),
+        other => format!(
+            "Failed to check Kubernetes access: {}",
+            crate::cluster::error::message(&other)
+        ),
+    }
+}
+
+/// Upstream's pod check: pod `robovast` must be Running.
+pub async fn check_pod(client: &kube::Client, namespace: &str) -> Result<(), String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    match pods.get_opt("robovast").await {
+        Ok(Some(p)) => {
+            let phase = p
+                .status
+                .and_then(|s| s.phase)
+                .unwrap_or_else(|| "Unknown".into());
+            if phase == "Running" {
+                Ok(())
+            } else {
+                Err(format!("Pod is not running (status: {phase})"))
+            }
+        }
+        Ok(None) => Err("Pod 'robovast' does not exist".into()),
+        Err(e) => Err(format!(
+            "Error checking pod status: {}",
+            crate::cluster::error::message(&e)
+        )),
+    }
+}
+
+/// Parses `-o key=value` options (upstream's message for a bad one).
+pub fn parse_options(
+    options: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for o in options {
+        let (k, v) = crate::manifests::cluster_config::parse_option(o)
+            .map_err(|e| UsageError(e.to_string()))?;
+        out.insert(k, v);
+    }
+    Ok(out)
+}
+
+/// `--context` as a JSON parameter.
+pub fn context_param(c: &Option<String>) -> serde_json::Value {
+    c.clone().map(serde_json::Value::String).unwrap_or_default()
+}
+
+/// The resources of a cluster operation's run.
+pub async fn resources(
+    operation: &str,
+    params: &serde_json::Value,
+) -> anyhow::Result<crate::engine::Resources> {
+    crate::ops::resources_for(operation, params)
+        .await
+        .map_err(|e| UsageError(e).into())
+}

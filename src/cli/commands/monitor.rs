@@ -1,0 +1,639 @@
+//! `vast execution cluster monitor [-i SECS] [--once] [--json] [-x CTX]`: upstream's progress
+//! lines per run (bar, %, finished/total, ok, fail, running, pending, jobs/min, ETA) for one
+//! context or every context of the `.vast` file (each with the namespace of its own saved
+//! setup), plus what Kueue users ask for: why Jobs are pending (the Workload's condition
+//! message) and the queue position of the next one.
+//!
+//! Counting: `ok`/`fail` come from what was observed, merged into the run's record
+//! ([`RunRecord`], shared with `run --follow`), so Jobs deleted by `ttlSecondsAfterFinished`
+//! stay counted; Jobs that vanished unobserved are shown as `unknown`, never as successful.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, ListParams};
+use serde::Serialize;
+
+use super::cluster_common::target;
+use crate::cli::{args::MonitorArgs, ExitStatus, Globals, UsageError};
+use crate::ops::runs::{self, JobOutcome, JobState, RunRecord};
+use crate::project::files::read_setup;
+use crate::project::resources::{active_kube_context, config_context_names};
+
+/// One context to watch.
+#[derive(Debug, Clone)]
+struct Watched {
+    label: String,
+    context: Option<String>,
+    namespace: String,
+}
+
+/// A pending Job and what Kueue says about it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PendingJob {
+    pub job: String,
+    /// The Workload's `QuotaReserved`/`Admitted` condition message (or `Suspended`).
+    pub reason: Option<String>,
+    /// 1-based position among the ClusterQueue's pending Workloads (creation order).
+    pub position: Option<usize>,
+}
+
+/// One run as shown.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunLine {
+    pub run_id: String,
+    pub total: u64,
+    pub finished: u64,
+    pub ok: u64,
+    pub fail: u64,
+    /// Finished but never observed (deleted before anyone saw the outcome).
+    pub unknown: u64,
+    pub running: u64,
+    pub pending: u64,
+    pub rate_per_min: Option<f64>,
+    pub eta: Option<String>,
+    pub pending_jobs: Vec<PendingJob>,
+}
+
+/// One context as shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContextView {
+    pub label: String,
+    pub context: Option<String>,
+    pub namespace: String,
+    pub reachable: bool,
+    pub error: Option<String>,
+    pub runs: Vec<RunLine>,
+}
+
+/// Rate tracking per run (upstream: once ≥ 10 s passed since the first poll with finished > 0
+/// and more have finished since).
+#[derive(Default)]
+struct Rate {
+    first: Option<(Instant, u64)>,
+}
+
+/// `[████░░░…]` of 20 characters.
+pub fn bar(fraction: f64) -> String {
+    let filled = ((fraction.clamp(0.0, 1.0)) * 20.0).round() as usize;
+    format!("{}{}", "█".repeat(filled), "░".repeat(20 - filled))
+}
+
+/// Upstream's line (plus `, N unknown` when some outcomes were never observed).
+pub fn render_line(indent: &str, r: &RunLine) -> String {
+    let pct = if r.total == 0 {
+        100.0
+    } else {
+        r.finished as f64 * 100.0 / r.total as f64
+    };
+    let unknown = if r.unknown > 0 {
+        format!(", {} unknown", r.unknown)
+    } else {
+        String::new()
+    };
+    let mut s = format!(
+        "{indent}{}  [{}]  {:>7}  {}/{}  ({} ok, {} fail{unknown})  Running: {}  Pending: {}",
+        r.run_id,
+        bar(pct / 100.0),
+        format!("{pct:.1}%"),
+        r.finished,
+        r.total,
+        r.ok,
+        r.fail,
+        r.running,
+        r.pending
+    );
+    if let Some(rate) = r.rate_per_min {
+        s.push_str(&format!("  {rate:.1} jobs/min"));
+    }
+    if let Some(eta) = &r.eta {
+        s.push_str(&format!("  ETA ~{eta}"));
+    }
+    s
+}
+
+/// The pending-reason line under a run (first pending Job's reason and position).
+pub fn render_pending(indent: &str, r: &RunLine) -> Option<String> {
+    let p = r
+        .pending_jobs
+        .iter()
+        .find(|p| p.reason.is_some() || p.position.is_some())?;
+    let mut s = format!(
+        "{indent}  pending: {}",
+        p.reason.as_deref().unwrap_or("waiting for admission")
+    );
+    if let Some(pos) = p.position {
+        s.push_str(&format!(" (next in queue at position {pos})"));
+    }
+    Some(s)
+}
+
+/// Every line of one poll.
+pub fn render(views: &[ContextView], multi: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for v in views {
+        let indent = if multi { "  " } else { "" };
+        if multi {
+            out.push(format!(
+                "[{}]{}",
+                v.label,
+                if v.reachable { "" } else { " (unreachable)" }
+            ));
+        } else if !v.reachable {
+            if v.runs.is_empty() {
+                out.push("(unreachable)".into());
+            } else {
+                out.push("(unreachable - showing last known state)".into());
+            }
+        }
+        if multi && !v.reachable && v.runs.is_empty() {
+            out.push(format!("{indent}(unreachable)"));
+        }
+        for r in &v.runs {
+            out.push(render_line(indent, r));
+            if let Some(p) = render_pending(indent, r) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Counts one run's line from the Jobs listed now and its record. Updates the record with
+/// newly seen outcomes; returns whether it changed.
+pub fn count_run(
+    run_id: &str,
+    listed: &[&Job],
+    record: &mut Option<RunRecord>,
+    seen_max: &mut (u64, u64),
+) -> (RunLine, bool) {
+    let mut running = 0;
+    let mut pending = 0;
+    let mut ok_now = 0;
+    let mut fail_now = 0;
+    let mut changed = false;
+    let mut total_ann: Option<u64> = None;
+    for j in listed {
+        if total_ann.is_none() {
+            total_ann = j
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("total-job-num"))
+                .and_then(|v| v.parse().ok());
+        }
+        let state = runs::job_state(j);
+        match state {
+            JobState::Running => running += 1,
+            JobState::Pending => pending += 1,
+            JobState::Succeeded => ok_now += 1,
+            JobState::Failed => fail_now += 1,
+        }
+        if let (Some(rec), Some(name)) = (record.as_mut(), j.metadata.name.as_ref()) {
+            if matches!(state, JobState::Succeeded | JobState::Failed)
+                && !rec.finished.contains_key(name)
+            {
+                if let Some(jr) = runs::job_record(j) {
+                    rec.finished.insert(name.clone(), jr);
+                    changed = true;
+                }
+            }
+        }
+    }
+    let (ok, fail, total) = match record {
+        Some(rec) => {
+            let ok = rec
+                .finished
+                .values()
+                .filter(|r| r.outcome == JobOutcome::Succeeded)
+                .count() as u64;
+            let fail = rec.finished.len() as u64 - ok;
+            let total = if rec.jobs.is_empty() {
+                total_ann.unwrap_or(listed.len() as u64)
+            } else {
+                rec.jobs.len() as u64
+            };
+            (ok, fail, total)
+        }
+        None => {
+            seen_max.0 = seen_max.0.max(ok_now);
+            seen_max.1 = seen_max.1.max(fail_now);
+            (
+                seen_max.0,
+                seen_max.1,
+                total_ann.unwrap_or(listed.len() as u64),
+            )
+        }
+    };
+    let total = total.max(running + pending + ok + fail);
+    let finished = total - (running + pending);
+    let unknown = finished.saturating_sub(ok + fail);
+    (
+        RunLine {
+            run_id: run_id.to_string(),
+            total,
+            finished,
+            ok,
+            fail,
+            unknown,
+            running,
+            pending,
+            rate_per_min: None,
+            eta: None,
+            pending_jobs: Vec::new(),
+        },
+        changed,
+    )
+}
+
+/// Kueue's view of pending Jobs: Job UID → (reason, position in its ClusterQueue).
+async fn kueue_pending(
+    client: &kube::Client,
+    namespace: &str,
+) -> BTreeMap<String, (Option<String>, Option<usize>)> {
+    let mut out = BTreeMap::new();
+    let Ok(list) = crate::cluster::kueue::workloads(client, Some(namespace))
+        .list(&ListParams::default())
+        .await
+    else {
+        return out;
+    };
+    let mut pending: Vec<(String, String, String)> = Vec::new();
+    for w in &list.items {
+        let status = w.data.get("status");
+        let conds = status
+            .and_then(|s| s.get("conditions"))
+            .and_then(|c| c.as_array())
+            .cloned()
+            .unwrap_or_default();
+        let cond = |t: &str| {
+            conds
+                .iter()
+                .find(|c| c.get("type").and_then(|x| x.as_str()) == Some(t))
+        };
+        let admitted = cond("Admitted")
+            .is_some_and(|c| c.get("status").and_then(|s| s.as_str()) == Some("True"));
+        let finished = cond("Finished")
+            .is_some_and(|c| c.get("status").and_then(|s| s.as_str()) == Some("True"));
+        if admitted || finished {
+            continue;
+        }
+        let reason = cond("QuotaReserved")
+            .or_else(|| cond("Admitted"))
+            .and_then(|c| c.get("message").and_then(|m| m.as_str()))
+            .map(String::from);
+        let created = w
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default();
+        for o in w.metadata.owner_references.iter().flatten() {
+            if o.kind == "Job" {
+                pending.push((
+                    created.clone(),
+                    o.uid.clone(),
+                    reason.clone().unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    pending.sort();
+    for (i, (_, uid, reason)) in pending.into_iter().enumerate() {
+        let reason = Some(reason).filter(|r| !r.is_empty());
+        out.insert(uid, (reason, Some(i + 1)));
+    }
+    out
+}
+
+struct Poller {
+    state_dir: PathBuf,
+    seen: BTreeMap<(String, String), (u64, u64)>,
+    rates: BTreeMap<(String, String), Rate>,
+    last: BTreeMap<String, ContextView>,
+}
+
+impl Poller {
+    async fn poll(&mut self, w: &Watched) -> ContextView {
+        match self.poll_once(w).await {
+            Ok(v) => {
+                self.last.insert(w.label.clone(), v.clone());
+                v
+            }
+            Err(e) => {
+                let mut v = self.last.get(&w.label).cloned().unwrap_or(ContextView {
+                    label: w.label.clone(),
+                    context: w.context.clone(),
+                    namespace: w.namespace.clone(),
+                    reachable: false,
+                    error: None,
+                    runs: Vec::new(),
+                });
+                v.reachable = false;
+                v.error = Some(e);
+                v
+            }
+        }
+    }
+
+    async fn poll_once(&mut self, w: &Watched) -> Result<ContextView, String> {
+        let client = crate::cluster::client::client(w.context.as_deref())
+            .await
+            .map_err(|e| e.to_string())?;
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &w.namespace);
+        let listed = jobs
+            .list(&ListParams::default().labels(&runs::selector(None)))
+            .await
+            .map_err(|e| crate::cluster::error::message(&e))?;
+        let kueue = kueue_pending(&client, &w.namespace).await;
+        let mut by_run: BTreeMap<String, Vec<&Job>> = BTreeMap::new();
+        for j in &listed.items {
+            let id = j
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("run-id"))
+                .cloned()
+                .unwrap_or_else(|| "<legacy>".into());
+            by_run.entry(id).or_default().push(j);
+        }
+        // Runs of this context that vast recorded recently, even with no Job left.
+        let recent = Duration::from_secs(24 * 3600);
+        for rec in RunRecord::load_all(&self.state_dir) {
+            let fresh =
+                std::fs::metadata(runs::work_dir(&self.state_dir, &rec.run_id).join("record.json"))
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age < recent);
+            if rec.namespace == w.namespace && rec.context == w.context && rec.submitted && fresh {
+                by_run
+                    .entry(crate::manifests::job::label_safe(&rec.run_id))
+                    .or_default();
+            }
+        }
+        let mut out = Vec::new();
+        for (id, jobs) in &by_run {
+            let mut record = RunRecord::load(&self.state_dir, id).ok().flatten();
+            let key = (w.label.clone(), id.clone());
+            let seen = self.seen.entry(key.clone()).or_default();
+            let (mut line, changed) = count_run(id, jobs, &mut record, seen);
+            if changed {
+                if let Some(r) = &record {
+                    if let Err(e) = r.save(&self.state_dir) {
+                        tracing::debug!("cannot update the record of {id}: {e}");
+                    }
+                }
+            }
+            if jobs.is_empty() && record.is_none() {
+                continue;
+            }
+            for j in jobs {
+                if runs::job_state(j) != JobState::Pending {
+                    continue;
+                }
+                let uid = j.metadata.uid.clone().unwrap_or_default();
+                let (reason, position) = kueue.get(&uid).cloned().unwrap_or((None, None));
+                line.pending_jobs.push(PendingJob {
+                    job: j.metadata.name.clone().unwrap_or_default(),
+                    reason,
+                    position,
+                });
+            }
+            line.pending_jobs
+                .sort_by_key(|p| p.position.unwrap_or(usize::MAX));
+            let rate = self.rates.entry(key).or_default();
+            let now = Instant::now();
+            match rate.first {
+                None if line.finished > 0 => rate.first = Some((now, line.finished)),
+                Some((t0, f0)) if line.finished > f0 && line.running + line.pending > 0 => {
+                    let secs = now.duration_since(t0).as_secs_f64();
+                    if secs >= 10.0 {
+                        let per_min = (line.finished - f0) as f64 * 60.0 / secs;
+                        line.rate_per_min = Some(per_min);
+                        let left = (line.running + line.pending) as f64;
+                        let eta = jiff::Zoned::now()
+                            .checked_add(jiff::SignedDuration::from_secs_f64(left / per_min * 60.0))
+                            .map(|z| z.strftime("%H:%M").to_string())
+                            .ok();
+                        line.eta = eta;
+                    }
+                }
+                _ => {}
+            }
+            out.push(line);
+        }
+        Ok(ContextView {
+            label: w.label.clone(),
+            context: w.context.clone(),
+            namespace: w.namespace.clone(),
+            reachable: true,
+            error: None,
+            runs: out,
+        })
+    }
+}
+
+pub async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<ExitStatus> {
+    if !(args.interval > 0.0 && args.interval.is_finite()) {
+        return Err(UsageError(format!(
+            "--interval must be a positive number of seconds (got {})",
+            args.interval
+        ))
+        .into());
+    }
+    let t = target(globals, args.context.clone(), false)?;
+    let project_dir = t.project_dir();
+    let namespace_of = |ctx: Option<&str>| -> String {
+        project_dir
+            .as_ref()
+            .and_then(|d| read_setup(d, ctx, ctx.is_some()).ok().flatten())
+            .map(|s| s.namespace().to_string())
+            .unwrap_or_else(|| t.namespace())
+    };
+    let watched: Vec<Watched> = match &args.context {
+        Some(c) => vec![Watched {
+            label: c.clone(),
+            context: Some(c.clone()),
+            namespace: t.namespace(),
+        }],
+        None => {
+            let vast = globals
+                .vast_file
+                .clone()
+                .or_else(|| t.project.as_ref().map(|p| p.config.clone()));
+            let names: BTreeSet<String> =
+                vast.map(|v| config_context_names(&v)).unwrap_or_default();
+            if names.is_empty() {
+                let active = active_kube_context();
+                vec![Watched {
+                    label: active.clone().unwrap_or_else(|| "(active)".into()),
+                    context: None,
+                    namespace: namespace_of(active.as_deref()),
+                }]
+            } else {
+                names
+                    .into_iter()
+                    .map(|n| Watched {
+                        label: n.clone(),
+                        namespace: namespace_of(Some(&n)),
+                        context: Some(n),
+                    })
+                    .collect()
+            }
+        }
+    };
+    let multi = watched.len() > 1;
+    let mut poller = Poller {
+        state_dir: globals.state_dir(),
+        seen: BTreeMap::new(),
+        rates: BTreeMap::new(),
+        last: BTreeMap::new(),
+    };
+    let tty = std::io::stdout().is_terminal();
+    if !args.once && !args.json {
+        let what = if multi {
+            "configured contexts".to_string()
+        } else {
+            format!("context '{}'", watched[0].label)
+        };
+        println!("Monitoring scenario run jobs on {what} (press Ctrl+C to stop)...");
+        println!();
+    }
+    let mut previous_lines = 0usize;
+    loop {
+        let mut views = Vec::new();
+        for w in &watched {
+            views.push(poller.poll(w).await);
+        }
+        let lines = render(&views, multi);
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&serde_json::json!({"contexts": views}))?
+            )?;
+        } else if tty && !args.once {
+            for _ in 0..previous_lines {
+                write!(out, "\x1b[A")?;
+            }
+            for l in &lines {
+                write!(out, "\r\x1b[2K{l}\n")?;
+            }
+            for _ in lines.len()..previous_lines {
+                write!(out, "\r\x1b[2K\n")?;
+            }
+            previous_lines = previous_lines.max(lines.len());
+        } else {
+            for l in &lines {
+                writeln!(out, "{l}")?;
+            }
+            if !args.once && !lines.is_empty() {
+                writeln!(out)?;
+            }
+        }
+        out.flush()?;
+        drop(out);
+        if args.once {
+            return Ok(ExitStatus::Success);
+        }
+        let active = views
+            .iter()
+            .any(|v| !v.reachable || v.runs.iter().any(|r| r.running + r.pending > 0));
+        if !active {
+            if !args.json {
+                println!();
+                println!("All jobs finished.");
+            }
+            return Ok(ExitStatus::Success);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs_f64(args.interval)) => {}
+            _ = tokio::signal::ctrl_c() => {
+                println!();
+                return Ok(ExitStatus::Success);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line() -> RunLine {
+        RunLine {
+            run_id: "run-1".into(),
+            total: 10,
+            finished: 4,
+            ok: 3,
+            fail: 1,
+            unknown: 0,
+            running: 2,
+            pending: 4,
+            rate_per_min: Some(2.5),
+            eta: Some("12:34".into()),
+            pending_jobs: vec![],
+        }
+    }
+
+    #[test]
+    fn upstream_line_format() {
+        assert_eq!(
+            render_line("", &line()),
+            "run-1  [████████░░░░░░░░░░░░]    40.0%  4/10  (3 ok, 1 fail)  Running: 2  Pending: 4  2.5 jobs/min  ETA ~12:34"
+        );
+        let mut l = line();
+        l.unknown = 2;
+        l.rate_per_min = None;
+        l.eta = None;
+        assert_eq!(
+            render_line("  ", &l),
+            "  run-1  [████████░░░░░░░░░░░░]    40.0%  4/10  (3 ok, 1 fail, 2 unknown)  Running: 2  Pending: 4"
+        );
+    }
+
+    fn job(name: &str, status: serde_json::Value) -> Job {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "annotations": {"total-job-num": "4"}},
+            "spec": {"backoffLimit": 0, "template": {}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn vanished_jobs_are_unknown_not_ok() {
+        let a = job("a", serde_json::json!({"succeeded": 1}));
+        let b = job("b", serde_json::json!({"active": 1}));
+        let mut seen = (0, 0);
+        // No record: 4 total by annotation, 2 listed; the 2 missing are unknown.
+        let (l, _) = count_run("r", &[&a, &b], &mut None, &mut seen);
+        assert_eq!(
+            (l.total, l.finished, l.ok, l.fail, l.unknown, l.running),
+            (4, 3, 1, 0, 2, 1)
+        );
+        // With a record that saw one failure before it vanished.
+        let mut rec = Some(RunRecord {
+            run_id: "r".into(),
+            jobs: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+            finished: [(
+                "c".to_string(),
+                runs::JobRecord {
+                    outcome: JobOutcome::Failed,
+                    start: None,
+                    end: None,
+                },
+            )]
+            .into(),
+            ..Default::default()
+        });
+        let (l, changed) = count_run("r", &[&a, &b], &mut rec, &mut seen);
+        assert!(changed, "a's success is recorded");
+        assert_eq!((l.ok, l.fail, l.unknown, l.finished), (1, 1, 1, 3));
+    }
+}

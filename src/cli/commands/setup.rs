@@ -1,0 +1,61 @@
+//! `vast execution cluster setup [CLUSTER_CONFIG] [--list] [-n NS] [-o k=v]... [--force] [-x CTX]`:
+//! checks the input and the saved setup, then runs the `setup` workflow.
+
+use serde_json::json;
+
+use super::cluster_common::{context_param, parse_options, resources, target};
+use super::resume::start_operation;
+use crate::cli::{args::SetupArgs, ExitStatus, Globals, UsageError};
+use crate::manifests::cluster_config::{cluster_config, list_text, validate_namespace};
+
+pub async fn run(args: SetupArgs, globals: &Globals) -> anyhow::Result<ExitStatus> {
+    if args.list {
+        print!("{}", list_text());
+        return Ok(ExitStatus::Success);
+    }
+    let Some(name) = args.cluster_config.clone() else {
+        return Err(
+            UsageError("CLUSTER_CONFIG argument is required when not using --list".into()).into(),
+        );
+    };
+    let options = parse_options(&args.options)?;
+    let mut namespace = args.namespace.clone();
+    if let Some(ns) = options.get("namespace") {
+        namespace = ns.clone();
+    }
+    validate_namespace(&namespace).map_err(|e| UsageError(e.to_string()))?;
+    let cluster = cluster_config(&name).map_err(|e| UsageError(e.to_string()))?;
+    let mut options = options;
+    options.remove("namespace");
+    cluster
+        .resolve_options(&options)
+        .map_err(|e| UsageError(e.to_string()))?;
+    let t = target(globals, args.context.clone(), true)?;
+    if let (Some(saved), false) = (&t.setup, args.force) {
+        let ctx = args
+            .context
+            .as_ref()
+            .map(|c| format!(" for context '{c}'"))
+            .unwrap_or_default();
+        eprintln!(
+            "Error: Cluster is already set up with '{}' config{ctx}.\nRun 'vast execution cluster cleanup' first to clean up the existing setup.",
+            saved.name
+        );
+        return Ok(ExitStatus::Failure);
+    }
+    let params = json!({
+        "context": context_param(&args.context),
+        "namespace": namespace,
+        "cluster_config": cluster.name,
+        "options": options,
+        "force": args.force,
+        "project_dir": t.project_dir().map(|p| p.display().to_string()),
+        "setup_key": t.setup_key,
+    });
+    let res = resources("setup", &params).await?;
+    let status = start_operation(globals, "setup", &params, res).await?;
+    if status == ExitStatus::Success {
+        println!("✓ Cluster setup completed successfully!");
+    }
+    Ok(status)
+}

@@ -1,0 +1,85 @@
+//! What the cluster steps share: the [`ClusterEnv`] resource (kube client, context, namespace)
+//! built from a run's parameters (so `vast resume` rebuilds it), and the mapping of cluster
+//! errors to classified [`StepError`]s.
+
+use serde_json::Value;
+
+use crate::cluster::error::{classify, message, Class};
+use crate::engine::{Resources, StepContext, StepError};
+
+/// The cluster a run talks to. Built from the run's `context` and `namespace` parameters.
+#[derive(Clone)]
+pub struct ClusterEnv {
+    pub client: kube::Client,
+    /// `--context/-x` (None: the kubeconfig's current context).
+    pub context: Option<String>,
+    pub namespace: String,
+}
+
+/// Builds the resources of a run of a cluster operation from its parameters: the kube client
+/// for the run's context (the kubeconfig is read again, so a resumed run uses the same
+/// context). Operations without cluster access get none.
+pub async fn resources_for(operation: &str, params: &Value) -> Result<Resources, String> {
+    let mut r = Resources::default();
+    if !super::CLUSTER_OPERATIONS.contains(&operation) {
+        return Ok(r);
+    }
+    let context = params
+        .get("context")
+        .and_then(Value::as_str)
+        .map(String::from);
+    let namespace = params
+        .get("namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
+    let client = crate::cluster::client::client(context.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    r.insert(ClusterEnv {
+        client,
+        context,
+        namespace,
+    });
+    r.insert(super::run::ProjectCache::default());
+    Ok(r)
+}
+
+/// The run's cluster.
+pub fn env(cx: &StepContext) -> Result<std::sync::Arc<ClusterEnv>, StepError> {
+    cx.resource::<ClusterEnv>()
+}
+
+/// A failed API call as a step error: `<what>: <server's message>`, transient or permanent by
+/// [`classify`], with the server's Retry-After.
+pub fn kube_err(what: impl std::fmt::Display, e: &kube::Error) -> StepError {
+    let text = format!("{what}: {}", message(e));
+    match classify(e) {
+        Class::Transient { retry_after } => {
+            let err = StepError::transient(text);
+            match retry_after {
+                Some(d) => err.retry_after(d),
+                None => err,
+            }
+        }
+        Class::Permanent => StepError::permanent(text),
+    }
+}
+
+/// Waits `d` unless the run is cancelled.
+pub async fn sleep(cx: &StepContext, d: std::time::Duration) -> Result<(), StepError> {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => Ok(()),
+        _ = cx.cancel_token().cancelled() => Err(StepError::cancelled()),
+    }
+}
+
+/// Failpoint helper: `fail_point!(name)` configured with `return(msg)` fails the step
+/// transiently, with `panic` it simulates a crash in the middle of the step.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+pub fn injected(name: &str, arg: Option<String>) -> Result<Value, StepError> {
+    Err(StepError::transient(format!(
+        "failpoint {name}{}",
+        arg.map(|a| format!(": {a}")).unwrap_or_default()
+    )))
+}

@@ -1,0 +1,570 @@
+//! The `run` operation's steps (`workflows/run.yaml`): the robovast pod checked, earlier runs'
+//! Jobs removed (`--cleanup`), the configurations generated into the run's work directory, the
+//! Job list planned (Jobs of this run that already exist are adopted, never re-created),
+//! `out_template` uploaded to the run's bucket (resumable per file and per part), one map
+//! child per Job creating it, and with `--follow` the Jobs watched until all finished.
+//!
+//! Parameters: `context`, `namespace`, `state_dir`, `vast_file`, `vast_sha256` (the `.vast`
+//! text the run started with: a changed file stops the run instead of creating different
+//! Jobs), `config` (only this one), `runs`, `log_tree`, `follow`, `cleanup`, `cluster_config`,
+//! `created_at`, `poll_ms`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, PostParams};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::env::{env, kube_err, sleep, ClusterEnv};
+use super::runs::{self, JobOutcome, JobState, RunRecord};
+use super::setup::{step, ROBOVAST_POD};
+use crate::cluster::portforward::PortForward;
+use crate::cluster::s3;
+use crate::engine::{Registry, Step, StepContext, StepError};
+use crate::manifests::cluster_config::cluster_config;
+use crate::manifests::job::{job_name, label_safe, render_job, JobContext};
+use crate::project::configs::Configuration;
+use crate::project::template::{self, Mode};
+use crate::project::vast_file::VastFile;
+
+pub fn register(r: &mut Registry) {
+    r.register("run.check", Check);
+    r.register("run.cleanup-previous", CleanupPrevious);
+    r.register("run.prepare", Prepare);
+    r.register("run.plan", Plan);
+    r.register("run.upload", Upload);
+    r.register("run.create-job", CreateJob);
+    r.register("run.follow", Follow);
+}
+
+step!(Check, "run.check", check);
+step!(CleanupPrevious, "run.cleanup-previous", cleanup_previous);
+step!(Prepare, "run.prepare", prepare);
+step!(Plan, "run.plan", plan);
+step!(Upload, "run.upload", upload);
+step!(CreateJob, "run.create-job", create_job);
+step!(Follow, "run.follow", follow);
+
+/// SHA-256 (hex) of a `.vast` file's text.
+pub fn vast_sha256(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The project as the run sees it, loaded once per process and shared by every step (the map
+/// children render their Job from it).
+#[derive(Default)]
+pub struct ProjectCache(tokio::sync::OnceCell<Arc<Loaded>>);
+
+pub struct Loaded {
+    pub vast: VastFile,
+    /// The configurations of the run (`--config` applied).
+    pub configs: Vec<Configuration>,
+    pub runs: u32,
+}
+
+async fn project(cx: &StepContext) -> Result<Arc<Loaded>, StepError> {
+    let cache = cx.resource::<ProjectCache>()?;
+    cache
+        .0
+        .get_or_try_init(|| async {
+            let path: String = cx
+                .param("vast_file")?
+                .ok_or_else(|| StepError::permanent("parameter 'vast_file' is missing"))?;
+            let vast = VastFile::load(Path::new(&path))
+                .map_err(|e| StepError::permanent(e.to_string()))?;
+            if let Some(want) = cx.param::<String>("vast_sha256")? {
+                if vast_sha256(&vast.text) != want {
+                    return Err(StepError::permanent(format!(
+                        "{path} changed since this run started; restore it to resume the run, \
+                         or start a new run"
+                    )));
+                }
+            }
+            let mut configs =
+                crate::project::generate(&vast).map_err(|e| StepError::permanent(e.to_string()))?;
+            if let Some(only) = cx.param::<String>("config")? {
+                configs.retain(|c| c.name == only);
+            }
+            if configs.is_empty() {
+                return Err(StepError::permanent("No scenario configs generated."));
+            }
+            let runs = cx.param::<u32>("runs")?.unwrap_or(vast.execution.runs);
+            Ok(Arc::new(Loaded {
+                vast,
+                configs,
+                runs,
+            }))
+        })
+        .await
+        .cloned()
+}
+
+fn state_dir(cx: &StepContext) -> Result<PathBuf, StepError> {
+    cx.param::<String>("state_dir")?
+        .map(PathBuf::from)
+        .ok_or_else(|| StepError::permanent("parameter 'state_dir' is missing"))
+}
+
+fn template_dir(cx: &StepContext) -> Result<PathBuf, StepError> {
+    Ok(runs::work_dir(&state_dir(cx)?, cx.run_id().as_str()).join("out_template"))
+}
+
+/// The run's bucket (and `run-id` label): the run id, label-safe.
+pub fn bucket(run_id: &str) -> String {
+    label_safe(run_id)
+}
+
+/// The robovast pod must be Running (waits up to `pod_timeout_s`, default 60 s).
+async fn check(cx: &StepContext) -> Result<Value, StepError> {
+    let e = env(cx)?;
+    let pods: Api<Pod> = Api::namespaced(e.client.clone(), &e.namespace);
+    let limit = Duration::from_secs(cx.param::<u64>("pod_timeout_s")?.unwrap_or(60));
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let pod = pods
+            .get_opt(ROBOVAST_POD)
+            .await
+            .map_err(|err| kube_err("reading pod 'robovast'", &err))?;
+        let phase = match &pod {
+            None => return Err(StepError::permanent("Pod 'robovast' does not exist")),
+            Some(p) => p
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default(),
+        };
+        if phase == "Running" {
+            return Ok(json!({"pod": "Running"}));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StepError::transient(format!(
+                "Pod is not running (status: {phase})"
+            )));
+        }
+        sleep(cx, Duration::from_millis(250)).await?;
+    }
+}
+
+/// `--cleanup`: the Jobs and pods of every earlier run (never this run's).
+async fn cleanup_previous(cx: &StepContext) -> Result<Value, StepError> {
+    if !cx.param::<bool>("cleanup")?.unwrap_or(false) {
+        return Ok(json!({"skipped": true}));
+    }
+    let e = env(cx)?;
+    let sel = format!(
+        "{},run-id!={}",
+        runs::selector(None),
+        bucket(cx.run_id().as_str())
+    );
+    let n = runs::delete_jobs(&e.client, &e.namespace, &sel)
+        .await
+        .map_err(|err| kube_err("deleting earlier runs' Jobs", &err))?;
+    runs::delete_pods(&e.client, &e.namespace, &sel)
+        .await
+        .map_err(|err| kube_err("deleting earlier runs' pods", &err))?;
+    tracing::info!("Deleted {n} Job(s) of earlier runs.");
+    Ok(json!({"deleted": n}))
+}
+
+/// `out_template/` of the run in its work directory, written to a temporary directory and
+/// renamed into place (the same bytes every time: `created_at` is a run parameter).
+async fn prepare(cx: &StepContext) -> Result<Value, StepError> {
+    let e = env(cx)?;
+    let p = project(cx).await?;
+    let out = template_dir(cx)?;
+    let created: String = cx.param("created_at")?.unwrap_or_default();
+    let cluster: Option<String> = cx.param("cluster_config")?;
+    let parent = out
+        .parent()
+        .ok_or_else(|| StepError::permanent("work directory has no parent"))?
+        .to_path_buf();
+    let tmp = parent.join(".out_template.tmp");
+    let io = |what: &str, path: &Path, err: std::io::Error| {
+        StepError::transient(format!("cannot {what} {}: {err}", path.display()))
+    };
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|err| io("remove", &tmp, err))?;
+    }
+    std::fs::create_dir_all(&parent).map_err(|err| io("create", &parent, err))?;
+    template::write_out_template(&tmp, &p.vast, &p.configs, Mode::Cluster, &created)
+        .map_err(|err| StepError::permanent(err.to_string()))?;
+    if let Some(cfg) = cluster.as_deref().and_then(|c| cluster_config(c).ok()) {
+        let ep = tmp.join("entrypoint.sh");
+        let text = std::fs::read_to_string(&ep).map_err(|err| io("read", &ep, err))?;
+        template::write_file(
+            &ep,
+            template::with_instance_type(&text, cfg.instance_type_command).as_bytes(),
+            true,
+            |what, path, err| io(what, path, err),
+        )?;
+    }
+    let info = json!({
+        "context": e.context,
+        "namespace": e.namespace,
+        "cluster_config": cluster,
+    });
+    let info: serde_yaml::Value =
+        serde_yaml::to_value(&info).map_err(|err| StepError::permanent(err.to_string()))?;
+    let exec = template::execution_yaml(&p.vast, p.runs, &created, info)
+        .map_err(|err| StepError::permanent(err.to_string()))?;
+    let ex = tmp.join("execution.yaml");
+    std::fs::write(&ex, exec).map_err(|err| io("write", &ex, err))?;
+    if out.exists() {
+        std::fs::remove_dir_all(&out).map_err(|err| io("replace", &out, err))?;
+    }
+    std::fs::rename(&tmp, &out).map_err(|err| io("rename into", &out, err))?;
+    Ok(json!({"configs": p.configs.len(), "runs": p.runs, "dir": out.display().to_string()}))
+}
+
+/// One Job of the plan (short keys: 10,000 of them are journaled).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlannedJob {
+    /// Job name.
+    pub n: String,
+    /// Index of the configuration.
+    pub c: usize,
+    /// Run number.
+    pub r: u32,
+    /// Already exists in the cluster (adopted).
+    #[serde(default)]
+    pub x: bool,
+}
+
+/// Every Job of the run, run-number-major as upstream; the Jobs of this run already in the
+/// cluster (listed by the `run-id` label) are marked adopted. Writes the run's record.
+async fn plan(cx: &StepContext) -> Result<Value, StepError> {
+    let e = env(cx)?;
+    let p = project(cx).await?;
+    let run_id = cx.run_id().as_str();
+    let jobs: Api<Job> = Api::namespaced(e.client.clone(), &e.namespace);
+    let existing: std::collections::BTreeSet<String> = jobs
+        .list_metadata(&ListParams::default().labels(&runs::selector(Some(run_id))))
+        .await
+        .map_err(|err| kube_err("listing this run's Jobs", &err))?
+        .items
+        .into_iter()
+        .filter_map(|j| j.metadata.name)
+        .collect();
+    let mut out = Vec::with_capacity(p.configs.len() * p.runs as usize);
+    for r in 0..p.runs {
+        for (c, conf) in p.configs.iter().enumerate() {
+            let n = job_name(run_id, &conf.name, r);
+            let x = existing.contains(&n);
+            out.push(PlannedJob { n, c, r, x });
+        }
+    }
+    if !existing.is_empty() {
+        tracing::info!(
+            "Adopting {} Job(s) of this run that already exist.",
+            existing.len()
+        );
+    }
+    tracing::info!(
+        "Creating {} config(s) with {} runs each (ID: {run_id})...",
+        p.configs.len(),
+        p.runs
+    );
+    RunRecord {
+        run_id: run_id.to_string(),
+        context: e.context.clone(),
+        namespace: e.namespace.clone(),
+        jobs: out.iter().map(|j| j.n.clone()).collect(),
+        ..Default::default()
+    }
+    .save(&state_dir(cx)?)
+    .map_err(StepError::transient)?;
+    serde_json::to_value(out).map_err(|err| StepError::permanent(err.to_string()))
+}
+
+/// `out_template/` to the run's bucket through the port-forward supervisor; the cursor holds
+/// the multipart uploads in progress, present objects are skipped.
+async fn upload(cx: &StepContext) -> Result<Value, StepError> {
+    let e = env(cx)?;
+    let dir = template_dir(cx)?;
+    let bucket = bucket(cx.run_id().as_str());
+    let creds = s3::read_credentials(e.client.clone(), &e.namespace)
+        .await
+        .map_err(|err| {
+            if err.is_transient() {
+                StepError::transient(err.to_string())
+            } else {
+                StepError::permanent(err.to_string())
+            }
+        })?;
+    let pods: Api<Pod> = Api::namespaced(e.client.clone(), &e.namespace);
+    let forward = PortForward::start(pods, ROBOVAST_POD, 9000)
+        .await
+        .map_err(|err| StepError::transient(err.to_string()))?;
+    let client = s3::client(&forward.http_endpoint(), &creds);
+    tracing::info!("Uploading config files to S3 bucket '{bucket}'...");
+    s3::ensure_bucket(&client, &bucket)
+        .await
+        .map_err(|err| StepError::transient(err.to_string()))?;
+    let cursor: s3::UploadCursor = cx.cursor()?.unwrap_or_default();
+    let sink = |c: &s3::UploadCursor| {
+        if let Err(err) = cx.save_cursor(c) {
+            tracing::warn!("{err}");
+        }
+    };
+    let summary = s3::upload_dir_resumable(&client, &bucket, &dir, cursor, &sink)
+        .await
+        .map_err(|err| {
+            if err.is_transient() {
+                StepError::transient(err.to_string())
+            } else {
+                StepError::permanent(err.to_string())
+            }
+        })?;
+    cx.progress(summary.files() as u64, summary.files() as u64);
+    Ok(json!({"bucket": bucket, "uploaded": summary.uploaded, "skipped": summary.skipped}))
+}
+
+/// Creates one Job; one that already exists and carries this run's `run-id` label is adopted
+/// (a Job of that name from elsewhere is a permanent error: never overwritten).
+async fn create_job(cx: &StepContext) -> Result<Value, StepError> {
+    let item: PlannedJob = cx.item()?;
+    if item.x {
+        return Ok(json!({"n": item.n, "adopted": true}));
+    }
+    let e = env(cx)?;
+    let p = project(cx).await?;
+    let run_id = cx.run_id().as_str();
+    let conf = p
+        .configs
+        .get(item.c)
+        .ok_or_else(|| StepError::permanent(format!("no configuration #{} in the plan", item.c)))?;
+    let ctx = JobContext {
+        run_id,
+        namespace: &e.namespace,
+        execution: &p.vast.execution,
+        context: e.context.as_deref(),
+        total_jobs: p.configs.len() * p.runs as usize,
+        log_tree: cx.param::<bool>("log_tree")?.unwrap_or(false),
+    };
+    let job =
+        render_job(&ctx, conf, item.r).map_err(|err| StepError::permanent(err.to_string()))?;
+    let jobs: Api<Job> = Api::namespaced(e.client.clone(), &e.namespace);
+    match jobs.create(&PostParams::default(), &job).await {
+        Ok(_) => Ok(json!({"n": item.n})),
+        Err(err) if crate::cluster::error::is_already_exists(&err) => {
+            adopt(&jobs, &item.n, run_id).await?;
+            Ok(json!({"n": item.n, "adopted": true}))
+        }
+        Err(err) => Err(kube_err(format!("creating Job '{}'", item.n), &err)),
+    }
+}
+
+async fn adopt(jobs: &Api<Job>, name: &str, run_id: &str) -> Result<(), StepError> {
+    let existing = jobs
+        .get_opt(name)
+        .await
+        .map_err(|err| kube_err(format!("reading Job '{name}'"), &err))?;
+    let Some(j) = existing else {
+        // Deleted since (e.g. finished and TTL-deleted): it existed, so it ran.
+        return Ok(());
+    };
+    let label = j
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("run-id"))
+        .cloned()
+        .unwrap_or_default();
+    if label == bucket(run_id) {
+        Ok(())
+    } else {
+        Err(StepError::permanent(format!(
+            "a Job named '{name}' already exists and belongs to run '{label}', not to this run"
+        )))
+    }
+}
+
+/// Statistics of a followed run (also the step's output).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunStats {
+    pub total: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    /// Jobs deleted before their outcome was observed.
+    pub unknown: usize,
+    pub duration_s: f64,
+    pub durations: Vec<(String, i64)>,
+    pub failed_jobs: Vec<String>,
+}
+
+fn stats_of(record: &RunRecord, unknown: usize, elapsed: f64) -> RunStats {
+    let mut durations: Vec<(String, i64)> = record
+        .finished
+        .iter()
+        .filter_map(|(n, r)| Some((n.clone(), r.end? - r.start?)))
+        .collect();
+    durations.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    let failed_jobs: Vec<String> = record
+        .finished
+        .iter()
+        .filter(|(_, r)| r.outcome == JobOutcome::Failed)
+        .map(|(n, _)| n.clone())
+        .collect();
+    RunStats {
+        total: record.jobs.len(),
+        succeeded: record
+            .finished
+            .values()
+            .filter(|r| r.outcome == JobOutcome::Succeeded)
+            .count(),
+        failed: failed_jobs.len(),
+        unknown,
+        duration_s: elapsed,
+        durations,
+        failed_jobs,
+    }
+}
+
+/// The statistics block printed after `--follow`.
+pub fn render_stats(s: &RunStats) -> String {
+    let line = "=".repeat(60);
+    let mut out = format!(
+        "{line}\nRUN STATISTICS\n{line}\nTotal duration: {:.1} s\nJobs: {} total, {} succeeded, {} failed",
+        s.duration_s, s.total, s.succeeded, s.failed
+    );
+    if s.unknown > 0 {
+        out.push_str(&format!(
+            ", {} unknown (deleted before their outcome was seen)",
+            s.unknown
+        ));
+    }
+    out.push('\n');
+    if !s.durations.is_empty() {
+        let d: Vec<i64> = s.durations.iter().map(|x| x.1).collect();
+        let avg = d.iter().sum::<i64>() as f64 / d.len() as f64;
+        let median = if d.len() % 2 == 1 {
+            d[d.len() / 2] as f64
+        } else {
+            (d[d.len() / 2 - 1] + d[d.len() / 2]) as f64 / 2.0
+        };
+        out.push_str(&format!(
+            "Job duration: average {avg:.1} s, median {median:.1} s, min {} s, max {} s\n",
+            d[0],
+            d[d.len() - 1]
+        ));
+        let (fast, slow) = (&s.durations[0], &s.durations[s.durations.len() - 1]);
+        out.push_str(&format!("Fastest job: {} ({} s)\n", fast.0, fast.1));
+        out.push_str(&format!("Slowest job: {} ({} s)\n", slow.0, slow.1));
+    }
+    if !s.failed_jobs.is_empty() {
+        out.push_str("Failed jobs:\n");
+        for n in s.failed_jobs.iter().take(10) {
+            out.push_str(&format!("  - {n}\n"));
+        }
+        if s.failed_jobs.len() > 10 {
+            out.push_str(&format!("  ... and {} more\n", s.failed_jobs.len() - 10));
+        }
+    }
+    out.push_str(&line);
+    out
+}
+
+/// Observes the run's Jobs into its record; returns (remaining, vanished unobserved).
+pub async fn observe(
+    e: &ClusterEnv,
+    record: &mut RunRecord,
+) -> Result<(usize, usize, bool), kube::Error> {
+    let jobs: Api<Job> = Api::namespaced(e.client.clone(), &e.namespace);
+    let listed = jobs
+        .list(&ListParams::default().labels(&runs::selector(Some(&record.run_id))))
+        .await?;
+    let mut changed = false;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut remaining = 0;
+    for j in &listed.items {
+        let Some(name) = j.metadata.name.clone() else {
+            continue;
+        };
+        seen.insert(name.clone());
+        match runs::job_state(j) {
+            JobState::Succeeded | JobState::Failed => {
+                if let std::collections::btree_map::Entry::Vacant(slot) =
+                    record.finished.entry(name)
+                {
+                    if let Some(r) = runs::job_record(j) {
+                        slot.insert(r);
+                        changed = true;
+                    }
+                }
+            }
+            _ => remaining += 1,
+        }
+    }
+    let vanished = record
+        .jobs
+        .iter()
+        .filter(|n| !seen.contains(*n) && !record.finished.contains_key(*n))
+        .count();
+    Ok((remaining, vanished, changed))
+}
+
+/// `--follow`: polls the run's Jobs until every one finished (or vanished), recording each
+/// outcome in the run's record as it is seen, so Jobs deleted by `ttlSecondsAfterFinished`
+/// stay counted; prints the statistics block; then deletes the run's Jobs and pods.
+async fn follow(cx: &StepContext) -> Result<Value, StepError> {
+    let jobs: Vec<Value> = cx.output("create-job")?;
+    tracing::info!("All {} jobs created. Starting execution...", jobs.len());
+    if !cx.param::<bool>("follow")?.unwrap_or(false) {
+        return Ok(json!({"detached": true}));
+    }
+    let e = env(cx)?;
+    let sd = state_dir(cx)?;
+    let run_id = cx.run_id().as_str().to_string();
+    let mut record = RunRecord::load(&sd, &run_id)
+        .map_err(StepError::permanent)?
+        .unwrap_or_else(|| RunRecord {
+            run_id: run_id.clone(),
+            namespace: e.namespace.clone(),
+            context: e.context.clone(),
+            ..Default::default()
+        });
+    record.submitted = true;
+    let poll = Duration::from_millis(cx.param::<u64>("poll_ms")?.unwrap_or(1000));
+    let started = std::time::Instant::now();
+    let mut last_remaining = usize::MAX;
+    let mut last_save = std::time::Instant::now();
+    let unknown = loop {
+        let (remaining, vanished, changed) = observe(&e, &mut record)
+            .await
+            .map_err(|err| kube_err("listing this run's Jobs", &err))?;
+        let open = remaining;
+        let total = record.jobs.len();
+        cx.progress((total - open.min(total)) as u64, total as u64);
+        if changed && (open == 0 || last_save.elapsed() >= Duration::from_secs(2)) {
+            record.save(&sd).map_err(StepError::transient)?;
+            last_save = std::time::Instant::now();
+        }
+        if open == 0 {
+            break vanished;
+        }
+        if open != last_remaining {
+            tracing::info!("Waiting for {open} out of {total} jobs to finish...");
+            last_remaining = open;
+        }
+        sleep(cx, poll).await?;
+    };
+    record.save(&sd).map_err(StepError::transient)?;
+    tracing::info!("All jobs finished.");
+    let stats = stats_of(&record, unknown, started.elapsed().as_secs_f64());
+    let sel = runs::selector(Some(&run_id));
+    runs::delete_jobs(&e.client, &e.namespace, &sel)
+        .await
+        .map_err(|err| kube_err("deleting this run's Jobs", &err))?;
+    runs::delete_pods(&e.client, &e.namespace, &sel)
+        .await
+        .map_err(|err| kube_err("deleting this run's pods", &err))?;
+    tracing::info!("Cleaned up jobs.");
+    println!("{}", render_stats(&stats));
+    serde_json::to_value(&stats).map_err(|err| StepError::permanent(err.to_string()))
+}
