@@ -515,9 +515,6 @@ pub async fn observe(
 async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     let jobs: Vec<Value> = cx.output("create-job")?;
     tracing::info!("All {} jobs created. Starting execution...", jobs.len());
-    if !cx.param::<bool>("follow")?.unwrap_or(false) {
-        return Ok(json!({"detached": true}));
-    }
     let e = env(cx)?;
     let sd = state_dir(cx)?;
     let run_id = cx.run_id().as_str().to_string();
@@ -530,6 +527,10 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
             ..Default::default()
         });
     record.submitted = true;
+    record.save(&sd).map_err(StepError::transient)?;
+    if !cx.param::<bool>("follow")?.unwrap_or(false) {
+        return Ok(json!({"detached": true}));
+    }
     let poll = Duration::from_millis(cx.param::<u64>("poll_ms")?.unwrap_or(1000));
     let started = std::time::Instant::now();
     let mut last_remaining = usize::MAX;

@@ -1,5 +1,8 @@
 //! The one integration-test binary: one module per area.
 
+mod cluster_ops;
+mod cluster_resume;
+mod cluster_support;
 mod engine;
 mod engine_cli;
 mod engine_concurrency;

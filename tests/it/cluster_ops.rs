@@ -1,0 +1,299 @@
+//! The cluster commands end to end with the real binary against vast-sim: every command's
+//! happy path and its documented error messages.
+
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, ListParams};
+use vast_sim::config::SimConfig;
+
+use super::cluster_support::{start, text, NS};
+
+fn run_id_of(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("✓ Jobs created successfully (Run ID: "))
+        .and_then(|l| l.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no run id in {stdout}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_run_monitor_run_cleanup_cleanup_happy_path() {
+    let c = start(SimConfig::default()).await;
+    let out = c.vast(&["execution", "cluster", "setup", "rke2"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "✓ Cluster setup completed successfully!\n"
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("Kueue is already installed (its CRDs are present): installation skipped."),
+        "{err}"
+    );
+    let w = c.world().await;
+    assert_eq!(w.robovast_pod.as_deref(), Some("Running"));
+    assert!(
+        w.service && w.secret && w.cluster_queue && w.local_queue,
+        "{w:?}"
+    );
+    assert!(c
+        .project
+        .join(".robovast_cluster_config.vast-sim")
+        .is_file());
+
+    // Setup again without --force: upstream's refusal, exit 1, nothing changed.
+    let out = c.vast(&["execution", "cluster", "setup", "rke2"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("Error: Cluster is already set up with 'rke2' config.\nRun 'vast execution cluster cleanup' first to clean up the existing setup."), "{}", text(&out.stderr));
+    // --force re-applies: the robovast pod is re-created.
+    let uid = |p: Option<k8s_openapi::api::core::v1::Pod>| p.and_then(|p| p.metadata.uid);
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(c.client(), NS);
+    let before = uid(pods.get_opt("robovast").await.unwrap());
+    let out = c
+        .vast(&["execution", "cluster", "setup", "rke2", "--force"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let after = uid(pods.get_opt("robovast").await.unwrap());
+    assert_ne!(before, after, "--force re-creates the robovast pod");
+
+    // A detached run: upstream's output, 15 Jobs labelled with the run id.
+    let out = c.vast(&["execution", "cluster", "run"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let id = run_id_of(&stdout);
+    assert!(
+        stdout.starts_with(
+            "Checking Kubernetes cluster access...\nChecking robovast pod status...\n"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\n\nJobs are now running in detached mode.\n\nTo check job status, use: vast execution cluster monitor\nTo clean up jobs, use: vast execution cluster run-cleanup\n"), "{stdout}");
+    let w = c.world().await;
+    assert_eq!(w.jobs[&id].len(), 15, "{w:?}");
+    let bucket = c.bucket(&id).await;
+    for key in [
+        "entrypoint.sh",
+        "scenario.osc",
+        "execution.yaml",
+        "_config/configurations.yaml",
+    ] {
+        assert!(bucket.contains_key(key), "{key} in {:?}", bucket.keys());
+    }
+    c.wait_jobs_done(&id, 60).await;
+
+    // monitor --once: one line for the run, all done.
+    let out = c.vast(&["execution", "cluster", "monitor", "--once"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let m = text(&out.stdout);
+    assert!(
+        m.contains(&format!(
+            "{id}  [████████████████████]   100.0%  15/15  (15 ok, 0 fail)  Running: 0  Pending: 0"
+        )),
+        "{m}"
+    );
+    let out = c
+        .vast(&["execution", "cluster", "monitor", "--once", "--json"])
+        .await;
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["contexts"][0]["runs"][0]["ok"], 15, "{j}");
+
+    // run-cleanup of an unknown run: upstream's message and the available ids.
+    let out = c
+        .vast(&[
+            "execution",
+            "cluster",
+            "run-cleanup",
+            "--run-id",
+            "run-nope",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("Run 'run-nope' not found in cluster.\nAvailable run-ids:\n  - ")
+            && e.contains(&id),
+        "{e}"
+    );
+    let out = c
+        .vast(&["execution", "cluster", "run-cleanup", "--run-id", &id])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("Cleaning up jobs and pods for run '{id}'...\n")));
+    assert!(text(&out.stdout).ends_with("✓ Cleanup completed successfully!\n"));
+    assert!(c.world().await.jobs.is_empty());
+    // The record still counts the run after its Jobs are gone.
+    let out = c.vast(&["execution", "cluster", "monitor", "--once"]).await;
+    assert!(
+        text(&out.stdout).contains("15/15  (15 ok, 0 fail)"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // cleanup: everything setup made is gone, the saved setup too, the queue not stopped.
+    let out = c.vast(&["execution", "cluster", "cleanup"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "✓ Cluster cleanup completed successfully!\n"
+    );
+    let w = c.world().await;
+    assert_eq!(w.robovast_pod, None);
+    assert!(
+        !w.service && !w.secret && !w.cluster_queue && !w.local_queue,
+        "{w:?}"
+    );
+    assert!(!c.project.join(".robovast_cluster_config.vast-sim").exists());
+    // cleanup again: idempotent (nothing to delete, still success).
+    let out = c
+        .vast(&[
+            "execution",
+            "cluster",
+            "cleanup",
+            "--cluster-config",
+            "rke2",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_follow_prints_statistics_and_survives_ttl_deletion() {
+    let c = start(SimConfig::default()).await;
+    assert!(c
+        .vast(&["execution", "cluster", "setup", "minikube"])
+        .await
+        .status
+        .success());
+    // Delete every finished Job of the run as soon as it is seen finished, as the TTL
+    // controller would: --follow must count them from what it observed, never crash on 404.
+    let client = c.client();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let reaper = tokio::spawn(async move {
+        let jobs: Api<Job> = Api::namespaced(client, NS);
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(list) = jobs
+                .list(&ListParams::default().labels("jobgroup=scenario-runs"))
+                .await
+            {
+                for j in list.items {
+                    if j.status
+                        .as_ref()
+                        .and_then(|s| s.completion_time.as_ref())
+                        .is_some()
+                    {
+                        // Leave a moment for the follower to see it finished (TTL is 60 s in
+                        // reality); some are deleted before any poll saw them.
+                        let _ = jobs
+                            .delete(j.metadata.name.as_deref().unwrap(), &Default::default())
+                            .await;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+    });
+    let out = c
+        .vast(&["execution", "cluster", "run", "--follow", "-r", "2"])
+        .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    reaper.await.unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("RUN STATISTICS"), "{stdout}");
+    assert!(stdout.contains("Jobs: 10 total, "), "{stdout}");
+    assert!(stdout.ends_with("Cluster execution finished.\n\nYou can now download the results using:\n\n  vast execution cluster download\n\n"), "{stdout}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("All 10 jobs created. Starting execution...")
+            && err.contains("All jobs finished."),
+        "{err}"
+    );
+    // Nothing was guessed: ok + fail + unknown = total.
+    let line = stdout.lines().find(|l| l.starts_with("Jobs: ")).unwrap();
+    let n: Vec<u64> = line
+        .split(|ch: char| !ch.is_ascii_digit())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let unknown = n.get(3).copied().unwrap_or(0);
+    assert_eq!(n[1] + n[2] + unknown, 10, "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documented_errors() {
+    let c = start(SimConfig::default()).await;
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["execution", "cluster", "setup"], 2, "Error: CLUSTER_CONFIG argument is required when not using --list"),
+        (&["execution", "cluster", "setup", "nope"], 2, "Error: Cluster config 'nope' not found. Available configs: azure, gcp, minikube, rke2"),
+        (&["execution", "cluster", "setup", "rke2", "-o", "oops"], 2, "Error: Invalid option format 'oops'. Expected key=value"),
+        (&["execution", "cluster", "setup", "rke2", "-x", "no-such-ctx"], 2, "no-such-ctx"),
+        (&["execution", "cluster", "cleanup"], 2, "Error: No cluster config specified and no saved config found. Use --cluster-config <name> to select a config, or run setup first."),
+        (&["execution", "cluster", "run", "-r", "0"], 2, "Error: --runs must be at least 1 (got 0)"),
+        (&["execution", "cluster", "run", "-c", "nope"], 2, "Error: Config 'nope' not found (see available configs above)"),
+    ];
+    for (args, code, msg) in cases {
+        let out = c.vast(args).await;
+        assert_eq!(
+            out.status.code(),
+            Some(*code),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(msg),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = c.vast(&["execution", "cluster", "setup", "--list"]).await;
+    assert_eq!(
+        text(&out.stdout),
+        "Available cluster configurations:\n  - azure\n  - gcp\n  - minikube\n  - rke2\n"
+    );
+
+    // No robovast pod (no setup yet): upstream's block, exit 1.
+    let out = c.vast(&["execution", "cluster", "run"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let e = text(&out.stderr);
+    assert!(e.contains("✗ Error: Pod 'robovast' does not exist\nTo set up the cluster.\n  vast execution cluster setup <cluster-config>"), "{e}");
+
+    // A pod but no saved setup.
+    assert!(c
+        .vast(&["execution", "cluster", "setup", "rke2"])
+        .await
+        .status
+        .success());
+    std::fs::remove_file(c.project.join(".robovast_cluster_config.vast-sim")).unwrap();
+    let out = c.vast(&["execution", "cluster", "run"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("✗ Error: Failed to get cluster config: No cluster config specified and no saved config found."), "{}", text(&out.stderr));
+
+    // No cluster: the kubeconfig points at a closed port.
+    let dead = c.tmp.path().join("dead-kubeconfig");
+    std::fs::write(
+        &dead,
+        vast_sim::server::kubeconfig_yaml("http://127.0.0.1:9", NS),
+    )
+    .unwrap();
+    let out = c
+        .command(&["execution", "cluster", "run"])
+        .env("KUBECONFIG", &dead)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("✗ Error: Failed to check Kubernetes access: ")
+            && e.contains("  Kubernetes cluster is required for RoboVAST execution."),
+        "{e}"
+    );
+    let out = c
+        .command(&["execution", "cluster", "run-cleanup"])
+        .env("KUBECONFIG", &dead)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("✗ Error: Failed to check Kubernetes access: "));
+}

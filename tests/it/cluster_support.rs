@@ -1,0 +1,310 @@
+//! Shared support of the cluster-operation tests: an in-process vast-sim with a kubeconfig, a
+//! copy of the growth_sim example project initialised in a temporary directory, the real
+//! binary run against both, in-process execution of the workflows (with the engine's crash
+//! injection), and a comparable [`World`] summary of what a cluster holds.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::{Api, ListParams};
+use serde_json::{json, Value};
+use vast::engine::{Engine, EngineOptions, Outcome, RunId};
+use vast::ops::env::ClusterEnv;
+use vast::store::StateDir;
+use vast_sim::config::SimConfig;
+use vast_sim::server::{Sim, SimHandle};
+
+pub const VAST: &str = env!("CARGO_BIN_EXE_vast");
+pub const NS: &str = "default";
+pub const CTX: &str = "vast-sim";
+
+pub struct Cluster {
+    pub sim: SimHandle,
+    pub tmp: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    pub project: PathBuf,
+    pub state: PathBuf,
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A sim with `config`, and the growth_sim example initialised as a project.
+pub async fn start(config: SimConfig) -> Cluster {
+    let sim = Sim::start(config).await.expect("sim starts");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = tmp.path().join("kubeconfig");
+    sim.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let project = tmp.path().join("project");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/growth_sim"),
+        &project,
+    );
+    vast::project::files::Project::init(
+        &project,
+        &project.join("growth_sim.vast"),
+        Path::new("results"),
+        "INFO",
+        true,
+    )
+    .expect("project init");
+    let state = project.join(".vast-state");
+    Cluster {
+        sim,
+        tmp,
+        kubeconfig,
+        project,
+        state,
+    }
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+impl Cluster {
+    pub fn client(&self) -> kube::Client {
+        let mut config = kube::Config::new(self.sim.url().parse().unwrap());
+        config.default_namespace = NS.into();
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// The real binary, in the project directory, with this cluster's kubeconfig.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(VAST);
+        c.args(args)
+            .current_dir(&self.project)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env_remove("VAST_STATE_DIR")
+            .env_remove("FAILPOINTS")
+            .env_remove("VAST_LOG")
+            .env("VAST_HELM", "/nonexistent/helm");
+        c
+    }
+
+    /// Runs the binary off the async runtime.
+    pub async fn vast(&self, args: &[&str]) -> Output {
+        let mut c = self.command(args);
+        tokio::task::spawn_blocking(move || c.output().expect("spawn vast"))
+            .await
+            .unwrap()
+    }
+
+    pub fn env(&self) -> ClusterEnv {
+        ClusterEnv {
+            client: self.client(),
+            context: None,
+            namespace: NS.into(),
+        }
+    }
+
+    fn resources(&self) -> vast::engine::Resources {
+        let mut r = vast::engine::Resources::default();
+        r.insert(self.env());
+        r.insert(vast::ops::run::ProjectCache::default());
+        r
+    }
+
+    pub fn setup_params(&self, config: &str) -> Value {
+        json!({
+            "context": null, "namespace": NS, "cluster_config": config, "options": {},
+            "force": false, "project_dir": self.project.display().to_string(),
+            "setup_key": CTX, "pod_timeout_s": 60,
+        })
+    }
+
+    pub fn cleanup_params(&self, config: &str) -> Value {
+        json!({
+            "context": null, "namespace": NS, "cluster_config": config, "options": {},
+            "project_dir": self.project.display().to_string(), "setup_key": CTX,
+        })
+    }
+
+    pub fn run_params(&self, runs: u32, follow: bool) -> Value {
+        let vast_file = self.project.join("growth_sim.vast");
+        let text = std::fs::read_to_string(&vast_file).unwrap();
+        json!({
+            "context": null, "namespace": NS,
+            "state_dir": self.state.display().to_string(),
+            "vast_file": vast_file.display().to_string(),
+            "vast_sha256": vast::ops::run::vast_sha256(&text),
+            "config": null, "runs": runs, "log_tree": false, "follow": follow, "cleanup": false,
+            "cluster_config": "rke2", "created_at": "2026-12-01T00:00:00Z", "poll_ms": 100,
+        })
+    }
+
+    /// Creates a run of `operation` and executes it in-process with `options`.
+    pub async fn execute(
+        &self,
+        operation: &str,
+        params: &Value,
+        options: EngineOptions,
+    ) -> (String, Outcome) {
+        let def = vast::ops::definition(operation).unwrap().unwrap();
+        let dir = StateDir::new(self.state.clone());
+        let mut engine = Engine::new(vast::ops::registry(), self.resources());
+        engine.options = options;
+        let id = RunId::generate(operation);
+        let store = engine.create_as(&dir, &id, &def, params).unwrap();
+        let outcome = engine
+            .execute(store, tokio_util::sync::CancellationToken::new())
+            .await;
+        (
+            id.as_str().to_string(),
+            outcome.unwrap_or_else(|e| Outcome::Failed(e.to_string())),
+        )
+    }
+
+    /// Resumes run `id` in-process (fresh resources, as `vast resume` builds them).
+    pub async fn resume(&self, id: &str, options: EngineOptions) -> Outcome {
+        let dir = StateDir::new(self.state.clone());
+        let mut engine = Engine::new(vast::ops::registry(), self.resources());
+        engine.options = options;
+        let store = dir.open_run(id).unwrap();
+        engine
+            .execute(store, tokio_util::sync::CancellationToken::new())
+            .await
+            .unwrap_or_else(|e| Outcome::Failed(e.to_string()))
+    }
+
+    /// Every key and its bytes in `bucket` (direct S3 endpoint of the robovast pod).
+    pub async fn bucket(&self, bucket: &str) -> BTreeMap<String, Vec<u8>> {
+        let Some(addr) = self.sim.dataplane().endpoint(NS, "robovast", 9000) else {
+            return BTreeMap::new();
+        };
+        let client = self.client();
+        let creds = vast::cluster::s3::read_credentials(client, NS)
+            .await
+            .unwrap();
+        let s3 = vast::cluster::s3::client(&format!("http://{addr}"), &creds);
+        let mut out = BTreeMap::new();
+        let mut pages = s3.list_objects_v2().bucket(bucket).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let Ok(page) = page else { break };
+            for o in page.contents() {
+                let key = o.key().unwrap().to_string();
+                let body = s3
+                    .get_object()
+                    .bucket(bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .unwrap();
+                let bytes = body.body.collect().await.unwrap().into_bytes().to_vec();
+                out.insert(key, bytes);
+            }
+        }
+        out
+    }
+
+    /// What the cluster holds, in a form two runs can be compared by.
+    pub async fn world(&self) -> World {
+        let c = self.client();
+        let pods: Api<Pod> = Api::namespaced(c.clone(), NS);
+        let robovast_pod = pods
+            .get_opt("robovast")
+            .await
+            .unwrap()
+            .map(|p| p.status.and_then(|s| s.phase).unwrap_or_default());
+        let services: Api<Service> = Api::namespaced(c.clone(), NS);
+        let service = services.get_opt("robovast").await.unwrap().is_some();
+        let secrets: Api<Secret> = Api::namespaced(c.clone(), NS);
+        let secret = secrets
+            .get_opt("vast-s3-credentials")
+            .await
+            .unwrap()
+            .is_some();
+        let cq = vast::cluster::kueue::cluster_queues(&c)
+            .get_opt("robovast-cluster-queue")
+            .await
+            .unwrap();
+        let stop_policy = cq.as_ref().and_then(|q| {
+            q.data
+                .pointer("/spec/stopPolicy")
+                .and_then(Value::as_str)
+                .map(String::from)
+        });
+        let local_queue = vast::cluster::kueue::local_queues(&c, NS)
+            .get_opt("robovast")
+            .await
+            .unwrap()
+            .is_some();
+        let jobs: Api<Job> = Api::namespaced(c.clone(), NS);
+        let mut by_run: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for j in jobs
+            .list(&ListParams::default().labels("jobgroup=scenario-runs"))
+            .await
+            .unwrap()
+            .items
+        {
+            let run = j.metadata.labels.as_ref().unwrap()["run-id"].clone();
+            by_run
+                .entry(run)
+                .or_default()
+                .insert(j.metadata.name.unwrap());
+        }
+        World {
+            robovast_pod,
+            service,
+            secret,
+            cluster_queue: cq.is_some(),
+            stop_policy: stop_policy.filter(|p| p != "None"),
+            local_queue,
+            jobs: by_run,
+        }
+    }
+
+    /// Waits until every Job of the run finished (or `secs` passed).
+    pub async fn wait_jobs_done(&self, run: &str, secs: u64) {
+        let jobs: Api<Job> = Api::namespaced(self.client(), NS);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let list = jobs
+                .list(&ListParams::default().labels(&format!("run-id={run}")))
+                .await
+                .unwrap();
+            if list.items.iter().all(|j| {
+                j.status
+                    .as_ref()
+                    .and_then(|s| s.completion_time.as_ref())
+                    .is_some()
+                    || j.status.as_ref().and_then(|s| s.failed).unwrap_or(0) > 0
+            }) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "jobs of {run} not done"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A cluster's state as the tests compare it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct World {
+    pub robovast_pod: Option<String>,
+    pub service: bool,
+    pub secret: bool,
+    pub cluster_queue: bool,
+    pub stop_policy: Option<String>,
+    pub local_queue: bool,
+    /// Job names by `run-id`.
+    pub jobs: BTreeMap<String, BTreeSet<String>>,
+}
