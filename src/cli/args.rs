@@ -192,9 +192,6 @@ pub struct RunArgs {
     /// Pass `-t` (log the behaviour tree) to the scenario runner.
     #[arg(short = 't', long)]
     pub log_tree: bool,
-    /// Jobs created at the same time.
-    #[arg(long, default_value_t = 32, hide = true)]
-    pub parallel: u32,
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,

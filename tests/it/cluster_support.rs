@@ -155,11 +155,23 @@ impl Cluster {
         params: &Value,
         options: EngineOptions,
     ) -> (String, Outcome) {
+        self.execute_as(&RunId::generate(operation), operation, params, options)
+            .await
+    }
+
+    /// [`Cluster::execute`] under a given run id.
+    pub async fn execute_as(
+        &self,
+        id: &RunId,
+        operation: &str,
+        params: &Value,
+        options: EngineOptions,
+    ) -> (String, Outcome) {
         let def = vast::ops::definition(operation).unwrap().unwrap();
         let dir = StateDir::new(self.state.clone());
         let mut engine = Engine::new(vast::ops::registry(), self.resources());
         engine.options = options;
-        let id = RunId::generate(operation);
+        let id = id.clone();
         let store = engine.create_as(&dir, &id, &def, params).unwrap();
         let outcome = engine
             .execute(store, tokio_util::sync::CancellationToken::new())

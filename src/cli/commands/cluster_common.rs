@@ -76,15 +76,41 @@ pub async fn client(context: Option<&str>) -> anyhow::Result<kube::Client> {
         .map_err(|e| UsageError(e.to_string()).into())
 }
 
+/// Calls `f` until it succeeds, fails permanently, or 5 attempts failed transiently (200 ms,
+/// doubling): the pre-flight checks ride out a flaky network like the steps do.
+pub async fn with_retries<T, F, Fut>(mut f: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = std::time::Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < 5 && crate::cluster::error::classify(&e).is_transient() => {
+                tracing::debug!("attempt {attempt} failed, retrying: {e}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Upstream's access check: server version and one pod listed in the namespace. `Ok` is the
 /// `Kubernetes cluster is accessible (...)` line, `Err` the message after `✗ Error: `.
 pub async fn check_access(context: Option<&str>, namespace: &str) -> Result<String, String> {
     let client = crate::cluster::client::client(context)
         .await
         .map_err(|e| format!("Kubernetes configuration not found: {e}"))?;
-    let version = client.apiserver_version().await.map_err(access_error)?;
+    let version = with_retries(|| client.apiserver_version())
+        .await
+        .map_err(access_error)?;
     let pods: Api<Pod> = Api::namespaced(client, namespace);
-    pods.list(&ListParams::default().limit(1))
+    let one = ListParams::default().limit(1);
+    with_retries(|| pods.list(&one))
         .await
         .map_err(access_error)?;
     Ok(format!(
@@ -106,7 +132,7 @@ fn access_error(e: kube::Error) -> String {
 /// Upstream's pod check: pod `robovast` must be Running.
 pub async fn check_pod(client: &kube::Client, namespace: &str) -> Result<(), String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    match pods.get_opt("robovast").await {
+    match with_retries(|| pods.get_opt("robovast")).await {
         Ok(Some(p)) => {
             let phase = p
                 .status

@@ -21,8 +21,10 @@ pub async fn run(args: RunCleanupArgs, globals: &Globals) -> anyhow::Result<Exit
     }
     if let Some(r) = &args.run_id {
         let kube = client(args.context.as_deref()).await?;
-        let ids = crate::ops::runs::run_ids(&kube, &namespace)
-            .await
+        let ids = super::cluster_common::with_retries(|| {
+            crate::ops::runs::run_ids(&kube, &namespace)
+        })
+        .await
             .map_err(|e| {
                 anyhow::anyhow!(
                     "listing the runs' Jobs: {}",
