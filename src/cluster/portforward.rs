@@ -7,8 +7,10 @@
 //! up again, so a pod that was restarted or recreated under the same name is found once it is
 //! Running again. A stream that dies mid-transfer closes its local connection: the client
 //! (the S3 SDK's retry, a `Range` resume) reconnects and gets a fresh stream, so a drop costs
-//! at most the request in flight. [`PortForward::probe`] checks end to end that a stream can
-//! be opened now; the counters tell how often streams were opened, failed or re-established.
+//! at most the request in flight. A stream that goes dead without closing (the client sent
+//! bytes and nothing came back for [`Reconnect::stall_timeout`]) is detected and closed the
+//! same way. [`PortForward::probe`] checks end to end that a stream can be opened now; the
+//! counters tell how often streams were opened, failed, stalled or re-established.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +50,8 @@ pub struct Reconnect {
     /// Attempts to open one stream before its connection is given up (closed).
     pub attempts: u32,
     pub policy: RetryPolicy,
+    /// A stream that got bytes from the client and sent nothing back for this long is dead.
+    pub stall_timeout: Duration,
 }
 
 impl Default for Reconnect {
@@ -62,6 +66,7 @@ impl Default for Reconnect {
                 max_elapsed: None,
                 jitter: 0.0,
             },
+            stall_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -77,6 +82,8 @@ pub struct Stats {
     pub open_failures: AtomicU64,
     /// Connections given up after every attempt failed.
     pub given_up: AtomicU64,
+    /// Streams closed because they stopped answering.
+    pub stalled: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -250,27 +257,168 @@ async fn open(
 }
 
 /// Copies bytes both ways between `conn` and a fresh stream until either ends.
-async fn bridge(t: Target, mut conn: TcpStream) {
-    let (forwarder, mut stream) = match open(&t).await {
+async fn bridge(t: Target, conn: TcpStream) {
+    let (forwarder, stream) = match open(&t).await {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!("{e}");
             return;
         }
     };
-    if let Err(e) = tokio::io::copy_bidirectional(&mut conn, &mut stream).await {
-        tracing::debug!(
+    match relay(conn, stream, t.reconnect.stall_timeout).await {
+        Ok(()) => {}
+        Err(RelayError::Stalled) => {
+            t.stats.stalled.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                "port-forward stream to pod '{}' port {} stopped answering for {} s; closed (the client reconnects)",
+                t.pod,
+                t.port,
+                t.reconnect.stall_timeout.as_secs()
+            );
+        }
+        Err(RelayError::Io(e)) => tracing::debug!(
             "port-forward connection to pod '{}' port {} ended: {e}",
             t.pod,
             t.port
-        );
+        ),
     }
-    drop(stream);
     if let Err(e) = forwarder.join().await {
         tracing::debug!(
             "port-forward to pod '{}' port {} closed with: {e}",
             t.pod,
             t.port
         );
+    }
+}
+
+/// Why a relay ended early.
+#[derive(Debug)]
+pub enum RelayError {
+    /// The far side stopped answering: bytes went out, nothing came back for the timeout.
+    Stalled,
+    Io(std::io::Error),
+}
+
+/// Copies both ways between `near` (the local client) and `far` (the forwarded stream) until
+/// either side closes, and detects a dead far side: once the client has sent bytes that were
+/// not followed by any answer for `stall`, the relay stops with [`RelayError::Stalled`] (both
+/// ends are closed by dropping them). Idle connections (nothing outstanding) never stall.
+pub async fn relay<A, B>(near: A, far: B, stall: Duration) -> Result<(), RelayError>
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut near_r, mut near_w) = tokio::io::split(near);
+    let (mut far_r, mut far_w) = tokio::io::split(far);
+    // Instants of the last byte each way, and whether a request is outstanding.
+    let t0 = tokio::time::Instant::now();
+    let last_up = std::sync::Mutex::new(None::<tokio::time::Instant>);
+    let last_down = std::sync::Mutex::new(t0);
+    let up = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = near_r.read(&mut buf).await?;
+            if n == 0 {
+                far_w.shutdown().await?;
+                return Ok::<(), std::io::Error>(());
+            }
+            far_w.write_all(&buf[..n]).await?;
+            if let Ok(mut u) = last_up.lock() {
+                u.get_or_insert_with(tokio::time::Instant::now);
+            }
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = far_r.read(&mut buf).await?;
+            if n == 0 {
+                near_w.shutdown().await?;
+                return Ok::<(), std::io::Error>(());
+            }
+            near_w.write_all(&buf[..n]).await?;
+            if let (Ok(mut d), Ok(mut u)) = (last_down.lock(), last_up.lock()) {
+                *d = tokio::time::Instant::now();
+                *u = None;
+            }
+        }
+    };
+    let watchdog = async {
+        let tick = (stall / 4).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(tick).await;
+            let outstanding = last_up.lock().ok().and_then(|u| *u);
+            if let Some(since) = outstanding {
+                if since.elapsed() >= stall {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::pin!(up, down, watchdog);
+    let mut up_done = false;
+    loop {
+        tokio::select! {
+            r = &mut up, if !up_done => {
+                r.map_err(RelayError::Io)?;
+                up_done = true;
+            }
+            r = &mut down => return r.map_err(RelayError::Io),
+            _ = &mut watchdog => return Err(RelayError::Stalled),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_far_side_that_stops_answering_is_detected() {
+        let (client, near) = tokio::io::duplex(1024);
+        let (far, mut server) = tokio::io::duplex(1024);
+        let relay = tokio::spawn(relay(near, far, Duration::from_secs(30)));
+        let (mut cr, mut cw) = tokio::io::split(client);
+        // A request answered: fine. Then idle for long: still fine (nothing outstanding).
+        cw.write_all(b"ping").await.unwrap();
+        let mut b = [0u8; 4];
+        server.read_exact(&mut b).await.unwrap();
+        server.write_all(b"pong").await.unwrap();
+        cr.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"pong");
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        assert!(!relay.is_finished(), "an idle connection is not a dead one");
+        // A request never answered: stalled after the timeout.
+        cw.write_all(b"more").await.unwrap();
+        server.read_exact(&mut b).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        let r = relay.await.unwrap();
+        assert!(matches!(r, Err(RelayError::Stalled)), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn bytes_flow_both_ways_until_the_far_side_closes() {
+        let (client, near) = tokio::io::duplex(64);
+        let (far, mut server) = tokio::io::duplex(64);
+        let relay = tokio::spawn(relay(near, far, Duration::from_secs(30)));
+        let (mut cr, mut cw) = tokio::io::split(client);
+        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let d2 = data.clone();
+        let writer = tokio::spawn(async move {
+            cw.write_all(&d2).await.unwrap();
+            cw.shutdown().await.unwrap();
+        });
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(got, data);
+        server.write_all(b"bye").await.unwrap();
+        drop(server);
+        let mut back = Vec::new();
+        cr.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"bye");
+        assert!(relay.await.unwrap().is_ok());
     }
 }

@@ -34,14 +34,25 @@ async fn setup_and_run_complete_under_api_faults_and_port_forward_drops() {
     })));
     let out = c.vast(&["execution", "cluster", "setup", "rke2"]).await;
     assert!(out.status.success(), "setup: {}", text(&out.stderr));
-    let out = c.vast(&["execution", "cluster", "run", "--follow", "-r", "2"]).await;
+    let out = c
+        .vast(&["execution", "cluster", "run", "--follow", "-r", "2"])
+        .await;
     let err = text(&out.stderr);
     assert!(out.status.success(), "run: {err}");
-    assert!(text(&out.stdout).contains("Jobs: 10 total, 10 succeeded, 0 failed"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("Jobs: 10 total, 10 succeeded, 0 failed"),
+        "{}",
+        text(&out.stdout)
+    );
     // The faults really fired and were retried by the steps.
     let id = err
         .lines()
-        .find_map(|l| l.strip_prefix("run ")?.split(' ').next().filter(|s| s.starts_with("run-")))
+        .find_map(|l| {
+            l.strip_prefix("run ")?
+                .split(' ')
+                .next()
+                .filter(|s| s.starts_with("run-"))
+        })
         .unwrap()
         .to_string();
     let show = c.vast(&["runs", "show", &id, "--json"]).await;
@@ -54,13 +65,21 @@ async fn setup_and_run_complete_under_api_faults_and_port_forward_drops() {
         .sum();
     eprintln!("transient errors retried by the run's steps: {errors}");
     let bucket = c.bucket(&id).await;
-    assert!(bucket.contains_key("_config/configurations.yaml") && bucket.len() > 10, "{:?}", bucket.keys());
+    assert!(
+        bucket.contains_key("_config/configurations.yaml") && bucket.len() > 10,
+        "{:?}",
+        bucket.keys()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_errors_fail_fast_with_the_servers_message() {
     let c = start(SimConfig::default()).await;
-    assert!(c.vast(&["execution", "cluster", "setup", "rke2"]).await.status.success());
+    assert!(c
+        .vast(&["execution", "cluster", "setup", "rke2"])
+        .await
+        .status
+        .success());
     for code in [403, 422] {
         c.sim.faults().set(faults(json!({"api": [
             {"verbs": ["create"], "resources": ["jobs"], "action": {"status": {"codes": [code]}}}
@@ -69,13 +88,28 @@ async fn permanent_errors_fail_fast_with_the_servers_message() {
         let out = c.vast(&["execution", "cluster", "run", "-r", "1"]).await;
         assert_eq!(out.status.code(), Some(1), "{code}: {}", text(&out.stderr));
         let e = text(&out.stderr);
-        assert!(e.contains(&format!("{code} ")) && e.contains("injected fault on create jobs"), "{e}");
-        assert!(e.contains("(after fixing the cause: vast resume run-"), "{e}");
-        assert!(t0.elapsed() < Duration::from_secs(20), "{code}: took {:?}", t0.elapsed());
+        assert!(
+            e.contains(&format!("{code} ")) && e.contains("injected fault on create jobs"),
+            "{e}"
+        );
+        assert!(
+            e.contains("(after fixing the cause: vast resume run-"),
+            "{e}"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{code}: took {:?}",
+            t0.elapsed()
+        );
         // Each failing Job creation was attempted once (no retries of a permanent error).
         let id = e
             .lines()
-            .find_map(|l| l.strip_prefix("run ")?.split(' ').next().filter(|s| s.starts_with("run-")))
+            .find_map(|l| {
+                l.strip_prefix("run ")?
+                    .split(' ')
+                    .next()
+                    .filter(|s| s.starts_with("run-"))
+            })
             .unwrap()
             .to_string();
         let show = c.vast(&["runs", "show", &id, "--json"]).await;
@@ -94,7 +128,13 @@ async fn permanent_errors_fail_fast_with_the_servers_message() {
 }
 
 /// Polls the ClusterQueue's stopPolicy every few ms and records every value other than None.
-fn watch_stop_policy(c: &Cluster) -> (Arc<AtomicBool>, Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
+fn watch_stop_policy(
+    c: &Cluster,
+) -> (
+    Arc<AtomicBool>,
+    Arc<Mutex<Vec<String>>>,
+    tokio::task::JoinHandle<()>,
+) {
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (s2, seen2, client) = (stop.clone(), seen.clone(), c.client());
@@ -119,7 +159,11 @@ async fn run_cleanup_of_one_run_never_stops_the_queue_or_evicts_other_runs() {
     let mut cfg = SimConfig::default();
     cfg.pods.job_duration_ms = 120_000;
     let c = start(cfg).await;
-    assert!(c.vast(&["execution", "cluster", "setup", "rke2"]).await.status.success());
+    assert!(c
+        .vast(&["execution", "cluster", "setup", "rke2"])
+        .await
+        .status
+        .success());
     let mut ids = Vec::new();
     for _ in 0..2 {
         let out = c.vast(&["execution", "cluster", "run", "-r", "1"]).await;
@@ -127,7 +171,10 @@ async fn run_cleanup_of_one_run_never_stops_the_queue_or_evicts_other_runs() {
         let s = text(&out.stdout);
         ids.push(
             s.lines()
-                .find_map(|l| l.strip_prefix("✓ Jobs created successfully (Run ID: ")?.strip_suffix(')'))
+                .find_map(|l| {
+                    l.strip_prefix("✓ Jobs created successfully (Run ID: ")?
+                        .strip_suffix(')')
+                })
                 .unwrap()
                 .to_string(),
         );
@@ -137,11 +184,20 @@ async fn run_cleanup_of_one_run_never_stops_the_queue_or_evicts_other_runs() {
     let other = format!("run-id={}", ids[1]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let l = jobs.list(&ListParams::default().labels(&other)).await.unwrap();
-        if l.items.iter().all(|j| j.status.as_ref().and_then(|s| s.active).unwrap_or(0) >= 1) {
+        let l = jobs
+            .list(&ListParams::default().labels(&other))
+            .await
+            .unwrap();
+        if l.items
+            .iter()
+            .all(|j| j.status.as_ref().and_then(|s| s.active).unwrap_or(0) >= 1)
+        {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "other run never started");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "other run never started"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let pods_before: Vec<String> = {
@@ -164,7 +220,11 @@ async fn run_cleanup_of_one_run_never_stops_the_queue_or_evicts_other_runs() {
     stop.store(true, Ordering::Relaxed);
     h.await.unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(seen.lock().unwrap().is_empty(), "stopPolicy was set: {:?}", seen.lock().unwrap());
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "stopPolicy was set: {:?}",
+        seen.lock().unwrap()
+    );
     let w = c.world().await;
     assert!(!w.jobs.contains_key(&ids[0]), "{w:?}");
     assert_eq!(w.jobs[&ids[1]].len(), 5, "{w:?}");
@@ -185,7 +245,11 @@ async fn run_cleanup_of_one_run_never_stops_the_queue_or_evicts_other_runs() {
         .list(&ListParams::default())
         .await
         .unwrap();
-    assert_eq!(wls.items.len(), 5, "only the other run's workloads are left");
+    assert_eq!(
+        wls.items.len(),
+        5,
+        "only the other run's workloads are left"
+    );
     for w in &wls.items {
         let admitted = w.data["status"]["conditions"]
             .as_array()
@@ -201,8 +265,16 @@ async fn cleanup_restores_the_queue_when_a_removal_fails() {
     let mut cfg = SimConfig::default();
     cfg.pods.job_duration_ms = 120_000;
     let c = start(cfg).await;
-    assert!(c.vast(&["execution", "cluster", "setup", "rke2"]).await.status.success());
-    assert!(c.vast(&["execution", "cluster", "run", "-r", "1"]).await.status.success());
+    assert!(c
+        .vast(&["execution", "cluster", "setup", "rke2"])
+        .await
+        .status
+        .success());
+    assert!(c
+        .vast(&["execution", "cluster", "run", "-r", "1"])
+        .await
+        .status
+        .success());
     c.sim.faults().set(faults(json!({"api": [
         {"verbs": ["deletecollection"], "resources": ["jobs"], "action": {"status": {"codes": [403]}}}
     ]})));
@@ -215,25 +287,38 @@ async fn cleanup_restores_the_queue_when_a_removal_fails() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     stop.store(true, Ordering::Relaxed);
     h.await.unwrap();
-    assert!(seen.lock().unwrap().iter().any(|p| p == "HoldAndDrain"), "never held");
+    assert!(
+        seen.lock().unwrap().iter().any(|p| p == "HoldAndDrain"),
+        "never held"
+    );
     assert_eq!(c.world().await.stop_policy, None, "queue left stopped");
     // Fixed: resume finishes the cleanup.
     c.sim.faults().set(FaultConfig::default());
     let id = e
         .lines()
-        .find_map(|l| l.strip_prefix("run ")?.split(' ').next().filter(|s| s.starts_with("cleanup-")))
+        .find_map(|l| {
+            l.strip_prefix("run ")?
+                .split(' ')
+                .next()
+                .filter(|s| s.starts_with("cleanup-"))
+        })
         .unwrap()
         .to_string();
     let out = c.vast(&["resume", &id]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let w = c.world().await;
-    assert!(w.jobs.is_empty() && w.robovast_pod.is_none() && !w.cluster_queue, "{w:?}");
+    assert!(
+        w.jobs.is_empty() && w.robovast_pod.is_none() && !w.cluster_queue,
+        "{w:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn existing_jobs_of_the_run_are_adopted_and_foreign_ones_refused() {
     let c = start(SimConfig::default()).await;
-    let (_, o) = c.execute("setup", &c.setup_params("rke2"), EngineOptions::default()).await;
+    let (_, o) = c
+        .execute("setup", &c.setup_params("rke2"), EngineOptions::default())
+        .await;
     assert_eq!(o, Outcome::Succeeded);
     let vast = vast::project::VastFile::load(&c.project.join("growth_sim.vast")).unwrap();
     let first = vast::project::generate(&vast).unwrap()[0].name.clone();
@@ -249,18 +334,40 @@ async fn existing_jobs_of_the_run_are_adopted_and_foreign_ones_refused() {
     // A Job of this run that exists already (e.g. created by an attempt whose record was lost).
     let id = RunId::generate("run");
     let name = vast::manifests::job::job_name(id.as_str(), &first, 0);
-    let created = jobs.create(&PostParams::default(), &make(&name, id.as_str())).await.unwrap();
-    let (_, o) = c.execute_as(&id, "run", &c.run_params(1, false), EngineOptions::default()).await;
+    let created = jobs
+        .create(&PostParams::default(), &make(&name, id.as_str()))
+        .await
+        .unwrap();
+    let (_, o) = c
+        .execute_as(
+            &id,
+            "run",
+            &c.run_params(1, false),
+            EngineOptions::default(),
+        )
+        .await;
     assert_eq!(o, Outcome::Succeeded);
     assert_eq!(c.world().await.jobs[id.as_str()].len(), 5);
     let now = jobs.get(&name).await.unwrap();
-    assert_eq!(now.metadata.uid, created.metadata.uid, "adopted, not re-created");
+    assert_eq!(
+        now.metadata.uid, created.metadata.uid,
+        "adopted, not re-created"
+    );
 
     // A Job with the name of one of this run's Jobs but another run's label: refused.
     let id2 = RunId::generate("run");
     let name2 = vast::manifests::job::job_name(id2.as_str(), &first, 0);
-    jobs.create(&PostParams::default(), &make(&name2, "run-someone-else")).await.unwrap();
-    let (_, o) = c.execute_as(&id2, "run", &c.run_params(1, false), EngineOptions::default()).await;
+    jobs.create(&PostParams::default(), &make(&name2, "run-someone-else"))
+        .await
+        .unwrap();
+    let (_, o) = c
+        .execute_as(
+            &id2,
+            "run",
+            &c.run_params(1, false),
+            EngineOptions::default(),
+        )
+        .await;
     match o {
         Outcome::Failed(m) => assert!(m.contains("belongs to run 'run-someone-else'"), "{m}"),
         other => panic!("{other:?}"),
@@ -292,7 +399,15 @@ async fn exec_auth_plugins_are_run_and_their_token_never_printed() {
     let kc = c.tmp.path().join("gke-kubeconfig");
     std::fs::write(&kc, kubeconfig).unwrap();
     let out = c
-        .command(&["execution", "cluster", "setup", "minikube", "-x", "gke_ctx", "-v"])
+        .command(&[
+            "execution",
+            "cluster",
+            "setup",
+            "minikube",
+            "-x",
+            "gke_ctx",
+            "-v",
+        ])
         .env("KUBECONFIG", &kc)
         .output()
         .unwrap();
@@ -328,7 +443,10 @@ async fn kueue_with_helm_and_without() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let calls = std::fs::read_to_string(&log).unwrap();
-    assert!(calls.contains("list -n kueue-system -q -f kueue"), "{calls}");
+    assert!(
+        calls.contains("list -n kueue-system -q -f kueue"),
+        "{calls}"
+    );
     assert!(
         calls.contains("upgrade kueue oci://registry.k8s.io/kueue/charts/kueue --version=0.16.1 --namespace=kueue-system --values="),
         "{calls}"
@@ -340,7 +458,9 @@ async fn kueue_with_helm_and_without() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(std::fs::read_to_string(&log).unwrap().contains("uninstall kueue --namespace=kueue-system"));
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("uninstall kueue --namespace=kueue-system"));
 
     // No Kueue and no helm: a clear error saying how to get either, nothing deployed.
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
@@ -351,28 +471,45 @@ async fn kueue_with_helm_and_without() {
     let out = c.vast(&["execution", "cluster", "setup", "rke2"]).await;
     assert_eq!(out.status.code(), Some(1));
     let e = text(&out.stderr);
-    assert!(e.contains("Kueue is not installed") && e.contains("helm is not on PATH") && e.contains("https://helm.sh/docs/intro/install/"), "{e}");
+    assert!(
+        e.contains("Kueue is not installed")
+            && e.contains("helm is not on PATH")
+            && e.contains("https://helm.sh/docs/intro/install/"),
+        "{e}"
+    );
     assert_eq!(c.world().await.robovast_pod, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_forward_supervisor_survives_pod_restarts_and_dropped_streams() {
     let c = start(SimConfig::default()).await;
-    let (_, o) = c.execute("setup", &c.setup_params("rke2"), EngineOptions::default()).await;
+    let (_, o) = c
+        .execute("setup", &c.setup_params("rke2"), EngineOptions::default())
+        .await;
     assert_eq!(o, Outcome::Succeeded);
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(c.client(), NS);
-    let pf = vast::cluster::portforward::PortForward::start(pods, "robovast", 9000).await.unwrap();
+    let pf = vast::cluster::portforward::PortForward::start(pods, "robovast", 9000)
+        .await
+        .unwrap();
     pf.probe().await.unwrap();
-    let creds = vast::cluster::s3::read_credentials(c.client(), NS).await.unwrap();
+    let creds = vast::cluster::s3::read_credentials(c.client(), NS)
+        .await
+        .unwrap();
     let s3 = vast::cluster::s3::client(&pf.http_endpoint(), &creds);
-    vast::cluster::s3::ensure_bucket(&s3, "pf-test").await.unwrap();
-    c.sim.faults().set(faults(json!({"portforward": {"drop_after_bytes": 3000, "ports": [9000]}})));
+    vast::cluster::s3::ensure_bucket(&s3, "pf-test")
+        .await
+        .unwrap();
+    c.sim.faults().set(faults(
+        json!({"portforward": {"drop_after_bytes": 3000, "ports": [9000]}}),
+    ));
     let admin = format!("{}/sim/pods/{NS}/robovast/restart?wipe=false", c.sim.url());
     for i in 0..20u32 {
         if i % 7 == 3 {
             let admin = admin.clone();
             tokio::task::spawn_blocking(move || {
-                std::process::Command::new("curl").args(["-s", "-X", "POST", &admin]).output()
+                std::process::Command::new("curl")
+                    .args(["-s", "-X", "POST", &admin])
+                    .output()
             })
             .await
             .unwrap()
@@ -390,7 +527,13 @@ async fn port_forward_supervisor_survives_pod_restarts_and_dropped_streams() {
         // by Range); the next connection gets a fresh stream.
         let mut got = None;
         for _ in 0..5 {
-            let Ok(r) = s3.get_object().bucket("pf-test").key(format!("k{i}")).send().await else {
+            let Ok(r) = s3
+                .get_object()
+                .bucket("pf-test")
+                .key(format!("k{i}"))
+                .send()
+                .await
+            else {
                 continue;
             };
             if let Ok(b) = r.body.collect().await {
@@ -409,5 +552,90 @@ async fn port_forward_supervisor_survives_pod_restarts_and_dropped_streams() {
         st.open_failures.load(Ordering::Relaxed),
         st.given_up.load(Ordering::Relaxed)
     );
-    assert!(st.streams.load(Ordering::Relaxed) > 3, "streams were re-established");
+    assert!(
+        st.streams.load(Ordering::Relaxed) > 3,
+        "streams were re-established"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_files_are_uploaded_in_parts_and_resume_at_the_next_part() {
+    use vast::cluster::s3;
+    let c = start(SimConfig::default()).await;
+    let (_, o) = c
+        .execute("setup", &c.setup_params("rke2"), EngineOptions::default())
+        .await;
+    assert_eq!(o, Outcome::Succeeded);
+    let dir = c.tmp.path().join("big");
+    std::fs::create_dir_all(&dir).unwrap();
+    let size = 2 * s3::PART_SIZE as usize + 1_234_567;
+    let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(dir.join("rosbag.mcap"), &data).unwrap();
+    std::fs::write(dir.join("small.txt"), b"small").unwrap();
+    let addr = c.sim.dataplane().endpoint(NS, "robovast", 9000).unwrap();
+    let creds = s3::read_credentials(c.client(), NS).await.unwrap();
+    let client = s3::client(&format!("http://{addr}"), &creds);
+    s3::ensure_bucket(&client, "big").await.unwrap();
+
+    // The second part fails (every SDK retry too): the upload stops with one part done.
+    let saved: Arc<Mutex<Vec<s3::UploadCursor>>> = Arc::default();
+    let sink_saved = saved.clone();
+    let sink = move |cur: &s3::UploadCursor| sink_saved.lock().unwrap().push(cur.clone());
+    // The first part goes through; once the cursor holds it, every UploadPart fails.
+    let fail_after_first = {
+        let f = c.sim.faults().clone();
+        move |cur: &s3::UploadCursor| {
+            if cur.multipart.values().any(|m| m.parts.len() == 1) {
+                f.set(faults(
+                    json!({"s3": [{"ops": ["UploadPart"], "codes": [500]}]}),
+                ));
+            }
+        }
+    };
+    let both = move |cur: &s3::UploadCursor| {
+        sink(cur);
+        fail_after_first(cur);
+    };
+    let err = s3::upload_dir_resumable(&client, "big", &dir, s3::UploadCursor::default(), &both)
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    let cursor = saved.lock().unwrap().last().cloned().unwrap();
+    let state = cursor.multipart["rosbag.mcap"].clone();
+    assert_eq!(state.parts.len(), 1, "{cursor:?}");
+
+    // Resumed from the cursor: same UploadId, only parts 2 and 3 are sent.
+    c.sim.faults().set(FaultConfig::default());
+    saved.lock().unwrap().clear();
+    let sink_saved = saved.clone();
+    let sink = move |cur: &s3::UploadCursor| sink_saved.lock().unwrap().push(cur.clone());
+    let summary = s3::upload_dir_resumable(&client, "big", &dir, cursor, &sink)
+        .await
+        .unwrap();
+    assert_eq!(summary.files(), 2);
+    let seen = saved.lock().unwrap().clone();
+    let first = &seen[0].multipart["rosbag.mcap"];
+    assert_eq!(
+        first.upload_id, state.upload_id,
+        "the same multipart upload continues"
+    );
+    assert_eq!(first.parts.len(), 2, "part 1 was not sent again");
+    assert!(
+        seen.last().unwrap().multipart.is_empty(),
+        "finished uploads leave the cursor"
+    );
+    let got = client
+        .get_object()
+        .bucket("big")
+        .key("rosbag.mcap")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().to_vec(),
+        data
+    );
+    // Again: nothing is sent (the multipart ETag is recognised).
+    let again = s3::upload_dir(&client, "big", &dir).await.unwrap();
+    assert_eq!((again.uploaded, again.skipped), (0, 2));
 }

@@ -305,14 +305,20 @@ async fn monitor_shows_why_jobs_are_pending_and_their_queue_position() {
     cfg.nodes.cpu = "4".into();
     cfg.pods.job_duration_ms = 120_000;
     let c = start(cfg).await;
-    assert!(c.vast(&["execution", "cluster", "setup", "rke2"]).await.status.success());
+    assert!(c
+        .vast(&["execution", "cluster", "setup", "rke2"])
+        .await
+        .status
+        .success());
     let out = c.vast(&["execution", "cluster", "run"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let id = run_id_of(&text(&out.stdout));
     // The quota (4 CPU, 1 CPU per Job) admits 4 of the 15 Jobs.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let j = loop {
-        let out = c.vast(&["execution", "cluster", "monitor", "--once", "--json"]).await;
+        let out = c
+            .vast(&["execution", "cluster", "monitor", "--once", "--json"])
+            .await;
         let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let r = &j["contexts"][0]["runs"][0];
         if r["running"] == 4 && r["pending_jobs"][0]["position"] == 1 {
@@ -322,11 +328,24 @@ async fn monitor_shows_why_jobs_are_pending_and_their_queue_position() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let r = &j["contexts"][0]["runs"][0];
-    assert_eq!((r["run_id"].as_str(), r["pending"].as_u64()), (Some(id.as_str()), Some(11)), "{r}");
+    assert_eq!(
+        (r["run_id"].as_str(), r["pending"].as_u64()),
+        (Some(id.as_str()), Some(11)),
+        "{r}"
+    );
     let reason = r["pending_jobs"][0]["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("quota") || reason.contains("insufficient"), "{r}");
+    assert!(
+        reason.contains("quota") || reason.contains("insufficient"),
+        "{r}"
+    );
     let out = c.vast(&["execution", "cluster", "monitor", "--once"]).await;
     let m = text(&out.stdout);
-    assert!(m.contains("0/15  (0 ok, 0 fail)  Running: 4  Pending: 11"), "{m}");
-    assert!(m.contains("  pending: ") && m.contains("(next in queue at position 1)"), "{m}");
+    assert!(
+        m.contains("0/15  (0 ok, 0 fail)  Running: 4  Pending: 11"),
+        "{m}"
+    );
+    assert!(
+        m.contains("  pending: ") && m.contains("(next in queue at position 1)"),
+        "{m}"
+    );
 }
