@@ -37,12 +37,15 @@ fn main() -> ExitCode {
 
 fn init_tracing(verbose: u8, quiet: u8, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
+    // `-v`/`-q` set vast's own level; dependencies (kube, hyper, the AWS SDK) stay at `warn`,
+    // so their request traces (which carry access keys in Authorization headers) never reach
+    // the log unless asked for explicitly with VAST_LOG.
     let level = match verbose as i16 - quiet as i16 {
         i16::MIN..=-2 => "error",
-        -1 => "warn",
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
+        -1 => "warn,vast=warn,vast_state=warn",
+        0 => "warn,vast=info,vast_state=info",
+        1 => "warn,vast=debug,vast_state=debug",
+        _ => "warn,vast=trace,vast_state=trace",
     };
     let filter = EnvFilter::try_from_env("VAST_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()

@@ -349,3 +349,111 @@ async fn monitor_shows_why_jobs_are_pending_and_their_queue_position() {
         "{m}"
     );
 }
+
+/// Every step of setup, run, run-cleanup and cleanup run twice (the engine's `run_twice`):
+/// the cluster ends as after single runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cluster_step_is_idempotent() {
+    use vast::engine::{EngineOptions, Outcome};
+    let twice = || EngineOptions {
+        run_twice: true,
+        ..Default::default()
+    };
+    let once = super::cluster_support::start(SimConfig::default()).await;
+    let dup = super::cluster_support::start(SimConfig::default()).await;
+    for (c, opts) in [(&once, EngineOptions::default()), (&dup, twice())] {
+        let (_, o) = c
+            .execute("setup", &c.setup_params("rke2"), opts.clone())
+            .await;
+        assert_eq!(o, Outcome::Succeeded);
+    }
+    let (w1, w2) = (once.world().await, dup.world().await);
+    assert_eq!(w1, w2);
+    // run: same Jobs (by count per run; names depend on the run id), same bucket.
+    let (id1, o) = once
+        .execute("run", &once.run_params(2, false), EngineOptions::default())
+        .await;
+    assert_eq!(o, Outcome::Succeeded);
+    let (id2, o) = dup.execute("run", &dup.run_params(2, false), twice()).await;
+    assert_eq!(o, Outcome::Succeeded);
+    assert_eq!(once.world().await.jobs[&id1].len(), 10);
+    assert_eq!(dup.world().await.jobs[&id2].len(), 10);
+    // What was uploaded (results that finished pods wrote under <config>/<n>/ are timing).
+    let strip = |b: std::collections::BTreeMap<String, Vec<u8>>| -> Vec<(String, usize)> {
+        b.into_iter()
+            .filter(|(k, _)| {
+                !k.split('/')
+                    .nth(1)
+                    .is_some_and(|p| p.bytes().all(|c| c.is_ascii_digit()))
+            })
+            .map(|(k, v)| (k, v.len()))
+            .collect()
+    };
+    assert_eq!(
+        strip(once.bucket(&id1).await),
+        strip(dup.bucket(&id2).await)
+    );
+    // run --follow twice over: the follow step's second pass finds the Jobs already gone.
+    let (_, o) = dup.execute("run", &dup.run_params(1, true), twice()).await;
+    assert_eq!(o, Outcome::Succeeded);
+    // run-cleanup of one run, then cleanup.
+    let p = serde_json::json!({"context": null, "namespace": NS, "run_id": id2});
+    let (_, o) = dup.execute("run-cleanup", &p, twice()).await;
+    assert_eq!(o, Outcome::Succeeded);
+    assert!(!dup.world().await.jobs.contains_key(&id2));
+    for (c, opts) in [(&once, EngineOptions::default()), (&dup, twice())] {
+        let (_, o) = c.execute("cleanup", &c.cleanup_params("rke2"), opts).await;
+        assert_eq!(o, Outcome::Succeeded);
+    }
+    assert_eq!(once.world().await, dup.world().await);
+}
+
+/// The MinIO keys exist only in the Secret: never in vast's output, logs or run store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_keys_never_reach_output_logs_or_the_run_store() {
+    let c = start(SimConfig::default()).await;
+    let mut all = String::new();
+    for args in [
+        &["execution", "cluster", "setup", "rke2", "-vv"][..],
+        &["execution", "cluster", "run", "--follow", "-vv"][..],
+        &["execution", "cluster", "monitor", "--once", "--json"][..],
+    ] {
+        let out = c.vast(args).await;
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        all.push_str(&text(&out.stdout));
+        all.push_str(&text(&out.stderr));
+    }
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(c.client(), NS);
+    let s = secrets.get("vast-s3-credentials").await.unwrap();
+    let data = s.data.unwrap();
+    let keys: Vec<String> = ["access-key", "secret-key"]
+        .iter()
+        .map(|k| String::from_utf8(data[*k].0.clone()).unwrap())
+        .collect();
+    assert!(keys.iter().all(|k| k.len() >= 16), "{}", keys.len());
+    for k in &keys {
+        assert!(!all.contains(k.as_str()), "a key was printed");
+    }
+    // Every file of the state directory (sled, frame log, snapshots, records, out_template).
+    let mut stack = vec![c.state.clone()];
+    let mut files = 0;
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files += 1;
+                let bytes = std::fs::read(&p).unwrap();
+                for k in &keys {
+                    assert!(
+                        !bytes.windows(k.len()).any(|w| w == k.as_bytes()),
+                        "a key is stored in {}",
+                        p.display()
+                    );
+                }
+            }
+        }
+    }
+    assert!(files > 5, "{files}");
+}
