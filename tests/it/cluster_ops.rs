@@ -457,3 +457,87 @@ async fn s3_keys_never_reach_output_logs_or_the_run_store() {
     }
     assert!(files > 5, "{files}");
 }
+
+/// monitor without `--context` watches every context named in the `.vast` file's per-cluster
+/// lists, each in the namespace of its own saved setup; an unreachable one is marked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_multi_context_view() {
+    let a = start(SimConfig::default()).await;
+    let b = vast_sim::server::Sim::start(SimConfig::default())
+        .await
+        .unwrap();
+    let vast_file = a.project.join("growth_sim.vast");
+    let text_v = std::fs::read_to_string(&vast_file).unwrap();
+    std::fs::write(
+        &vast_file,
+        text_v.replace(
+            "    cpu: 1\n",
+            "    cpu:\n    - ctx-a: 1\n    - ctx-b: 1\n    - ctx-c: 1\n",
+        ),
+    )
+    .unwrap();
+    let kc = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- {{name: a, cluster: {{server: '{}'}}}}\n- {{name: b, cluster: {{server: '{}'}}}}\n- {{name: c, cluster: {{server: 'http://127.0.0.1:9'}}}}\ncontexts:\n- {{name: ctx-a, context: {{cluster: a, user: u}}}}\n- {{name: ctx-b, context: {{cluster: b, user: u}}}}\n- {{name: ctx-c, context: {{cluster: c, user: u}}}}\ncurrent-context: ctx-a\nusers:\n- {{name: u, user: {{}}}}\n",
+        a.sim.url(),
+        b.url()
+    );
+    std::fs::write(&a.kubeconfig, kc).unwrap();
+    // Without --context the multi-cluster .vast is refused, as upstream.
+    let out = a.vast(&["execution", "cluster", "run"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("Please specify --context/-x to select the target cluster."),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(a
+        .vast(&["execution", "cluster", "setup", "rke2", "-x", "ctx-a"])
+        .await
+        .status
+        .success());
+    let out = a
+        .vast(&[
+            "execution",
+            "cluster",
+            "setup",
+            "rke2",
+            "-x",
+            "ctx-b",
+            "-n",
+            "sims",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut ids = Vec::new();
+    for ctx in ["ctx-a", "ctx-b"] {
+        let out = a
+            .vast(&["execution", "cluster", "run", "-x", ctx, "-r", "1"])
+            .await;
+        assert!(out.status.success(), "{ctx}: {}", text(&out.stderr));
+        ids.push(run_id_of(&text(&out.stdout)));
+    }
+    let out = a.vast(&["execution", "cluster", "monitor", "--once"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let m = text(&out.stdout);
+    let lines: Vec<&str> = m.lines().collect();
+    assert_eq!(lines[0], "[ctx-a]", "{m}");
+    assert!(lines[1].starts_with(&format!("  {}  [", ids[0])), "{m}");
+    let b_at = lines
+        .iter()
+        .position(|l| *l == "[ctx-b]")
+        .expect("ctx-b header");
+    assert!(
+        lines[b_at + 1].starts_with(&format!("  {}  [", ids[1])),
+        "{m}"
+    );
+    assert!(
+        lines.contains(&"[ctx-c] (unreachable)") && lines.contains(&"  (unreachable)"),
+        "{m}"
+    );
+    let out = a
+        .vast(&["execution", "cluster", "monitor", "--once", "--json"])
+        .await;
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["contexts"][1]["namespace"], "sims", "{j}");
+    assert_eq!(j["contexts"][2]["reachable"], false, "{j}");
+}

@@ -42,6 +42,16 @@ pub fn target(
     context: Option<String>,
     need_project: bool,
 ) -> anyhow::Result<Target> {
+    target_with(globals, context, need_project, true)
+}
+
+/// [`target`]; `one_context: false` skips the multi-cluster check (monitor watches them all).
+pub fn target_with(
+    globals: &Globals,
+    context: Option<String>,
+    need_project: bool,
+    one_context: bool,
+) -> anyhow::Result<Target> {
     let cwd = std::env::current_dir()?;
     let project = match Project::find(&cwd) {
         Ok(p) => Some(p),
@@ -52,8 +62,10 @@ pub fn target(
         .vast_file
         .clone()
         .or_else(|| project.as_ref().map(|p| p.config.clone()));
-    require_context_for_multi_cluster(context.as_deref(), vast.as_deref())
-        .map_err(|e| UsageError(e.to_string()))?;
+    if one_context {
+        require_context_for_multi_cluster(context.as_deref(), vast.as_deref())
+            .map_err(|e| UsageError(e.to_string()))?;
+    }
     let setup_key = context.clone().or_else(active_kube_context);
     let setup = match &project {
         Some(p) => read_setup(&p.dir, setup_key.as_deref(), context.is_some())

@@ -17,7 +17,7 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 
-use super::cluster_common::target;
+use super::cluster_common::target_with;
 use crate::cli::{args::MonitorArgs, ExitStatus, Globals, UsageError};
 use crate::ops::runs::{self, JobOutcome, JobState, RunRecord};
 use crate::project::files::read_setup;
@@ -445,7 +445,7 @@ pub async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<ExitSta
         ))
         .into());
     }
-    let t = target(globals, args.context.clone(), false)?;
+    let t = target_with(globals, args.context.clone(), false, false)?;
     let project_dir = t.project_dir();
     let namespace_of = |ctx: Option<&str>| -> String {
         project_dir
