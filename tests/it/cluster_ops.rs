@@ -541,3 +541,88 @@ async fn monitor_multi_context_view() {
     assert_eq!(j["contexts"][1]["namespace"], "sims", "{j}");
     assert_eq!(j["contexts"][2]["reachable"], false, "{j}");
 }
+
+/// Ctrl-C during `run --follow` deletes nothing (upstream deleted the running Jobs): exit 130,
+/// the Jobs keep running, and `vast resume` follows them to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_in_follow_keeps_the_jobs_and_resume_finishes() {
+    use std::io::BufRead;
+    let mut cfg = SimConfig::default();
+    cfg.pods.job_duration_ms = 4000;
+    let c = start(cfg).await;
+    assert!(c
+        .vast(&["execution", "cluster", "setup", "rke2"])
+        .await
+        .status
+        .success());
+    let mut child = c
+        .command(&["execution", "cluster", "run", "--follow", "-r", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (id, rest) = tokio::task::spawn_blocking(move || {
+        let mut id = String::new();
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        for l in lines.by_ref() {
+            let l = l.unwrap();
+            if let Some(r) = l.strip_prefix("run ") {
+                if let Some(x) = r.split(' ').next().filter(|x| x.starts_with("run-")) {
+                    id = x.to_string();
+                }
+            }
+            if l.contains("Waiting for 5 out of 5 jobs to finish") {
+                break;
+            }
+        }
+        (id, lines)
+    })
+    .await
+    .unwrap();
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let tail: Vec<String> = rest.map_while(Result::ok).collect();
+    assert_eq!(status.code(), Some(130), "{tail:?}");
+    assert!(
+        tail.iter()
+            .any(|l| l.contains(&format!("resume with: vast resume {id}"))),
+        "{tail:?}"
+    );
+    assert_eq!(
+        c.world().await.jobs[&id].len(),
+        5,
+        "the Jobs were not deleted"
+    );
+    let out = c.vast(&["resume", &id]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("Jobs: 5 total, 5 succeeded, 0 failed"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// `run --cleanup` removes the Jobs of earlier runs first, never its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_cleanup_flag_removes_earlier_runs_only() {
+    let c = start(SimConfig::default()).await;
+    assert!(c
+        .vast(&["execution", "cluster", "setup", "rke2"])
+        .await
+        .status
+        .success());
+    let out = c.vast(&["execution", "cluster", "run", "-r", "1"]).await;
+    let first = run_id_of(&text(&out.stdout));
+    let out = c
+        .vast(&["execution", "cluster", "run", "-r", "1", "--cleanup"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let second = run_id_of(&text(&out.stdout));
+    let w = c.world().await;
+    assert!(!w.jobs.contains_key(&first), "{w:?}");
+    assert_eq!(w.jobs[&second].len(), 5, "{w:?}");
+}
