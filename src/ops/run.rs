@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::env::{env, kube_err, sleep, ClusterEnv};
+use super::env::{env, kube_err, sleep};
 use super::runs::{self, JobOutcome, JobState, RunRecord};
 use super::setup::{step, ROBOVAST_POD};
 use crate::cluster::portforward::PortForward;
@@ -470,48 +470,72 @@ pub fn render_stats(s: &RunStats) -> String {
     out
 }
 
-/// Observes the run's Jobs into its record; returns (remaining, vanished unobserved).
-pub async fn observe(
-    e: &ClusterEnv,
-    record: &mut RunRecord,
-) -> Result<(usize, usize, bool), kube::Error> {
-    let jobs: Api<Job> = Api::namespaced(e.client.clone(), &e.namespace);
-    let listed = jobs
-        .list(&ListParams::default().labels(&runs::selector(Some(&record.run_id))))
-        .await?;
-    let mut changed = false;
-    let mut seen = std::collections::BTreeSet::new();
-    let mut remaining = 0;
-    for j in &listed.items {
+/// What `--follow` knows of the run's Jobs while watching.
+#[derive(Default)]
+struct Watch {
+    /// Jobs currently in the cluster and not finished.
+    open: std::collections::BTreeSet<String>,
+    /// Jobs in the cluster (any state), as of the last complete list and the events since.
+    present: std::collections::BTreeSet<String>,
+    /// The first complete list arrived.
+    listed: bool,
+    /// Names gathered during a re-list.
+    relist: Option<std::collections::BTreeSet<String>>,
+}
+
+impl Watch {
+    /// Applies one Job as seen; returns whether the record gained an outcome.
+    fn seen(&mut self, record: &mut RunRecord, j: &Job) -> bool {
         let Some(name) = j.metadata.name.clone() else {
-            continue;
+            return false;
         };
-        seen.insert(name.clone());
+        if let Some(r) = &mut self.relist {
+            r.insert(name.clone());
+        }
+        self.present.insert(name.clone());
         match runs::job_state(j) {
             JobState::Succeeded | JobState::Failed => {
+                self.open.remove(&name);
                 if let std::collections::btree_map::Entry::Vacant(slot) =
                     record.finished.entry(name)
                 {
                     if let Some(r) = runs::job_record(j) {
                         slot.insert(r);
-                        changed = true;
+                        return true;
                     }
                 }
+                false
             }
-            _ => remaining += 1,
+            _ => {
+                self.open.insert(name);
+                false
+            }
         }
     }
-    let vanished = record
-        .jobs
-        .iter()
-        .filter(|n| !seen.contains(*n) && !record.finished.contains_key(*n))
-        .count();
-    Ok((remaining, vanished, changed))
+
+    fn deleted(&mut self, name: &str) {
+        self.open.remove(name);
+        self.present.remove(name);
+    }
+
+    /// (unfinished Jobs, Jobs gone without an observed outcome), once the first list arrived.
+    fn counts(&self, record: &RunRecord) -> Option<(usize, usize)> {
+        if !self.listed {
+            return None;
+        }
+        let vanished = record
+            .jobs
+            .iter()
+            .filter(|n| !self.present.contains(*n) && !record.finished.contains_key(*n))
+            .count();
+        Some((self.open.len(), vanished))
+    }
 }
 
-/// `--follow`: polls the run's Jobs until every one finished (or vanished), recording each
+/// `--follow`: watches the run's Jobs until every one finished (or vanished), recording each
 /// outcome in the run's record as it is seen, so Jobs deleted by `ttlSecondsAfterFinished`
-/// stay counted; prints the statistics block; then deletes the run's Jobs and pods.
+/// stay counted and a 404 is never an error; prints the statistics block; then deletes the
+/// run's Jobs and pods.
 async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     let jobs: Vec<Value> = cx.output("create-job")?;
     tracing::info!("All {} jobs created. Starting execution...", jobs.len());
@@ -531,20 +555,62 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     if !cx.param::<bool>("follow")?.unwrap_or(false) {
         return Ok(json!({"detached": true}));
     }
-    let poll = Duration::from_millis(cx.param::<u64>("poll_ms")?.unwrap_or(1000));
+    use futures::StreamExt;
+    use kube::runtime::{watcher, WatchStreamExt};
+    let tick = Duration::from_millis(cx.param::<u64>("poll_ms")?.unwrap_or(1000));
     let started = std::time::Instant::now();
+    let jobs: Api<Job> = Api::namespaced(e.client.clone(), &e.namespace);
+    // One list, then a watch (re-listed by kube-runtime after a 410), instead of listing
+    // every Job every second: the API server's load does not grow with polling.
+    let stream = watcher(
+        jobs,
+        watcher::Config::default().labels(&runs::selector(Some(&run_id))),
+    )
+    .default_backoff();
+    futures::pin_mut!(stream);
+    let mut w = Watch::default();
     let mut last_remaining = usize::MAX;
     let mut last_save = std::time::Instant::now();
+    let mut dirty = false;
+    let mut ticker = tokio::time::interval(tick);
     let unknown = loop {
-        let (remaining, vanished, changed) = observe(&e, &mut record)
-            .await
-            .map_err(|err| kube_err("listing this run's Jobs", &err))?;
-        let open = remaining;
+        tokio::select! {
+            ev = stream.next() => match ev {
+                Some(Ok(watcher::Event::Init)) => w.relist = Some(Default::default()),
+                Some(Ok(watcher::Event::InitApply(j) | watcher::Event::Apply(j))) => {
+                    dirty |= w.seen(&mut record, &j);
+                }
+                Some(Ok(watcher::Event::InitDone)) => {
+                    if let Some(names) = w.relist.take() {
+                        w.present = names;
+                        w.open.retain(|n| w.present.contains(n));
+                    }
+                    w.listed = true;
+                }
+                Some(Ok(watcher::Event::Delete(j))) => {
+                    dirty |= w.seen(&mut record, &j);
+                    if let Some(n) = &j.metadata.name {
+                        w.deleted(n);
+                    }
+                }
+                Some(Err(err)) => tracing::debug!("watching this run's Jobs: {err} (retrying)"),
+                None => return Err(StepError::transient("the watch of this run's Jobs ended")),
+            },
+            _ = ticker.tick() => {}
+            _ = cx.cancel_token().cancelled() => {
+                record.save(&sd).map_err(StepError::transient)?;
+                return Err(StepError::cancelled());
+            }
+        }
+        let Some((open, vanished)) = w.counts(&record) else {
+            continue;
+        };
         let total = record.jobs.len();
         cx.progress((total - open.min(total)) as u64, total as u64);
-        if changed && (open == 0 || last_save.elapsed() >= Duration::from_secs(2)) {
+        if dirty && (open == 0 || last_save.elapsed() >= Duration::from_secs(2)) {
             record.save(&sd).map_err(StepError::transient)?;
             last_save = std::time::Instant::now();
+            dirty = false;
         }
         if open == 0 {
             break vanished;
@@ -553,7 +619,6 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
             tracing::info!("Waiting for {open} out of {total} jobs to finish...");
             last_remaining = open;
         }
-        sleep(cx, poll).await?;
     };
     record.save(&sd).map_err(StepError::transient)?;
     tracing::info!("All jobs finished.");

@@ -159,7 +159,7 @@ async fn setup_run_monitor_run_cleanup_cleanup_happy_path() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_follow_prints_statistics_and_survives_ttl_deletion() {
+async fn run_follow_prints_statistics_and_survives_ttl_deletion_and_compaction() {
     let c = start(SimConfig::default()).await;
     assert!(c
         .vast(&["execution", "cluster", "setup", "minikube"])
@@ -171,9 +171,21 @@ async fn run_follow_prints_statistics_and_survives_ttl_deletion() {
     let client = c.client();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
+    let sim_addr = c.sim.addr();
     let reaper = tokio::spawn(async move {
         let jobs: Api<Job> = Api::namespaced(client, NS);
+        let mut compacted = false;
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            if !compacted {
+                // Once: an etcd compaction, so the follower's watch gets a 410 and re-lists.
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let mut s = tokio::net::TcpStream::connect(sim_addr).await.unwrap();
+                s.write_all(b"POST /sim/compact HTTP/1.1\r\nHost: sim\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await.unwrap();
+                let mut out = Vec::new();
+                s.read_to_end(&mut out).await.unwrap();
+                compacted = true;
+            }
             if let Ok(list) = jobs
                 .list(&ListParams::default().labels("jobgroup=scenario-runs"))
                 .await

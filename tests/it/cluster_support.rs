@@ -281,6 +281,22 @@ impl Cluster {
         }
     }
 
+    /// POSTs to one of the sim's admin endpoints (`/sim/compact`, `/sim/pods/.../restart`)
+    /// with a bare HTTP/1.1 request; returns the status line.
+    pub async fn sim_post(&self, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.sim.addr())
+            .await
+            .unwrap();
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: sim\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        text(&out).lines().next().unwrap_or_default().to_string()
+    }
+
     /// Waits until every Job of the run finished (or `secs` passed).
     pub async fn wait_jobs_done(&self, run: &str, secs: u64) {
         let jobs: Api<Job> = Api::namespaced(self.client(), NS);
