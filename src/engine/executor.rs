@@ -216,6 +216,7 @@ impl Engine {
         })?;
         store.append(&ev)?;
         store.flush()?;
+        store.mark_created()?;
         let _ = store.write_snapshot(&RunView::from_state(&state));
         Ok(store)
     }
@@ -242,6 +243,9 @@ impl Engine {
             }
         }
         if state.status == RunStatus::Succeeded {
+            // A kill between the last record and the last snapshot leaves a stale snapshot
+            // ("running"); refresh it so `runs list` tells the truth.
+            let _ = store.write_snapshot(&RunView::from_state(&state));
             return Ok(Outcome::AlreadySucceeded);
         }
         if let Some(prev) = &store.previous_holder {

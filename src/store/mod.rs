@@ -8,6 +8,8 @@
 //! <state dir>/runs/<run-id>/db/        sled database: the run's append-only journal
 //! <state dir>/runs/<run-id>/lease      flock'd lease naming the executing pid and host
 //! <state dir>/runs/<run-id>/snapshot   the run's view (atomically replaced), for inspection
+//! <state dir>/runs/<run-id>/creating   present until the run's first record is durable: a
+//!                                      run killed while being created never existed
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -19,6 +21,8 @@ use crate::engine::view::RunView;
 use crate::engine::RunId;
 
 const EVENT_KIND: u8 = 1;
+/// Marker of a run directory whose first record is not written yet.
+const CREATING: &str = "creating";
 const SNAPSHOT_KIND: u8 = 2;
 
 /// Store errors.
@@ -108,7 +112,19 @@ impl StateDir {
             }
             Err(source) => return Err(StoreError::Io { path: dir, source }),
         }
+        let marker = dir.join(CREATING);
+        std::fs::write(&marker, b"").map_err(|source| StoreError::Io {
+            path: marker,
+            source,
+        })?;
         RunStore::open_in(id.as_str(), &dir, true)
+    }
+
+    /// Whether the run directory is complete: it has a database and its creation finished
+    /// (a process killed between creating the directory and writing the run's first record
+    /// leaves a directory that is not a run).
+    fn is_run(dir: &Path) -> bool {
+        dir.join("db").is_dir() && !dir.join(CREATING).exists()
     }
 
     /// Opens an existing run for execution (takes its lease, recording this process).
@@ -124,7 +140,7 @@ impl StateDir {
 
     fn open_existing(&self, id: &str, executing: bool) -> Result<RunStore, StoreError> {
         let dir = self.run_dir(id);
-        if !dir.join("db").is_dir() {
+        if !Self::is_run(&dir) {
             return Err(StoreError::UnknownRun {
                 id: id.to_string(),
                 dir,
@@ -135,7 +151,7 @@ impl StateDir {
 
     /// Whether run `id` exists.
     pub fn exists(&self, id: &str) -> bool {
-        self.run_dir(id).join("db").is_dir()
+        Self::is_run(&self.run_dir(id))
     }
 
     /// The live executor of run `id`, if any.
@@ -168,7 +184,7 @@ impl StateDir {
             let Some(id) = entry.file_name().to_str().map(str::to_string) else {
                 continue;
             };
-            if !entry.path().join("db").is_dir() {
+            if !Self::is_run(&entry.path()) {
                 continue;
             }
             let holder = self.holder(&id).unwrap_or(None);
@@ -290,6 +306,19 @@ impl RunStore {
     }
 
     /// Makes every appended event durable now.
+    /// The run's first record is durable: the run exists from now on.
+    pub fn mark_created(&self) -> Result<(), StoreError> {
+        let marker = self.dir.join(CREATING);
+        match std::fs::remove_file(&marker) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StoreError::Io {
+                path: marker,
+                source,
+            }),
+        }
+    }
+
     pub fn flush(&self) -> Result<(), StoreError> {
         Ok(self.db.flush()?)
     }

@@ -812,11 +812,9 @@ async fn kill9_torture_run_and_resume() {
 /// and database) and the append of its `RunCreated` record leaves a directory that every later
 /// command reports as a corrupt run (`vast resume`/`runs show`: "the run database ... is
 /// corrupt (no records readable ...)"; `runs list`: "no snapshot yet"), forever. The kill -9
-/// torture test hits it. The run was never created (its id was not even printed): it should
-/// not exist.
+/// torture test hit it. The run was never created (its id was not even printed): it does not
+/// exist (fixed: the directory carries a `creating` marker until its first record is durable).
 #[test]
-#[ignore = "BUG: a run killed before its RunCreated record is left as a corrupt run directory \
-            (src/store/mod.rs create_run + src/engine/executor.rs create_as are not atomic)"]
 fn a_run_killed_before_its_first_journal_record_does_not_exist() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = StateDir::new(tmp.path().to_path_buf());
@@ -846,9 +844,6 @@ fn a_run_killed_before_its_first_journal_record_does_not_exist() {
 /// [`open_run`], which retries). Timing-dependent: with other runs keeping the pool busy this
 /// loop fails in most executions (3-6 of 600 reopens), but it can pass by luck.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: reopening a run just closed in the same process races sled's lock release \
-            (state/src/lib.rs open_sled: retry WouldBlock briefly, the run lease already \
-            guarantees exclusivity)"]
 async fn reopening_a_just_closed_run_in_the_same_process_works() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = StateDir::new(tmp.path().to_path_buf());
@@ -916,8 +911,6 @@ async fn reopening_a_just_closed_run_in_the_same_process_works() {
 /// "interrupted" (running, no holder: src/cli/commands/runs.rs `list`) forever; only `vast runs
 /// show` rewrites it. Found by the kill -9 torture test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: resuming an already-succeeded run does not refresh its stale snapshot \
-            (src/engine/executor.rs Engine::execute, AlreadySucceeded branch)"]
 async fn resume_of_a_succeeded_run_refreshes_a_stale_snapshot() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = StateDir::new(tmp.path().to_path_buf());
