@@ -152,8 +152,9 @@ impl PortForward {
                             conns.spawn(bridge(t.clone(), conn));
                         }
                         Err(e) => {
-                            tracing::warn!("port-forward listener for pod '{}' failed: {e}", t.pod);
-                            break;
+                            // E.g. out of file descriptors: wait, keep the live connections.
+                            tracing::warn!("port-forward listener for pod '{}': {e}", t.pod);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                     },
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -269,6 +270,8 @@ async fn bridge(t: Target, conn: TcpStream) {
         Ok(()) => {}
         Err(RelayError::Stalled) => {
             t.stats.stalled.fetch_add(1, Ordering::Relaxed);
+            // A dead websocket never ends on its own: stop its task.
+            forwarder.abort();
             tracing::warn!(
                 "port-forward stream to pod '{}' port {} stopped answering for {} s; closed (the client reconnects)",
                 t.pod,
@@ -282,7 +285,8 @@ async fn bridge(t: Target, conn: TcpStream) {
             t.port
         ),
     }
-    if let Err(e) = forwarder.join().await {
+    let joined = tokio::time::timeout(Duration::from_secs(5), forwarder.join()).await;
+    if let Ok(Err(e)) = joined {
         tracing::debug!(
             "port-forward to pod '{}' port {} closed with: {e}",
             t.pod,
@@ -300,9 +304,12 @@ pub enum RelayError {
 }
 
 /// Copies both ways between `near` (the local client) and `far` (the forwarded stream) until
-/// either side closes, and detects a dead far side: once the client has sent bytes that were
-/// not followed by any answer for `stall`, the relay stops with [`RelayError::Stalled`] (both
-/// ends are closed by dropping them). Idle connections (nothing outstanding) never stall.
+/// either side closes, and detects a dead far side: when the last bytes that moved went from
+/// the client to the far side and nothing moved either way for `stall`, the relay stops with
+/// [`RelayError::Stalled`] (both ends are closed by dropping them). A slow upload keeps moving
+/// bytes, so it never stalls; idle connections (the last bytes were an answer) never stall.
+/// A client's half-close (EOF) is passed on; kube-rs then closes the whole stream, which is
+/// fine for HTTP clients (they do not half-close while waiting for an answer).
 pub async fn relay<A, B>(near: A, far: B, stall: Duration) -> Result<(), RelayError>
 where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -311,10 +318,13 @@ where
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut near_r, mut near_w) = tokio::io::split(near);
     let (mut far_r, mut far_w) = tokio::io::split(far);
-    // Instants of the last byte each way, and whether a request is outstanding.
-    let t0 = tokio::time::Instant::now();
-    let last_up = std::sync::Mutex::new(None::<tokio::time::Instant>);
-    let last_down = std::sync::Mutex::new(t0);
+    // When bytes last moved, and whether they went up (client → far side).
+    let last = std::sync::Mutex::new((tokio::time::Instant::now(), false));
+    let moved = |up: bool| {
+        if let Ok(mut l) = last.lock() {
+            *l = (tokio::time::Instant::now(), up);
+        }
+    };
     let up = async {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -324,9 +334,7 @@ where
                 return Ok::<(), std::io::Error>(());
             }
             far_w.write_all(&buf[..n]).await?;
-            if let Ok(mut u) = last_up.lock() {
-                u.get_or_insert_with(tokio::time::Instant::now);
-            }
+            moved(true);
         }
     };
     let down = async {
@@ -338,21 +346,19 @@ where
                 return Ok::<(), std::io::Error>(());
             }
             near_w.write_all(&buf[..n]).await?;
-            if let (Ok(mut d), Ok(mut u)) = (last_down.lock(), last_up.lock()) {
-                *d = tokio::time::Instant::now();
-                *u = None;
-            }
+            moved(false);
         }
     };
     let watchdog = async {
         let tick = (stall / 4).max(Duration::from_millis(10));
         loop {
             tokio::time::sleep(tick).await;
-            let outstanding = last_up.lock().ok().and_then(|u| *u);
-            if let Some(since) = outstanding {
-                if since.elapsed() >= stall {
-                    return;
-                }
+            let (at, up) = last
+                .lock()
+                .map(|l| *l)
+                .unwrap_or((tokio::time::Instant::now(), false));
+            if up && at.elapsed() >= stall {
+                return;
             }
         }
     };
@@ -396,6 +402,25 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(31)).await;
         let r = relay.await.unwrap();
         assert!(matches!(r, Err(RelayError::Stalled)), "{r:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_upload_is_not_a_dead_stream() {
+        let (client, near) = tokio::io::duplex(1024);
+        let (far, mut server) = tokio::io::duplex(1024);
+        let relay = tokio::spawn(relay(near, far, Duration::from_secs(30)));
+        let (_cr, mut cw) = tokio::io::split(client);
+        // 10 minutes of a trickle: a few bytes every 20 s.
+        let mut b = [0u8; 3];
+        for _ in 0..30 {
+            cw.write_all(b"abc").await.unwrap();
+            server.read_exact(&mut b).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(20)).await;
+        }
+        assert!(
+            !relay.is_finished(),
+            "a slow upload was taken for a dead stream"
+        );
     }
 
     #[tokio::test]

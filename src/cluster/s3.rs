@@ -40,8 +40,11 @@ pub struct UploadCursor {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MultipartState {
     pub upload_id: String,
-    /// The file's size when the upload started (a changed file starts over).
+    /// The file's size and multipart ETag when the upload started (a changed file starts
+    /// over instead of mixing old and new parts).
     pub size: u64,
+    #[serde(default)]
+    pub etag: String,
     pub parts: Vec<(i32, String)>,
 }
 
@@ -164,12 +167,18 @@ pub fn client(endpoint: &str, credentials: &S3Credentials) -> aws_sdk_s3::Client
 #[derive(Debug, thiserror::Error)]
 pub enum S3Error {
     #[error("creating bucket '{bucket}' failed: {message}")]
-    CreateBucket { bucket: String, message: String },
+    CreateBucket {
+        bucket: String,
+        message: String,
+        permanent: bool,
+    },
     #[error("uploading {key} to bucket '{bucket}' failed: {message}")]
     Upload {
         bucket: String,
         key: String,
         message: String,
+        /// The server's error code says retrying cannot help (wrong keys, denied, ...).
+        permanent: bool,
     },
     #[error("uploaded {key} to bucket '{bucket}' but the server stored different content (ETag {got}, expected MD5 {want})")]
     Mismatch {
@@ -193,8 +202,31 @@ impl S3Error {
     /// Whether retrying later may help: S3 requests have exhausted their retries (the endpoint
     /// may come back), while local files and content mismatches need a person.
     pub fn is_transient(&self) -> bool {
-        matches!(self, S3Error::CreateBucket { .. } | S3Error::Upload { .. })
+        match self {
+            S3Error::CreateBucket { permanent, .. } | S3Error::Upload { permanent, .. } => {
+                !permanent
+            }
+            _ => false,
+        }
     }
+}
+
+/// S3 error codes that retrying cannot fix (credentials, permissions, invalid requests).
+pub fn permanent_code(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(
+            "AccessDenied"
+                | "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "AllAccessDisabled"
+                | "AccountProblem"
+                | "InvalidBucketName"
+                | "EntityTooLarge"
+                | "InvalidArgument"
+                | "MethodNotAllowed"
+        )
+    )
 }
 
 /// Creates `bucket`; a bucket that already exists (made by an earlier run with the same keys)
@@ -212,6 +244,7 @@ pub async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), 
         }
         Err(e) => Err(S3Error::CreateBucket {
             bucket: bucket.to_string(),
+            permanent: permanent_code(e.code()),
             message: DisplayErrorContext(&e).to_string(),
         }),
     }
@@ -351,6 +384,7 @@ async fn upload_file(
         .map_err(|e| S3Error::Upload {
             bucket: bucket.to_string(),
             key: key.clone(),
+            permanent: permanent_code(e.code()),
             message: DisplayErrorContext(&e).to_string(),
         })?;
     if let Some(got) = out.e_tag().map(unquote) {
@@ -368,10 +402,15 @@ async fn upload_file(
     Ok(true)
 }
 
-fn upload_err(bucket: &str, key: &str, e: impl std::error::Error) -> S3Error {
+fn upload_err(
+    bucket: &str,
+    key: &str,
+    e: impl std::error::Error + ProvideErrorMetadata,
+) -> S3Error {
     S3Error::Upload {
         bucket: bucket.to_string(),
         key: key.to_string(),
+        permanent: permanent_code(e.code()),
         message: DisplayErrorContext(&e).to_string(),
     }
 }
@@ -434,7 +473,7 @@ async fn upload_large(
         .lock()
         .ok()
         .and_then(|c| c.multipart.get(&key).cloned())
-        .filter(|m| m.size == size);
+        .filter(|m| m.size == size && m.etag == etag);
     let mut state = match previous {
         Some(m) => m,
         None => {
@@ -449,6 +488,7 @@ async fn upload_large(
             let m = MultipartState {
                 upload_id,
                 size,
+                etag: etag.clone(),
                 parts: Vec::new(),
             };
             update(&|c| {
@@ -499,15 +539,35 @@ async fn upload_large(
                 .collect(),
         ))
         .build();
-    s3.complete_multipart_upload()
+    let done = s3
+        .complete_multipart_upload()
         .bucket(bucket)
         .key(&key)
         .upload_id(&state.upload_id)
         .multipart_upload(completed)
         .send()
-        .await
-        .map_err(|e| upload_err(bucket, &key, e))?;
-    forget(cursor, &key, sink);
+        .await;
+    match done {
+        Ok(out) => {
+            let got = out.e_tag().map(unquote).unwrap_or_default().to_string();
+            forget(cursor, &key, sink);
+            if !got.is_empty() && got != etag {
+                return Err(S3Error::Mismatch {
+                    bucket: bucket.to_string(),
+                    key,
+                    got,
+                    want: etag,
+                });
+            }
+        }
+        Err(e) if matches!(e.code(), Some("NoSuchUpload") | Some("InvalidPart")) => {
+            // The upload vanished (MinIO restarted on an emptyDir, or expired it): the next
+            // attempt starts the file over.
+            forget(cursor, &key, sink);
+            return Err(upload_err(bucket, &key, e));
+        }
+        Err(e) => return Err(upload_err(bucket, &key, e)),
+    }
     tracing::debug!("{key}: uploaded in {parts} parts ({size} bytes)");
     Ok(true)
 }

@@ -47,6 +47,9 @@ step!(
 );
 step!(DeletePods, "run-cleanup.delete-pods", delete_pods);
 
+/// How long `cleanup.drain` may spend removing runs (its step timeout is 5 min).
+const REMOVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// The drain step's cursor: the queue is held, and the policy to restore.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Held {
@@ -80,9 +83,13 @@ async fn drain(cx: &StepContext) -> Result<Value, StepError> {
     let previous = match held {
         Some(h) => h.previous,
         None => {
+            // `HoldAndDrain` found without our cursor is what an earlier cleanup that could
+            // not restore left behind (or upstream's run-cleanup): the queue's own policy is
+            // None.
             let p = kueue::stop_policy(&e.client)
                 .await
-                .map_err(|err| kube_err("reading the ClusterQueue", &err))?;
+                .map_err(|err| kube_err("reading the ClusterQueue", &err))?
+                .filter(|p| p != "HoldAndDrain");
             cx.save_cursor(&Held {
                 previous: p.clone(),
             })?;
@@ -92,14 +99,20 @@ async fn drain(cx: &StepContext) -> Result<Value, StepError> {
     kueue::set_stop_policy(&e.client, Some("HoldAndDrain"))
         .await
         .map_err(|err| kube_err("holding the ClusterQueue", &err))?;
-    let removed = remove_all_runs(cx).await;
-    // Restore whatever happened; a failure to restore is reported (the cursor still says
-    // held, so the next attempt or resume restores it).
-    let restored = kueue::set_stop_policy(&e.client, previous.as_deref())
+    // Bounded well below the step's timeout, so the restore below always gets to run.
+    let removed = match tokio::time::timeout(REMOVE_TIMEOUT, remove_all_runs(cx)).await {
+        Ok(r) => r,
+        Err(_) => Err(StepError::transient(format!(
+            "removing the runs took longer than {} s",
+            REMOVE_TIMEOUT.as_secs()
+        ))),
+    };
+    // Restore whatever happened. A failed restore is reported first (the cursor still says
+    // held, so the next attempt or a resume restores it).
+    kueue::set_stop_policy(&e.client, previous.as_deref())
         .await
-        .map_err(|err| kube_err("restoring the ClusterQueue's stopPolicy", &err));
+        .map_err(|err| kube_err("restoring the ClusterQueue's stopPolicy", &err))?;
     let n = removed?;
-    restored?;
     Ok(json!({"jobs_deleted": n}))
 }
 

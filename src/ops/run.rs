@@ -542,14 +542,16 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     let e = env(cx)?;
     let sd = state_dir(cx)?;
     let run_id = cx.run_id().as_str().to_string();
-    let mut record = RunRecord::load(&sd, &run_id)
-        .map_err(StepError::permanent)?
-        .unwrap_or_else(|| RunRecord {
-            run_id: run_id.clone(),
-            namespace: e.namespace.clone(),
-            context: e.context.clone(),
-            ..Default::default()
-        });
+    let loaded = RunRecord::load(&sd, &run_id).unwrap_or_else(|err| {
+        tracing::warn!("the run's record is unreadable, starting a new one: {err}");
+        None
+    });
+    let mut record = loaded.unwrap_or_else(|| RunRecord {
+        run_id: run_id.clone(),
+        namespace: e.namespace.clone(),
+        context: e.context.clone(),
+        ..Default::default()
+    });
     record.submitted = true;
     record.save(&sd).map_err(StepError::transient)?;
     if !cx.param::<bool>("follow")?.unwrap_or(false) {
@@ -557,7 +559,7 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     }
     use futures::StreamExt;
     use kube::runtime::{watcher, WatchStreamExt};
-    let tick = Duration::from_millis(cx.param::<u64>("poll_ms")?.unwrap_or(1000));
+    let tick = Duration::from_millis(cx.param::<u64>("poll_ms")?.unwrap_or(1000).max(10));
     let started = std::time::Instant::now();
     let jobs: Api<Job> = Api::namespaced(e.client.clone(), &e.namespace);
     // One list, then a watch (re-listed by kube-runtime after a 410), instead of listing
@@ -573,10 +575,14 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     let mut last_save = std::time::Instant::now();
     let mut dirty = false;
     let mut ticker = tokio::time::interval(tick);
+    let mut errors_in_a_row = 0u32;
     let unknown = loop {
         tokio::select! {
             ev = stream.next() => match ev {
-                Some(Ok(watcher::Event::Init)) => w.relist = Some(Default::default()),
+                Some(Ok(watcher::Event::Init)) => {
+                    errors_in_a_row = 0;
+                    w.relist = Some(Default::default());
+                }
                 Some(Ok(watcher::Event::InitApply(j) | watcher::Event::Apply(j))) => {
                     dirty |= w.seen(&mut record, &j);
                 }
@@ -593,7 +599,24 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
                         w.deleted(n);
                     }
                 }
-                Some(Err(err)) => tracing::debug!("watching this run's Jobs: {err} (retrying)"),
+                Some(Err(err)) => {
+                    use kube::runtime::watcher::Error as W;
+                    let api = match &err {
+                        W::InitialListFailed(k) | W::WatchStartFailed(k) | W::WatchFailed(k) => Some(k),
+                        _ => None,
+                    };
+                    if let Some(k) = api.filter(|k| !crate::cluster::error::classify(k).is_transient()) {
+                        return Err(kube_err("watching this run's Jobs", k));
+                    }
+                    errors_in_a_row += 1;
+                    if errors_in_a_row >= 30 {
+                        return Err(StepError::transient(format!(
+                            "watching this run's Jobs failed {errors_in_a_row} times in a row: {err}"
+                        )));
+                    }
+                    tracing::warn!("watching this run's Jobs: {err} (retrying)");
+                    continue;
+                }
                 None => return Err(StepError::transient("the watch of this run's Jobs ended")),
             },
             _ = ticker.tick() => {}

@@ -305,7 +305,6 @@ impl RunStore {
         })
     }
 
-    /// Makes every appended event durable now.
     /// The run's first record is durable: the run exists from now on.
     pub fn mark_created(&self) -> Result<(), StoreError> {
         let marker = self.dir.join(CREATING);
@@ -319,6 +318,7 @@ impl RunStore {
         }
     }
 
+    /// Makes every appended event durable now.
     pub fn flush(&self) -> Result<(), StoreError> {
         Ok(self.db.flush()?)
     }

@@ -177,9 +177,15 @@ pub fn parse_options(
     Ok(out)
 }
 
-/// `--context` as a JSON parameter.
+/// The context a run acts on, as a JSON parameter: `--context`, else the kubeconfig's
+/// current context *by name*, so that `vast resume` talks to the same cluster even after
+/// `kubectl config use-context` switched the active one (null only without a kubeconfig
+/// context, e.g. in-cluster).
 pub fn context_param(c: &Option<String>) -> serde_json::Value {
-    c.clone().map(serde_json::Value::String).unwrap_or_default()
+    c.clone()
+        .or_else(active_kube_context)
+        .map(serde_json::Value::String)
+        .unwrap_or_default()
 }
 
 /// The resources of a cluster operation's run.

@@ -203,6 +203,18 @@ pub fn count_run(
             }
         }
     }
+    // Jobs of the plan not created yet (the run is still submitting) are pending.
+    if let Some(rec) = record.as_ref().filter(|r| !r.submitted) {
+        let listed_names: BTreeSet<&str> = listed
+            .iter()
+            .filter_map(|j| j.metadata.name.as_deref())
+            .collect();
+        pending += rec
+            .jobs
+            .iter()
+            .filter(|n| !listed_names.contains(n.as_str()) && !rec.finished.contains_key(*n))
+            .count() as u64;
+    }
     let (ok, fail, total) = match record {
         Some(rec) => {
             let ok = rec
@@ -438,7 +450,7 @@ impl Poller {
 }
 
 pub async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<ExitStatus> {
-    if !(args.interval > 0.0 && args.interval.is_finite()) {
+    if !(args.interval > 0.0 && args.interval <= 86_400.0) {
         return Err(UsageError(format!(
             "--interval must be a positive number of seconds (got {})",
             args.interval
@@ -471,8 +483,8 @@ pub async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<ExitSta
                 let active = active_kube_context();
                 vec![Watched {
                     label: active.clone().unwrap_or_else(|| "(active)".into()),
-                    context: None,
                     namespace: namespace_of(active.as_deref()),
+                    context: active,
                 }]
             } else {
                 names
@@ -630,10 +642,22 @@ mod tests {
                 },
             )]
             .into(),
+            submitted: false,
             ..Default::default()
         });
+        // Still submitting: d is not created yet, so it is pending (c failed, a succeeded).
         let (l, changed) = count_run("r", &[&a, &b], &mut rec, &mut seen);
         assert!(changed, "a's success is recorded");
-        assert_eq!((l.ok, l.fail, l.unknown, l.finished), (1, 1, 1, 3));
+        assert_eq!(
+            (l.ok, l.fail, l.unknown, l.pending, l.finished),
+            (1, 1, 0, 1, 2)
+        );
+        // Every Job was created: d vanished unobserved, so it is unknown.
+        rec.as_mut().unwrap().submitted = true;
+        let (l, _) = count_run("r", &[&a, &b], &mut rec, &mut seen);
+        assert_eq!(
+            (l.ok, l.fail, l.unknown, l.pending, l.finished),
+            (1, 1, 1, 0, 3)
+        );
     }
 }
