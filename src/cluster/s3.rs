@@ -22,7 +22,7 @@ use crate::manifests::cluster_config::S3_SECRET;
 /// Attempts per S3 request (the SDK retries transient failures with backoff).
 const ATTEMPTS: u32 = 4;
 /// Files uploaded at the same time (each on its own pooled connection).
-pub const PARALLEL: usize = 8;
+pub const PARALLEL: usize = 32;
 /// Files this large or larger are uploaded in parts.
 pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
 /// Size of every part but the last.
