@@ -290,13 +290,7 @@ async fn upload(cx: &StepContext) -> Result<Value, StepError> {
     let bucket = bucket(cx.run_id().as_str());
     let creds = s3::read_credentials(e.client.clone(), &e.namespace)
         .await
-        .map_err(|err| {
-            if err.is_transient() {
-                StepError::transient(err.to_string())
-            } else {
-                StepError::permanent(err.to_string())
-            }
-        })?;
+        .map_err(|err| classified(err.is_transient(), err))?;
     let pods: Api<Pod> = Api::namespaced(e.client.clone(), &e.namespace);
     let forward = PortForward::start(pods, ROBOVAST_POD, 9000)
         .await
@@ -305,7 +299,7 @@ async fn upload(cx: &StepContext) -> Result<Value, StepError> {
     tracing::info!("Uploading config files to S3 bucket '{bucket}'...");
     s3::ensure_bucket(&client, &bucket)
         .await
-        .map_err(|err| StepError::transient(err.to_string()))?;
+        .map_err(|err| classified(err.is_transient(), err))?;
     let cursor: s3::UploadCursor = cx.cursor()?.unwrap_or_default();
     let sink = |c: &s3::UploadCursor| {
         if let Err(err) = cx.save_cursor(c) {
@@ -314,15 +308,17 @@ async fn upload(cx: &StepContext) -> Result<Value, StepError> {
     };
     let summary = s3::upload_dir_resumable(&client, &bucket, &dir, cursor, &sink)
         .await
-        .map_err(|err| {
-            if err.is_transient() {
-                StepError::transient(err.to_string())
-            } else {
-                StepError::permanent(err.to_string())
-            }
-        })?;
+        .map_err(|err| classified(err.is_transient(), err))?;
     cx.progress(summary.files() as u64, summary.files() as u64);
     Ok(json!({"bucket": bucket, "uploaded": summary.uploaded, "skipped": summary.skipped}))
+}
+
+fn classified(transient: bool, err: impl std::fmt::Display) -> StepError {
+    if transient {
+        StepError::transient(err.to_string())
+    } else {
+        StepError::permanent(err.to_string())
+    }
 }
 
 /// Creates one Job; one that already exists and carries this run's `run-id` label is adopted

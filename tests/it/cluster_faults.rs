@@ -15,7 +15,7 @@ use vast::engine::{EngineOptions, Outcome, RunId};
 use vast_sim::config::SimConfig;
 use vast_sim::faults::FaultConfig;
 
-use super::cluster_support::{start, text, Cluster, NS};
+use super::cluster_support::{start, started_id, text, Cluster, NS};
 
 fn faults(v: serde_json::Value) -> FaultConfig {
     serde_json::from_value(v).unwrap()
@@ -45,16 +45,7 @@ async fn setup_and_run_complete_under_api_faults_and_port_forward_drops() {
         text(&out.stdout)
     );
     // The faults really fired and were retried by the steps.
-    let id = err
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("run ")?
-                .split(' ')
-                .next()
-                .filter(|s| s.starts_with("run-"))
-        })
-        .unwrap()
-        .to_string();
+    let id = started_id(&err, "run-");
     let show = c.vast(&["runs", "show", &id, "--json"]).await;
     let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     let errors: usize = v["steps"]
@@ -102,16 +93,7 @@ async fn permanent_errors_fail_fast_with_the_servers_message() {
             t0.elapsed()
         );
         // Each failing Job creation was attempted once (no retries of a permanent error).
-        let id = e
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("run ")?
-                    .split(' ')
-                    .next()
-                    .filter(|s| s.starts_with("run-"))
-            })
-            .unwrap()
-            .to_string();
+        let id = started_id(&e, "run-");
         let show = c.vast(&["runs", "show", &id, "--json"]).await;
         let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
         for s in v["steps"].as_array().unwrap() {
@@ -294,16 +276,7 @@ async fn cleanup_restores_the_queue_when_a_removal_fails() {
     assert_eq!(c.world().await.stop_policy, None, "queue left stopped");
     // Fixed: resume finishes the cleanup.
     c.sim.faults().set(FaultConfig::default());
-    let id = e
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("run ")?
-                .split(' ')
-                .next()
-                .filter(|s| s.starts_with("cleanup-"))
-        })
-        .unwrap()
-        .to_string();
+    let id = started_id(&e, "cleanup-");
     let out = c.vast(&["resume", &id]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let w = c.world().await;
@@ -495,27 +468,22 @@ async fn port_forward_supervisor_survives_pod_restarts_and_dropped_streams() {
     let creds = vast::cluster::s3::read_credentials(c.client(), NS)
         .await
         .unwrap();
+    // Every stream from now on is dropped after 7,000 bytes (both directions counted): a
+    // few requests of 2,000 bytes each, then the next one breaks mid-way.
+    c.sim.faults().set(faults(
+        json!({"portforward": {"drop_after_bytes": 7000, "ports": [9000]}}),
+    ));
     let s3 = vast::cluster::s3::client(&pf.http_endpoint(), &creds);
     vast::cluster::s3::ensure_bucket(&s3, "pf-test")
         .await
         .unwrap();
-    c.sim.faults().set(faults(
-        json!({"portforward": {"drop_after_bytes": 3000, "ports": [9000]}}),
-    ));
-    let admin = format!("{}/sim/pods/{NS}/robovast/restart?wipe=false", c.sim.url());
+    let admin = format!("/sim/pods/{NS}/robovast/restart?wipe=false");
     for i in 0..20u32 {
         if i % 7 == 3 {
-            let admin = admin.clone();
-            tokio::task::spawn_blocking(move || {
-                std::process::Command::new("curl")
-                    .args(["-s", "-X", "POST", &admin])
-                    .output()
-            })
-            .await
-            .unwrap()
-            .unwrap();
+            let status = c.sim_post(&admin).await;
+            assert!(status.contains(" 20"), "{status}");
         }
-        let body = vec![b'a' + (i % 26) as u8; 10_000];
+        let body = vec![b'a' + (i % 26) as u8; 2_000];
         s3.put_object()
             .bucket("pf-test")
             .key(format!("k{i}"))

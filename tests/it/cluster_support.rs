@@ -35,6 +35,21 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The id in the `run <id> started (...)` line of a command's stderr, for ids starting with
+/// `prefix` (the operation).
+pub fn started_id(stderr: &str, prefix: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("run ")?
+                .split(' ')
+                .next()
+                .filter(|s| s.starts_with(prefix))
+        })
+        .unwrap_or_else(|| panic!("no '{prefix}' run started in: {stderr}"))
+        .to_string()
+}
+
 /// A sim with `config`, and the growth_sim example initialised as a project.
 pub async fn start(config: SimConfig) -> Cluster {
     let sim = Sim::start(config).await.expect("sim starts");

@@ -32,6 +32,25 @@ pub fn load_configs(vast: &VastFile) -> anyhow::Result<Vec<Configuration>> {
     Ok(configs)
 }
 
+/// `--config NAME`: the configuration must exist; otherwise upstream's log lines (the list of
+/// configurations) and error. Keeps only that one.
+pub fn select_config(configs: &mut Vec<Configuration>, want: Option<&str>) -> anyhow::Result<()> {
+    let Some(want) = want else { return Ok(()) };
+    if !configs.iter().any(|c| c.name == want) {
+        tracing::info!("Config '{want}' not found.");
+        tracing::info!("Available configs:");
+        for c in configs.iter() {
+            tracing::info!("   - {}", c.name);
+        }
+        return Err(UsageError(format!(
+            "Config '{want}' not found (see available configs above)"
+        ))
+        .into());
+    }
+    configs.retain(|c| c.name == want);
+    Ok(())
+}
+
 /// One configuration as the YAML document `configuration list` prints.
 pub fn config_document(c: &Configuration, debug: bool) -> String {
     let mut m = serde_yaml::Mapping::new();

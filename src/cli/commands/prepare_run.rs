@@ -13,7 +13,7 @@ use crate::project::resources::{
     active_kube_context, require_context_for_multi_cluster, resolve_resources,
 };
 
-use super::configuration::{load_configs, load_vast};
+use super::configuration::{load_configs, load_vast, select_config};
 
 const QUOTA_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -94,20 +94,7 @@ pub async fn run(args: PrepareRunArgs, globals: &Globals) -> anyhow::Result<Exit
         .map_err(|e| UsageError(e.to_string()))?;
 
     let mut configs = load_configs(&vast)?;
-    if let Some(want) = &args.config {
-        if !configs.iter().any(|c| &c.name == want) {
-            tracing::info!("Config '{want}' not found.");
-            tracing::info!("Available configs:");
-            for c in &configs {
-                tracing::info!("   - {}", c.name);
-            }
-            return Err(UsageError(format!(
-                "Config '{want}' not found (see available configs above)"
-            ))
-            .into());
-        }
-        configs.retain(|c| &c.name == want);
-    }
+    select_config(&mut configs, args.config.as_deref())?;
     let runs = args.runs.unwrap_or(vast.execution.runs);
     if runs == 0 {
         return Err(UsageError("--runs must be at least 1".into()).into());

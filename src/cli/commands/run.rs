@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use super::cluster_common::{check_access, check_pod, client, context_param, resources, target};
-use super::configuration::{load_configs, load_vast};
+use super::configuration::{load_configs, load_vast, select_config};
 use super::resume::start_operation_as;
 use crate::cli::{args::RunArgs, ExitStatus, Globals, UsageError};
 use crate::engine::RunId;
@@ -32,20 +32,7 @@ pub async fn run(args: RunArgs, globals: &Globals) -> anyhow::Result<ExitStatus>
     }
     // The input first: nothing touches the cluster before it is known to be good.
     let (vast, _) = load_vast(globals)?;
-    let configs = load_configs(&vast)?;
-    if let Some(want) = &args.config {
-        if !configs.iter().any(|c| &c.name == want) {
-            tracing::info!("Config '{want}' not found.");
-            tracing::info!("Available configs:");
-            for c in &configs {
-                tracing::info!("   - {}", c.name);
-            }
-            return Err(UsageError(format!(
-                "Config '{want}' not found (see available configs above)"
-            ))
-            .into());
-        }
-    }
+    select_config(&mut load_configs(&vast)?, args.config.as_deref())?;
     let ex = &vast.execution;
     resolve_resources(&ex.resources, args.context.as_deref())
         .map_err(|e| UsageError(e.to_string()))?;
