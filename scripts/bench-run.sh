@@ -93,6 +93,8 @@ sim_cpu() {
 # project DIR: the bench project copied to DIR/project, initialised, the cluster set up; cd there.
 project() {
   cp -r "$repo/benches/run-jobs" "$1/project"
+  # the test files are the example's (one copy in the repo)
+  cp -r "$repo/examples/growth_sim/files" "$1/project/files"
   cd "$1/project"
   "$vast" -q init run-jobs.vast >/dev/null
   "$vast" -q execution cluster setup rke2 >"$1/setup.log" 2>&1 || { cat "$1/setup.log" >&2; exit 1; }

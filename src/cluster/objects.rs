@@ -137,33 +137,53 @@ impl ApplyError {
     }
 }
 
-/// Deletes the object (background propagation, no grace period); an object that is already
-/// gone is fine. Returns whether something was deleted.
-pub async fn delete(client: &Client, r: &ObjectRef) -> Result<bool, kube::Error> {
-    let dp = DeleteParams {
+/// Delete options vast uses everywhere: no grace period, background propagation (dependents
+/// follow by garbage collection).
+pub fn delete_now() -> DeleteParams {
+    DeleteParams {
         grace_period_seconds: Some(0),
         propagation_policy: Some(kube::api::PropagationPolicy::Background),
         ..Default::default()
-    };
-    match r.api(client).delete(&r.name, &dp).await {
+    }
+}
+
+/// Deletes `name` through `api` ([`delete_now`]); an object that is already gone is fine.
+/// Returns whether something was deleted.
+pub async fn delete_named<K>(api: &Api<K>, name: &str) -> Result<bool, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &delete_now()).await {
         Ok(_) => Ok(true),
         Err(e) if super::error::is_not_found(&e) => Ok(false),
         Err(e) => Err(e),
     }
 }
 
-/// Removes every finalizer of the object (404 is fine).
-pub async fn strip_finalizers(client: &Client, r: &ObjectRef) -> Result<(), kube::Error> {
+/// Removes every finalizer of `name` through `api` (404 is fine).
+pub async fn strip_finalizers_named<K>(api: &Api<K>, name: &str) -> Result<(), kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let patch = serde_json::json!({"metadata": {"finalizers": null}});
-    match r
-        .api(client)
-        .patch(&r.name, &PatchParams::default(), &Patch::Merge(&patch))
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
         Ok(_) => Ok(()),
         Err(e) if super::error::is_not_found(&e) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Deletes the object ([`delete_named`]).
+pub async fn delete(client: &Client, r: &ObjectRef) -> Result<bool, kube::Error> {
+    delete_named(&r.api(client), &r.name).await
+}
+
+/// Removes every finalizer of the object ([`strip_finalizers_named`]).
+pub async fn strip_finalizers(client: &Client, r: &ObjectRef) -> Result<(), kube::Error> {
+    strip_finalizers_named(&r.api(client), &r.name).await
 }
 
 #[cfg(test)]

@@ -492,15 +492,7 @@ impl Watch {
         match runs::job_state(j) {
             JobState::Succeeded | JobState::Failed => {
                 self.open.remove(&name);
-                if let std::collections::btree_map::Entry::Vacant(slot) =
-                    record.finished.entry(name)
-                {
-                    if let Some(r) = runs::job_record(j) {
-                        slot.insert(r);
-                        return true;
-                    }
-                }
-                false
+                record.observe(j)
             }
             _ => {
                 self.open.insert(name);

@@ -13,13 +13,14 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::Client;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::cluster::error::is_not_found;
 use crate::cluster::kueue::workloads;
+use crate::cluster::objects::{delete_named, delete_now, strip_finalizers_named};
 use crate::manifests::job::{label_safe, JOBGROUP};
 
 /// Label selector of the scenario Jobs and pods of one run (or of all runs).
@@ -103,12 +104,22 @@ pub async fn deactivate(
     Ok(())
 }
 
-fn now_delete() -> DeleteParams {
-    DeleteParams {
-        grace_period_seconds: Some(0),
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..Default::default()
+/// Deletes the objects `lp` selects in one delete-collection call, then strips the finalizers
+/// of any still there (terminating). Returns how many were selected.
+async fn delete_selected<K>(api: &Api<K>, lp: &ListParams) -> Result<usize, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug + kube::Resource,
+{
+    let n = api.list(lp).await?.items.len();
+    if n > 0 {
+        api.delete_collection(&delete_now(), lp).await?;
     }
+    for o in api.list(lp).await?.items {
+        if let Some(name) = o.meta().name.as_deref() {
+            strip_finalizers_named(api, name).await?;
+        }
+    }
+    Ok(n)
 }
 
 /// Deletes the selected Jobs in one call, then strips the finalizers of any still terminating.
@@ -119,25 +130,7 @@ pub async fn delete_jobs(
     selector: &str,
 ) -> Result<usize, kube::Error> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let lp = ListParams::default().labels(selector);
-    let n = jobs.list(&lp).await?.items.len();
-    if n > 0 {
-        jobs.delete_collection(&now_delete(), &lp).await?;
-    }
-    let strip = json!({"metadata": {"finalizers": null}});
-    for j in jobs.list(&lp).await?.items {
-        if let Some(name) = j.metadata.name {
-            match jobs
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&strip))
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(n)
+    delete_selected(&jobs, &ListParams::default().labels(selector)).await
 }
 
 /// Deletes the named Workloads and strips their finalizers (missing ones are fine).
@@ -147,20 +140,9 @@ pub async fn delete_workloads(
     names: &[String],
 ) -> Result<(), kube::Error> {
     let api = workloads(client, Some(namespace));
-    let strip = json!({"metadata": {"finalizers": null}});
     for n in names {
-        match api.delete(n, &now_delete()).await {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => continue,
-            Err(e) => return Err(e),
-        }
-        match api
-            .patch(n, &PatchParams::default(), &Patch::Merge(&strip))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(e),
+        if delete_named(&api, n).await? {
+            strip_finalizers_named(&api, n).await?;
         }
     }
     Ok(())
@@ -173,23 +155,7 @@ pub async fn delete_pods(
     selector: &str,
 ) -> Result<(), kube::Error> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let lp = ListParams::default().labels(selector);
-    if !pods.list(&lp).await?.items.is_empty() {
-        pods.delete_collection(&now_delete(), &lp).await?;
-    }
-    let strip = json!({"metadata": {"finalizers": null}});
-    for p in pods.list(&lp).await?.items {
-        if let Some(name) = p.metadata.name {
-            match pods
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&strip))
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
+    delete_selected(&pods, &ListParams::default().labels(selector)).await?;
     Ok(())
 }
 
@@ -241,6 +207,24 @@ fn record_path(state_dir: &Path, id: &str) -> PathBuf {
 }
 
 impl RunRecord {
+    /// Records the outcome of `j` if it finished and none was recorded yet; returns whether
+    /// the record changed (outcomes, once seen, never change).
+    pub fn observe(&mut self, j: &Job) -> bool {
+        let Some(name) = j.metadata.name.as_ref() else {
+            return false;
+        };
+        if self.finished.contains_key(name) {
+            return false;
+        }
+        match job_record(j) {
+            Some(r) => {
+                self.finished.insert(name.clone(), r);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The record of run `id`, if any. A damaged file is an error naming it.
     pub fn load(state_dir: &Path, id: &str) -> Result<Option<RunRecord>, String> {
         let path = record_path(state_dir, id);
@@ -253,21 +237,25 @@ impl RunRecord {
         }
     }
 
-    /// Every record under the state directory, by run id.
-    pub fn load_all(state_dir: &Path) -> Vec<RunRecord> {
+    /// Every record under the state directory, sorted by run id, with the time each was last
+    /// written.
+    pub fn load_all(state_dir: &Path) -> Vec<(RunRecord, std::time::SystemTime)> {
         let mut out = Vec::new();
         let Ok(entries) = std::fs::read_dir(state_dir.join("work")) else {
             return out;
         };
         for e in entries.flatten() {
             let id = e.file_name().to_string_lossy().to_string();
+            let modified = std::fs::metadata(record_path(state_dir, &id))
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
             match RunRecord::load(state_dir, &id) {
-                Ok(Some(r)) => out.push(r),
+                Ok(Some(r)) => out.push((r, modified)),
                 Ok(None) => {}
                 Err(e) => tracing::warn!("ignoring run record: {e}"),
             }
         }
-        out.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+        out.sort_by(|a, b| a.0.run_id.cmp(&b.0.run_id));
         out
     }
 

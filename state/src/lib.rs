@@ -78,9 +78,16 @@ fn db_error(path: &Path, source: sled::Error) -> Error {
             path: path.to_path_buf(),
             detail: source.to_string(),
         },
-        sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => Error::Locked {
-            path: path.to_path_buf(),
-        },
+        // sled reports a held directory lock as `Io(WouldBlock)` or as
+        // `Io(Other, "could not acquire lock on ...: WouldBlock")`.
+        sled::Error::Io(ref io)
+            if io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock") =>
+        {
+            Error::Locked {
+                path: path.to_path_buf(),
+            }
+        }
         other => Error::Db {
             path: path.to_path_buf(),
             source: other,
@@ -106,29 +113,17 @@ pub struct RunDb {
 
 /// sled 0.34 can hold its directory lock for a moment after a `Db` of the same process was
 /// dropped (its flusher thread still finishing: spacejam/sled#1234): opening again right away
-/// fails with `WouldBlock`. The run's own lease already excludes other processes, so such an
-/// open is retried for up to a second.
+/// fails with [`Error::Locked`]. The run's own lease already excludes other processes, so such
+/// an open is retried for up to two seconds.
 fn open_sled(dir: &Path) -> Result<(sled::Db, sled::Tree, u64), Error> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
         match open_sled_once(dir) {
-            Err(e) if is_lock_busy(&e) && std::time::Instant::now() < deadline => {
+            Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             other => return other,
         }
-    }
-}
-
-/// sled reports its lock as `Io(Other, "could not acquire lock on ...: WouldBlock")`.
-fn is_lock_busy(e: &Error) -> bool {
-    match e {
-        Error::Locked { .. } => true,
-        Error::Open { source, .. } | Error::Db { source, .. } => {
-            let m = source.to_string();
-            m.contains("could not acquire lock") || m.contains("WouldBlock")
-        }
-        _ => false,
     }
 }
 

@@ -15,7 +15,7 @@ use vast::engine::{EngineOptions, Outcome, RunId};
 use vast_sim::config::SimConfig;
 use vast_sim::faults::FaultConfig;
 
-use super::cluster_support::{start, started_id, text, Cluster, NS};
+use super::cluster_support::{run_id_of, start, started_id, text, Cluster, NS};
 
 fn faults(v: serde_json::Value) -> FaultConfig {
     serde_json::from_value(v).unwrap()
@@ -66,11 +66,7 @@ async fn setup_and_run_complete_under_api_faults_and_port_forward_drops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_errors_fail_fast_with_the_servers_message() {
     let c = start(SimConfig::default()).await;
-    assert!(c
-        .vast(&["execution", "cluster", "setup", "rke2"])
-        .await
-        .status
-        .success());
+    c.setup_cli("rke2").await;
     for code in [403, 422] {
         c.sim.faults().set(faults(json!({"api": [
             {"verbs": ["create"], "resources": ["jobs"], "action": {"status": {"codes": [code]}}}
@@ -141,25 +137,12 @@ async fn run_cleanup_of_one_run_never_stops_the_queue_or_evicts_other_runs() {
     let mut cfg = SimConfig::default();
     cfg.pods.job_duration_ms = 120_000;
     let c = start(cfg).await;
-    assert!(c
-        .vast(&["execution", "cluster", "setup", "rke2"])
-        .await
-        .status
-        .success());
+    c.setup_cli("rke2").await;
     let mut ids = Vec::new();
     for _ in 0..2 {
         let out = c.vast(&["execution", "cluster", "run", "-r", "1"]).await;
         assert!(out.status.success(), "{}", text(&out.stderr));
-        let s = text(&out.stdout);
-        ids.push(
-            s.lines()
-                .find_map(|l| {
-                    l.strip_prefix("✓ Jobs created successfully (Run ID: ")?
-                        .strip_suffix(')')
-                })
-                .unwrap()
-                .to_string(),
-        );
+        ids.push(run_id_of(&text(&out.stdout)));
     }
     // Wait until the other run's Jobs are admitted and running.
     let jobs: Api<Job> = Api::namespaced(c.client(), NS);
@@ -247,11 +230,7 @@ async fn cleanup_restores_the_queue_when_a_removal_fails() {
     let mut cfg = SimConfig::default();
     cfg.pods.job_duration_ms = 120_000;
     let c = start(cfg).await;
-    assert!(c
-        .vast(&["execution", "cluster", "setup", "rke2"])
-        .await
-        .status
-        .success());
+    c.setup_cli("rke2").await;
     assert!(c
         .vast(&["execution", "cluster", "run", "-r", "1"])
         .await
@@ -289,10 +268,7 @@ async fn cleanup_restores_the_queue_when_a_removal_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn existing_jobs_of_the_run_are_adopted_and_foreign_ones_refused() {
     let c = start(SimConfig::default()).await;
-    let (_, o) = c
-        .execute("setup", &c.setup_params("rke2"), EngineOptions::default())
-        .await;
-    assert_eq!(o, Outcome::Succeeded);
+    c.setup_in_process("rke2").await;
     let vast = vast::project::VastFile::load(&c.project.join("growth_sim.vast")).unwrap();
     let first = vast::project::generate(&vast).unwrap()[0].name.clone();
     let jobs: Api<Job> = Api::namespaced(c.client(), NS);
@@ -456,10 +432,7 @@ async fn kueue_with_helm_and_without() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_forward_supervisor_survives_pod_restarts_and_dropped_streams() {
     let c = start(SimConfig::default()).await;
-    let (_, o) = c
-        .execute("setup", &c.setup_params("rke2"), EngineOptions::default())
-        .await;
-    assert_eq!(o, Outcome::Succeeded);
+    c.setup_in_process("rke2").await;
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(c.client(), NS);
     let pf = vast::cluster::portforward::PortForward::start(pods, "robovast", 9000)
         .await
@@ -530,10 +503,7 @@ async fn port_forward_supervisor_survives_pod_restarts_and_dropped_streams() {
 async fn large_files_are_uploaded_in_parts_and_resume_at_the_next_part() {
     use vast::cluster::s3;
     let c = start(SimConfig::default()).await;
-    let (_, o) = c
-        .execute("setup", &c.setup_params("rke2"), EngineOptions::default())
-        .await;
-    assert_eq!(o, Outcome::Succeeded);
+    c.setup_in_process("rke2").await;
     let dir = c.tmp.path().join("big");
     std::fs::create_dir_all(&dir).unwrap();
     let size = 2 * s3::PART_SIZE as usize + 1_234_567;

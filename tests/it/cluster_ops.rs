@@ -7,16 +7,7 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams};
 use vast_sim::config::SimConfig;
 
-use super::cluster_support::{start, text, NS};
-
-fn run_id_of(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("✓ Jobs created successfully (Run ID: "))
-        .and_then(|l| l.strip_suffix(')'))
-        .unwrap_or_else(|| panic!("no run id in {stdout}"))
-        .to_string()
-}
+use super::cluster_support::{run_id_of, start, text, NS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_run_monitor_run_cleanup_cleanup_happy_path() {
@@ -161,11 +152,7 @@ async fn setup_run_monitor_run_cleanup_cleanup_happy_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_follow_prints_statistics_and_survives_ttl_deletion_and_compaction() {
     let c = start(SimConfig::default()).await;
-    assert!(c
-        .vast(&["execution", "cluster", "setup", "minikube"])
-        .await
-        .status
-        .success());
+    c.setup_cli("minikube").await;
     // Delete every finished Job of the run as soon as it is seen finished, as the TTL
     // controller would: --follow must count them from what it observed, never crash on 404.
     let client = c.client();
@@ -272,11 +259,7 @@ async fn documented_errors() {
     assert!(e.contains("✗ Error: Pod 'robovast' does not exist\nTo set up the cluster.\n  vast execution cluster setup <cluster-config>"), "{e}");
 
     // A pod but no saved setup.
-    assert!(c
-        .vast(&["execution", "cluster", "setup", "rke2"])
-        .await
-        .status
-        .success());
+    c.setup_cli("rke2").await;
     std::fs::remove_file(c.project.join(".robovast_cluster_config.vast-sim")).unwrap();
     let out = c.vast(&["execution", "cluster", "run"]).await;
     assert_eq!(out.status.code(), Some(1));
@@ -317,11 +300,7 @@ async fn monitor_shows_why_jobs_are_pending_and_their_queue_position() {
     cfg.nodes.cpu = "4".into();
     cfg.pods.job_duration_ms = 120_000;
     let c = start(cfg).await;
-    assert!(c
-        .vast(&["execution", "cluster", "setup", "rke2"])
-        .await
-        .status
-        .success());
+    c.setup_cli("rke2").await;
     let out = c.vast(&["execution", "cluster", "run"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let id = run_id_of(&text(&out.stdout));
@@ -562,11 +541,7 @@ async fn ctrl_c_in_follow_keeps_the_jobs_and_resume_finishes() {
     let mut cfg = SimConfig::default();
     cfg.pods.job_duration_ms = 4000;
     let c = start(cfg).await;
-    assert!(c
-        .vast(&["execution", "cluster", "setup", "rke2"])
-        .await
-        .status
-        .success());
+    c.setup_cli("rke2").await;
     let mut child = c
         .command(&["execution", "cluster", "run", "--follow", "-r", "1"])
         .stdout(std::process::Stdio::piped())
@@ -622,11 +597,7 @@ async fn ctrl_c_in_follow_keeps_the_jobs_and_resume_finishes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_cleanup_flag_removes_earlier_runs_only() {
     let c = start(SimConfig::default()).await;
-    assert!(c
-        .vast(&["execution", "cluster", "setup", "rke2"])
-        .await
-        .status
-        .success());
+    c.setup_cli("rke2").await;
     let out = c.vast(&["execution", "cluster", "run", "-r", "1"]).await;
     let first = run_id_of(&text(&out.stdout));
     let out = c

@@ -954,3 +954,68 @@ async fn resume_of_a_succeeded_run_refreshes_a_stale_snapshot() {
     let v = dir.snapshot(id.as_str()).unwrap().unwrap();
     assert_eq!(v.status, "succeeded", "{v:?}");
 }
+
+/// run-cleanup of one run, crashed after every journal record and resumed: the run's Jobs,
+/// pods and Workloads are gone, the other run's stay, and the queue is never stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_cleanup_resumes_after_a_crash_at_every_journal_record() {
+    let t0 = Instant::now();
+    let two_runs = || async {
+        let (c, gone) = cluster_with_a_run().await;
+        let (kept, out) = c
+            .execute("run", &c.run_params(1, false), Default::default())
+            .await;
+        assert_eq!(out, Outcome::Succeeded);
+        (c, gone, kept)
+    };
+    let params = |id: &str| serde_json::json!({"context": null, "namespace": NS, "run_id": id});
+    let (base, gone, kept) = two_runs().await;
+    let (bid, out) = base
+        .execute("run-cleanup", &params(&gone), Default::default())
+        .await;
+    assert_eq!(out, Outcome::Succeeded);
+    let records = journal_len(&base, &bid);
+    let w = base.world().await;
+    assert!(
+        !w.jobs.contains_key(&gone) && w.jobs[&kept].len() == 5,
+        "{w:?}"
+    );
+    drop(base);
+    for n in 1..records - 1 {
+        let (c, gone, kept) = two_runs().await;
+        let (id, out) = c
+            .execute("run-cleanup", &params(&gone), opts_crash_after(n))
+            .await;
+        assert!(is_injected_crash(&out), "n={n}: {out:?}");
+        assert_eq!(c.world().await.stop_policy, None, "n={n}: queue stopped");
+        assert_eq!(resume(&c, &id).await, Outcome::Succeeded, "n={n}");
+        let w = c.world().await;
+        assert!(!w.jobs.contains_key(&gone), "n={n}: {w:?}");
+        assert_eq!(w.jobs[&kept].len(), 5, "n={n}: {w:?}");
+        assert_eq!(w.stop_policy, None, "n={n}");
+        // No Workload of the removed run's Jobs is left.
+        let gone_jobs = expected_jobs(&c, &gone, 1);
+        let wls = vast::cluster::kueue::workloads(&c.client(), Some(NS))
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        let left: Vec<_> = wls
+            .items
+            .iter()
+            .filter(|w| {
+                w.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| gone_jobs.contains(&o.name))
+            })
+            .filter_map(|w| w.metadata.name.clone())
+            .collect();
+        assert!(left.is_empty(), "n={n}: {left:?}");
+    }
+    eprintln!(
+        "run-cleanup: {records} journal records, {} crash points, {:.1} s",
+        records - 2,
+        t0.elapsed().as_secs_f64()
+    );
+}

@@ -35,6 +35,16 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The run id in `run`'s detached output (`✓ Jobs created successfully (Run ID: <id>)`).
+pub fn run_id_of(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("✓ Jobs created successfully (Run ID: "))
+        .and_then(|l| l.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no run id in {stdout}"))
+        .to_string()
+}
+
 /// The id in the `run <id> started (...)` line of a command's stderr, for ids starting with
 /// `prefix` (the operation).
 pub fn started_id(stderr: &str, prefix: &str) -> String {
@@ -110,6 +120,24 @@ impl Cluster {
             .env_remove("VAST_LOG")
             .env("VAST_HELM", "/nonexistent/helm");
         c
+    }
+
+    /// `vast execution cluster setup <config>` with the binary; it must succeed.
+    pub async fn setup_cli(&self, config: &str) {
+        let out = self.vast(&["execution", "cluster", "setup", config]).await;
+        assert!(out.status.success(), "setup: {}", text(&out.stderr));
+    }
+
+    /// The setup workflow in-process; it must succeed.
+    pub async fn setup_in_process(&self, config: &str) {
+        let (_, o) = self
+            .execute(
+                "setup",
+                &self.setup_params(config),
+                EngineOptions::default(),
+            )
+            .await;
+        assert_eq!(o, Outcome::Succeeded);
     }
 
     /// Runs the binary off the async runtime.

@@ -80,12 +80,12 @@ pub fn target_with(
     })
 }
 
-/// The kube client for the target's context; a broken kubeconfig or unknown context is the
-/// user's to fix.
-pub async fn client(context: Option<&str>) -> anyhow::Result<kube::Client> {
+/// The kube client for `context`; a broken kubeconfig or unknown context gives upstream's
+/// `Kubernetes configuration not found: ...` (the message after `✗ Error: `).
+pub async fn connect(context: Option<&str>) -> Result<kube::Client, String> {
     crate::cluster::client::client(context)
         .await
-        .map_err(|e| UsageError(e.to_string()).into())
+        .map_err(|e| format!("Kubernetes configuration not found: {e}"))
 }
 
 /// Calls `f` until it succeeds, fails permanently, or 5 attempts failed transiently (200 ms,
@@ -111,16 +111,24 @@ where
     }
 }
 
-/// Upstream's access check: server version and one pod listed in the namespace. `Ok` is the
-/// `Kubernetes cluster is accessible (...)` line, `Err` the message after `✗ Error: `.
-pub async fn check_access(context: Option<&str>, namespace: &str) -> Result<String, String> {
-    let client = crate::cluster::client::client(context)
-        .await
-        .map_err(|e| format!("Kubernetes configuration not found: {e}"))?;
+/// Upstream's access check for `context`: the client (kept for the later checks), then
+/// [`check_access`]. `Ok` holds the `Kubernetes cluster is accessible (...)` line, `Err` the
+/// message after `✗ Error: `.
+pub async fn access(
+    context: Option<&str>,
+    namespace: &str,
+) -> Result<(kube::Client, String), String> {
+    let client = connect(context).await?;
+    let line = check_access(&client, namespace).await?;
+    Ok((client, line))
+}
+
+/// Upstream's access check: server version and one pod listed in the namespace.
+pub async fn check_access(client: &kube::Client, namespace: &str) -> Result<String, String> {
     let version = with_retries(|| client.apiserver_version())
         .await
         .map_err(access_error)?;
-    let pods: Api<Pod> = Api::namespaced(client, namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let one = ListParams::default().limit(1);
     with_retries(|| pods.list(&one))
         .await

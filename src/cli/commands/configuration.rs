@@ -51,6 +51,19 @@ pub fn select_config(configs: &mut Vec<Configuration>, want: Option<&str>) -> an
     Ok(())
 }
 
+/// The main and secondary containers' resources resolve for `context` (per-cluster lists):
+/// checked once before anything is rendered or sent, since it fails the same way for every Job.
+pub fn check_resources(vast: &VastFile, context: Option<&str>) -> anyhow::Result<()> {
+    let ex = &vast.execution;
+    crate::project::resources::resolve_resources(&ex.resources, context)
+        .map_err(|e| UsageError(e.to_string()))?;
+    for sc in &ex.secondary_containers {
+        crate::project::resources::resolve_resources(&sc.resources, context)
+            .map_err(|e| UsageError(e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// One configuration as the YAML document `configuration list` prints.
 pub fn config_document(c: &Configuration, debug: bool) -> String {
     let mut m = serde_yaml::Mapping::new();

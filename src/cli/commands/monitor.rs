@@ -192,15 +192,8 @@ pub fn count_run(
             JobState::Succeeded => ok_now += 1,
             JobState::Failed => fail_now += 1,
         }
-        if let (Some(rec), Some(name)) = (record.as_mut(), j.metadata.name.as_ref()) {
-            if matches!(state, JobState::Succeeded | JobState::Failed)
-                && !rec.finished.contains_key(name)
-            {
-                if let Some(jr) = runs::job_record(j) {
-                    rec.finished.insert(name.clone(), jr);
-                    changed = true;
-                }
-            }
+        if let Some(rec) = record.as_mut() {
+            changed |= rec.observe(j);
         }
     }
     // Jobs of the plan not created yet (the run is still submitting) are pending.
@@ -372,24 +365,21 @@ impl Poller {
                 .unwrap_or_else(|| "<legacy>".into());
             by_run.entry(id).or_default().push(j);
         }
-        // Runs of this context that vast recorded recently, even with no Job left.
+        // The records are read once per context and poll. Runs of this context that vast recorded
+        // recently are shown even with no Job left.
         let recent = Duration::from_secs(24 * 3600);
-        for rec in RunRecord::load_all(&self.state_dir) {
-            let fresh =
-                std::fs::metadata(runs::work_dir(&self.state_dir, &rec.run_id).join("record.json"))
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age < recent);
+        let mut records: BTreeMap<String, RunRecord> = BTreeMap::new();
+        for (rec, modified) in RunRecord::load_all(&self.state_dir) {
+            let fresh = modified.elapsed().is_ok_and(|age| age < recent);
+            let id = crate::manifests::job::label_safe(&rec.run_id);
             if rec.namespace == w.namespace && rec.context == w.context && rec.submitted && fresh {
-                by_run
-                    .entry(crate::manifests::job::label_safe(&rec.run_id))
-                    .or_default();
+                by_run.entry(id.clone()).or_default();
             }
+            records.insert(id, rec);
         }
         let mut out = Vec::new();
         for (id, jobs) in &by_run {
-            let mut record = RunRecord::load(&self.state_dir, id).ok().flatten();
+            let mut record = records.remove(id);
             let key = (w.label.clone(), id.clone());
             let seen = self.seen.entry(key.clone()).or_default();
             let (mut line, changed) = count_run(id, jobs, &mut record, seen);

@@ -9,11 +9,9 @@ use crate::manifests::cluster_config::{cluster_config, parse_option, validate_na
 use crate::manifests::kueue::{compute_quota, QuotaOutcome};
 use crate::manifests::prepare::{prepare_run, PrepareError, PrepareInput};
 use crate::project::files::read_setup;
-use crate::project::resources::{
-    active_kube_context, require_context_for_multi_cluster, resolve_resources,
-};
+use crate::project::resources::{active_kube_context, require_context_for_multi_cluster};
 
-use super::configuration::{load_configs, load_vast, select_config};
+use super::configuration::{check_resources, load_configs, load_vast, select_config};
 
 const QUOTA_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -101,13 +99,7 @@ pub async fn run(args: PrepareRunArgs, globals: &Globals) -> anyhow::Result<Exit
     }
     // Resource resolution fails the same way for every Job: check it before the (possibly
     // slow) cluster query, so input errors come at once.
-    let ex = &vast.execution;
-    resolve_resources(&ex.resources, args.context.as_deref())
-        .map_err(|e| UsageError(e.to_string()))?;
-    for sc in &ex.secondary_containers {
-        resolve_resources(&sc.resources, args.context.as_deref())
-            .map_err(|e| UsageError(e.to_string()))?;
-    }
+    check_resources(&vast, args.context.as_deref())?;
     let run_id = RunId::generate("run");
     let quota = query_quota(args.context.as_deref()).await;
     if quota.defaulted {

@@ -5,12 +5,11 @@
 
 use serde_json::json;
 
-use super::cluster_common::{check_access, check_pod, client, context_param, resources, target};
-use super::configuration::{load_configs, load_vast, select_config};
+use super::cluster_common::{access, check_pod, context_param, resources, target};
+use super::configuration::{check_resources, load_configs, load_vast, select_config};
 use super::resume::start_operation_as;
 use crate::cli::{args::RunArgs, ExitStatus, Globals, UsageError};
 use crate::engine::RunId;
-use crate::project::resources::resolve_resources;
 use crate::store::StateDir;
 
 fn setup_hint(message: &str) -> ExitStatus {
@@ -33,25 +32,21 @@ pub async fn run(args: RunArgs, globals: &Globals) -> anyhow::Result<ExitStatus>
     // The input first: nothing touches the cluster before it is known to be good.
     let (vast, _) = load_vast(globals)?;
     select_config(&mut load_configs(&vast)?, args.config.as_deref())?;
-    let ex = &vast.execution;
-    resolve_resources(&ex.resources, args.context.as_deref())
-        .map_err(|e| UsageError(e.to_string()))?;
-    for sc in &ex.secondary_containers {
-        resolve_resources(&sc.resources, args.context.as_deref())
-            .map_err(|e| UsageError(e.to_string()))?;
-    }
+    check_resources(&vast, args.context.as_deref())?;
 
     println!("Checking Kubernetes cluster access...");
-    match check_access(args.context.as_deref(), &namespace).await {
-        Ok(line) => tracing::info!("{line}"),
+    let kube = match access(args.context.as_deref(), &namespace).await {
+        Ok((kube, line)) => {
+            tracing::info!("{line}");
+            kube
+        }
         Err(m) => {
             eprintln!("✗ Error: {m}");
             eprintln!("  Kubernetes cluster is required for RoboVAST execution.");
             return Ok(ExitStatus::Failure);
         }
-    }
+    };
     println!("Checking robovast pod status...");
-    let kube = client(args.context.as_deref()).await?;
     if let Err(m) = check_pod(&kube, &namespace).await {
         return Ok(setup_hint(&m));
     }

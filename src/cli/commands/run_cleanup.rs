@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::cluster_common::{check_access, client, context_param, resources, target};
+use super::cluster_common::{access, context_param, resources, target};
 use super::resume::start_operation;
 use crate::cli::{args::RunCleanupArgs, ExitStatus, Globals};
 use crate::manifests::job::label_safe;
@@ -12,15 +12,17 @@ pub async fn run(args: RunCleanupArgs, globals: &Globals) -> anyhow::Result<Exit
     let t = target(globals, args.context.clone(), false)?;
     let namespace = t.namespace();
     println!("Checking Kubernetes cluster access...");
-    match check_access(args.context.as_deref(), &namespace).await {
-        Ok(line) => tracing::info!("{line}"),
+    let kube = match access(args.context.as_deref(), &namespace).await {
+        Ok((kube, line)) => {
+            tracing::info!("{line}");
+            kube
+        }
         Err(m) => {
             eprintln!("✗ Error: {m}");
             return Ok(ExitStatus::Failure);
         }
-    }
+    };
     if let Some(r) = &args.run_id {
-        let kube = client(args.context.as_deref()).await?;
         let ids =
             super::cluster_common::with_retries(|| crate::ops::runs::run_ids(&kube, &namespace))
                 .await
