@@ -1,6 +1,7 @@
-//! Generic object access for manifests rendered as JSON (`serde_json::Value`): server-side
-//! apply with field manager `vast`, tolerant deletes, and the resource (group, version,
-//! plural, scope) of a kind. Typed objects use kube's `Api<K>` directly.
+//! Generic object access: server-side apply with field manager `vast` of manifests rendered
+//! as JSON (`serde_json::Value`, resolved to their resource by [`ObjectRef`]), and the
+//! tolerant deletes and finalizer stripping every cluster step uses, for typed and dynamic
+//! `Api`s alike ([`delete_named`], [`strip_finalizers_named`], [`delete_now`]).
 
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
