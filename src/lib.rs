@@ -19,6 +19,8 @@ pub mod cluster;
 pub mod engine;
 pub mod manifests;
 pub mod ops;
+pub mod pod;
 pub mod project;
+pub mod results;
 pub mod share;
 pub mod store;

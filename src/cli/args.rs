@@ -136,6 +136,76 @@ pub enum ClusterCommand {
     Monitor(MonitorArgs),
     /// Delete the Jobs, pods and Kueue workloads of one run or of all runs.
     RunCleanup(RunCleanupArgs),
+    /// Download the results of finished runs (resumable, verified, safely extracted).
+    Download(DownloadArgs),
+    /// Remove the S3 buckets of runs (refuses runs with running or pending Jobs).
+    DownloadCleanup(DownloadCleanupArgs),
+    /// Upload the results of finished runs from the cluster to a share (Nextcloud, Google
+    /// Drive, or a provider plugin), configured in `.env`.
+    UploadToShare(UploadToShareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// Where results go (default: the project's results directory).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Download runs again whose local directory exists, and rebuild their remote archives.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Keep the remote archive and the S3 bucket after a successful download.
+    #[arg(long)]
+    pub skip_removal: bool,
+    /// Only forward the pod's HTTP port and list the downloadable archives.
+    #[arg(long)]
+    pub port_forward_only: bool,
+    /// Only build the archives in the pod.
+    #[arg(long)]
+    pub remote_compress_only: bool,
+    /// Delete the local `.tar.gz` after extraction.
+    #[arg(long)]
+    pub no_keep_archive: bool,
+    /// Download the bucket's objects directly through the S3 port-forward (no archive).
+    #[arg(long)]
+    pub direct: bool,
+    /// Only this run.
+    #[arg(short = 'i', long)]
+    pub run_id: Option<String>,
+    /// Kubernetes context (default: the active one).
+    #[arg(short = 'x', long)]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadCleanupArgs {
+    /// Only this bucket (exact name).
+    #[arg(short = 'i', long)]
+    pub run_id: Option<String>,
+    /// Also remove buckets of runs whose Jobs are still running or pending.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Kubernetes context (default: the active one).
+    #[arg(short = 'x', long)]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UploadToShareArgs {
+    /// Rebuild the remote archives.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Keep the archive in the pod after a successful upload.
+    #[arg(long)]
+    pub keep_archive: bool,
+    /// Keep the S3 bucket after a successful upload.
+    #[arg(long)]
+    pub skip_removal: bool,
+    /// Only this run.
+    #[arg(short = 'i', long)]
+    pub run_id: Option<String>,
+    /// Kubernetes context (default: the active one).
+    #[arg(short = 'x', long)]
+    pub context: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -196,6 +196,13 @@ pub enum S3Error {
     },
     #[error("file name {} is not valid UTF-8, so it cannot be an S3 key", .0.display())]
     KeyName(PathBuf),
+    /// Any other request (listing, download, removal).
+    #[error("{what} failed: {message}")]
+    Request {
+        what: String,
+        message: String,
+        permanent: bool,
+    },
 }
 
 impl S3Error {
@@ -203,9 +210,9 @@ impl S3Error {
     /// may come back), while local files and content mismatches need a person.
     pub fn is_transient(&self) -> bool {
         match self {
-            S3Error::CreateBucket { permanent, .. } | S3Error::Upload { permanent, .. } => {
-                !permanent
-            }
+            S3Error::CreateBucket { permanent, .. }
+            | S3Error::Upload { permanent, .. }
+            | S3Error::Request { permanent, .. } => !permanent,
             _ => false,
         }
     }
@@ -247,6 +254,112 @@ pub async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), 
             permanent: permanent_code(e.code()),
             message: DisplayErrorContext(&e).to_string(),
         }),
+    }
+}
+
+fn request_err(what: impl Into<String>, e: impl std::error::Error + ProvideErrorMetadata) -> S3Error {
+    S3Error::Request {
+        what: what.into(),
+        permanent: permanent_code(e.code()),
+        message: DisplayErrorContext(&e).to_string(),
+    }
+}
+
+/// The buckets whose name starts with `prefix`, sorted.
+pub async fn list_buckets(s3: &aws_sdk_s3::Client, prefix: &str) -> Result<Vec<String>, S3Error> {
+    let out = s3
+        .list_buckets()
+        .send()
+        .await
+        .map_err(|e| request_err("listing buckets", e))?;
+    let mut names: Vec<String> = out
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name().map(String::from))
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+/// Every object of `bucket` (ListObjectsV2, paginated), in key order.
+pub async fn list_objects(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<Vec<ObjectInfo>, S3Error> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .set_continuation_token(token.clone())
+            .send()
+            .await
+            .map_err(|e| request_err(format!("listing bucket '{bucket}'"), e))?;
+        for o in page.contents() {
+            if let Some(k) = o.key() {
+                out.push(ObjectInfo {
+                    key: k.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                });
+            }
+        }
+        token = page.next_continuation_token().map(String::from);
+        if token.is_none() || page.is_truncated() != Some(true) {
+            break;
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
+/// Deletes every object of `bucket` (page by page) and then the bucket; a bucket that is
+/// already gone is fine. Returns the number of objects removed.
+pub async fn remove_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<u64, S3Error> {
+    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+    let mut removed = 0u64;
+    loop {
+        let page = match s3.list_objects_v2().bucket(bucket).send().await {
+            Ok(p) => p,
+            Err(e) if e.code() == Some("NoSuchBucket") => return Ok(removed),
+            Err(e) => return Err(request_err(format!("listing bucket '{bucket}'"), e)),
+        };
+        let ids: Vec<ObjectIdentifier> = page
+            .contents()
+            .iter()
+            .filter_map(|o| o.key())
+            .filter_map(|k| ObjectIdentifier::builder().key(k).build().ok())
+            .collect();
+        if ids.is_empty() {
+            break;
+        }
+        let n = ids.len() as u64;
+        let delete = Delete::builder()
+            .set_objects(Some(ids))
+            .quiet(true)
+            .build()
+            .map_err(|e| S3Error::Request {
+                what: format!("deleting objects of bucket '{bucket}'"),
+                message: e.to_string(),
+                permanent: true,
+            })?;
+        s3.delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| request_err(format!("deleting objects of bucket '{bucket}'"), e))?;
+        removed += n;
+    }
+    match s3.delete_bucket().bucket(bucket).send().await {
+        Ok(_) => Ok(removed),
+        Err(e) if e.code() == Some("NoSuchBucket") => Ok(removed),
+        Err(e) => Err(request_err(format!("deleting bucket '{bucket}'"), e)),
     }
 }
 

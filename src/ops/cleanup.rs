@@ -167,7 +167,11 @@ async fn robovast_remove(cx: &StepContext) -> Result<Value, StepError> {
         .render(&options, &e.namespace)
         .map_err(|err| StepError::permanent(err.to_string()))?;
     objs.reverse();
-    for (kind, n) in [("ConfigMap", ARCHIVER_CONFIGMAP), ("Secret", S3_SECRET)] {
+    for (kind, n) in [
+        ("ConfigMap", ARCHIVER_CONFIGMAP),
+        ("Secret", S3_SECRET),
+        ("Secret", crate::pod::SHARE_SECRET),
+    ] {
         objs.push(json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": n}}));
     }
     let mut deleted = Vec::new();

@@ -42,6 +42,27 @@ pub async fn resources_for(operation: &str, params: &Value) -> Result<Resources,
         namespace,
     });
     r.insert(super::run::ProjectCache::default());
+    let verbose = params.get("verbose").and_then(Value::as_bool).unwrap_or(false);
+    r.insert(super::results::Display(
+        crate::results::progress::Mode::detect(verbose),
+    ));
+    if operation == "upload-to-share" {
+        // The provider's variables come from the environment and `.env` files, never from
+        // the run's parameters (they are secrets): a resume reads them again.
+        let dir = |k: &str| {
+            params
+                .get(k)
+                .and_then(Value::as_str)
+                .map(std::path::PathBuf::from)
+        };
+        let (vast_dir, project_dir) = (dir("vast_dir"), dir("project_dir"));
+        let vars = crate::share::Vars::load(vast_dir.as_deref(), project_dir.as_deref())
+            .map_err(|e| e.to_string())?;
+        let (providers, _) = crate::share::providers(project_dir.as_deref());
+        if let Ok(sel) = crate::share::select(&vars, &providers) {
+            r.insert(super::share::ShareEnv(sel));
+        }
+    }
     Ok(r)
 }
 

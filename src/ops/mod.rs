@@ -2,11 +2,14 @@
 //! the step registry (implementation name → step) and the embedded workflow definitions.
 
 pub mod cleanup;
+pub mod download;
 pub mod env;
+pub mod results;
 pub mod run;
 pub mod runs;
 pub mod selftest;
 pub mod setup;
+pub mod share;
 
 use crate::engine::{Definition, DefinitionError, Registry};
 
@@ -23,10 +26,32 @@ pub const WORKFLOWS: &[(&str, &str)] = &[
         "run-cleanup.yaml",
         include_str!("../../workflows/run-cleanup.yaml"),
     ),
+    ("download.yaml", include_str!("../../workflows/download.yaml")),
+    (
+        "download-cleanup.yaml",
+        include_str!("../../workflows/download-cleanup.yaml"),
+    ),
+    (
+        "remote-compress.yaml",
+        include_str!("../../workflows/remote-compress.yaml"),
+    ),
+    (
+        "upload-to-share.yaml",
+        include_str!("../../workflows/upload-to-share.yaml"),
+    ),
 ];
 
 /// Operations that talk to a cluster (their runs get a [`env::ClusterEnv`]).
-pub const CLUSTER_OPERATIONS: &[&str] = &["setup", "cleanup", "run", "run-cleanup"];
+pub const CLUSTER_OPERATIONS: &[&str] = &[
+    "setup",
+    "cleanup",
+    "run",
+    "run-cleanup",
+    "download",
+    "download-cleanup",
+    "remote-compress",
+    "upload-to-share",
+];
 
 pub use env::resources_for;
 
@@ -37,6 +62,9 @@ pub fn registry() -> Registry {
     setup::register(&mut r);
     cleanup::register(&mut r);
     run::register(&mut r);
+    results::register(&mut r);
+    download::register(&mut r);
+    share::register(&mut r);
     r
 }
 

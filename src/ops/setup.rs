@@ -296,7 +296,9 @@ async fn robovast(cx: &StepContext) -> Result<Value, StepError> {
         cx.save_cursor(&true)?;
     }
     let mut applied = Vec::new();
-    for o in &objs {
+    // The archiver's scripts first, so the pod mounts them when it starts.
+    let scripts = crate::pod::configmap(&crate::pod::scripts(&[]));
+    for o in std::iter::once(&scripts).chain(&objs) {
         let r = objects::apply(&e.client, o, &e.namespace)
             .await
             .map_err(|err| apply_err(&err))?;

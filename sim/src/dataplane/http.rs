@@ -24,6 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
+/// Body bytes handed to connections by every HTTP file server of this process (tests measure
+/// what a resumed download fetched again with it).
+pub(crate) static BYTES_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Start serving `root` on `127.0.0.1:0` until `stop` is cancelled.
 pub(crate) async fn start(root: PathBuf, stop: CancellationToken) -> std::io::Result<SocketAddr> {
     tokio::fs::create_dir_all(&root).await?;
@@ -226,7 +230,10 @@ async fn serve(root: &Path, req: &Request<Incoming>) -> Response<Body> {
                 );
             }
         }
-        let stream = ReaderStream::with_capacity(file.take(count), 256 * 1024).map_ok(Frame::data);
+        let stream = ReaderStream::with_capacity(file.take(count), 256 * 1024).map_ok(|b| {
+            BYTES_SENT.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            Frame::data(b)
+        });
         BodyExt::boxed(StreamBody::new(stream))
     };
     let mut r = Response::new(body);

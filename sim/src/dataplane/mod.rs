@@ -195,6 +195,12 @@ impl DataPlane {
             .map(Endpoint::addr)
     }
 
+    /// Body bytes served by the HTTP file servers (port 80) of every pod of every sim in this
+    /// process so far.
+    pub fn http_bytes_sent() -> u64 {
+        http::BYTES_SENT.load(Ordering::Relaxed)
+    }
+
     /// Host directory of a volume of `pod`.
     pub fn volume_dir(&self, pod: &ResolvedPod, volume: &ResolvedVolume) -> Result<PathBuf, Error> {
         safe_component("namespace", &pod.namespace)?;

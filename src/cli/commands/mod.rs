@@ -6,6 +6,7 @@ use super::{ExitStatus, Globals};
 pub mod cleanup;
 pub mod cluster_common;
 pub mod configuration;
+pub mod download;
 pub mod init;
 pub mod monitor;
 pub mod prepare_run;
@@ -16,6 +17,7 @@ pub mod runs;
 pub mod selftest;
 pub mod setup;
 pub mod upload_configs;
+pub mod upload_to_share;
 
 pub async fn dispatch(command: Command, globals: &Globals) -> anyhow::Result<ExitStatus> {
     match command {
@@ -29,6 +31,9 @@ pub async fn dispatch(command: Command, globals: &Globals) -> anyhow::Result<Exi
             ClusterCommand::Run(args) => run::run(args, globals).await,
             ClusterCommand::Monitor(args) => monitor::run(args, globals).await,
             ClusterCommand::RunCleanup(args) => run_cleanup::run(args, globals).await,
+            ClusterCommand::Download(args) => download::run(args, globals).await,
+            ClusterCommand::DownloadCleanup(args) => download::cleanup(args, globals).await,
+            ClusterCommand::UploadToShare(args) => upload_to_share::run(args, globals).await,
         },
         Command::Resume(args) => resume::run(args, globals).await,
         Command::Runs(cmd) => runs::run(cmd, globals).await,

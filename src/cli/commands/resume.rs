@@ -18,7 +18,7 @@ pub async fn run(args: ResumeArgs, globals: &Globals) -> anyhow::Result<ExitStat
         .await
         .map_err(|e| UsageError(format!("cannot resume run {id}: {e}")))?;
     let engine = Engine::new(crate::ops::registry(), resources);
-    execute(&engine, store).await
+    execute(&engine, &dir, store).await
 }
 
 /// Starts a new run of the embedded workflow `operation` with `params`, handing `resources`
@@ -58,7 +58,7 @@ pub async fn start_operation_as(
         store.id(),
         store.id()
     );
-    execute(&engine, store).await
+    execute(&engine, dir, store).await
 }
 
 /// Opens run `id`, mapping the user's mistakes (unknown run, live lease) to usage errors.
@@ -83,7 +83,13 @@ pub fn store_error(e: StoreError) -> anyhow::Error {
 }
 
 /// Executes the run with Ctrl-C / SIGTERM handling and maps its outcome to an exit status.
-pub async fn execute(engine: &Engine, store: RunStore) -> anyhow::Result<ExitStatus> {
+/// A succeeded run whose `report` step counts failed items (`{"failed": n}`, n > 0: runs of
+/// a download or upload that failed while the others went on) exits 1.
+pub async fn execute(
+    engine: &Engine,
+    dir: &StateDir,
+    store: RunStore,
+) -> anyhow::Result<ExitStatus> {
     let id = store.id().to_string();
     let cancel = CancellationToken::new();
     let watcher = tokio::spawn(watch_signals(cancel.clone(), id.clone()));
@@ -91,11 +97,21 @@ pub async fn execute(engine: &Engine, store: RunStore) -> anyhow::Result<ExitSta
     watcher.abort();
     match result {
         Ok(Outcome::Succeeded) => {
+            let failed = report_failures(dir, &id);
+            if failed > 0 {
+                eprintln!("run {id} finished; {failed} item(s) failed (see above)");
+                return Ok(ExitStatus::Failure);
+            }
             eprintln!("run {id} succeeded");
             Ok(ExitStatus::Success)
         }
         Ok(Outcome::AlreadySucceeded) => {
+            let failed = report_failures(dir, &id);
             eprintln!("run {id} had already succeeded; nothing to do");
+            if failed > 0 {
+                eprintln!("({failed} item(s) of it failed; start the command again to retry them)");
+                return Ok(ExitStatus::Failure);
+            }
             Ok(ExitStatus::Success)
         }
         Ok(Outcome::Failed(m)) => {
@@ -143,4 +159,20 @@ async fn watch_signals(cancel: CancellationToken, id: String) {
             std::process::exit(130);
         }
     }
+}
+
+/// The output of run `id`'s step `step` (None when it has none).
+pub fn step_output(dir: &StateDir, id: &str, step: &str) -> Option<serde_json::Value> {
+    let store = dir.open_run_for_reading(id).ok()?;
+    let state = store.load().ok()?;
+    let i = state.definition.steps.iter().position(|s| s.name == step)?;
+    let text = state.nodes.get(i)?.own.output.clone()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// `failed` of the run's `report` step output (0 without one).
+fn report_failures(dir: &StateDir, id: &str) -> u64 {
+    step_output(dir, id, "report")
+        .and_then(|v| v.get("failed").and_then(serde_json::Value::as_u64))
+        .unwrap_or(0)
 }

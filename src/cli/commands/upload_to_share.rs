@@ -1,0 +1,103 @@
+//! `vast execution cluster upload-to-share`: the share provider and its variables are chosen
+//! and checked from `.env` / the environment **before** any cluster access (upstream's
+//! messages), then the finished runs are chosen and the `upload-to-share` workflow uploads
+//! them from the pod. The provider's values never enter the run's parameters.
+
+use serde_json::{json, Value};
+
+use super::cluster_common::{context_param, resources};
+use super::download::{choose, connect, list_runs, Wording};
+use super::resume::{start_operation_as, step_output};
+use crate::cli::args::UploadToShareArgs;
+use crate::cli::{ExitStatus, Globals, UsageError};
+use crate::engine::RunId;
+use crate::ops::share::ShareEnv;
+use crate::store::StateDir;
+
+pub async fn run(args: UploadToShareArgs, globals: &Globals) -> anyhow::Result<ExitStatus> {
+    // The share configuration first: nothing touches the cluster before it is complete.
+    let cwd = std::env::current_dir()?;
+    let project = crate::project::files::Project::find(&cwd).ok();
+    let project_dir = project.as_ref().map(|p| p.dir.clone());
+    let vast_dir = project
+        .as_ref()
+        .and_then(|p| p.config.parent().map(|d| d.to_path_buf()));
+    let vars = crate::share::Vars::load(vast_dir.as_deref(), project_dir.as_deref())
+        .map_err(|e| UsageError(e.to_string()))?;
+    let (providers, warnings) = crate::share::providers(project_dir.as_deref());
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let selected =
+        crate::share::select(&vars, &providers).map_err(|e| UsageError(e.to_string()))?;
+    let share_type = selected.provider.manifest.share_type.clone();
+    if let Some(url) = &selected.display_url {
+        println!("Share target ({share_type}): {url}");
+    }
+
+    let a = match connect(globals, args.context.clone()).await? {
+        Ok(a) => a,
+        Err(status) => return Ok(status),
+    };
+    if !a.has_archiver {
+        eprintln!("Error: the robovast pod has no archiver container; upload-to-share runs there (re-create it with `vast execution cluster setup --force`)");
+        return Ok(ExitStatus::Failure);
+    }
+    let runs = match list_runs(&a).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("Unexpected error listing runs: {e}");
+            return Ok(ExitStatus::Failure);
+        }
+    };
+    let wording = Wording {
+        not_ready: "not ready",
+        none_ready: "No runs ready to upload. Wait for jobs to finish and try again.",
+        none_found: "No runs found to upload.",
+    };
+    let chosen = match choose(runs, args.run_id.as_deref(), &wording) {
+        Ok(c) => c,
+        Err(status) => return Ok(status),
+    };
+    println!("Uploading {} run(s) to {share_type}...", chosen.len());
+    let plugin_scripts: Vec<(String, String)> = if selected.provider.builtin {
+        Vec::new()
+    } else {
+        vec![(selected.provider.script_key(), selected.provider.script.clone())]
+    };
+    let params = json!({
+        "context": context_param(&args.context),
+        "namespace": a.namespace,
+        "state_dir": a.state_dir.display().to_string(),
+        "project_dir": project_dir.as_ref().map(|p| p.display().to_string()),
+        "vast_dir": vast_dir.as_ref().map(|p| p.display().to_string()),
+        "runs": chosen,
+        "share_type": share_type,
+        "share_display": selected.provider.display_name(),
+        "script": selected.provider.script_key(),
+        "plugin_scripts": plugin_scripts,
+        "force_archive": args.force,
+        "keep_remote_archive": args.keep_archive,
+        "skip_removal": args.skip_removal,
+        "verbose": globals.verbosity > 0,
+        "remove_after": "upload",
+        "report_from": "remove",
+    });
+    let mut res = resources("upload-to-share", &params).await?;
+    // The values as checked above (the resource built from `.env` again is the same).
+    res.insert(ShareEnv(selected));
+    let id = RunId::generate("upload-to-share");
+    let dir = StateDir::new(&a.state_dir);
+    let status = start_operation_as(&dir, &id, "upload-to-share", &params, res).await?;
+    if let Some(report) = step_output(&dir, id.as_str(), "report") {
+        let ok = report.get("ok").and_then(Value::as_u64).unwrap_or(0);
+        let failed = report.get("failed").and_then(Value::as_u64).unwrap_or(0);
+        println!();
+        if failed == 0 {
+            println!("✓ Uploaded {ok} run(s) to {share_type} successfully!");
+        } else {
+            println!("✗ Upload of {failed} of {} run(s) to {share_type} failed", ok + failed);
+        }
+    }
+    Ok(status)
+}

@@ -1,0 +1,561 @@
+//! What `download` and `upload-to-share` share: which runs are ready (availability from the
+//! run record and the cluster), the plan of a results run, building or reusing a run's archive
+//! in the pod (`results.archive`), removing the remote copy once the results are safe
+//! (`results.remove`), and the per-run summary (`results.report`).
+//!
+//! Per-run failures (an archive that cannot be built, a failed verification, an unsafe
+//! archive) are *outputs* (`{"run": .., "failed": ".."}`), not step errors: the other runs go
+//! on, later steps pass the failure through, and the report counts it (the command exits 1).
+//! Transient trouble (API errors, dropped streams) is a step error and retried.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::env::{env, kube_err, sleep};
+use super::runs::{self, JobState, RunRecord};
+use super::setup::{step, ROBOVAST_POD};
+use crate::cluster::portforward::PortForward;
+use crate::cluster::s3;
+use crate::engine::{Registry, Step, StepContext, StepError};
+use crate::manifests::job::label_safe;
+use crate::pod::{self, PodError, PodScripts};
+use crate::results::progress::{self, Mode};
+
+pub fn register(r: &mut Registry) {
+    r.register("results.check", Check);
+    r.register("results.plan", Plan);
+    r.register("results.archive", Archive);
+    r.register("results.remove", Remove);
+    r.register("results.report", Report);
+    r.register("results.remove-bucket", RemoveBucket);
+}
+
+step!(Check, "results.check", check);
+step!(Plan, "results.plan", plan);
+step!(Archive, "results.archive", archive);
+step!(Remove, "results.remove", remove);
+step!(Report, "results.report", report);
+step!(RemoveBucket, "results.remove-bucket", remove_bucket);
+
+/// How progress is shown in this process (a resource: not persisted, so a resumed run shows
+/// it the way the resuming terminal can).
+#[derive(Debug, Clone, Copy)]
+pub struct Display(pub Mode);
+
+pub fn display(cx: &StepContext) -> Mode {
+    cx.resource::<Display>()
+        .map(|d| d.0)
+        .unwrap_or(Mode::Lines)
+}
+
+/// One run of a results operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanItem {
+    pub run: String,
+    pub bucket: String,
+}
+
+/// Whether a run's results can be taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    Ready,
+    /// Jobs still going (counts), or a state nobody can know (reason).
+    NotReady {
+        running: usize,
+        pending: usize,
+        unknown: usize,
+        reason: Option<String>,
+    },
+}
+
+/// Classifies the run of bucket `bucket`: its Jobs in the cluster (label `run-id`) and the
+/// run's record (every Job it created, the outcomes observed). A Job of the record that is
+/// neither in the cluster nor has an observed outcome is unknown, and an unknown run is not
+/// ready (upstream counted it as finished).
+pub fn availability(bucket: &str, jobs: &[&Job], record: Option<&RunRecord>) -> Availability {
+    let mut running = 0;
+    let mut pending = 0;
+    let mut listed = std::collections::BTreeSet::new();
+    for j in jobs {
+        if let Some(n) = &j.metadata.name {
+            listed.insert(n.clone());
+        }
+        match runs::job_state(j) {
+            JobState::Running => running += 1,
+            JobState::Pending => pending += 1,
+            JobState::Succeeded | JobState::Failed => {}
+        }
+    }
+    let (unknown, reason) = match record {
+        Some(r) => {
+            let unknown = r
+                .jobs
+                .iter()
+                .filter(|n| !listed.contains(*n) && !r.finished.contains_key(*n))
+                .count();
+            let reason = if !r.submitted && r.jobs.is_empty() {
+                Some("its Jobs were never created".to_string())
+            } else if unknown > 0 {
+                Some(format!(
+                    "{unknown} Job(s) vanished from the cluster before their outcome was seen"
+                ))
+            } else {
+                None
+            };
+            (unknown, reason)
+        }
+        None if jobs.is_empty() => (
+            0,
+            Some(format!(
+                "no Jobs of '{bucket}' in the cluster and no record of them here; name it with --run-id to take it anyway"
+            )),
+        ),
+        None => (0, None),
+    };
+    if running == 0 && pending == 0 && reason.is_none() {
+        Availability::Ready
+    } else {
+        Availability::NotReady {
+            running,
+            pending,
+            unknown,
+            reason,
+        }
+    }
+}
+
+/// The availability of every `run-*` bucket, from one Job listing and the run records.
+pub async fn available_runs(
+    client: &kube::Client,
+    namespace: &str,
+    state_dir: &Path,
+    buckets: &[String],
+) -> Result<Vec<(String, Availability)>, kube::Error> {
+    let api: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let all = api
+        .list(&ListParams::default().labels(&runs::selector(None)))
+        .await?;
+    let mut by_run: BTreeMap<String, Vec<&Job>> = BTreeMap::new();
+    for j in &all.items {
+        if let Some(r) = j.metadata.labels.as_ref().and_then(|l| l.get("run-id")) {
+            by_run.entry(r.clone()).or_default().push(j);
+        }
+    }
+    let records: BTreeMap<String, RunRecord> = RunRecord::load_all(state_dir)
+        .into_iter()
+        .map(|(r, _)| (label_safe(&r.run_id), r))
+        .collect();
+    Ok(buckets
+        .iter()
+        .map(|b| {
+            let jobs = by_run.get(b).cloned().unwrap_or_default();
+            (b.clone(), availability(b, &jobs, records.get(b)))
+        })
+        .collect())
+}
+
+/// The robovast pod is Running and mounts the scripts of this vast version (applied here;
+/// the kubelet may take a minute to update the mount).
+async fn check(cx: &StepContext) -> Result<Value, StepError> {
+    let e = env(cx)?;
+    if cx.param::<bool>("direct")?.unwrap_or(false) {
+        // Direct mode needs only the pod's S3 endpoint.
+        let pods: Api<Pod> = Api::namespaced(e.client.clone(), &e.namespace);
+        return match pods
+            .get_opt(ROBOVAST_POD)
+            .await
+            .map_err(|err| kube_err("reading pod 'robovast'", &err))?
+        {
+            Some(_) => Ok(json!({"direct": true})),
+            None => Err(StepError::permanent("Required pod 'robovast' does not exist!")),
+        };
+    }
+    let files = pod::scripts(&plugin_scripts(cx)?);
+    let want = pod::version(&files).to_string();
+    crate::cluster::objects::apply(&e.client, &pod::configmap(&files), &e.namespace)
+        .await
+        .map_err(|err| super::setup::apply_err(&err))?;
+    let scripts = scripts(cx)?;
+    let limit = Duration::from_secs(cx.param::<u64>("scripts_timeout_s")?.unwrap_or(180));
+    let started = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        let pods: Api<Pod> = Api::namespaced(e.client.clone(), &e.namespace);
+        let p = pods
+            .get_opt(ROBOVAST_POD)
+            .await
+            .map_err(|err| kube_err("reading pod 'robovast'", &err))?
+            .ok_or_else(|| StepError::permanent("Required pod 'robovast' does not exist!"))?;
+        let phase = p
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        if phase != "Running" {
+            return Err(StepError::transient(format!(
+                "Transfer pod 'robovast' exists but is not running (status: {phase})!"
+            )));
+        }
+        let mounted = scripts.mounted_version().await.map_err(pod_err)?;
+        if mounted.as_deref() == Some(want.as_str()) {
+            return Ok(json!({"scripts": want}));
+        }
+        if started.elapsed() >= limit {
+            return Err(StepError::permanent(format!(
+                "the robovast pod does not mount the archiver scripts of this vast version (want {want}, found {}) after {} s; re-create it with `vast execution cluster setup --force`",
+                mounted.as_deref().unwrap_or("none"),
+                limit.as_secs()
+            )));
+        }
+        if !said {
+            tracing::info!("Waiting for the pod to mount the archiver scripts (version {want})...");
+            said = true;
+        }
+        sleep(cx, Duration::from_secs(2)).await?;
+    }
+}
+
+/// Plugin scripts the run needs in the pod (upload-to-share with a plugin provider).
+fn plugin_scripts(cx: &StepContext) -> Result<Vec<(String, String)>, StepError> {
+    Ok(cx
+        .param::<Vec<(String, String)>>("plugin_scripts")?
+        .unwrap_or_default())
+}
+
+/// The runs, from the parameters (chosen by the command before the run started).
+async fn plan(cx: &StepContext) -> Result<Value, StepError> {
+    let runs: Vec<PlanItem> = cx.param("runs")?.unwrap_or_default();
+    Ok(serde_json::to_value(runs).unwrap_or_default())
+}
+
+pub fn scripts(cx: &StepContext) -> Result<PodScripts, StepError> {
+    let e = env(cx)?;
+    Ok(PodScripts::new(
+        Api::namespaced(e.client.clone(), &e.namespace),
+        ROBOVAST_POD,
+    ))
+}
+
+pub fn pod_err(e: PodError) -> StepError {
+    if e.is_transient() {
+        StepError::transient(e.to_string())
+    } else {
+        StepError::permanent(e.to_string())
+    }
+}
+
+/// A run's archive in the pod, as the archiver reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveInfo {
+    pub run: String,
+    pub bucket: String,
+    /// Path in the pod.
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub objects: u64,
+}
+
+/// The output of a per-run step: the run's state after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub run: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
+}
+
+impl RunResult {
+    pub fn ok(&self) -> bool {
+        self.failed.is_none() && self.skipped.is_none()
+    }
+    pub fn failed(run: &str, why: String) -> RunResult {
+        RunResult {
+            run: run.to_string(),
+            failed: Some(why),
+            ..Default::default()
+        }
+    }
+}
+
+/// The result of `step` for this child's run (same index: every results map is over `plan`).
+pub fn previous(cx: &StepContext, step: &str) -> Result<RunResult, StepError> {
+    let all: Vec<RunResult> = cx.output(step)?;
+    let i = cx.index().unwrap_or(0) as usize;
+    all.get(i)
+        .cloned()
+        .ok_or_else(|| StepError::permanent(format!("no output of {step} for item {i}")))
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ArchiveCursor {
+    /// Token of the archiver task this step started (a resume recognises it).
+    token: Option<String>,
+    /// Builds started by this step (a failed build is retried twice).
+    builds: u32,
+}
+
+const MAX_BUILDS: u32 = 3;
+
+/// Builds `<run>.tar.gz` of the run's bucket in the pod, or reuses a complete one (with
+/// `force`, the first attempt rebuilds it). A half-built archive is never complete: only a
+/// task that succeeded, whose file has the reported size, counts.
+async fn archive(cx: &StepContext) -> Result<Value, StepError> {
+    let item: PlanItem = cx.item()?;
+    if cx.param::<bool>("direct")?.unwrap_or(false) {
+        return Ok(json!(RunResult {
+            run: item.run.clone(),
+            ..Default::default()
+        }));
+    }
+    let mode = display(cx);
+    let scripts = scripts(cx)?;
+    let state = pod::state_path(&format!("{}.archive", item.run));
+    let path = pod::archive_path(&item.run);
+    let force = cx.param::<bool>("force_archive")?.unwrap_or(false);
+    let mut cursor: ArchiveCursor = cx.cursor()?.unwrap_or_default();
+    let mut last_objects = None;
+    loop {
+        let st = scripts.status(&state).await.map_err(pod_err)?;
+        let ours = cursor.token.is_some() && st.token == cursor.token;
+        let usable = !force || ours;
+        if st.state == "succeeded" && usable {
+            if let Some(info) = complete_archive(&scripts, &item, &path, &st).await? {
+                if cursor.builds == 0 {
+                    progress::status(mode, &item.run, "reusing the existing remote archive");
+                } else {
+                    progress::status(
+                        mode,
+                        &item.run,
+                        &format!("compressed to {}.tar.gz ({})", item.run, progress::mib(info.size)),
+                    );
+                }
+                return Ok(json!(RunResult {
+                    run: item.run.clone(),
+                    archive: Some(info),
+                    ..Default::default()
+                }));
+            }
+        }
+        if st.is_running() {
+            let done = st.progress_u64("objects");
+            if done != last_objects {
+                last_objects = done;
+                progress::status(
+                    mode,
+                    &item.run,
+                    &format!(
+                        "streaming S3 to tar.gz... {}/{} objects, {}",
+                        done.unwrap_or(0),
+                        st.progress_u64("total_objects").unwrap_or(0),
+                        progress::mib(st.progress_u64("written").unwrap_or(0))
+                    ),
+                );
+            }
+            sleep(cx, Duration::from_millis(500)).await?;
+            continue;
+        }
+        if st.state == "failed" && ours && cursor.builds >= MAX_BUILDS {
+            return Ok(json!(RunResult::failed(
+                &item.run,
+                format!(
+                    "Failed to create archive for run {}: {}",
+                    item.run,
+                    st.error.as_deref().map(last_line).unwrap_or_default()
+                )
+            )));
+        }
+        // Nothing usable: (re)build. The token goes to the cursor before the start, so a
+        // crash right after it finds the task again instead of starting a second one.
+        let token = format!("{}-{}", cx.run_id().as_str(), cursor.builds + 1);
+        cursor.token = Some(token.clone());
+        cursor.builds += 1;
+        cx.save_cursor(&cursor)?;
+        let command = vec![
+            "python".to_string(),
+            format!("{}/archive.py", pod::SCRIPTS_DIR),
+            item.bucket.clone(),
+            path.clone(),
+        ];
+        tracing::debug!("{}: starting the archiver ({token})", item.run);
+        progress::status(mode, &item.run, "streaming S3 to tar.gz...");
+        scripts
+            .start(&state, &token, None, &command)
+            .await
+            .map_err(pod_err)?;
+    }
+}
+
+fn last_line(s: &str) -> String {
+    s.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// The archive of a succeeded task, if its file is there with the reported size.
+async fn complete_archive(
+    scripts: &PodScripts,
+    item: &PlanItem,
+    path: &str,
+    st: &pod::TaskStatus,
+) -> Result<Option<ArchiveInfo>, StepError> {
+    let Some(result) = &st.result else {
+        return Ok(None);
+    };
+    let (Some(size), Some(sha)) = (
+        result.get("size").and_then(Value::as_u64),
+        result.get("sha256").and_then(Value::as_str),
+    ) else {
+        return Ok(None);
+    };
+    let out = scripts
+        .run(&["wc".to_string(), "-c".to_string(), path.to_string()])
+        .await
+        .map_err(pod_err)?;
+    let on_disk = out
+        .stdout_text()
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<u64>().ok());
+    if out.code != 0 || on_disk != Some(size) {
+        return Ok(None);
+    }
+    Ok(Some(ArchiveInfo {
+        run: item.run.clone(),
+        bucket: item.bucket.clone(),
+        path: path.to_string(),
+        size,
+        sha256: sha.to_string(),
+        objects: result.get("objects").and_then(Value::as_u64).unwrap_or(0),
+    }))
+}
+
+/// Removes the remote copy of every run whose results are safe (the `after` step's output
+/// says ok): the archive in the pod unless `keep_remote_archive`, the bucket unless
+/// `skip_removal`. Runs that failed keep everything.
+async fn remove(cx: &StepContext) -> Result<Value, StepError> {
+    let after: String = cx
+        .param("remove_after")?
+        .unwrap_or_else(|| "extract".to_string());
+    let prev = previous(cx, &after)?;
+    if !prev.ok() {
+        return Ok(json!(prev));
+    }
+    let mode = display(cx);
+    let skip_removal = cx.param::<bool>("skip_removal")?.unwrap_or(false);
+    let keep_archive = cx.param::<bool>("keep_remote_archive")?.unwrap_or(false);
+    let item: PlanItem = cx.item()?;
+    if !keep_archive {
+        let path = pod::archive_path(&item.run);
+        let state = pod::state_path(&format!("{}.archive", item.run));
+        scripts(cx)?
+            .remove(&[
+                path.clone(),
+                format!("{path}.sha256"),
+                format!("{path}.partial"),
+                state.clone(),
+                format!("{state}.progress"),
+                format!("{state}.result"),
+                format!("{state}.log"),
+            ])
+            .await
+            .map_err(pod_err)?;
+    }
+    if !skip_removal {
+        let (_forward, client) = s3_client(cx).await?;
+        let n = s3::remove_bucket(&client, &item.bucket)
+            .await
+            .map_err(|err| classified(err.is_transient(), err))?;
+        tracing::info!("Removed bucket '{}' ({n} objects) from S3", item.bucket);
+    }
+    if !skip_removal || !keep_archive {
+        progress::status(
+            mode,
+            &item.run,
+            match (keep_archive, skip_removal) {
+                (false, false) => "remote archive and bucket removed",
+                (false, true) => "remote archive removed",
+                _ => "bucket removed",
+            },
+        );
+    }
+    Ok(json!(prev))
+}
+
+/// An S3 client through a fresh port-forward to the robovast pod (the forward lives as long
+/// as the returned value).
+pub async fn s3_client(cx: &StepContext) -> Result<(PortForward, aws_sdk_s3::Client), StepError> {
+    let e = env(cx)?;
+    let creds = s3::read_credentials(e.client.clone(), &e.namespace)
+        .await
+        .map_err(|err| classified(err.is_transient(), err))?;
+    let pods: Api<Pod> = Api::namespaced(e.client.clone(), &e.namespace);
+    let forward = PortForward::start(pods, ROBOVAST_POD, 9000)
+        .await
+        .map_err(|err| StepError::transient(err.to_string()))?;
+    let client = s3::client(&forward.http_endpoint(), &creds);
+    Ok((forward, client))
+}
+
+pub fn classified(transient: bool, err: impl std::fmt::Display) -> StepError {
+    if transient {
+        StepError::transient(err.to_string())
+    } else {
+        StepError::permanent(err.to_string())
+    }
+}
+
+/// The per-run summary; output `{"ok": n, "failed": n, "runs": [...]}` (a run whose report
+/// has failures exits 1: `cli::commands::resume::execute`).
+async fn report(cx: &StepContext) -> Result<Value, StepError> {
+    let from: String = cx.param("report_from")?.unwrap_or_else(|| "remove".into());
+    let results: Vec<RunResult> = cx.output(&from)?;
+    let mut ok = 0;
+    let mut failed = 0;
+    let mut skipped = 0;
+    for r in &results {
+        if let Some(why) = &r.failed {
+            failed += 1;
+            println!("{}  FAILED: {why}", r.run);
+            if r.archive.is_some() || why.contains("verification") || why.contains("unsafe") {
+                println!(
+                    "{}  Remote archive kept at {} for inspection",
+                    r.run,
+                    pod::archive_path(&r.run)
+                );
+            }
+        } else if r.skipped.is_some() {
+            skipped += 1;
+        } else {
+            ok += 1;
+        }
+    }
+    Ok(json!({"ok": ok, "skipped": skipped, "failed": failed, "runs": results}))
+}
+
+/// download-cleanup: removes one bucket (objects page by page, then the bucket).
+async fn remove_bucket(cx: &StepContext) -> Result<Value, StepError> {
+    let item: PlanItem = cx.item()?;
+    let (_forward, client) = s3_client(cx).await?;
+    let n = s3::remove_bucket(&client, &item.bucket)
+        .await
+        .map_err(|err| classified(err.is_transient(), err))?;
+    println!("Removed '{}' from S3 ({n} objects)", item.bucket);
+    Ok(json!({"run": item.run, "bucket": item.bucket, "objects": n}))
+}

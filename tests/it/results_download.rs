@@ -1,0 +1,1 @@
+//! Download tests (written next).

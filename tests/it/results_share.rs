@@ -1,0 +1,1 @@
+//! upload-to-share tests (written next).
