@@ -145,6 +145,7 @@ impl Transfer {
         let line = self.line(done);
         match self.mode {
             Mode::Bar => println!("\r\x1b[2K{line}"),
+            Mode::Lines if self.last_pct == 100 => {}
             Mode::Lines => println!("{line}"),
             Mode::Verbose => tracing::info!("{line}"),
         }

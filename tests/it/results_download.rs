@@ -1,1 +1,591 @@
-//! Download tests (written next).
+//! `download`, `download --direct`, `--remote-compress-only` and `download-cleanup` against
+//! vast-sim: results mirror the bucket, the remote copy goes only after extraction, resume to
+//! the byte after SIGKILL, port-forward drops and a pod restart, unsafe and corrupt archives
+//! rejected with the remote copy kept, active runs never cleaned up, every step idempotent
+//! and resumable after a crash at every journal record.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use vast::engine::{EngineOptions, Outcome};
+use vast_sim::config::SimConfig;
+use vast_sim::dataplane::DataPlane;
+
+use super::cluster_support::{start, started_id, text, Cluster, NS};
+
+/// Setup (rke2 unless given), one `run --follow` with the binary; returns the run id.
+async fn finished_run(c: &Cluster, config: &str) -> String {
+    c.setup_cli(config).await;
+    let out = c
+        .vast(&["execution", "cluster", "run", "--follow", "-r", "1"])
+        .await;
+    assert!(out.status.success(), "run: {}", text(&out.stderr));
+    started_id(&text(&out.stderr), "run-")
+}
+
+/// Every file under `dir` (relative path → bytes).
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, d: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn results_dir(c: &Cluster) -> PathBuf {
+    c.project.join("results")
+}
+
+/// The robovast pod's archive directory on the sim's disk.
+fn pod_archives(c: &Cluster) -> PathBuf {
+    c.sim
+        .data_dir()
+        .join("pods")
+        .join(NS)
+        .join("robovast")
+        .join("volumes")
+        .join("minio-storage")
+        .join("archives")
+}
+
+async fn buckets(c: &Cluster) -> Vec<String> {
+    let addr = c.sim.dataplane().endpoint(NS, "robovast", 9000).unwrap();
+    let creds = vast::cluster::s3::read_credentials(c.client(), NS)
+        .await
+        .unwrap();
+    let s3 = vast::cluster::s3::client(&format!("http://{addr}"), &creds);
+    vast::cluster::s3::list_buckets(&s3, "").await.unwrap()
+}
+
+/// Puts `bytes` as `key` into `bucket` through the sim's direct S3 endpoint.
+async fn put_object(c: &Cluster, bucket: &str, key: &str, bytes: Vec<u8>) {
+    let addr = c.sim.dataplane().endpoint(NS, "robovast", 9000).unwrap();
+    let creds = vast::cluster::s3::read_credentials(c.client(), NS)
+        .await
+        .unwrap();
+    let s3 = vast::cluster::s3::client(&format!("http://{addr}"), &creds);
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(bytes.into())
+        .send()
+        .await
+        .unwrap();
+}
+
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    // xorshift: incompressible enough for gzip, fast, deterministic.
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+fn sha(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_mirrors_the_bucket_then_removes_the_remote_copy() {
+    let c = start(SimConfig::default()).await;
+    let run = finished_run(&c, "rke2").await;
+    let before = c.bucket(&run).await;
+    assert!(before.keys().any(|k| k.ends_with("test.xml")), "{:?}", before.keys());
+
+    let out = c.vast(&["execution", "cluster", "download"]).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains(&format!("Downloading 1 run results to directory")), "{stdout}");
+    assert!(stdout.contains(&format!("{run}  extracted  {} files", before.len())), "{stdout}");
+    assert!(stdout.contains("✓ Download of 1 runs completed successfully!"), "{stdout}");
+    assert!(!text(&out.stderr).contains("ERROR"), "{}", text(&out.stderr));
+    let got = files(&results_dir(&c).join(&run));
+    assert_eq!(got, before, "the local run directory mirrors the bucket");
+    assert!(results_dir(&c).join(format!("{run}.tar.gz")).is_file(), "archive kept");
+    // Only then the remote copy went: bucket and archive.
+    assert!(!buckets(&c).await.contains(&run));
+    assert!(!pod_archives(&c).join(format!("{run}.tar.gz")).exists());
+    // Entrypoint scripts keep their exec bits? Their mode is what the bucket had (0644 by
+    // default); at least nothing is setuid and every file is readable.
+    use std::os::unix::fs::PermissionsExt;
+    for f in walk_paths(&results_dir(&c).join(&run)) {
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7000, 0, "{}", f.display());
+        assert_ne!(mode & 0o400, 0, "{}", f.display());
+    }
+
+    // Nothing left: upstream's message, exit 0.
+    let out = c.vast(&["execution", "cluster", "download"]).await;
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("No runs found to download."), "{}", text(&out.stdout));
+}
+
+fn walk_paths(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_paths(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_mode_on_a_minikube_like_setup_and_skip_removal() {
+    let c = start(SimConfig::default()).await;
+    let run = finished_run(&c, "minikube").await;
+    let before = c.bucket(&run).await;
+    let out = c
+        .vast(&["execution", "cluster", "download", "--direct", "--skip-removal", "-o", "out"])
+        .await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert_eq!(files(&c.project.join("out").join(&run)), before);
+    // --skip-removal: the bucket stays.
+    assert!(buckets(&c).await.contains(&run));
+    // An existing non-empty directory is skipped unless --force.
+    let out = c.vast(&["execution", "cluster", "download", "-o", "out"]).await;
+    assert!(text(&out.stdout).contains(&format!("{run}  skipped (already exists)")), "{}", text(&out.stdout));
+    // --force downloads again (through the archive this time) and replaces it.
+    std::fs::write(c.project.join("out").join(&run).join("stale.txt"), "x").unwrap();
+    let out = c.vast(&["execution", "cluster", "download", "-o", "out", "--force"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(files(&c.project.join("out").join(&run)), before);
+    assert!(!buckets(&c).await.contains(&run));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_still_running_are_not_downloadable_and_not_cleaned_up() {
+    let mut cfg = SimConfig::default();
+    // Pods that run for a long time.
+    cfg.pods.job_duration_ms = 600_000;
+    let c = start(cfg).await;
+    c.setup_cli("rke2").await;
+    let out = c.vast(&["execution", "cluster", "run", "-r", "1"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run = super::cluster_support::run_id_of(&text(&out.stdout));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let out = c.vast(&["execution", "cluster", "download"]).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains(&format!("Run {run} not downloadable (jobs still running: ")), "{stdout}");
+    assert!(stdout.contains("No runs ready to download. Wait for jobs to finish and try again."), "{stdout}");
+
+    let out = c.vast(&["execution", "cluster", "download-cleanup"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains(&format!("Refusing to remove '{run}'")), "{}", text(&out.stderr));
+    assert!(buckets(&c).await.contains(&run));
+    let out = c
+        .vast(&["execution", "cluster", "download-cleanup", "--force", "-i", &run])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("✓ Removed 1 bucket(s) from S3."), "{}", text(&out.stdout));
+    assert!(!buckets(&c).await.contains(&run));
+}
+
+/// Builds the archive with `--remote-compress-only`, then lets `tamper` change it in the pod.
+async fn compressed(c: &Cluster, run: &str) -> (PathBuf, PathBuf) {
+    let out = c
+        .vast(&["execution", "cluster", "download", "--remote-compress-only"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("✓ Compressed 1 runs on remote pod."), "{}", text(&out.stdout));
+    let archive = pod_archives(c).join(format!("{run}.tar.gz"));
+    let status = pod_archives(c).join(".vast").join(format!("{run}.archive.json"));
+    assert!(archive.is_file() && status.is_file());
+    (archive, status)
+}
+
+/// A gzip'ed tar with the given (name, symlink target or None, data) members.
+fn tarball(members: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut b = tar::Builder::new(gz);
+    for (name, link, data) in members {
+        let mut h = tar::Header::new_gnu();
+        match link {
+            Some(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                h.set_link_name(target).unwrap();
+            }
+            None => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(data.len() as u64);
+            }
+        }
+        h.set_mode(0o644);
+        // Names tar::Builder would refuse ('..') are written into the header directly.
+        let bytes = name.as_bytes();
+        h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+/// Replaces the pod's archive by `bytes`, and (if `restamp`) the archiver's status with the
+/// matching size and SHA-256, as if the archiver had produced it.
+fn replace_archive(archive: &Path, status: &Path, bytes: &[u8], restamp: bool) {
+    std::fs::write(archive, bytes).unwrap();
+    if restamp {
+        let mut st: Value = serde_json::from_slice(&std::fs::read(status).unwrap()).unwrap();
+        st["result"]["size"] = json!(bytes.len());
+        st["result"]["sha256"] = json!(sha(bytes));
+        std::fs::write(status, serde_json::to_vec(&st).unwrap()).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_or_corrupt_archives_are_rejected_and_the_remote_copy_is_kept() {
+    let c = start(SimConfig::default()).await;
+    let run = finished_run(&c, "rke2").await;
+    let (archive, status) = compressed(&c, &run).await;
+    let outside = c.project.join("evil");
+
+    // 1. Bytes that do not match what the archiver reported: verification fails (twice: the
+    // download is retried once), nothing is extracted, the remote copy stays, exit 1.
+    let good = std::fs::read(&archive).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    replace_archive(&archive, &status, &bad, false);
+    let out = c.vast(&["execution", "cluster", "download"]).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("verification failed"), "{stdout}");
+    assert!(stdout.contains("Remote archive kept at /data/archives/"), "{stdout}");
+    assert!(!results_dir(&c).join(&run).exists());
+    assert!(archive.is_file() && buckets(&c).await.contains(&run));
+
+    // 2. Path traversal, an escaping symlink, an absolute path: rejected, nothing written
+    // outside, the remote copy stays.
+    for members in [
+        vec![(format!("{run}/ok.txt"), None, &b"ok"[..]), (format!("{run}/../../evil"), None, &b"x"[..])],
+        vec![(format!("{run}/link"), Some("../../.."), &b""[..]), (format!("{run}/link/evil"), None, &b"x"[..])],
+        vec![("/tmp/evil-abs".to_string(), None, &b"x"[..])],
+    ] {
+        let m: Vec<(&str, Option<&str>, &[u8])> =
+            members.iter().map(|(n, l, d)| (n.as_str(), *l, *d)).collect();
+        replace_archive(&archive, &status, &tarball(&m), true);
+        let _ = std::fs::remove_file(results_dir(&c).join(format!("{run}.tar.gz")));
+        let out = c.vast(&["execution", "cluster", "download"]).await;
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", text(&out.stderr));
+        assert!(stdout.contains("archive rejected: unsafe archive entry"), "{stdout}");
+        assert!(!outside.exists() && !Path::new("/tmp/evil-abs").exists());
+        assert!(!results_dir(&c).join(&run).exists());
+        assert!(archive.is_file() && buckets(&c).await.contains(&run));
+    }
+
+    // 3. The real archive again: the download succeeds and only then removes it.
+    replace_archive(&archive, &status, &good, true);
+    let _ = std::fs::remove_file(results_dir(&c).join(format!("{run}.tar.gz")));
+    let out = c.vast(&["execution", "cluster", "download"]).await;
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(results_dir(&c).join(&run).is_dir());
+    assert!(!archive.exists() && !buckets(&c).await.contains(&run));
+}
+
+fn download_params(c: &Cluster, run: &str, out: &Path, direct: bool) -> Value {
+    json!({
+        "context": null,
+        "namespace": NS,
+        "state_dir": c.state.display().to_string(),
+        "output": out.display().to_string(),
+        "runs": [{"run": run, "bucket": run}],
+        "force_archive": false,
+        "skip_removal": false,
+        "keep_remote_archive": direct,
+        "no_keep_archive": false,
+        "direct": direct,
+        "remove_after": "extract",
+        "report_from": "remove",
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_download_step_is_idempotent_and_survives_a_crash_at_every_record() {
+    let c = start(SimConfig::default()).await;
+    let mut runs = Vec::new();
+    c.setup_cli("rke2").await;
+    for _ in 0..2 {
+        let out = c
+            .vast(&["execution", "cluster", "run", "--follow", "-r", "1"])
+            .await;
+        assert!(out.status.success(), "run: {}", text(&out.stderr));
+        runs.push(started_id(&text(&out.stderr), "run-"));
+    }
+    // Run every step twice.
+    let (a, b) = (&runs[0], &runs[1]);
+    let want_a = c.bucket(a).await;
+    let out_a = c.tmp.path().join("twice");
+    let twice = EngineOptions {
+        run_twice: true,
+        ..Default::default()
+    };
+    let (_, o) = c.execute("download", &download_params(&c, a, &out_a, false), twice).await;
+    assert_eq!(o, Outcome::Succeeded);
+    assert_eq!(files(&out_a.join(a)), want_a);
+    assert!(!buckets(&c).await.contains(a));
+
+    // Crash after every journal record of an uninterrupted download of `b`, then resume.
+    // The bucket is gone only at the very end, so each round restores it from a copy.
+    let want_b = c.bucket(b).await;
+    let (_, o) = {
+        let out_b = c.tmp.path().join("reference");
+        c.execute("download", &download_params(&c, b, &out_b, false), EngineOptions::default())
+            .await
+    };
+    assert_eq!(o, Outcome::Succeeded);
+    let dir = vast::store::StateDir::new(c.state.clone());
+    let last = dir
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.id.starts_with("download-"))
+        .map(|r| r.id)
+        .max()
+        .unwrap();
+    let records = dir.open_run_for_reading(&last).unwrap().load().unwrap().events;
+    assert!(records > 8, "{records}");
+    for n in 1..records {
+        restore_bucket(&c, b, &want_b).await;
+        let out_b = c.tmp.path().join(format!("crash-{n}"));
+        let opts = EngineOptions {
+            crash_after: Some(n),
+            ..Default::default()
+        };
+        let (id, o) = c.execute("download", &download_params(&c, b, &out_b, false), opts).await;
+        if o != Outcome::Succeeded {
+            let o = resume_retrying(&c, &id).await;
+            assert_eq!(o, Outcome::Succeeded, "crash after record {n}");
+        }
+        assert_eq!(files(&out_b.join(b)), want_b, "crash after record {n}");
+        assert!(!buckets(&c).await.contains(b), "crash after record {n}");
+        assert!(!out_b.join(format!(".{b}.vast-staging")).exists());
+    }
+}
+
+/// Resumes, retrying while sled still holds the lock of the run this process just closed.
+async fn resume_retrying(c: &Cluster, id: &str) -> Outcome {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let dir = vast::store::StateDir::new(c.state.clone());
+        match dir.open_run(id) {
+            Ok(store) => {
+                let mut r = vast::engine::Resources::default();
+                r.insert(c.env());
+                let engine = vast::engine::Engine::new(vast::ops::registry(), r);
+                return engine
+                    .execute(store, tokio_util::sync::CancellationToken::new())
+                    .await
+                    .unwrap_or_else(|e| Outcome::Failed(e.to_string()));
+            }
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("open {id}: {e}"),
+        }
+    }
+}
+
+async fn restore_bucket(c: &Cluster, bucket: &str, content: &BTreeMap<String, Vec<u8>>) {
+    let addr = c.sim.dataplane().endpoint(NS, "robovast", 9000).unwrap();
+    let creds = vast::cluster::s3::read_credentials(c.client(), NS)
+        .await
+        .unwrap();
+    let s3 = vast::cluster::s3::client(&format!("http://{addr}"), &creds);
+    vast::cluster::s3::ensure_bucket(&s3, bucket).await.unwrap();
+    for (k, v) in content {
+        s3.put_object()
+            .bucket(bucket)
+            .key(k)
+            .body(v.clone().into())
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// A run whose bucket holds `mib` MiB of incompressible data, archived in the pod.
+async fn big_run(c: &Cluster, mib: usize) -> (String, Vec<u8>) {
+    let run = finished_run(c, "rke2").await;
+    let data = random_bytes(mib << 20, 7);
+    put_object(c, &run, "big/rosbag.db3", data.clone()).await;
+    let t = Instant::now();
+    compressed(c, &run).await;
+    eprintln!("archive of {mib} MiB built in {:.1} s", t.elapsed().as_secs_f64());
+    (run, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_download_resumes_to_the_byte() {
+    let c = start(SimConfig::default()).await;
+    let (run, data) = big_run(&c, 260).await;
+    let archive_size = std::fs::metadata(pod_archives(&c).join(format!("{run}.tar.gz")))
+        .unwrap()
+        .len();
+    let part = results_dir(&c).join(format!("{run}.tar.gz.part"));
+    let sent_before = DataPlane::http_bytes_sent();
+    let mut id: Option<String> = None;
+    let mut kills = 0;
+    let mut refetch = Vec::new();
+    let mut rng_state = 12345u64;
+    let mut next = |lo: u64, hi: u64| {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        lo + rng_state % (hi - lo)
+    };
+    loop {
+        let mut cmd = match &id {
+            None => c.command(&["execution", "cluster", "download"]),
+            Some(id) => c.command(&["resume", id.as_str()]),
+        };
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        if kills < 3 {
+            // Kill once the transfer is under way, at a random point of it.
+            let target = archive_size * next(10, 90) / 100;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < target.max(1) {
+                assert!(Instant::now() < deadline, "transfer never reached {target}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+                .await
+                .unwrap();
+            if id.is_none() {
+                id = Some(started_id(&text(&out.stderr), "download-"));
+            }
+            // What vast had received (on disk) and what its journaled cursor keeps: the
+            // difference is fetched again.
+            let on_disk = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+            let kept = fetch_offset(&c, id.as_deref().unwrap());
+            assert!(kept <= on_disk);
+            refetch.push(on_disk - kept);
+            kills += 1;
+            continue;
+        }
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        break;
+    }
+    let got = std::fs::read(results_dir(&c).join(&run).join("big/rosbag.db3")).unwrap();
+    assert_eq!(sha(&got), sha(&data), "byte-identical after {kills} kills");
+    let sent = DataPlane::http_bytes_sent() - sent_before;
+    let resent = sent.saturating_sub(archive_size);
+    eprintln!(
+        "archive {archive_size} bytes; received again per kill: {refetch:?}; the server sent {resent} bytes more than the archive over {kills} kills ({:.1} MiB per kill, socket and websocket buffers in flight included)",
+        resent as f64 / kills as f64 / 1048576.0
+    );
+    // Each kill costs at most one checkpoint interval (plus the 1 MiB write buffer).
+    for r in &refetch {
+        assert!(
+            *r <= vast::results::fetch::CHECKPOINT + (1 << 20),
+            "a kill cost {r} bytes: {refetch:?}"
+        );
+    }
+    // And the transfer never restarted from zero.
+    assert!(resent < archive_size / 2, "sent {sent} for {archive_size}");
+}
+
+/// The journaled offset of run `id`'s fetch cursor (0 without one).
+fn fetch_offset(c: &Cluster, id: &str) -> u64 {
+    let dir = vast::store::StateDir::new(c.state.clone());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let state = loop {
+        match dir.open_run_for_reading(id).and_then(|s| s.load()) {
+            Ok(st) => break st,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    let i = state
+        .definition
+        .steps
+        .iter()
+        .position(|s| s.name == "fetch")
+        .unwrap();
+    let cursor = state.nodes[i]
+        .children
+        .as_ref()
+        .and_then(|c| c.first())
+        .and_then(|c| c.cursor.clone());
+    cursor
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v.pointer("/fetch/offset").and_then(Value::as_u64))
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_port_forwards_and_a_pod_restart_do_not_restart_the_transfer() {
+    let c = start(SimConfig::default()).await;
+    let (run, data) = big_run(&c, 64).await;
+    let archive_size = std::fs::metadata(pod_archives(&c).join(format!("{run}.tar.gz")))
+        .unwrap()
+        .len();
+    // Every HTTP port-forward stream is cut after 5 MiB.
+    let faults = json!({"seed": 3, "portforward": {"drop_after_bytes": 5 << 20, "ports": [80]}});
+    c.sim.faults().set(serde_json::from_value(faults).unwrap());
+    let sent_before = DataPlane::http_bytes_sent();
+    let mut cmd = c.command(&["execution", "cluster", "download"]);
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Restart the pod (containers restart, the volume is kept) in the middle of the transfer.
+    let part = results_dir(&c).join(format!("{run}.tar.gz.part"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < archive_size / 2 {
+        assert!(Instant::now() < deadline, "transfer stalled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = c.sim_post(&format!("/sim/pods/{NS}/robovast/restart?wipe=false")).await;
+    assert!(status.contains(" 20"), "{status}");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got = std::fs::read(results_dir(&c).join(&run).join("big/rosbag.db3")).unwrap();
+    assert_eq!(sha(&got), sha(&data));
+    let sent = DataPlane::http_bytes_sent() - sent_before;
+    let drops = archive_size / (5 << 20) + 2;
+    eprintln!("archive {archive_size}, sent {sent} with ~{drops} stream drops and a pod restart");
+    assert!(
+        sent < archive_size + drops * (5 << 20) / 2,
+        "sent {sent} for {archive_size}: the transfer restarted"
+    );
+}

@@ -2,8 +2,8 @@
 
     python3 -m unittest discover -s tests/pod -v
 
-Needs `cryptography` (a throwaway service-account key is generated); google-auth is used by
-the script when the interpreter has it, the cryptography fallback is tested either way.
+Needs `cryptography` (a throwaway service-account key is generated). The script signs with
+the stdlib rs256.py; the google-auth and cryptography fallbacks are tested with rs256 blocked.
 """
 
 import hashlib
@@ -508,19 +508,46 @@ class GDriveUploadTest(unittest.TestCase):
         self.assertEqual(rc, 1)
         self.assertEqual(err, "ERROR: archive not found: /data/run-default.tar.gz\n")
 
+    def test_stdlib_signer_without_google_auth_or_cryptography(self):
+        run = "run-stdlib"
+        _, data = self.archive(run, 1 * MIB)
+        rc, out, err = self.run_script(run, block="google,cryptography")
+        self.assertEqual(rc, 0, err)
+        self.assert_uploaded(run + ".tar.gz", data)
+
+    @unittest.skipIf(importlib.util.find_spec("google") is None
+                     or importlib.util.find_spec("google.auth") is None, "needs google-auth")
+    def test_google_auth_fallback_signer(self):
+        run = "run-gauth"
+        _, data = self.archive(run, 1 * MIB)
+        rc, out, err = self.run_script(run, block="rs256")
+        self.assertEqual(rc, 0, err)
+        self.assert_uploaded(run + ".tar.gz", data)
+
     def test_cryptography_fallback_signer(self):
         run = "run-crypto"
         _, data = self.archive(run, 1 * MIB)
-        rc, out, err = self.run_script(run, block="google")
+        rc, out, err = self.run_script(run, block="rs256,google")
         self.assertEqual(rc, 0, err)
         self.assert_uploaded(run + ".tar.gz", data)
 
     def test_no_signer_available(self):
         run = "run-nosigner"
         self.archive(run, 1000)
-        rc, out, err = self.run_script(run, block="google,cryptography")
+        rc, out, err = self.run_script(run, block="rs256,google,cryptography")
         self.assertEqual(rc, 1)
-        self.assertIn("needs the python package google-auth or cryptography", err)
+        self.assertIn("needs rs256.py next to this script, or the python package google-auth "
+                      "or cryptography", err)
+
+    def test_unreadable_key_is_rejected_cleanly(self):
+        run = "run-badkey"
+        self.archive(run, 1000)
+        sa = json.loads(self.sa_json)
+        sa["private_key"] = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+        rc, out, err = self.run_script(run, GDRIVE_SA_JSON=json.dumps(sa))
+        self.assertEqual(rc, 1)
+        self.assertRegex(err, r"^ERROR: cannot load the private key of GDRIVE_SA_JSON "
+                              r"\(ValueError: [^\n]+\)\n$")
 
     def test_wrong_key_is_rejected_cleanly(self):
         run = "run-wrongkey"

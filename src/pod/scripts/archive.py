@@ -3,14 +3,16 @@
 
     python archive.py BUCKET ARCHIVE_PATH
 
-Environment: S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY (default minioadmin),
-VAST_ARCHIVE_LEVEL (gzip level, default 6), VAST_PROGRESS_FILE, VAST_RESULT_FILE.
+Environment: S3_ENDPOINT (default http://127.0.0.1:9000), S3_ACCESS_KEY, S3_SECRET_KEY
+(default minioadmin), S3_REGION (default us-east-1), VAST_ARCHIVE_LEVEL (gzip level 0..9,
+default 6), VAST_PROGRESS_FILE, VAST_RESULT_FILE.
 
 Writes ARCHIVE_PATH.partial, then renames it to ARCHIVE_PATH (only a complete archive
 ever has that name), then writes ARCHIVE_PATH.sha256 ("<hex>  <basename>\\n").
 Members are `<BUCKET>/<key>`, in key order, streamed object by object (never a whole
 object in memory). Exit 2 for refused keys, 1 for any other failure, with one
-`ERROR: ...` line on stderr.
+`ERROR: ...` line on stderr. Stdlib only (S3 through s3lite.py next to this script);
+compresses with pigz when it is on PATH, else with the gzip module.
 """
 
 import hashlib
@@ -25,6 +27,12 @@ import threading
 import time
 import zlib  # noqa: F401 - gzip needs it; fail early when missing
 import gzip
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:  # normally sys.path[0] already (python /opt/vast/scripts/archive.py)
+    sys.path.append(_HERE)
+
+import s3lite  # noqa: E402
 
 CHUNK = 1024 * 1024
 PROGRESS_INTERVAL = 0.5
@@ -63,19 +71,17 @@ def fsync_dir(path):
 
 def s3_error(op, exc):
     """One line naming the operation and the S3 error code, never the key."""
-    from botocore.exceptions import ClientError, EndpointConnectionError, ConnectTimeoutError, \
-        ReadTimeoutError, NoCredentialsError
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {}) or {}
-        code = err.get("Code") or "Unknown"
-        status = (exc.response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode")
-        return "S3 %s failed: %s%s" % (op, code, " (HTTP %s)" % status if status else "")
-    if isinstance(exc, EndpointConnectionError):
-        return "S3 %s failed: cannot connect to the S3 endpoint %s" % (op, os.environ.get("S3_ENDPOINT", ""))
-    if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError)):
+    if isinstance(exc, s3lite.S3Error):
+        code = exc.code or "Unknown"
+        if exc.status:
+            return "S3 %s failed: %s (HTTP %d)" % (op, code, exc.status)
+        if code == "ConnectionError":
+            if "timeout" in exc.message.lower() or "timed out" in exc.message.lower():
+                return "S3 %s failed: timeout talking to the S3 endpoint" % op
+            return "S3 %s failed: cannot connect to the S3 endpoint %s" % (op, endpoint())
+        return "S3 %s failed: %s" % (op, code)
+    if isinstance(exc, TimeoutError):
         return "S3 %s failed: timeout talking to the S3 endpoint" % op
-    if isinstance(exc, NoCredentialsError):
-        return "S3 %s failed: no credentials" % op
     return "S3 %s failed: %s" % (op, type(exc).__name__)
 
 
@@ -185,12 +191,13 @@ class BodyReader:
         self.client = client
         self.bucket = bucket
         self.key = key
-        self.body = resp["Body"]
-        self.etag = resp.get("ETag")
+        self.body = resp
+        self.etag = resp.etag
         self.size = size
         self.pos = 0
         self.progress = progress
         self.failures = 0
+        self.skip = 0  # bytes to discard first (a re-fetch whose Range was ignored)
 
     def _reopen(self, exc):
         self.failures += 1
@@ -198,14 +205,17 @@ class BodyReader:
             raise Fatal(s3_error("GetObject (body)", exc))
         self.close()
         time.sleep(min(2 ** self.failures * 0.25, 5))
-        kwargs = {"Bucket": self.bucket, "Key": self.key, "Range": "bytes=%d-" % self.pos}
-        if self.etag:
-            kwargs["IfMatch"] = self.etag
         try:
-            resp = self.client.get_object(**kwargs)
+            resp = self.client.get_object(self.bucket, self.key, range_start=self.pos)
         except Exception as e:  # noqa: BLE001
             raise Fatal(s3_error("GetObject", e))
-        self.body = resp["Body"]
+        self.body = resp
+        # What If-Match would do: the rest must come from the same object version.
+        if self.etag and resp.etag and resp.etag != self.etag:
+            self.close()
+            raise Fatal("object changed while it was being read (ETag %s, now %s);"
+                        " is the bucket still being written?" % (self.etag[:80], resp.etag[:80]))
+        self.skip = self.pos if resp.status != 206 else 0  # Range ignored: skip what we have
 
     def read(self, n=-1):
         left = self.size - self.pos
@@ -216,12 +226,17 @@ class BodyReader:
         got = 0
         while got < n:
             try:
+                while self.skip:
+                    chunk = self.body.read(min(CHUNK, self.skip))
+                    if not chunk:
+                        raise s3lite.S3Error(0, "ReadError", "body ended before the range start")
+                    self.skip -= len(chunk)
                 chunk = self.body.read(min(CHUNK, n - got))
+                if not chunk:  # http.client returns b"" when the connection closes early
+                    raise s3lite.S3Error(0, "ReadError", "body ended before its Content-Length")
             except Exception as e:  # noqa: BLE001 - connection dropped mid-body
                 self._reopen(e)
                 continue
-            if not chunk:
-                break
             parts.append(chunk)
             got += len(chunk)
             self.pos += len(chunk)
@@ -244,44 +259,34 @@ class BodyReader:
 
 # ---------------------------------------------------------------------------- main work
 
+def endpoint():
+    return os.environ.get("S3_ENDPOINT") or "http://127.0.0.1:9000"
+
+
 def make_client():
-    import boto3
-    from botocore.config import Config
-    endpoint = os.environ.get("S3_ENDPOINT") or "http://127.0.0.1:9000"
-    cfg = Config(
-        signature_version="s3v4",
-        region_name="us-east-1",
-        s3={"addressing_style": "path"},
-        retries={"mode": "standard", "max_attempts": 10},
-        connect_timeout=30,
-        read_timeout=300,
-    )
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=os.environ.get("S3_ACCESS_KEY") or "minioadmin",
-        aws_secret_access_key=os.environ.get("S3_SECRET_KEY") or "minioadmin",
-        region_name="us-east-1",
-        config=cfg,
-    )
+    env = dict(os.environ)
+    env["S3_ENDPOINT"] = endpoint()
+    try:
+        return s3lite.from_env(env)
+    except ValueError:
+        raise Fatal("S3_ENDPOINT is not an http(s) URL")
 
 
 def list_objects(client, bucket):
     objects = []
     try:
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-        for page in pages:
-            for obj in page.get("Contents", []) or []:
-                key = obj["Key"]
-                if key.endswith("/"):
-                    continue
-                why = check_key(key)
-                if why:
-                    raise Fatal("refusing object key %r: it %s" % (key[:200], why), code=2)
-                objects.append((key, int(obj.get("Size", 0)), int(obj["LastModified"].timestamp())))
+        for obj in client.list_objects(bucket):
+            key = obj["Key"]
+            if key.endswith("/"):
+                continue
+            why = check_key(key)
+            if why:
+                raise Fatal("refusing object key %r: it %s" % (key[:200], why), code=2)
+            listed = obj.get("LastModified")
+            objects.append((key, int(obj.get("Size") or 0), None if listed is None else int(listed)))
     except Fatal:
         raise
-    except Exception as e:  # botocore errors
+    except Exception as e:  # noqa: BLE001 - S3Error, malformed listing
         raise Fatal(s3_error("ListObjectsV2", e))
     objects.sort(key=lambda o: o[0])
     return objects
@@ -293,16 +298,18 @@ def write_tar(client, bucket, objects, sink, progress):
     try:
         for key, size, listed_mtime in objects:
             try:
-                resp = client.get_object(Bucket=bucket, Key=key)
-            except Exception as e:
+                resp = client.get_object(bucket, key)
+            except Exception as e:  # noqa: BLE001
                 raise Fatal(s3_error("GetObject", e))
             reader = BodyReader(client, bucket, key, resp, size, progress)
             try:
-                length = resp.get("ContentLength")
+                length = resp.size
                 if length is not None and int(length) != size:
                     raise Fatal("object size changed since listing (%d bytes listed, GetObject has %d);"
                                 " is the bucket still being written?" % (size, int(length)))
-                mode, mtime = mode_and_mtime(resp.get("Metadata"), listed_mtime)
+                if listed_mtime is None:
+                    listed_mtime = int(resp.last_modified or 0)
+                mode, mtime = mode_and_mtime(resp.metadata, listed_mtime)
                 info = tarfile.TarInfo(name="%s/%s" % (bucket, key))
                 info.type = tarfile.REGTYPE
                 info.size = size
@@ -464,7 +471,7 @@ def main(argv):
         sys.stderr.write("ERROR: %s: %s\n" % (type(e).__name__, e.strerror or e))
         return 1
     except Exception as e:  # noqa: BLE001
-        if type(e).__module__.startswith("botocore"):
+        if isinstance(e, s3lite.S3Error):
             msg = s3_error("request", e)
         else:
             msg = "%s: %s" % (type(e).__name__, e)

@@ -20,7 +20,8 @@ restarted upload continues at the offset the server confirms; it never reaches s
 stderr, nor do the key, the signed assertion or the access token.
 
 Exit 0 uploaded (or already there with the same size), 1 failure (one `ERROR: ...` line on
-stderr), 2 bad arguments or settings. Stdlib, plus google-auth or cryptography for RS256.
+stderr), 2 bad arguments or settings. Stdlib only: RS256 by rs256.py next to this script
+(google-auth, then cryptography, are used only when rs256.py cannot be imported).
 """
 
 import base64
@@ -186,11 +187,38 @@ def b64url(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
+def _import_rs256():
+    """The stdlib signer next to this script (always there in the pod), or None."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:  # e.g. run through runpy; normally sys.path[0] already
+        sys.path.append(here)
+    try:
+        import rs256
+    except ImportError:
+        return None
+    return rs256
+
+
 def make_assertion(info, token_uri):
-    """The signed JWT (bytes) for the jwt-bearer grant."""
+    """The signed JWT (bytes) for the jwt-bearer grant. Signs with rs256.py (stdlib);
+    google-auth, then cryptography, only if rs256.py cannot be imported."""
     now = int(time.time())
     claims = {"iss": info["client_email"], "scope": SCOPE, "aud": token_uri,
               "iat": now, "exp": now + 3600}
+    rs256 = _import_rs256()
+    if rs256 is not None:
+        pem = info["private_key"]
+        try:
+            rs256.load_private_key(pem)
+        except Exception as e:  # noqa: BLE001 - rs256's messages name no key material
+            raise Fatal("cannot load the private key of GDRIVE_SA_JSON (%s: %s)"
+                        % (type(e).__name__, str(e)[:200]))
+        try:
+            token = rs256.jwt_encode(pem, claims, key_id=info.get("private_key_id") or None)
+        except Exception as e:  # noqa: BLE001
+            raise Fatal("cannot sign with the private key of GDRIVE_SA_JSON (%s: %s)"
+                        % (type(e).__name__, str(e)[:200]))
+        return token.encode("ascii")
     try:
         from google.auth import crypt as gcrypt, jwt as gjwt
     except ImportError:
@@ -205,8 +233,8 @@ def make_assertion(info, token_uri):
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import padding
     except ImportError:
-        raise Fatal("signing the Google service-account token needs the python package "
-                    "google-auth or cryptography; neither is installed")
+        raise Fatal("signing the Google service-account token needs rs256.py next to this "
+                    "script, or the python package google-auth or cryptography; none is available")
     try:
         key = serialization.load_pem_private_key(info["private_key"].encode(), password=None)
     except Exception as e:  # noqa: BLE001
