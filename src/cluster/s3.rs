@@ -257,7 +257,10 @@ pub async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), 
     }
 }
 
-fn request_err(what: impl Into<String>, e: impl std::error::Error + ProvideErrorMetadata) -> S3Error {
+fn request_err(
+    what: impl Into<String>,
+    e: impl std::error::Error + ProvideErrorMetadata,
+) -> S3Error {
     S3Error::Request {
         what: what.into(),
         permanent: permanent_code(e.code()),
@@ -290,7 +293,10 @@ pub struct ObjectInfo {
 }
 
 /// Every object of `bucket` (ListObjectsV2, paginated), in key order.
-pub async fn list_objects(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<Vec<ObjectInfo>, S3Error> {
+pub async fn list_objects(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> Result<Vec<ObjectInfo>, S3Error> {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {

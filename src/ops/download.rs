@@ -238,29 +238,28 @@ async fn fetch_direct(cx: &StepContext, item: &PlanItem) -> Result<Value, StepEr
         }
         todo.push((o.clone(), path));
     }
-    let results: Vec<Result<(), StepError>> = futures::stream::iter(todo.into_iter().map(|(o, path)| {
-        let client = client.clone();
-        let bucket = item.bucket.clone();
-        let done = done.clone();
-        let received = received.clone();
-        let bar = &bar;
-        async move {
-            get_object_resumable(&client, &bucket, &o.key, o.size, &path, &received, &|n| {
-                let d = done.fetch_add(n, Ordering::Relaxed) + n;
-                bar.lock().unwrap_or_else(|p| p.into_inner()).update(d);
-            })
-            .await
-        }
-    }))
-    .buffer_unordered(DIRECT_PARALLEL)
-    .collect()
-    .await;
+    let results: Vec<Result<(), StepError>> =
+        futures::stream::iter(todo.into_iter().map(|(o, path)| {
+            let client = client.clone();
+            let bucket = item.bucket.clone();
+            let done = done.clone();
+            let received = received.clone();
+            let bar = &bar;
+            async move {
+                get_object_resumable(&client, &bucket, &o.key, o.size, &path, &received, &|n| {
+                    let d = done.fetch_add(n, Ordering::Relaxed) + n;
+                    bar.lock().unwrap_or_else(|p| p.into_inner()).update(d);
+                })
+                .await
+            }
+        }))
+        .buffer_unordered(DIRECT_PARALLEL)
+        .collect()
+        .await;
     for r in results {
         r?;
     }
-    bar.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .finish(total);
+    bar.lock().unwrap_or_else(|p| p.into_inner()).finish(total);
     Ok(json!(RunResult {
         run: item.run.clone(),
         detail: Some(json!({
@@ -403,15 +402,14 @@ async fn extract_step(cx: &StepContext) -> Result<Value, StepError> {
     if cursor.placed && dest.is_dir() {
         return Ok(json!(prev));
     }
-    let direct = prev
-        .detail
-        .as_ref()
-        .and_then(|d| d.get("staged"))
-        .is_some();
+    let direct = prev.detail.as_ref().and_then(|d| d.get("staged")).is_some();
     let mut files = 0u64;
     if !direct {
         let Some(info) = prev.archive.clone() else {
-            return Ok(json!(RunResult::failed(&item.run, "no archive to extract".into())));
+            return Ok(json!(RunResult::failed(
+                &item.run,
+                "no archive to extract".into()
+            )));
         };
         if staging.exists() {
             std::fs::remove_dir_all(&staging).map_err(|e| io_err(&staging, e))?;

@@ -42,7 +42,10 @@ pub async fn resources_for(operation: &str, params: &Value) -> Result<Resources,
         namespace,
     });
     r.insert(super::run::ProjectCache::default());
-    let verbose = params.get("verbose").and_then(Value::as_bool).unwrap_or(false);
+    let verbose = params
+        .get("verbose")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     r.insert(super::results::Display(
         crate::results::progress::Mode::detect(verbose),
     ));

@@ -26,7 +26,10 @@ pub const WORKFLOWS: &[(&str, &str)] = &[
         "run-cleanup.yaml",
         include_str!("../../workflows/run-cleanup.yaml"),
     ),
-    ("download.yaml", include_str!("../../workflows/download.yaml")),
+    (
+        "download.yaml",
+        include_str!("../../workflows/download.yaml"),
+    ),
     (
         "download-cleanup.yaml",
         include_str!("../../workflows/download-cleanup.yaml"),

@@ -51,9 +51,7 @@ step!(RemoveBucket, "results.remove-bucket", remove_bucket);
 pub struct Display(pub Mode);
 
 pub fn display(cx: &StepContext) -> Mode {
-    cx.resource::<Display>()
-        .map(|d| d.0)
-        .unwrap_or(Mode::Lines)
+    cx.resource::<Display>().map(|d| d.0).unwrap_or(Mode::Lines)
 }
 
 /// One run of a results operation.
@@ -175,7 +173,9 @@ async fn check(cx: &StepContext) -> Result<Value, StepError> {
             .map_err(|err| kube_err("reading pod 'robovast'", &err))?
         {
             Some(_) => Ok(json!({"direct": true})),
-            None => Err(StepError::permanent("Required pod 'robovast' does not exist!")),
+            None => Err(StepError::permanent(
+                "Required pod 'robovast' does not exist!",
+            )),
         };
     }
     let files = pod::scripts(&plugin_scripts(cx)?);
@@ -340,7 +340,11 @@ async fn archive(cx: &StepContext) -> Result<Value, StepError> {
                     progress::status(
                         mode,
                         &item.run,
-                        &format!("compressed to {}.tar.gz ({})", item.run, progress::mib(info.size)),
+                        &format!(
+                            "compressed to {}.tar.gz ({})",
+                            item.run,
+                            progress::mib(info.size)
+                        ),
                     );
                 }
                 return Ok(json!(RunResult {

@@ -109,7 +109,10 @@ async fn upload(cx: &StepContext) -> Result<Value, StepError> {
     let prev = previous(cx, "archive")?;
     let Some(info) = prev.archive.clone().filter(|_| prev.ok()) else {
         if prev.failed.is_some() {
-            println!("Failed to create archive for run {}, skipping upload.", prev.run);
+            println!(
+                "Failed to create archive for run {}, skipping upload.",
+                prev.run
+            );
         }
         return Ok(json!(prev));
     };
@@ -176,7 +179,11 @@ async fn upload(cx: &StepContext) -> Result<Value, StepError> {
                 format!(
                     "upload FAILED (exit code {}){}",
                     st.exit_code.unwrap_or(-1),
-                    if why.is_empty() { String::new() } else { format!(": {why}") }
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {why}")
+                    }
                 )
             )));
         }
@@ -198,7 +205,11 @@ async fn upload(cx: &StepContext) -> Result<Value, StepError> {
         let command = vec![
             "env".to_string(),
             format!("VAST_ARCHIVE={}", info.path),
-            format!("VAST_STATE_FILE={}/{}.share-{share_type}.resume.json", pod::STATE_DIR, item.run),
+            format!(
+                "VAST_STATE_FILE={}/{}.share-{share_type}.resume.json",
+                pod::STATE_DIR,
+                item.run
+            ),
             format!("VAST_RUN_ID={}", item.run),
             "python".to_string(),
             format!("{}/{script}", pod::SCRIPTS_DIR),

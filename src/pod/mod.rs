@@ -38,7 +38,10 @@ pub const SHARE_SECRET: &str = "vast-share";
 pub const BUILTIN_SCRIPTS: &[(&str, &str)] = &[
     ("vastpod.py", include_str!("scripts/vastpod.py")),
     ("archive.py", include_str!("scripts/archive.py")),
-    ("upload_nextcloud.py", include_str!("scripts/upload_nextcloud.py")),
+    (
+        "upload_nextcloud.py",
+        include_str!("scripts/upload_nextcloud.py"),
+    ),
     ("upload_gdrive.py", include_str!("scripts/upload_gdrive.py")),
     ("s3lite.py", include_str!("scripts/s3lite.py")),
     ("rs256.py", include_str!("scripts/rs256.py")),
@@ -341,7 +344,8 @@ mod tests {
             ..Default::default()
         };
         assert!(!done.needs_start());
-        let absent: TaskStatus = serde_json::from_str(r#"{"state":"absent","alive":false}"#).unwrap();
+        let absent: TaskStatus =
+            serde_json::from_str(r#"{"state":"absent","alive":false}"#).unwrap();
         assert!(absent.needs_start());
     }
 }

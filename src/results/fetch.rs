@@ -69,7 +69,9 @@ pub enum FetchError {
     #[error("{url} not found on the pod's HTTP server (404)")]
     NotFound { url: String },
     /// The bytes do not hash to what the archiver reported: the local copy is discarded.
-    #[error("verification failed for {url}: expected SHA-256 {expected} ({size} bytes), got {actual}")]
+    #[error(
+        "verification failed for {url}: expected SHA-256 {expected} ({size} bytes), got {actual}"
+    )]
     Verify {
         url: String,
         expected: String,

@@ -114,7 +114,8 @@ impl Transfer {
                 }
             }
             Mode::Lines => {
-                if pct / 10 > self.last_pct / 10 || self.last_line.elapsed() >= Duration::from_secs(10)
+                if pct / 10 > self.last_pct / 10
+                    || self.last_line.elapsed() >= Duration::from_secs(10)
                 {
                     self.last_pct = pct;
                     self.last_line = Instant::now();
@@ -174,6 +175,9 @@ mod tests {
         assert_eq!(bar(0.5), format!("{}{}", "█".repeat(10), "░".repeat(10)));
         let t = Transfer::new("run-1", 4 * 1024 * 1024, 0, Mode::Lines);
         let l = t.line(1024 * 1024);
-        assert!(l.starts_with("run-1  [█████░░░░░░░░░░░░░░░]   25.0%  1.0 MiB/4.0 MiB  "), "{l}");
+        assert!(
+            l.starts_with("run-1  [█████░░░░░░░░░░░░░░░]   25.0%  1.0 MiB/4.0 MiB  "),
+            "{l}"
+        );
     }
 }

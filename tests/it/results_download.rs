@@ -108,18 +108,38 @@ async fn download_mirrors_the_bucket_then_removes_the_remote_copy() {
     let c = start(SimConfig::default()).await;
     let run = finished_run(&c, "rke2").await;
     let before = c.bucket(&run).await;
-    assert!(before.keys().any(|k| k.ends_with("test.xml")), "{:?}", before.keys());
+    assert!(
+        before.keys().any(|k| k.ends_with("test.xml")),
+        "{:?}",
+        before.keys()
+    );
 
     let out = c.vast(&["execution", "cluster", "download"]).await;
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    assert!(stdout.contains(&format!("Downloading 1 run results to directory")), "{stdout}");
-    assert!(stdout.contains(&format!("{run}  extracted  {} files", before.len())), "{stdout}");
-    assert!(stdout.contains("✓ Download of 1 runs completed successfully!"), "{stdout}");
-    assert!(!text(&out.stderr).contains("ERROR"), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("Downloading 1 run results to directory"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{run}  extracted  {} files", before.len())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("✓ Download of 1 runs completed successfully!"),
+        "{stdout}"
+    );
+    assert!(
+        !text(&out.stderr).contains("ERROR"),
+        "{}",
+        text(&out.stderr)
+    );
     let got = files(&results_dir(&c).join(&run));
     assert_eq!(got, before, "the local run directory mirrors the bucket");
-    assert!(results_dir(&c).join(format!("{run}.tar.gz")).is_file(), "archive kept");
+    assert!(
+        results_dir(&c).join(format!("{run}.tar.gz")).is_file(),
+        "archive kept"
+    );
     // Only then the remote copy went: bucket and archive.
     assert!(!buckets(&c).await.contains(&run));
     assert!(!pod_archives(&c).join(format!("{run}.tar.gz")).exists());
@@ -135,7 +155,11 @@ async fn download_mirrors_the_bucket_then_removes_the_remote_copy() {
     // Nothing left: upstream's message, exit 0.
     let out = c.vast(&["execution", "cluster", "download"]).await;
     assert!(out.status.success());
-    assert!(text(&out.stdout).contains("No runs found to download."), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("No runs found to download."),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 fn walk_paths(d: &Path) -> Vec<PathBuf> {
@@ -157,7 +181,15 @@ async fn direct_mode_on_a_minikube_like_setup_and_skip_removal() {
     let run = finished_run(&c, "minikube").await;
     let before = c.bucket(&run).await;
     let out = c
-        .vast(&["execution", "cluster", "download", "--direct", "--skip-removal", "-o", "out"])
+        .vast(&[
+            "execution",
+            "cluster",
+            "download",
+            "--direct",
+            "--skip-removal",
+            "-o",
+            "out",
+        ])
         .await;
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
@@ -165,11 +197,19 @@ async fn direct_mode_on_a_minikube_like_setup_and_skip_removal() {
     // --skip-removal: the bucket stays.
     assert!(buckets(&c).await.contains(&run));
     // An existing non-empty directory is skipped unless --force.
-    let out = c.vast(&["execution", "cluster", "download", "-o", "out"]).await;
-    assert!(text(&out.stdout).contains(&format!("{run}  skipped (already exists)")), "{}", text(&out.stdout));
+    let out = c
+        .vast(&["execution", "cluster", "download", "-o", "out"])
+        .await;
+    assert!(
+        text(&out.stdout).contains(&format!("{run}  skipped (already exists)")),
+        "{}",
+        text(&out.stdout)
+    );
     // --force downloads again (through the archive this time) and replaces it.
     std::fs::write(c.project.join("out").join(&run).join("stale.txt"), "x").unwrap();
-    let out = c.vast(&["execution", "cluster", "download", "-o", "out", "--force"]).await;
+    let out = c
+        .vast(&["execution", "cluster", "download", "-o", "out", "--force"])
+        .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(files(&c.project.join("out").join(&run)), before);
     assert!(!buckets(&c).await.contains(&run));
@@ -189,18 +229,39 @@ async fn runs_still_running_are_not_downloadable_and_not_cleaned_up() {
     let out = c.vast(&["execution", "cluster", "download"]).await;
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains(&format!("Run {run} not downloadable (jobs still running: ")), "{stdout}");
-    assert!(stdout.contains("No runs ready to download. Wait for jobs to finish and try again."), "{stdout}");
+    assert!(
+        stdout.contains(&format!("Run {run} not downloadable (jobs still running: ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("No runs ready to download. Wait for jobs to finish and try again."),
+        "{stdout}"
+    );
 
     let out = c.vast(&["execution", "cluster", "download-cleanup"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
-    assert!(text(&out.stderr).contains(&format!("Refusing to remove '{run}'")), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("Refusing to remove '{run}'")),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(buckets(&c).await.contains(&run));
     let out = c
-        .vast(&["execution", "cluster", "download-cleanup", "--force", "-i", &run])
+        .vast(&[
+            "execution",
+            "cluster",
+            "download-cleanup",
+            "--force",
+            "-i",
+            &run,
+        ])
         .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("✓ Removed 1 bucket(s) from S3."), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("✓ Removed 1 bucket(s) from S3."),
+        "{}",
+        text(&out.stdout)
+    );
     assert!(!buckets(&c).await.contains(&run));
 }
 
@@ -210,9 +271,15 @@ async fn compressed(c: &Cluster, run: &str) -> (PathBuf, PathBuf) {
         .vast(&["execution", "cluster", "download", "--remote-compress-only"])
         .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("✓ Compressed 1 runs on remote pod."), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("✓ Compressed 1 runs on remote pod."),
+        "{}",
+        text(&out.stdout)
+    );
     let archive = pod_archives(c).join(format!("{run}.tar.gz"));
-    let status = pod_archives(c).join(".vast").join(format!("{run}.archive.json"));
+    let status = pod_archives(c)
+        .join(".vast")
+        .join(format!("{run}.archive.json"));
     assert!(archive.is_file() && status.is_file());
     (archive, status)
 }
@@ -272,27 +339,51 @@ async fn unsafe_or_corrupt_archives_are_rejected_and_the_remote_copy_is_kept() {
     replace_archive(&archive, &status, &bad, false);
     let out = c.vast(&["execution", "cluster", "download"]).await;
     let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
     assert!(stdout.contains("verification failed"), "{stdout}");
-    assert!(stdout.contains("Remote archive kept at /data/archives/"), "{stdout}");
+    assert!(
+        stdout.contains("Remote archive kept at /data/archives/"),
+        "{stdout}"
+    );
     assert!(!results_dir(&c).join(&run).exists());
     assert!(archive.is_file() && buckets(&c).await.contains(&run));
 
     // 2. Path traversal, an escaping symlink, an absolute path: rejected, nothing written
     // outside, the remote copy stays.
     for members in [
-        vec![(format!("{run}/ok.txt"), None, &b"ok"[..]), (format!("{run}/../../evil"), None, &b"x"[..])],
-        vec![(format!("{run}/link"), Some("../../.."), &b""[..]), (format!("{run}/link/evil"), None, &b"x"[..])],
+        vec![
+            (format!("{run}/ok.txt"), None, &b"ok"[..]),
+            (format!("{run}/../../evil"), None, &b"x"[..]),
+        ],
+        vec![
+            (format!("{run}/link"), Some("../../.."), &b""[..]),
+            (format!("{run}/link/evil"), None, &b"x"[..]),
+        ],
         vec![("/tmp/evil-abs".to_string(), None, &b"x"[..])],
     ] {
-        let m: Vec<(&str, Option<&str>, &[u8])> =
-            members.iter().map(|(n, l, d)| (n.as_str(), *l, *d)).collect();
+        let m: Vec<(&str, Option<&str>, &[u8])> = members
+            .iter()
+            .map(|(n, l, d)| (n.as_str(), *l, *d))
+            .collect();
         replace_archive(&archive, &status, &tarball(&m), true);
         let _ = std::fs::remove_file(results_dir(&c).join(format!("{run}.tar.gz")));
         let out = c.vast(&["execution", "cluster", "download"]).await;
         let stdout = text(&out.stdout);
-        assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", text(&out.stderr));
-        assert!(stdout.contains("archive rejected: unsafe archive entry"), "{stdout}");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{stdout}\n{}",
+            text(&out.stderr)
+        );
+        assert!(
+            stdout.contains("archive rejected: unsafe archive entry"),
+            "{stdout}"
+        );
         assert!(!outside.exists() && !Path::new("/tmp/evil-abs").exists());
         assert!(!results_dir(&c).join(&run).exists());
         assert!(archive.is_file() && buckets(&c).await.contains(&run));
@@ -344,7 +435,9 @@ async fn every_download_step_is_idempotent_and_survives_a_crash_at_every_record(
         run_twice: true,
         ..Default::default()
     };
-    let (_, o) = c.execute("download", &download_params(&c, a, &out_a, false), twice).await;
+    let (_, o) = c
+        .execute("download", &download_params(&c, a, &out_a, false), twice)
+        .await;
     assert_eq!(o, Outcome::Succeeded);
     assert_eq!(files(&out_a.join(a)), want_a);
     assert!(!buckets(&c).await.contains(a));
@@ -354,8 +447,12 @@ async fn every_download_step_is_idempotent_and_survives_a_crash_at_every_record(
     let want_b = c.bucket(b).await;
     let (_, o) = {
         let out_b = c.tmp.path().join("reference");
-        c.execute("download", &download_params(&c, b, &out_b, false), EngineOptions::default())
-            .await
+        c.execute(
+            "download",
+            &download_params(&c, b, &out_b, false),
+            EngineOptions::default(),
+        )
+        .await
     };
     assert_eq!(o, Outcome::Succeeded);
     let dir = vast::store::StateDir::new(c.state.clone());
@@ -367,7 +464,12 @@ async fn every_download_step_is_idempotent_and_survives_a_crash_at_every_record(
         .map(|r| r.id)
         .max()
         .unwrap();
-    let records = dir.open_run_for_reading(&last).unwrap().load().unwrap().events;
+    let records = dir
+        .open_run_for_reading(&last)
+        .unwrap()
+        .load()
+        .unwrap()
+        .events;
     assert!(records > 8, "{records}");
     for n in 1..records {
         restore_bucket(&c, b, &want_b).await;
@@ -376,7 +478,9 @@ async fn every_download_step_is_idempotent_and_survives_a_crash_at_every_record(
             crash_after: Some(n),
             ..Default::default()
         };
-        let (id, o) = c.execute("download", &download_params(&c, b, &out_b, false), opts).await;
+        let (id, o) = c
+            .execute("download", &download_params(&c, b, &out_b, false), opts)
+            .await;
         if o != Outcome::Succeeded {
             let o = resume_retrying(&c, &id).await;
             assert_eq!(o, Outcome::Succeeded, "crash after record {n}");
@@ -436,7 +540,10 @@ async fn big_run(c: &Cluster, mib: usize) -> (String, Vec<u8>) {
     put_object(c, &run, "big/rosbag.db3", data.clone()).await;
     let t = Instant::now();
     compressed(c, &run).await;
-    eprintln!("archive of {mib} MiB built in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "archive of {mib} MiB built in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     (run, data)
 }
 
@@ -573,7 +680,9 @@ async fn dropped_port_forwards_and_a_pod_restart_do_not_restart_the_transfer() {
         assert!(Instant::now() < deadline, "transfer stalled");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let status = c.sim_post(&format!("/sim/pods/{NS}/robovast/restart?wipe=false")).await;
+    let status = c
+        .sim_post(&format!("/sim/pods/{NS}/robovast/restart?wipe=false"))
+        .await;
     assert!(status.contains(" 20"), "{status}");
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
@@ -588,4 +697,48 @@ async fn dropped_port_forwards_and_a_pod_restart_do_not_restart_the_transfer() {
         sent < archive_size + drops * (5 << 20) / 2,
         "sent {sent} for {archive_size}: the transfer restarted"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_cut_short_by_a_pod_restart_is_rebuilt_never_taken_as_complete() {
+    let c = start(SimConfig::default()).await;
+    let run = finished_run(&c, "rke2").await;
+    let data = random_bytes(96 << 20, 11);
+    put_object(&c, &run, "big/rosbag.db3", data.clone()).await;
+    let mut cmd = c.command(&["execution", "cluster", "download"]);
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Restart the pod while the archiver writes `.partial`: its process dies with the pod.
+    let partial = pod_archives(&c).join(format!("{run}.tar.gz.partial"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < (8 << 20) {
+        assert!(
+            Instant::now() < deadline,
+            "the archiver never started writing"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = c
+        .sim_post(&format!("/sim/pods/{NS}/robovast/restart?wipe=false"))
+        .await;
+    assert!(status.contains(" 20"), "{status}");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let got = std::fs::read(results_dir(&c).join(&run).join("big/rosbag.db3")).unwrap();
+    assert_eq!(
+        sha(&got),
+        sha(&data),
+        "the rebuilt archive holds the whole object"
+    );
+    assert!(!partial.exists());
 }

@@ -70,13 +70,14 @@ pub async fn connect(
         eprintln!("Error: Transfer pod 'robovast' exists but is not running (status: {phase})!");
         return Ok(Err(ExitStatus::Failure));
     }
-    let containers = pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
-    let has_http = containers.iter().any(|c| {
-        c.ports
-            .iter()
-            .flatten()
-            .any(|p| p.container_port == 80)
-    });
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.clone())
+        .unwrap_or_default();
+    let has_http = containers
+        .iter()
+        .any(|c| c.ports.iter().flatten().any(|p| p.container_port == 80));
     let has_archiver = containers.iter().any(|c| c.name == crate::pod::CONTAINER);
     let state_dir = globals.state_dir();
     std::fs::create_dir_all(&state_dir)?;
@@ -267,7 +268,9 @@ pub async fn run(args: DownloadArgs, globals: &Globals) -> anyhow::Result<ExitSt
     };
     let direct = args.direct || !a.has_http || !a.has_archiver;
     if direct && args.remote_compress_only {
-        eprintln!("Error: the robovast pod has no archiver container; --remote-compress-only needs one");
+        eprintln!(
+            "Error: the robovast pod has no archiver container; --remote-compress-only needs one"
+        );
         return Ok(ExitStatus::Failure);
     }
     let mut skipped = 0;

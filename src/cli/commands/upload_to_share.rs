@@ -63,7 +63,10 @@ pub async fn run(args: UploadToShareArgs, globals: &Globals) -> anyhow::Result<E
     let plugin_scripts: Vec<(String, String)> = if selected.provider.builtin {
         Vec::new()
     } else {
-        vec![(selected.provider.script_key(), selected.provider.script.clone())]
+        vec![(
+            selected.provider.script_key(),
+            selected.provider.script.clone(),
+        )]
     };
     let params = json!({
         "context": context_param(&args.context),
@@ -96,7 +99,10 @@ pub async fn run(args: UploadToShareArgs, globals: &Globals) -> anyhow::Result<E
         if failed == 0 {
             println!("✓ Uploaded {ok} run(s) to {share_type} successfully!");
         } else {
-            println!("✗ Upload of {failed} of {} run(s) to {share_type} failed", ok + failed);
+            println!(
+                "✗ Upload of {failed} of {} run(s) to {share_type} failed",
+                ok + failed
+            );
         }
     }
     Ok(status)
