@@ -742,3 +742,120 @@ async fn an_archive_cut_short_by_a_pod_restart_is_rebuilt_never_taken_as_complet
     );
     assert!(!partial.exists());
 }
+
+/// Runs `operation` once per journal record of a reference run, crashing after record n and
+/// resuming; `prepare` restores the world before each round, `check` compares it after.
+async fn crash_at_every_record<P, C, PF, CF>(
+    c: &Cluster,
+    operation: &str,
+    params: &Value,
+    mut prepare: P,
+    mut check: C,
+) where
+    P: FnMut() -> PF,
+    PF: std::future::Future<Output = ()>,
+    C: FnMut(u64) -> CF,
+    CF: std::future::Future<Output = ()>,
+{
+    prepare().await;
+    let (id, o) = c.execute(operation, params, EngineOptions::default()).await;
+    assert_eq!(o, Outcome::Succeeded);
+    check(0).await;
+    let dir = vast::store::StateDir::new(c.state.clone());
+    let records = dir
+        .open_run_for_reading(&id)
+        .unwrap()
+        .load()
+        .unwrap()
+        .events;
+    for n in 1..records {
+        prepare().await;
+        let opts = EngineOptions {
+            crash_after: Some(n),
+            ..Default::default()
+        };
+        let (id, o) = c.execute(operation, params, opts).await;
+        if o != Outcome::Succeeded {
+            assert_eq!(
+                resume_retrying(c, &id).await,
+                Outcome::Succeeded,
+                "after record {n}"
+            );
+        }
+        check(n).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_compress_and_download_cleanup_steps_are_idempotent_and_resumable() {
+    let c = start(SimConfig::default()).await;
+    let run = finished_run(&c, "rke2").await;
+    let content = c.bucket(&run).await;
+    let params = json!({
+        "context": null, "namespace": NS,
+        "state_dir": c.state.display().to_string(),
+        "runs": [{"run": run, "bucket": run}],
+        "report_from": "archive",
+    });
+    let archive = pod_archives(&c).join(format!("{run}.tar.gz"));
+    let twice = EngineOptions {
+        run_twice: true,
+        ..Default::default()
+    };
+    // remote-compress: twice over, then crashed at every record; the archive always ends
+    // complete (its members are the bucket's keys).
+    let (_, o) = c.execute("remote-compress", &params, twice.clone()).await;
+    assert_eq!(o, Outcome::Succeeded);
+    let members = |p: &Path| -> Vec<String> {
+        let f = std::fs::File::open(p).unwrap();
+        let mut a = tar::Archive::new(flate2::read::GzDecoder::new(f));
+        let mut v: Vec<String> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let want: Vec<String> = content.keys().map(|k| format!("{run}/{k}")).collect();
+    assert_eq!(members(&archive), want);
+    let a = archive.clone();
+    crash_at_every_record(
+        &c,
+        "remote-compress",
+        &json!({
+            "context": null, "namespace": NS,
+            "state_dir": c.state.display().to_string(),
+            "runs": [{"run": run, "bucket": run}],
+            "report_from": "archive", "force_archive": true,
+        }),
+        || async {},
+        |n| {
+            let (a, want) = (a.clone(), want.clone());
+            async move { assert_eq!(members(&a), want, "after record {n}") }
+        },
+    )
+    .await;
+
+    // download-cleanup: twice over, then crashed at every record (the bucket restored first).
+    let (_, o) = c.execute("download-cleanup", &params, twice).await;
+    assert_eq!(o, Outcome::Succeeded);
+    assert!(!buckets(&c).await.contains(&run));
+    let cref = &c;
+    let (r1, r2) = (run.clone(), run.clone());
+    let content2 = content.clone();
+    crash_at_every_record(
+        &c,
+        "download-cleanup",
+        &params,
+        move || {
+            let (r, content) = (r1.clone(), content2.clone());
+            async move { restore_bucket(cref, &r, &content).await }
+        },
+        move |n| {
+            let r = r2.clone();
+            async move { assert!(!buckets(cref).await.contains(&r), "after record {n}") }
+        },
+    )
+    .await;
+}
