@@ -48,8 +48,19 @@ fn results_dir(c: &Cluster) -> PathBuf {
     c.project.join("results")
 }
 
-/// The robovast pod's archive directory on the sim's disk.
+/// The robovast pod's archive directory on the sim's disk (emptyDir of rke2/minikube, the
+/// generic ephemeral volume's PVC of gcp).
 fn pod_archives(c: &Cluster) -> PathBuf {
+    let pvc = c
+        .sim
+        .data_dir()
+        .join("pvcs")
+        .join(NS)
+        .join("robovast-minio-storage")
+        .join("archives");
+    if pvc.exists() {
+        return pvc;
+    }
     c.sim
         .data_dir()
         .join("pods")
@@ -105,8 +116,17 @@ fn sha(b: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn download_mirrors_the_bucket_then_removes_the_remote_copy() {
+    download_happy_path("rke2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_on_a_gcp_like_setup_with_a_persistent_volume() {
+    download_happy_path("gcp").await;
+}
+
+async fn download_happy_path(config: &str) {
     let c = start(SimConfig::default()).await;
-    let run = finished_run(&c, "rke2").await;
+    let run = finished_run(&c, config).await;
     let before = c.bucket(&run).await;
     assert!(
         before.keys().any(|k| k.ends_with("test.xml")),
@@ -142,6 +162,11 @@ async fn download_mirrors_the_bucket_then_removes_the_remote_copy() {
     );
     // Only then the remote copy went: bucket and archive.
     assert!(!buckets(&c).await.contains(&run));
+    assert!(
+        pod_archives(&c).join(".vast").is_dir(),
+        "{}",
+        pod_archives(&c).display()
+    );
     assert!(!pod_archives(&c).join(format!("{run}.tar.gz")).exists());
     // Entrypoint scripts keep their exec bits? Their mode is what the bucket had (0644 by
     // default); at least nothing is setuid and every file is readable.
