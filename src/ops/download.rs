@@ -137,6 +137,9 @@ async fn fetch_step(cx: &StepContext) -> Result<Value, StepError> {
         cx.cancel_token(),
     )
     .await;
+    if cx.is_cancelled() {
+        return Err(StepError::cancelled());
+    }
     match result {
         Ok(done) => {
             sink.bar
@@ -148,7 +151,7 @@ async fn fetch_step(cx: &StepContext) -> Result<Value, StepError> {
                 archive: Some(info),
                 detail: Some(json!({
                     "received": done.received,
-                    "resent": done.received.saturating_sub(done.size.saturating_sub(offset)),
+                    "resent": done.received.saturating_sub(done.size),
                     "resumed_from": offset,
                 })),
                 ..prev
