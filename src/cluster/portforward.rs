@@ -178,6 +178,21 @@ impl PortForward {
         &self.target.stats
     }
 
+    /// A forwarded stream used directly, without the local TCP hop (one websocket per
+    /// stream, opened with the reconnect policy). For bulk transfers done by vast itself; other
+    /// clients connect to [`PortForward::local_addr`].
+    pub async fn stream(&self) -> Result<ForwardedStream, PortForwardError> {
+        let (forwarder, io) = open(&self.target).await?;
+        self.target
+            .stats
+            .connections
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(ForwardedStream {
+            forwarder: Some(forwarder),
+            io: Box::new(io),
+        })
+    }
+
     /// Opens one stream now (with the reconnect policy) and closes it again: the pod is
     /// reachable through the API server and accepts the forward.
     pub async fn probe(&self) -> Result<(), PortForwardError> {
@@ -185,6 +200,55 @@ impl PortForward {
         drop(stream);
         let _ = forwarder.join().await;
         Ok(())
+    }
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// One forwarded stream (see [`PortForward::stream`]); dropping it closes the websocket.
+pub struct ForwardedStream {
+    forwarder: Option<kube::api::Portforwarder>,
+    io: Box<dyn Io>,
+}
+
+impl Drop for ForwardedStream {
+    fn drop(&mut self) {
+        if let Some(f) = self.forwarder.take() {
+            f.abort();
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for ForwardedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ForwardedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -129,7 +129,7 @@ async fn fetch_step(cx: &StepContext) -> Result<Value, StepError> {
     };
     let path = format!("/{}.tar.gz", info.run);
     let result = fetch::fetch(
-        forward.local_addr(),
+        &Forwarded(forward),
         &path,
         &part,
         cursor,
@@ -177,6 +177,24 @@ async fn fetch_step(cx: &StepContext) -> Result<Value, StepError> {
             info.run
         ))),
         Err(err) => Err(StepError::permanent(err.to_string())),
+    }
+}
+
+/// Each request on its own forwarded stream, without the supervisor's local TCP hop.
+struct Forwarded(PortForward);
+
+impl fetch::Connect for Forwarded {
+    fn connect(&self) -> BoxFuture<'_, Result<Box<dyn fetch::Io>, String>> {
+        Box::pin(async move {
+            self.0
+                .stream()
+                .await
+                .map(|s| Box::new(s) as Box<dyn fetch::Io>)
+                .map_err(|e| e.to_string())
+        })
+    }
+    fn authority(&self) -> String {
+        format!("{ROBOVAST_POD}:80")
     }
 }
 

@@ -86,6 +86,35 @@ impl FetchError {
     }
 }
 
+/// A byte stream an HTTP/1.1 request can run over (a TCP connection, a forwarded stream).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// Opens a fresh connection to the server for each request.
+pub trait Connect: Send + Sync {
+    fn connect(&self) -> futures::future::BoxFuture<'_, Result<Box<dyn Io>, String>>;
+    /// `host:port` for the `Host` header and messages.
+    fn authority(&self) -> String;
+}
+
+/// Plain TCP to `addr`.
+pub struct Tcp(pub SocketAddr);
+
+impl Connect for Tcp {
+    fn connect(&self) -> futures::future::BoxFuture<'_, Result<Box<dyn Io>, String>> {
+        Box::pin(async move {
+            let s = tokio::net::TcpStream::connect(self.0)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let _ = s.set_nodelay(true);
+            Ok(Box::new(s) as Box<dyn Io>)
+        })
+    }
+    fn authority(&self) -> String {
+        self.0.to_string()
+    }
+}
+
 /// What the caller sees of a download in progress.
 pub trait FetchSink: Send + Sync {
     /// A checkpoint: persist it.
@@ -98,14 +127,14 @@ pub trait FetchSink: Send + Sync {
 /// the same remote file: otherwise start with [`FetchCursor::new`]). On success `part` holds
 /// exactly `cursor.size` bytes whose SHA-256 is `cursor.sha256`.
 pub async fn fetch(
-    addr: SocketAddr,
+    server: &dyn Connect,
     path: &str,
     part: &Path,
     mut cursor: FetchCursor,
     sink: &dyn FetchSink,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<FetchCursor, FetchError> {
-    let url = format!("http://{addr}{path}");
+    let url = format!("http://{}{path}", server.authority());
     let io = |source| FetchError::Io {
         path: part.to_path_buf(),
         source,
@@ -130,7 +159,7 @@ pub async fn fetch(
             break;
         }
         let before = cursor.offset;
-        match fetch_once(addr, path, &url, &mut file, &mut cursor, sink, cancel).await {
+        match fetch_once(server, path, &url, &mut file, &mut cursor, sink, cancel).await {
             Ok(()) => {}
             Err(e @ (FetchError::NotFound { .. } | FetchError::Io { .. })) => return Err(e),
             Err(e) => {
@@ -173,7 +202,7 @@ pub async fn fetch(
 
 /// One HTTP request from `cursor.offset`; writes and hashes what arrives, checkpointing.
 async fn fetch_once(
-    addr: SocketAddr,
+    server: &dyn Connect,
     path: &str,
     url: &str,
     file: &mut tokio::fs::File,
@@ -189,10 +218,7 @@ async fn fetch_once(
         path: PathBuf::from(url),
         source,
     };
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| http(format!("connect: {e}")))?;
-    let _ = stream.set_nodelay(true);
+    let stream = server.connect().await.map_err(http)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| http(format!("handshake: {e}")))?;
@@ -200,7 +226,7 @@ async fn fetch_once(
         let _ = conn.await;
     });
     let _guard = AbortOnDrop(driver);
-    let mut req = Request::get(path).header(HOST, addr.to_string());
+    let mut req = Request::get(path).header(HOST, server.authority());
     if cursor.offset > 0 {
         req = req.header(RANGE, format!("bytes={}-", cursor.offset));
     }
