@@ -884,3 +884,68 @@ async fn remote_compress_and_download_cleanup_steps_are_idempotent_and_resumable
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_only_serves_the_archives_until_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let c = start(SimConfig::default()).await;
+    let run = finished_run(&c, "rke2").await;
+    let (archive, _) = compressed(&c, &run).await;
+    let mut cmd = c.command(&["execution", "cluster", "download", "--port-forward-only"]);
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for l in BufReader::new(stdout).lines() {
+            let l = l.unwrap();
+            let done = l.starts_with("Press Ctrl+C");
+            seen.push(l);
+            if done {
+                break;
+            }
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    assert!(
+        lines[0].starts_with("Port-forward active — http://127.0.0.1:"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l == "Downloadable archives (1):"),
+        "{lines:?}"
+    );
+    let url = lines
+        .iter()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("http://")
+                .filter(|u| u.ends_with(".tar.gz"))
+        })
+        .unwrap_or_else(|| panic!("{lines:?}"))
+        .to_string();
+    let (host, path) = url.split_once('/').unwrap();
+    let (path, host) = (format!("/{path}"), host.to_string());
+    let body = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&host).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        all[split..].to_vec()
+    })
+    .await
+    .unwrap();
+    assert_eq!(sha(&body), sha(&std::fs::read(&archive).unwrap()));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

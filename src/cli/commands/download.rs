@@ -380,7 +380,8 @@ async fn port_forward_only(a: &Access) -> anyhow::Result<ExitStatus> {
     }
     println!("Press Ctrl+C to stop the port-forward.");
     let _ = tokio::signal::ctrl_c().await;
-    println!("Cleaning up...");
+    // stdout may be gone by now (a pipe whose reader quit): never panic on it.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), b"Cleaning up...\n");
     drop(forward);
     Ok(ExitStatus::Success)
 }
