@@ -177,8 +177,7 @@ pub fn providers(project_dir: Option<&Path>) -> (Vec<Provider>, Vec<String>) {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 40
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
@@ -400,9 +399,7 @@ pub fn select(vars: &Vars, providers: &[Provider]) -> Result<Selected, ShareErro
         .filter(|(k, _)| vars.get(k).is_none())
         .collect();
     if !missing.is_empty() {
-        let mut m = format!(
-            "Missing environment variable(s) required for share type '{kind}':\n"
-        );
+        let mut m = format!("Missing environment variable(s) required for share type '{kind}':\n");
         for (k, d) in missing {
             m.push_str(&format!("  {k}  — {d}\n"));
         }
@@ -427,9 +424,8 @@ pub fn select(vars: &Vars, providers: &[Provider]) -> Result<Selected, ShareErro
                 if path.is_empty() {
                     continue;
                 }
-                std::fs::read_to_string(&path).map_err(|e| {
-                    ShareError::Usage(format!("cannot read {path} (for {k}): {e}"))
-                })?
+                std::fs::read_to_string(&path)
+                    .map_err(|e| ShareError::Usage(format!("cannot read {path} (for {k}): {e}")))?
             }
         };
         if !value.is_empty() {
