@@ -6,15 +6,16 @@
 Environment (what vast gives every provider script):
   VAST_ARCHIVE        the archive to upload (/data/archives/<RUN_ID>.tar.gz)
   VAST_RUN_ID         the run
-  VAST_STATE_FILE     a file this script may use to remember its progress (unused here: the
-                      partial copy is its own state)
+  VAST_STATE_FILE     a file of this script's own, kept across pod restarts: here the identity
+                      (size, mtime) of the archive the partial copy belongs to
   VAST_PROGRESS_FILE  where to write {"bytes": n, "total": n} now and then (vast shows it)
   VAST_RESULT_FILE    where to write a JSON result on success (optional)
 and the provider's pod_env (see provider.yaml): LOCALDIR_TARGET, LOCALDIR_CHUNK_SIZE.
 
 The copy goes to <target>/<name>.partial, is fsynced and renamed, so only a complete file
 ever has the archive's name. Started again (after a pod restart), it continues at the end of
-the partial copy. Exit 0 on success, 1 with one `ERROR: ...` line on stderr otherwise.
+the partial copy when it belongs to the same archive (VAST_STATE_FILE), else starts over.
+Exit 0 on success, 1 with one `ERROR: ...` line on stderr otherwise.
 """
 
 import json
@@ -47,7 +48,12 @@ def main(argv):
     target = os.environ.get("LOCALDIR_TARGET", "").strip()
     if not target:
         raise SystemExit("ERROR: LOCALDIR_TARGET is not set")
-    chunk = int(os.environ.get("LOCALDIR_CHUNK_SIZE") or 8 * MiB)
+    try:
+        chunk = int(os.environ.get("LOCALDIR_CHUNK_SIZE") or 8 * MiB)
+    except ValueError:
+        raise SystemExit("ERROR: LOCALDIR_CHUNK_SIZE must be a number of bytes")
+    if chunk <= 0:
+        raise SystemExit("ERROR: LOCALDIR_CHUNK_SIZE must be positive")
     progress_file = os.environ.get("VAST_PROGRESS_FILE")
     if not os.path.isfile(archive):
         raise SystemExit("ERROR: archive not found: %s" % archive)
@@ -55,15 +61,27 @@ def main(argv):
     name = os.path.basename(archive)
     final = os.path.join(target, name)
     partial = final + ".partial"
-    total = os.path.getsize(archive)
+    st = os.stat(archive)
+    total = st.st_size
+    identity = {"archive": name, "size": total, "mtime": st.st_mtime}
+    state_file = os.environ.get("VAST_STATE_FILE")
+    saved = None
+    if state_file:
+        try:
+            with open(state_file) as f:
+                saved = json.load(f)
+        except (OSError, ValueError):
+            saved = None
 
     if os.path.isfile(final) and os.path.getsize(final) == total:
         print("%s  %s is already in %s" % (run, name, target), flush=True)
         progress(progress_file, total, total, total)
         return 0
     offset = os.path.getsize(partial) if os.path.isfile(partial) else 0
-    if offset > total:
-        offset = 0
+    if offset > total or saved != identity:
+        offset = 0  # another archive's partial copy (or none): start over
+    if state_file:
+        write_json_atomic(state_file, identity)
     resumed_from = offset
     print("%s  copying to %s%s" % (run, target,
                                    " (resuming at %.1f MiB)" % (offset / MiB) if offset else ""),
