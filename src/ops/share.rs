@@ -51,6 +51,15 @@ async fn secret(cx: &StepContext) -> Result<Value, StepError> {
         )
     })?;
     let sel = &share.0;
+    // A resume reads `.env` again: it must still name the run's provider, or the pod would
+    // get one provider's variables for another's script.
+    let want: String = cx.param("share_type")?.unwrap_or_default();
+    if !want.is_empty() && sel.provider.manifest.share_type != want {
+        return Err(StepError::permanent(format!(
+            "this run uploads to '{want}', but ROBOVAST_SHARE_TYPE is now '{}'; set it back to '{want}' to resume",
+            sel.provider.manifest.share_type
+        )));
+    }
     let version = sel.version();
     let mut data: serde_json::Map<String, Value> = sel
         .pod_env
@@ -143,7 +152,9 @@ async fn upload(cx: &StepContext) -> Result<Value, StepError> {
                 &format!("uploaded ({})  ✓", progress::mib(info.size)),
             );
             return Ok(json!(RunResult {
-                detail: Some(json!({"share": share_type, "progress": st.progress})),
+                detail: Some(
+                    json!({"share": share_type, "progress": st.progress, "result": st.result})
+                ),
                 ..prev
             }));
         }
@@ -154,11 +165,13 @@ async fn upload(cx: &StepContext) -> Result<Value, StepError> {
             }
             if let (Some(done), Some(total)) = (st.progress_u64("bytes"), st.progress_u64("total"))
             {
+                // The rate counts what this process saw move (a resumed vast attaches to an
+                // upload that may be far along).
                 let b = bar.get_or_insert_with(|| {
                     Transfer::new(
                         &item.run,
                         total,
-                        st.progress_u64("resumed_from").unwrap_or(0),
+                        done.max(st.progress_u64("resumed_from").unwrap_or(0)),
                         mode,
                     )
                 });
@@ -219,15 +232,34 @@ async fn upload(cx: &StepContext) -> Result<Value, StepError> {
             .start(&state, &token, Some(pod::SHARE_ENV_DIR), &command)
             .await
             .map_err(pod_err)?;
+        // Said at the start too: a small archive may be uploaded before the first poll.
+        if !announced {
+            progress::status(mode, &item.run, &format!("uploading to {display_name}..."));
+            announced = true;
+        }
     }
 }
 
-/// Deletes the share Secret (the pod keeps nothing of the provider's credentials).
+/// Deletes the share Secret (the pod keeps nothing of the provider's credentials), then
+/// prints the summary of the report (here, so `vast resume` prints it too).
 async fn forget(cx: &StepContext) -> Result<Value, StepError> {
     let e = env(cx)?;
     let api: Api<Secret> = Api::namespaced(e.client.clone(), &e.namespace);
     let removed = objects::delete_named(&api, pod::SHARE_SECRET)
         .await
         .map_err(|err| kube_err("deleting Secret 'vast-share'", &err))?;
+    let report: Value = cx.output("report")?;
+    let share_type: String = cx.param("share_type")?.unwrap_or_default();
+    let count = |k: &str| report.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let (ok, failed) = (count("ok"), count("failed"));
+    println!();
+    if failed == 0 {
+        println!("✓ Uploaded {ok} run(s) to {share_type} successfully!");
+    } else {
+        println!(
+            "✗ Upload of {failed} of {} run(s) to {share_type} failed",
+            ok + failed
+        );
+    }
     Ok(json!({"removed": removed}))
 }

@@ -3,11 +3,11 @@
 //! messages), then the finished runs are chosen and the `upload-to-share` workflow uploads
 //! them from the pod. The provider's values never enter the run's parameters.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::cluster_common::{context_param, resources};
 use super::download::{choose, connect, list_runs, Wording};
-use super::resume::{start_operation_as, step_output};
+use super::resume::start_operation_as;
 use crate::cli::args::UploadToShareArgs;
 use crate::cli::{ExitStatus, Globals, UsageError};
 use crate::engine::RunId;
@@ -91,19 +91,6 @@ pub async fn run(args: UploadToShareArgs, globals: &Globals) -> anyhow::Result<E
     res.insert(ShareEnv(selected));
     let id = RunId::generate("upload-to-share");
     let dir = StateDir::new(&a.state_dir);
-    let status = start_operation_as(&dir, &id, "upload-to-share", &params, res).await?;
-    if let Some(report) = step_output(&dir, id.as_str(), "report") {
-        let ok = report.get("ok").and_then(Value::as_u64).unwrap_or(0);
-        let failed = report.get("failed").and_then(Value::as_u64).unwrap_or(0);
-        println!();
-        if failed == 0 {
-            println!("✓ Uploaded {ok} run(s) to {share_type} successfully!");
-        } else {
-            println!(
-                "✗ Upload of {failed} of {} run(s) to {share_type} failed",
-                ok + failed
-            );
-        }
-    }
-    Ok(status)
+    // The summary is printed by the run's last step (so a resume prints it too).
+    start_operation_as(&dir, &id, "upload-to-share", &params, res).await
 }
