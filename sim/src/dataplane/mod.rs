@@ -288,7 +288,10 @@ impl DataPlane {
                     if tokio::fs::read(&path).await.ok().as_deref() == Some(content.as_slice()) {
                         continue;
                     }
-                    let tmp = dir.join(format!("..{name}.vast-sim-tmp"));
+                    // A name of its own: concurrent execs refresh the same volume.
+                    static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+                    let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+                    let tmp = dir.join(format!("..{name}.vast-sim-tmp-{seq}"));
                     tokio::fs::write(&tmp, content)
                         .await
                         .map_err(|e| Error::io("writing", &tmp, e))?;
