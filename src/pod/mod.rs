@@ -4,7 +4,7 @@
 //! starts them detached and polls their status files with short exec calls
 //! (`vastpod.py start|status|stop`, see `src/pod/scripts/vastpod.py`).
 //!
-//! A task is identified by its state file in the pod (`/data/archives/.vast/<name>.json`). A
+//! A task is identified by its state file in the pod (`/data/.vast/<name>.json`). A
 //! task whose state says running while nobody holds its lock died with its process (pod
 //! restart) and is started again by the caller; a dropped exec stream is an error, never a
 //! success.
@@ -25,8 +25,9 @@ pub const CONTAINER: &str = "archiver";
 pub const SCRIPTS_DIR: &str = "/opt/vast/scripts";
 /// Archives live here (the pod's HTTP server serves this directory at `/`).
 pub const ARCHIVE_DIR: &str = "/data/archives";
-/// Task state files.
-pub const STATE_DIR: &str = "/data/archives/.vast";
+/// Task state files (outside the directory the pod's HTTP server serves: a Drive upload
+/// session URI is a capability).
+pub const STATE_DIR: &str = "/data/.vast";
 /// Where the share Secret (`vast-share`) is mounted in the archiver container.
 pub const SHARE_ENV_DIR: &str = "/var/run/vast/share";
 /// The ConfigMap holding the scripts.

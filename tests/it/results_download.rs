@@ -163,7 +163,7 @@ async fn download_happy_path(config: &str) {
     // Only then the remote copy went: bucket and archive.
     assert!(!buckets(&c).await.contains(&run));
     assert!(
-        pod_archives(&c).join(".vast").is_dir(),
+        pod_archives(&c).parent().unwrap().join(".vast").is_dir(),
         "{}",
         pod_archives(&c).display()
     );
@@ -303,6 +303,8 @@ async fn compressed(c: &Cluster, run: &str) -> (PathBuf, PathBuf) {
     );
     let archive = pod_archives(c).join(format!("{run}.tar.gz"));
     let status = pod_archives(c)
+        .parent()
+        .unwrap()
         .join(".vast")
         .join(format!("{run}.archive.json"));
     assert!(archive.is_file() && status.is_file());
@@ -943,6 +945,22 @@ async fn port_forward_only_serves_the_archives_until_ctrl_c() {
     .await
     .unwrap();
     assert_eq!(sha(&body), sha(&std::fs::read(&archive).unwrap()));
+    // Task state (logs, a Drive session URI) is not served: it lives outside the directory.
+    let state = pod_archives(&c).parent().unwrap().join(".vast");
+    assert!(state.join(format!("{run}.archive.json")).is_file());
+    let addr = c.sim.dataplane().endpoint(NS, "robovast", 80).unwrap();
+    let path = format!("/.vast/{run}.archive.json");
+    let head = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+        let mut all = String::new();
+        s.read_to_string(&mut all).unwrap();
+        all.lines().next().unwrap_or_default().to_string()
+    })
+    .await
+    .unwrap();
+    assert!(head.contains("404"), "{head}");
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await

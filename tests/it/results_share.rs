@@ -711,7 +711,7 @@ async fn localdir_plugin_from_the_search_path_and_the_project() {
     let task: Value = serde_json::from_slice(
         &std::fs::read(
             pod_data(&c)
-                .join("archives/.vast")
+                .join(".vast")
                 .join(format!("{id}.share-localdir.json")),
         )
         .unwrap(),
@@ -923,7 +923,7 @@ async fn gdrive_upload_survives_kills_of_vast_and_a_pod_restart() {
         ("VAST_SHARE_CHUNK_SIZE", "8388608"),
     ];
     let task_state = pod_data(&c)
-        .join("archives/.vast")
+        .join(".vast")
         .join(format!("{id}.share-gdrive.json"));
     let task = || -> Value {
         std::fs::read(&task_state)
