@@ -90,6 +90,15 @@ pub fn kube_err(what: impl std::fmt::Display, e: &kube::Error) -> StepError {
     }
 }
 
+/// An error as a step error of the given class.
+pub fn classified(transient: bool, err: impl std::fmt::Display) -> StepError {
+    if transient {
+        StepError::transient(err.to_string())
+    } else {
+        StepError::permanent(err.to_string())
+    }
+}
+
 /// Waits `d` unless the run is cancelled.
 pub async fn sleep(cx: &StepContext, d: std::time::Duration) -> Result<(), StepError> {
     tokio::select! {

@@ -19,6 +19,7 @@ use kube::api::{Api, ListParams};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub use super::env::classified;
 use super::env::{env, kube_err, sleep};
 use super::runs::{self, JobState, RunRecord};
 use super::setup::{step, ROBOVAST_POD};
@@ -378,7 +379,7 @@ async fn archive(cx: &StepContext) -> Result<Value, StepError> {
                 format!(
                     "Failed to create archive for run {}: {}",
                     item.run,
-                    st.error.as_deref().map(last_line).unwrap_or_default()
+                    st.error.as_deref().map(pod::last_line).unwrap_or_default()
                 )
             )));
         }
@@ -401,15 +402,6 @@ async fn archive(cx: &StepContext) -> Result<Value, StepError> {
             .await
             .map_err(pod_err)?;
     }
-}
-
-fn last_line(s: &str) -> String {
-    s.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_string()
 }
 
 /// The archive of a succeeded task, if its file is there with the reported size.
@@ -515,14 +507,6 @@ pub async fn s3_client(cx: &StepContext) -> Result<(PortForward, aws_sdk_s3::Cli
         .map_err(|err| StepError::transient(err.to_string()))?;
     let client = s3::client(&forward.http_endpoint(), &creds);
     Ok((forward, client))
-}
-
-pub fn classified(transient: bool, err: impl std::fmt::Display) -> StepError {
-    if transient {
-        StepError::transient(err.to_string())
-    } else {
-        StepError::permanent(err.to_string())
-    }
 }
 
 /// The per-run summary; output `{"ok": n, "failed": n, "runs": [...]}` (a run whose report

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::env::{env, kube_err, sleep};
+use super::env::{classified, env, kube_err, sleep};
 use super::runs::{self, JobOutcome, JobState, RunRecord};
 use super::setup::{step, ROBOVAST_POD};
 use crate::cluster::portforward::PortForward;
@@ -311,14 +311,6 @@ async fn upload(cx: &StepContext) -> Result<Value, StepError> {
         .map_err(|err| classified(err.is_transient(), err))?;
     cx.progress(summary.files() as u64, summary.files() as u64);
     Ok(json!({"bucket": bucket, "uploaded": summary.uploaded, "skipped": summary.skipped}))
-}
-
-fn classified(transient: bool, err: impl std::fmt::Display) -> StepError {
-    if transient {
-        StepError::transient(err.to_string())
-    } else {
-        StepError::permanent(err.to_string())
-    }
 }
 
 /// Creates one Job; one that already exists and carries this run's `run-id` label is adopted

@@ -300,7 +300,8 @@ fn parse_json_line<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn last_line(s: &str) -> String {
+/// The last non-empty line of a script's output, trimmed.
+pub fn last_line(s: &str) -> String {
     s.lines()
         .rev()
         .find(|l| !l.trim().is_empty())
