@@ -3,8 +3,8 @@
 # sim, initialise the example project, `setup` the cluster (Kueue queues with the quota
 # computed from the sim's nodes, S3 credentials, the robovast pod), `run --follow` the
 # campaign (configurations uploaded to the run's bucket, one Job per configuration x run,
-# admitted by Kueue, watched until all finished), `monitor --once`, and show the run as the
-# engine recorded it (`vast runs show`).
+# admitted by Kueue, watched until all finished), `monitor --once`, `download` the results,
+# and show the run as the engine recorded it (`vast runs show`).
 # Needs: cargo (and kubectl, only to show the cluster). Leaves nothing behind but ./target.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -44,6 +44,10 @@ echo "== vast execution cluster run --follow"
 
 echo "== vast execution cluster monitor --once"
 "$vast" execution cluster monitor --once
+
+echo "== vast execution cluster download (archive built in the pod, fetched with Range resume, verified, extracted; then the remote copy removed)"
+"$vast" execution cluster download
+find results -maxdepth 2 | sort | head -20
 
 echo "== vast runs list / runs show (the run as the engine journaled it)"
 "$vast" runs list
