@@ -534,6 +534,22 @@ async fn report(cx: &StepContext) -> Result<Value, StepError> {
             ok += 1;
         }
     }
+    // The summary line (here, so `vast resume` prints it too). Runs the command skipped
+    // before the run started (already downloaded) count as done, as upstream counts them.
+    let before: u64 = cx.param("skipped_before")?.unwrap_or(0);
+    match cx.param::<String>("summary")?.as_deref() {
+        Some("download") if failed == 0 => println!(
+            "✓ Download of {} runs completed successfully!",
+            ok as u64 + before
+        ),
+        Some("download") => println!(
+            "✗ Download of {failed} of {} runs failed ({} succeeded)",
+            failed as u64 + ok as u64 + before,
+            ok as u64 + before
+        ),
+        Some("compress") => println!("✓ Compressed {ok} runs on remote pod."),
+        _ => {}
+    }
     Ok(json!({"ok": ok, "skipped": skipped, "failed": failed, "runs": results}))
 }
 

@@ -599,7 +599,7 @@ async fn sigkilled_download_resumes_to_the_byte() {
             Some(id) => c.command(&["resume", id.as_str()]),
         };
         let child = cmd
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -632,6 +632,12 @@ async fn sigkilled_download_resumes_to_the_byte() {
             .await
             .unwrap();
         assert!(out.status.success(), "{}", text(&out.stderr));
+        // `vast resume` ends with the command's summary too.
+        assert!(
+            text(&out.stdout).contains("✓ Download of 1 runs completed successfully!"),
+            "{}",
+            text(&out.stdout)
+        );
         break;
     }
     let got = std::fs::read(results_dir(&c).join(&run).join("big/rosbag.db3")).unwrap();

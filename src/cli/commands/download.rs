@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::cluster_common::{access, context_param, resources, target, Target};
 use super::resume::{start_operation_as, step_output};
@@ -319,39 +319,14 @@ pub async fn run(args: DownloadArgs, globals: &Globals) -> anyhow::Result<ExitSt
         "verbose": globals.verbosity > 0,
         "remove_after": "extract",
         "report_from": if args.remote_compress_only { "archive" } else { "remove" },
+        "summary": if args.remote_compress_only { "compress" } else { "download" },
+        "skipped_before": skipped,
     });
     let res = resources(operation, &params).await?;
     let id = RunId::generate(operation);
     let dir = StateDir::new(&a.state_dir);
-    let status = start_operation_as(&dir, &id, operation, &params, res).await?;
-    let report = step_output(&dir, id.as_str(), "report");
-    let ok = report
-        .as_ref()
-        .and_then(|r| r.get("ok"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    let failed = report
-        .as_ref()
-        .and_then(|r| r.get("failed"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    if report.is_some() {
-        if args.remote_compress_only {
-            println!("✓ Compressed {ok} runs on remote pod.");
-        } else if failed == 0 {
-            println!(
-                "✓ Download of {} runs completed successfully!",
-                ok + skipped
-            );
-        } else {
-            println!(
-                "✗ Download of {failed} of {} runs failed ({} succeeded)",
-                failed + ok + skipped,
-                ok + skipped
-            );
-        }
-    }
-    Ok(status)
+    // The summary is printed by the run's `report` step (so a resume prints it too).
+    start_operation_as(&dir, &id, operation, &params, res).await
 }
 
 /// Forwards the pod's HTTP port and lists the archives until Ctrl-C (exit 0 then).
