@@ -141,6 +141,39 @@ pub async fn read_credentials(
     ))
 }
 
+/// Why [`forwarded`] could not give a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardedError {
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    Forward(#[from] super::portforward::PortForwardError),
+}
+
+impl ForwardedError {
+    /// A missing Secret or key needs a person; the rest may pass.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ForwardedError::Credentials(e) => e.is_transient(),
+            ForwardedError::Forward(_) => true,
+        }
+    }
+}
+
+/// A client of the MinIO in `pod` (port 9000) with the keys of the Secret, through a fresh
+/// port-forward supervisor that lives as long as the returned value.
+pub async fn forwarded(
+    kube: &kube::Client,
+    namespace: &str,
+    pod: &str,
+) -> Result<(super::portforward::PortForward, aws_sdk_s3::Client), ForwardedError> {
+    let creds = read_credentials(kube.clone(), namespace).await?;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(kube.clone(), namespace);
+    let forward = super::portforward::PortForward::start(pods, pod, 9000).await?;
+    let client = client(&forward.http_endpoint(), &creds);
+    Ok((forward, client))
+}
+
 /// An aws-sdk-s3 client for a plain-http endpoint such as a port-forward
 /// (`http://127.0.0.1:<port>`): path style, region `us-east-1`, static keys.
 pub fn client(endpoint: &str, credentials: &S3Credentials) -> aws_sdk_s3::Client {

@@ -498,15 +498,9 @@ async fn remove(cx: &StepContext) -> Result<Value, StepError> {
 /// as the returned value).
 pub async fn s3_client(cx: &StepContext) -> Result<(PortForward, aws_sdk_s3::Client), StepError> {
     let e = env(cx)?;
-    let creds = s3::read_credentials(e.client.clone(), &e.namespace)
+    s3::forwarded(&e.client, &e.namespace, ROBOVAST_POD)
         .await
-        .map_err(|err| classified(err.is_transient(), err))?;
-    let pods: Api<Pod> = Api::namespaced(e.client.clone(), &e.namespace);
-    let forward = PortForward::start(pods, ROBOVAST_POD, 9000)
-        .await
-        .map_err(|err| StepError::transient(err.to_string()))?;
-    let client = s3::client(&forward.http_endpoint(), &creds);
-    Ok((forward, client))
+        .map_err(|err| classified(err.is_transient(), err))
 }
 
 /// The per-run summary; output `{"ok": n, "failed": n, "runs": [...]}` (a run whose report

@@ -24,7 +24,6 @@ use sha2::{Digest, Sha256};
 use super::env::{classified, env, kube_err, sleep};
 use super::runs::{self, JobOutcome, JobState, RunRecord};
 use super::setup::{step, ROBOVAST_POD};
-use crate::cluster::portforward::PortForward;
 use crate::cluster::s3;
 use crate::engine::{Registry, Step, StepContext, StepError};
 use crate::manifests::cluster_config::cluster_config;
@@ -285,17 +284,9 @@ async fn plan(cx: &StepContext) -> Result<Value, StepError> {
 /// `out_template/` to the run's bucket through the port-forward supervisor; the cursor holds
 /// the multipart uploads in progress, present objects are skipped.
 async fn upload(cx: &StepContext) -> Result<Value, StepError> {
-    let e = env(cx)?;
     let dir = template_dir(cx)?;
     let bucket = bucket(cx.run_id().as_str());
-    let creds = s3::read_credentials(e.client.clone(), &e.namespace)
-        .await
-        .map_err(|err| classified(err.is_transient(), err))?;
-    let pods: Api<Pod> = Api::namespaced(e.client.clone(), &e.namespace);
-    let forward = PortForward::start(pods, ROBOVAST_POD, 9000)
-        .await
-        .map_err(|err| StepError::transient(err.to_string()))?;
-    let client = s3::client(&forward.http_endpoint(), &creds);
+    let (_forward, client) = super::results::s3_client(cx).await?;
     tracing::info!("Uploading config files to S3 bucket '{bucket}'...");
     s3::ensure_bucket(&client, &bucket)
         .await

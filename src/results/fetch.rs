@@ -159,7 +159,7 @@ pub async fn fetch(
             break;
         }
         let before = cursor.offset;
-        match fetch_once(server, path, &url, &mut file, &mut cursor, sink, cancel).await {
+        match fetch_once(server, path, part, &mut file, &mut cursor, sink, cancel).await {
             Ok(()) => {}
             Err(e @ (FetchError::NotFound { .. } | FetchError::Io { .. })) => return Err(e),
             Err(e) => {
@@ -204,18 +204,19 @@ pub async fn fetch(
 async fn fetch_once(
     server: &dyn Connect,
     path: &str,
-    url: &str,
+    part: &Path,
     file: &mut tokio::fs::File,
     cursor: &mut FetchCursor,
     sink: &dyn FetchSink,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<(), FetchError> {
+    let url = &format!("http://{}{path}", server.authority());
     let http = |message: String| FetchError::Http {
         url: url.to_string(),
         message,
     };
     let io = |source| FetchError::Io {
-        path: PathBuf::from(url),
+        path: part.to_path_buf(),
         source,
     };
     let stream = server.connect().await.map_err(http)?;

@@ -150,21 +150,17 @@ pub fn providers(project_dir: Option<&Path>) -> (Vec<Provider>, Vec<String>) {
             }
             match load_plugin(&d) {
                 Ok(p) => {
-                    if out
+                    let taken = out
                         .iter()
-                        .any(|o| o.manifest.share_type == p.manifest.share_type)
-                    {
-                        warnings.push(format!(
-                            "share provider '{}' in {} ignored: the name is taken by {}",
+                        .find(|o| o.manifest.share_type == p.manifest.share_type)
+                        .map(|o| o.origin.clone());
+                    match taken {
+                        Some(by) => warnings.push(format!(
+                            "share provider '{}' in {} ignored: the name is taken by {by}",
                             p.manifest.share_type,
                             d.display(),
-                            out.iter()
-                                .find(|o| o.manifest.share_type == p.manifest.share_type)
-                                .map(|o| o.origin.clone())
-                                .unwrap_or_default()
-                        ));
-                    } else {
-                        out.push(p);
+                        )),
+                        None => out.push(p),
                     }
                 }
                 Err(e) => warnings.push(format!("Failed to load share provider: {e}")),

@@ -60,6 +60,21 @@ pub fn started_id(stderr: &str, prefix: &str) -> String {
         .to_string()
 }
 
+/// Lowercase hex SHA-256.
+pub fn sha256(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+/// Waits until the file at `path` holds at least `len` bytes (`what` names it on timeout).
+pub async fn wait_for_len(path: &Path, len: u64, secs: u64, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) < len {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// A sim with `config`, and the growth_sim example initialised as a project.
 pub async fn start(config: SimConfig) -> Cluster {
     let sim = Sim::start(config).await.expect("sim starts");
@@ -237,16 +252,62 @@ impl Cluster {
             .unwrap_or_else(|e| Outcome::Failed(e.to_string()))
     }
 
-    /// Every key and its bytes in `bucket` (direct S3 endpoint of the robovast pod).
-    pub async fn bucket(&self, bucket: &str) -> BTreeMap<String, Vec<u8>> {
-        let Some(addr) = self.sim.dataplane().endpoint(NS, "robovast", 9000) else {
-            return BTreeMap::new();
-        };
-        let client = self.client();
-        let creds = vast::cluster::s3::read_credentials(client, NS)
+    /// An S3 client of the robovast pod's MinIO, direct (no port-forward).
+    pub async fn direct_s3(&self) -> aws_sdk_s3::Client {
+        let addr = self
+            .sim
+            .dataplane()
+            .endpoint(NS, "robovast", 9000)
+            .expect("the robovast pod serves S3");
+        let creds = vast::cluster::s3::read_credentials(self.client(), NS)
             .await
             .unwrap();
-        let s3 = vast::cluster::s3::client(&format!("http://{addr}"), &creds);
+        vast::cluster::s3::client(&format!("http://{addr}"), &creds)
+    }
+
+    /// Setup with `config` and one finished run (`run --follow -r 1`) with the binary; the
+    /// run id, which is also its bucket.
+    pub async fn finished_run(&self, config: &str) -> String {
+        self.setup_cli(config).await;
+        let out = self
+            .vast(&["execution", "cluster", "run", "--follow", "-r", "1"])
+            .await;
+        assert!(out.status.success(), "run: {}", text(&out.stderr));
+        started_id(&text(&out.stderr), "run-")
+    }
+
+    /// The robovast pod's `/data` on the sim's disk: the emptyDir `minio-storage` (rke2,
+    /// minikube) or the PVC of the generic ephemeral volume (gcp).
+    pub fn pod_data(&self) -> PathBuf {
+        let pvc = self
+            .sim
+            .data_dir()
+            .join("pvcs")
+            .join(NS)
+            .join("robovast-minio-storage");
+        if pvc.exists() {
+            return pvc;
+        }
+        self.sim
+            .data_dir()
+            .join("pods")
+            .join(NS)
+            .join("robovast")
+            .join("volumes")
+            .join("minio-storage")
+    }
+
+    /// Every key and its bytes in `bucket` (direct S3 endpoint of the robovast pod).
+    pub async fn bucket(&self, bucket: &str) -> BTreeMap<String, Vec<u8>> {
+        if self
+            .sim
+            .dataplane()
+            .endpoint(NS, "robovast", 9000)
+            .is_none()
+        {
+            return BTreeMap::new();
+        }
+        let s3 = self.direct_s3().await;
         let mut out = BTreeMap::new();
         let mut pages = s3.list_objects_v2().bucket(bucket).into_paginator().send();
         while let Some(page) = pages.next().await {

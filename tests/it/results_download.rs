@@ -9,22 +9,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use vast::engine::{EngineOptions, Outcome};
 use vast_sim::config::SimConfig;
 use vast_sim::dataplane::DataPlane;
 
-use super::cluster_support::{start, started_id, text, Cluster, NS};
-
-/// Setup (rke2 unless given), one `run --follow` with the binary; returns the run id.
-async fn finished_run(c: &Cluster, config: &str) -> String {
-    c.setup_cli(config).await;
-    let out = c
-        .vast(&["execution", "cluster", "run", "--follow", "-r", "1"])
-        .await;
-    assert!(out.status.success(), "run: {}", text(&out.stderr));
-    started_id(&text(&out.stderr), "run-")
-}
+use super::cluster_support::{sha256, start, started_id, text, wait_for_len, Cluster, NS};
 
 /// Every file under `dir` (relative path → bytes).
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -48,46 +37,22 @@ fn results_dir(c: &Cluster) -> PathBuf {
     c.project.join("results")
 }
 
-/// The robovast pod's archive directory on the sim's disk (emptyDir of rke2/minikube, the
-/// generic ephemeral volume's PVC of gcp).
+/// The robovast pod's archive directory on the sim's disk.
 fn pod_archives(c: &Cluster) -> PathBuf {
-    let pvc = c
-        .sim
-        .data_dir()
-        .join("pvcs")
-        .join(NS)
-        .join("robovast-minio-storage")
-        .join("archives");
-    if pvc.exists() {
-        return pvc;
-    }
-    c.sim
-        .data_dir()
-        .join("pods")
-        .join(NS)
-        .join("robovast")
-        .join("volumes")
-        .join("minio-storage")
-        .join("archives")
+    c.pod_data().join("archives")
 }
 
 async fn buckets(c: &Cluster) -> Vec<String> {
-    let addr = c.sim.dataplane().endpoint(NS, "robovast", 9000).unwrap();
-    let creds = vast::cluster::s3::read_credentials(c.client(), NS)
+    vast::cluster::s3::list_buckets(&c.direct_s3().await, "")
         .await
-        .unwrap();
-    let s3 = vast::cluster::s3::client(&format!("http://{addr}"), &creds);
-    vast::cluster::s3::list_buckets(&s3, "").await.unwrap()
+        .unwrap()
 }
 
 /// Puts `bytes` as `key` into `bucket` through the sim's direct S3 endpoint.
 async fn put_object(c: &Cluster, bucket: &str, key: &str, bytes: Vec<u8>) {
-    let addr = c.sim.dataplane().endpoint(NS, "robovast", 9000).unwrap();
-    let creds = vast::cluster::s3::read_credentials(c.client(), NS)
+    c.direct_s3()
         .await
-        .unwrap();
-    let s3 = vast::cluster::s3::client(&format!("http://{addr}"), &creds);
-    s3.put_object()
+        .put_object()
         .bucket(bucket)
         .key(key)
         .body(bytes.into())
@@ -110,10 +75,6 @@ fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     v
 }
 
-fn sha(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn download_mirrors_the_bucket_then_removes_the_remote_copy() {
     download_happy_path("rke2").await;
@@ -126,7 +87,7 @@ async fn download_on_a_gcp_like_setup_with_a_persistent_volume() {
 
 async fn download_happy_path(config: &str) {
     let c = start(SimConfig::default()).await;
-    let run = finished_run(&c, config).await;
+    let run = c.finished_run(config).await;
     let before = c.bucket(&run).await;
     assert!(
         before.keys().any(|k| k.ends_with("test.xml")),
@@ -203,7 +164,7 @@ fn walk_paths(d: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_mode_on_a_minikube_like_setup_and_skip_removal() {
     let c = start(SimConfig::default()).await;
-    let run = finished_run(&c, "minikube").await;
+    let run = c.finished_run("minikube").await;
     let before = c.bucket(&run).await;
     let out = c
         .vast(&[
@@ -345,7 +306,7 @@ fn replace_archive(archive: &Path, status: &Path, bytes: &[u8], restamp: bool) {
     if restamp {
         let mut st: Value = serde_json::from_slice(&std::fs::read(status).unwrap()).unwrap();
         st["result"]["size"] = json!(bytes.len());
-        st["result"]["sha256"] = json!(sha(bytes));
+        st["result"]["sha256"] = json!(sha256(bytes));
         std::fs::write(status, serde_json::to_vec(&st).unwrap()).unwrap();
     }
 }
@@ -353,7 +314,7 @@ fn replace_archive(archive: &Path, status: &Path, bytes: &[u8], restamp: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsafe_or_corrupt_archives_are_rejected_and_the_remote_copy_is_kept() {
     let c = start(SimConfig::default()).await;
-    let run = finished_run(&c, "rke2").await;
+    let run = c.finished_run("rke2").await;
     let (archive, status) = compressed(&c, &run).await;
     let outside = c.project.join("evil");
 
@@ -543,11 +504,7 @@ async fn resume_retrying(c: &Cluster, id: &str) -> Outcome {
 }
 
 async fn restore_bucket(c: &Cluster, bucket: &str, content: &BTreeMap<String, Vec<u8>>) {
-    let addr = c.sim.dataplane().endpoint(NS, "robovast", 9000).unwrap();
-    let creds = vast::cluster::s3::read_credentials(c.client(), NS)
-        .await
-        .unwrap();
-    let s3 = vast::cluster::s3::client(&format!("http://{addr}"), &creds);
+    let s3 = c.direct_s3().await;
     vast::cluster::s3::ensure_bucket(&s3, bucket).await.unwrap();
     for (k, v) in content {
         s3.put_object()
@@ -562,7 +519,7 @@ async fn restore_bucket(c: &Cluster, bucket: &str, content: &BTreeMap<String, Ve
 
 /// A run whose bucket holds `mib` MiB of incompressible data, archived in the pod.
 async fn big_run(c: &Cluster, mib: usize) -> (String, Vec<u8>) {
-    let run = finished_run(c, "rke2").await;
+    let run = c.finished_run("rke2").await;
     let data = random_bytes(mib << 20, 7);
     put_object(c, &run, "big/rosbag.db3", data.clone()).await;
     let t = Instant::now();
@@ -607,11 +564,8 @@ async fn sigkilled_download_resumes_to_the_byte() {
         if kills < 3 {
             // Kill once the transfer is under way, at a random point of it.
             let target = archive_size * next(10, 90) / 100;
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < target.max(1) {
-                assert!(Instant::now() < deadline, "transfer never reached {target}");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            let what = format!("transfer never reached {target}");
+            wait_for_len(&part, target.max(1), 120, &what).await;
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
                 .await
@@ -641,7 +595,11 @@ async fn sigkilled_download_resumes_to_the_byte() {
         break;
     }
     let got = std::fs::read(results_dir(&c).join(&run).join("big/rosbag.db3")).unwrap();
-    assert_eq!(sha(&got), sha(&data), "byte-identical after {kills} kills");
+    assert_eq!(
+        sha256(&got),
+        sha256(&data),
+        "byte-identical after {kills} kills"
+    );
     let sent = DataPlane::http_bytes_sent() - sent_before;
     let resent = sent.saturating_sub(archive_size);
     eprintln!(
@@ -708,11 +666,7 @@ async fn dropped_port_forwards_and_a_pod_restart_do_not_restart_the_transfer() {
         .unwrap();
     // Restart the pod (containers restart, the volume is kept) in the middle of the transfer.
     let part = results_dir(&c).join(format!("{run}.tar.gz.part"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < archive_size / 2 {
-        assert!(Instant::now() < deadline, "transfer stalled");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_len(&part, archive_size / 2, 120, "transfer stalled").await;
     let status = c
         .sim_post(&format!("/sim/pods/{NS}/robovast/restart?wipe=false"))
         .await;
@@ -722,7 +676,7 @@ async fn dropped_port_forwards_and_a_pod_restart_do_not_restart_the_transfer() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let got = std::fs::read(results_dir(&c).join(&run).join("big/rosbag.db3")).unwrap();
-    assert_eq!(sha(&got), sha(&data));
+    assert_eq!(sha256(&got), sha256(&data));
     let sent = DataPlane::http_bytes_sent() - sent_before;
     let drops = archive_size / (5 << 20) + 2;
     eprintln!("archive {archive_size}, sent {sent} with ~{drops} stream drops and a pod restart");
@@ -735,7 +689,7 @@ async fn dropped_port_forwards_and_a_pod_restart_do_not_restart_the_transfer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_archive_cut_short_by_a_pod_restart_is_rebuilt_never_taken_as_complete() {
     let c = start(SimConfig::default()).await;
-    let run = finished_run(&c, "rke2").await;
+    let run = c.finished_run("rke2").await;
     let data = random_bytes(96 << 20, 11);
     put_object(&c, &run, "big/rosbag.db3", data.clone()).await;
     let mut cmd = c.command(&["execution", "cluster", "download"]);
@@ -746,14 +700,7 @@ async fn an_archive_cut_short_by_a_pod_restart_is_rebuilt_never_taken_as_complet
         .unwrap();
     // Restart the pod while the archiver writes `.partial`: its process dies with the pod.
     let partial = pod_archives(&c).join(format!("{run}.tar.gz.partial"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < (8 << 20) {
-        assert!(
-            Instant::now() < deadline,
-            "the archiver never started writing"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_len(&partial, 8 << 20, 60, "the archiver never started writing").await;
     let status = c
         .sim_post(&format!("/sim/pods/{NS}/robovast/restart?wipe=false"))
         .await;
@@ -769,8 +716,8 @@ async fn an_archive_cut_short_by_a_pod_restart_is_rebuilt_never_taken_as_complet
     );
     let got = std::fs::read(results_dir(&c).join(&run).join("big/rosbag.db3")).unwrap();
     assert_eq!(
-        sha(&got),
-        sha(&data),
+        sha256(&got),
+        sha256(&data),
         "the rebuilt archive holds the whole object"
     );
     assert!(!partial.exists());
@@ -822,7 +769,7 @@ async fn crash_at_every_record<P, C, PF, CF>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_compress_and_download_cleanup_steps_are_idempotent_and_resumable() {
     let c = start(SimConfig::default()).await;
-    let run = finished_run(&c, "rke2").await;
+    let run = c.finished_run("rke2").await;
     let content = c.bucket(&run).await;
     let params = json!({
         "context": null, "namespace": NS,
@@ -897,7 +844,7 @@ async fn remote_compress_and_download_cleanup_steps_are_idempotent_and_resumable
 async fn port_forward_only_serves_the_archives_until_ctrl_c() {
     use std::io::{BufRead, BufReader};
     let c = start(SimConfig::default()).await;
-    let run = finished_run(&c, "rke2").await;
+    let run = c.finished_run("rke2").await;
     let (archive, _) = compressed(&c, &run).await;
     let mut cmd = c.command(&["execution", "cluster", "download", "--port-forward-only"]);
     let mut child = cmd
@@ -950,7 +897,7 @@ async fn port_forward_only_serves_the_archives_until_ctrl_c() {
     })
     .await
     .unwrap();
-    assert_eq!(sha(&body), sha(&std::fs::read(&archive).unwrap()));
+    assert_eq!(sha256(&body), sha256(&std::fs::read(&archive).unwrap()));
     // Task state (logs, a Drive session URI) is not served: it lives outside the directory.
     let state = pod_archives(&c).parent().unwrap().join(".vast");
     assert!(state.join(format!("{run}.archive.json")).is_file());

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use vast_sim::config::SimConfig;
 
-use super::cluster_support::{start, started_id, text, Cluster, NS};
+use super::cluster_support::{sha256, start, started_id, text, Cluster, NS};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const MIB: u64 = 1024 * 1024;
@@ -247,33 +247,12 @@ async fn output(mut cmd: Command) -> Output {
         .unwrap()
 }
 
-/// Setup and a finished run (`run --follow -r 1`); its id, which is also its bucket.
-async fn finished_run(c: &Cluster) -> String {
-    c.setup_cli("rke2").await;
-    let out = c
-        .vast(&["execution", "cluster", "run", "--follow", "-r", "1"])
-        .await;
-    assert!(out.status.success(), "run: {}", text(&out.stderr));
-    started_id(&text(&out.stderr), "run-")
-}
-
-/// The robovast pod's `/data` on the host (the emptyDir `minio-storage`).
-fn pod_data(c: &Cluster) -> PathBuf {
-    c.sim
-        .data_dir()
-        .join("pods")
-        .join(NS)
-        .join("robovast")
-        .join("volumes")
-        .join("minio-storage")
-}
-
 fn archive_of(c: &Cluster, run: &str) -> PathBuf {
-    pod_data(c).join("archives").join(format!("{run}.tar.gz"))
+    c.pod_data().join("archives").join(format!("{run}.tar.gz"))
 }
 
 fn bucket_dir(c: &Cluster, run: &str) -> PathBuf {
-    pod_data(c).join("minio").join(run)
+    c.pod_data().join("minio").join(run)
 }
 
 fn sha256_file(p: &Path) -> String {
@@ -288,10 +267,6 @@ fn sha256_file(p: &Path) -> String {
         h.update(&buf[..n]);
     }
     hex::encode(h.finalize())
-}
-
-fn sha256(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
 }
 
 /// The regular files of a tar.gz: member name → SHA-256 of its content.
@@ -400,7 +375,7 @@ fn pem_lines(pem: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nextcloud_upload_to_wsgidav_keeps_or_removes_the_remote_copy() {
     let c = start(SimConfig::default()).await;
-    let id = finished_run(&c).await;
+    let id = c.finished_run("rke2").await;
     let objects = c.bucket(&id).await;
     assert!(objects.len() > 5, "{:?}", objects.keys());
     let dav_root = c.tmp.path().join("dav-root");
@@ -562,7 +537,7 @@ fn base64_encode(b: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gdrive_upload_to_the_fake_drive_leaks_no_secret() {
     let c = start(SimConfig::default()).await;
-    let id = finished_run(&c).await;
+    let id = c.finished_run("rke2").await;
     let objects = c.bucket(&id).await;
     // A second finished run: both are uploaded.
     let out = c
@@ -678,7 +653,7 @@ async fn gdrive_upload_to_the_fake_drive_leaks_no_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn localdir_plugin_from_the_search_path_and_the_project() {
     let c = start(SimConfig::default()).await;
-    let id = finished_run(&c).await;
+    let id = c.finished_run("rke2").await;
     let objects = c.bucket(&id).await;
     let examples = format!("{ROOT}/examples/share-providers");
     let target = c.tmp.path().join("target-1");
@@ -710,7 +685,7 @@ async fn localdir_plugin_from_the_search_path_and_the_project() {
     // The script's progress file reached vast's task state.
     let task: Value = serde_json::from_slice(
         &std::fs::read(
-            pod_data(&c)
+            c.pod_data()
                 .join(".vast")
                 .join(format!("{id}.share-localdir.json")),
         )
@@ -869,7 +844,7 @@ async fn gdrive_upload_survives_kills_of_vast_and_a_pod_restart() {
     const CHUNK: u64 = 8 * MIB;
     const RATE: u64 = 24 * MIB;
     let c = start(SimConfig::default()).await;
-    let id = finished_run(&c).await;
+    let id = c.finished_run("rke2").await;
 
     // 256 MiB + 1 byte of random data into the run's bucket, straight to the pod's S3.
     let blob = c.tmp.path().join("blob.bin");
@@ -888,11 +863,7 @@ async fn gdrive_upload_survives_kills_of_vast_and_a_pod_restart() {
         std::io::Write::flush(&mut f).unwrap();
         hex::encode(h.finalize())
     };
-    let addr = c.sim.dataplane().endpoint(NS, "robovast", 9000).unwrap();
-    let creds = vast::cluster::s3::read_credentials(c.client(), NS)
-        .await
-        .unwrap();
-    let s3 = vast::cluster::s3::client(&format!("http://{addr}"), &creds);
+    let s3 = c.direct_s3().await;
     let t0 = Instant::now();
     s3.put_object()
         .bucket(&id)
@@ -922,7 +893,8 @@ async fn gdrive_upload_survives_kills_of_vast_and_a_pod_restart() {
         ("ROBOVAST_GDRIVE_API_BASE", api.as_str()),
         ("VAST_SHARE_CHUNK_SIZE", "8388608"),
     ];
-    let task_state = pod_data(&c)
+    let task_state = c
+        .pod_data()
         .join(".vast")
         .join(format!("{id}.share-gdrive.json"));
     let task = || -> Value {

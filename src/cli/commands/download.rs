@@ -94,14 +94,9 @@ pub async fn connect(
 
 /// The `run-*` buckets with their availability (S3 through a port-forward).
 pub async fn list_runs(a: &Access) -> Result<Vec<(String, Availability)>, String> {
-    let creds = crate::cluster::s3::read_credentials(a.kube.clone(), &a.namespace)
+    let (_forward, s3) = crate::cluster::s3::forwarded(&a.kube, &a.namespace, "robovast")
         .await
         .map_err(|e| e.to_string())?;
-    let pods: Api<Pod> = Api::namespaced(a.kube.clone(), &a.namespace);
-    let forward = PortForward::start(pods, "robovast", 9000)
-        .await
-        .map_err(|e| e.to_string())?;
-    let s3 = crate::cluster::s3::client(&forward.http_endpoint(), &creds);
     let buckets = crate::cluster::s3::list_buckets(&s3, "run-")
         .await
         .map_err(|e| e.to_string())?;
