@@ -171,7 +171,8 @@ impl Cluster {
         }
     }
 
-    fn resources(&self) -> vast::engine::Resources {
+    /// The resources `vast resume` builds for a cluster operation of this cluster.
+    pub fn resources(&self) -> vast::engine::Resources {
         let mut r = vast::engine::Resources::default();
         r.insert(self.env());
         r.insert(vast::ops::run::ProjectCache::default());
@@ -225,9 +226,22 @@ impl Cluster {
         params: &Value,
         options: EngineOptions,
     ) -> (String, Outcome) {
+        self.execute_with(id, operation, params, options, self.resources())
+            .await
+    }
+
+    /// [`Cluster::execute_as`] with the given resources.
+    pub async fn execute_with(
+        &self,
+        id: &RunId,
+        operation: &str,
+        params: &Value,
+        options: EngineOptions,
+        resources: vast::engine::Resources,
+    ) -> (String, Outcome) {
         let def = vast::ops::definition(operation).unwrap().unwrap();
         let dir = StateDir::new(self.state.clone());
-        let mut engine = Engine::new(vast::ops::registry(), self.resources());
+        let mut engine = Engine::new(vast::ops::registry(), resources);
         engine.options = options;
         let id = id.clone();
         let store = engine.create_as(&dir, &id, &def, params).unwrap();
@@ -238,6 +252,41 @@ impl Cluster {
             id.as_str().to_string(),
             outcome.unwrap_or_else(|e| Outcome::Failed(e.to_string())),
         )
+    }
+
+    /// Resumes run `id` in-process with `resources`, retrying for up to 5 s while sled still
+    /// holds the lock of the run this process just closed.
+    pub async fn resume_with(&self, id: &str, resources: vast::engine::Resources) -> Outcome {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let dir = StateDir::new(self.state.clone());
+        let store = loop {
+            match dir.open_run(id) {
+                Ok(store) => break store,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("open {id}: {e}"),
+            }
+        };
+        Engine::new(vast::ops::registry(), resources)
+            .execute(store, tokio_util::sync::CancellationToken::new())
+            .await
+            .unwrap_or_else(|e| Outcome::Failed(e.to_string()))
+    }
+
+    /// Puts every object of `content` into `bucket` (created if missing), direct.
+    pub async fn restore_bucket(&self, bucket: &str, content: &BTreeMap<String, Vec<u8>>) {
+        let s3 = self.direct_s3().await;
+        vast::cluster::s3::ensure_bucket(&s3, bucket).await.unwrap();
+        for (k, v) in content {
+            s3.put_object()
+                .bucket(bucket)
+                .key(k)
+                .body(v.clone().into())
+                .send()
+                .await
+                .unwrap();
+        }
     }
 
     /// Resumes run `id` in-process (fresh resources, as `vast resume` builds them).

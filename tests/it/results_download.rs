@@ -460,7 +460,7 @@ async fn every_download_step_is_idempotent_and_survives_a_crash_at_every_record(
         .events;
     assert!(records > 8, "{records}");
     for n in 1..records {
-        restore_bucket(&c, b, &want_b).await;
+        c.restore_bucket(b, &want_b).await;
         let out_b = c.tmp.path().join(format!("crash-{n}"));
         let opts = EngineOptions {
             crash_after: Some(n),
@@ -470,50 +470,12 @@ async fn every_download_step_is_idempotent_and_survives_a_crash_at_every_record(
             .execute("download", &download_params(&c, b, &out_b, false), opts)
             .await;
         if o != Outcome::Succeeded {
-            let o = resume_retrying(&c, &id).await;
+            let o = c.resume_with(&id, c.resources()).await;
             assert_eq!(o, Outcome::Succeeded, "crash after record {n}");
         }
         assert_eq!(files(&out_b.join(b)), want_b, "crash after record {n}");
         assert!(!buckets(&c).await.contains(b), "crash after record {n}");
         assert!(!out_b.join(format!(".{b}.vast-staging")).exists());
-    }
-}
-
-/// Resumes, retrying while sled still holds the lock of the run this process just closed.
-async fn resume_retrying(c: &Cluster, id: &str) -> Outcome {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let dir = vast::store::StateDir::new(c.state.clone());
-        match dir.open_run(id) {
-            Ok(store) => {
-                let mut r = vast::engine::Resources::default();
-                r.insert(c.env());
-                let engine = vast::engine::Engine::new(vast::ops::registry(), r);
-                return engine
-                    .execute(store, tokio_util::sync::CancellationToken::new())
-                    .await
-                    .unwrap_or_else(|e| Outcome::Failed(e.to_string()));
-            }
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("open {id}: {e}"),
-        }
-    }
-}
-
-async fn restore_bucket(c: &Cluster, bucket: &str, content: &BTreeMap<String, Vec<u8>>) {
-    let s3 = c.direct_s3().await;
-    vast::cluster::s3::ensure_bucket(&s3, bucket).await.unwrap();
-    for (k, v) in content {
-        s3.put_object()
-            .bucket(bucket)
-            .key(k)
-            .body(v.clone().into())
-            .send()
-            .await
-            .unwrap();
     }
 }
 
@@ -757,7 +719,7 @@ async fn crash_at_every_record<P, C, PF, CF>(
         let (id, o) = c.execute(operation, params, opts).await;
         if o != Outcome::Succeeded {
             assert_eq!(
-                resume_retrying(c, &id).await,
+                c.resume_with(&id, c.resources()).await,
                 Outcome::Succeeded,
                 "after record {n}"
             );
@@ -830,7 +792,7 @@ async fn remote_compress_and_download_cleanup_steps_are_idempotent_and_resumable
         &params,
         move || {
             let (r, content) = (r1.clone(), content2.clone());
-            async move { restore_bucket(cref, &r, &content).await }
+            async move { cref.restore_bucket(&r, &content).await }
         },
         move |n| {
             let r = r2.clone();

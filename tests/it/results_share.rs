@@ -1157,3 +1157,98 @@ impl Drop for Spawned {
         }
     }
 }
+
+/// upload-to-share in-process with the `localdir` plugin: every step run twice, then the run
+/// crashed after every journal record and resumed; each time the copy is the bucket's
+/// archive, the bucket and the share Secret are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_upload_step_is_idempotent_and_survives_a_crash_at_every_record() {
+    use vast::engine::{EngineOptions, Outcome, RunId};
+    let c = start(SimConfig::default()).await;
+    let id = c.finished_run("rke2").await;
+    let objects = c.bucket(&id).await;
+    let plugin =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/share-providers/localdir");
+    let provider = vast::share::load_plugin(&plugin).unwrap();
+    let target = c.tmp.path().join("share-target");
+    std::fs::create_dir_all(&target).unwrap();
+    let selected = vast::share::Selected {
+        pod_env: [("LOCALDIR_TARGET".to_string(), target.display().to_string())].into(),
+        display_url: None,
+        provider: provider.clone(),
+    };
+    let params = json!({
+        "context": null, "namespace": NS,
+        "state_dir": c.state.display().to_string(),
+        "runs": [{"run": id, "bucket": id}],
+        "share_type": "localdir",
+        "share_display": provider.display_name(),
+        "script": provider.script_key(),
+        "plugin_scripts": [[provider.script_key(), provider.script.clone()]],
+        "remove_after": "upload",
+        "report_from": "remove",
+    });
+    let resources = || {
+        let mut r = c.resources();
+        r.insert(vast::ops::share::ShareEnv(selected.clone()));
+        r
+    };
+    let copy = target.join(format!("{id}.tar.gz"));
+    let check = |what: String| {
+        let c = &c;
+        let (copy, id, objects) = (copy.clone(), id.clone(), objects.clone());
+        async move {
+            assert_eq!(members(&copy), expected_members(&id, &objects), "{what}");
+            assert!(c.bucket(&id).await.is_empty(), "{what}: bucket left");
+            assert!(!share_secret_exists(c).await, "{what}: Secret left");
+        }
+    };
+    let twice = EngineOptions {
+        run_twice: true,
+        ..Default::default()
+    };
+    let (first, o) = c
+        .execute_with(
+            &RunId::generate("upload-to-share"),
+            "upload-to-share",
+            &params,
+            twice,
+            resources(),
+        )
+        .await;
+    assert_eq!(o, Outcome::Succeeded);
+    check("run twice".into()).await;
+    let dir = vast::store::StateDir::new(c.state.clone());
+    let records = dir
+        .open_run_for_reading(&first)
+        .unwrap()
+        .load()
+        .unwrap()
+        .events;
+    assert!(records > 8, "{records}");
+    for n in 1..records {
+        c.restore_bucket(&id, &objects).await;
+        let _ = std::fs::remove_file(&copy);
+        let opts = EngineOptions {
+            crash_after: Some(n),
+            ..Default::default()
+        };
+        let (run, o) = c
+            .execute_with(
+                &RunId::generate("upload-to-share"),
+                "upload-to-share",
+                &params,
+                opts,
+                resources(),
+            )
+            .await;
+        if o != Outcome::Succeeded {
+            assert_eq!(
+                c.resume_with(&run, resources()).await,
+                Outcome::Succeeded,
+                "after record {n}"
+            );
+        }
+        check(format!("crash after record {n}")).await;
+    }
+}
