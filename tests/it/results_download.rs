@@ -641,10 +641,39 @@ async fn dropped_port_forwards_and_a_pod_restart_do_not_restart_the_transfer() {
     assert_eq!(sha256(&got), sha256(&data));
     let sent = DataPlane::http_bytes_sent() - sent_before;
     let drops = archive_size / (5 << 20) + 2;
-    eprintln!("archive {archive_size}, sent {sent} with ~{drops} stream drops and a pod restart");
+    // What vast received over all its connections (the fetch step's output): a transfer that
+    // restarted after a drop or the pod restart would have received half the archive again.
+    // (The server-side count also holds what the sim's relay buffered when a stream was cut,
+    // which grows with the machine's load: printed, not asserted.)
+    let id = started_id(&text(&out.stderr), "download-");
+    let state = vast::store::StateDir::new(c.state.clone())
+        .open_run_for_reading(&id)
+        .unwrap()
+        .load()
+        .unwrap();
+    let i = state
+        .definition
+        .steps
+        .iter()
+        .position(|s| s.name == "fetch")
+        .unwrap();
+    let output: Value = serde_json::from_str(
+        state.nodes[i].children.as_ref().unwrap()[0]
+            .output
+            .as_deref()
+            .unwrap(),
+    )
+    .unwrap();
+    let received = output
+        .pointer("/detail/received")
+        .and_then(Value::as_u64)
+        .unwrap();
+    eprintln!(
+        "archive {archive_size}, vast received {received}, the server sent {sent} with ~{drops} stream drops and a pod restart"
+    );
     assert!(
-        sent < archive_size + drops * (5 << 20) / 2,
-        "sent {sent} for {archive_size}: the transfer restarted"
+        received < archive_size + (8 << 20),
+        "received {received} for {archive_size}: the transfer restarted"
     );
 }
 
