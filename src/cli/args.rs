@@ -329,6 +329,10 @@ pub struct PrepareRunArgs {
 pub struct ResumeArgs {
     /// The run to continue (see `vast runs list`).
     pub run_id: String,
+    /// Continue a run whose journal lost records from what survived (vast refuses otherwise,
+    /// since steps whose records were lost may be repeated); check the cluster first.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -26,10 +26,10 @@ use super::journal::{
     StepStatus,
 };
 use super::retry::duration;
-use super::step::{ErrorKind, Registry, Resources, Step, StepContext, StepError};
+use super::step::{Checkpoints, ErrorKind, Registry, Resources, Step, StepContext, StepError};
+use super::store::{JournalLoss, JournalStore, JournalStores, StoreFailure};
 use super::view::RunView;
 use super::RunId;
-use crate::store::{RunStore, StateDir, StoreError};
 
 /// How long a step may take to stop after cancellation before it is abandoned (it stays
 /// `Started` and re-runs on resume).
@@ -40,7 +40,20 @@ const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreFailure),
+    #[error("run {run}: the journal of run {run} cannot be replayed")]
+    Replay {
+        run: String,
+        #[source]
+        source: super::journal::ReplayError,
+    },
+    /// The store lost records: resuming could repeat effects that already happened.
+    #[error("run {run}: its journal lost records ({loss}); resuming could repeat steps whose effects already happened, so vast refuses. Check the cluster and the run's results, then `vast resume {run} --force` to continue from what survived")]
+    JournalLost { run: String, loss: JournalLoss },
+    #[error("injected crash after {0} journal records (test hook crash_after)")]
+    InjectedCrash(u64),
+    #[error("an earlier journal write of this execution failed; stopping (the run is resumable)")]
+    JournalBroken,
     #[error(transparent)]
     Illegal(#[from] IllegalTransition),
     #[error("run {run}: step '{step}' uses implementation '{implementation}', which this vast does not have")]
@@ -90,24 +103,43 @@ pub struct EngineOptions {
     pub run_twice: bool,
     /// Simulate a crash right after this many journal records of this execution.
     pub crash_after: Option<u64>,
+    /// Resume a run whose store reported lost records ([`JournalLoss`]) from what survived
+    /// (`vast resume --force`); otherwise such a run is refused.
+    pub accept_journal_loss: bool,
 }
 
 /// The journal of an executing run: its store and the state its events produced.
-pub struct Journal {
-    store: RunStore,
-    pub state: RunState,
+struct Journal {
+    store: Box<dyn JournalStore>,
+    state: RunState,
     dirty: bool,
+    /// Test hook: appends fail once this many records were appended by this execution.
+    crash_after: Option<u64>,
+    appended: u64,
+    /// An append failed: the state holds an event the store may not have, so nothing more
+    /// is recorded (or snapshotted) by this execution; a resume replays what is stored.
+    broken: bool,
 }
 
 impl Journal {
     /// Checks `kind` against the state machine, writes it, and applies it.
-    pub fn record(&mut self, kind: EventKind) -> Result<(), EngineError> {
+    fn record(&mut self, kind: EventKind) -> Result<(), EngineError> {
+        if let Some(n) = self.crash_after.filter(|n| self.appended >= *n) {
+            return Err(EngineError::InjectedCrash(n));
+        }
+        if self.broken {
+            return Err(EngineError::JournalBroken);
+        }
         let ev = Event {
             at_ms: now_ms(),
             kind,
         };
         self.state.apply(&ev)?;
-        self.store.append(&ev)?;
+        if let Err(e) = self.store.append(&ev) {
+            self.broken = true;
+            return Err(EngineError::Store(e));
+        }
+        self.appended += 1;
         self.dirty = true;
         Ok(())
     }
@@ -138,10 +170,40 @@ impl Journal {
     }
 
     fn snapshot(&mut self) {
-        if let Err(e) = self.store.write_snapshot(&RunView::from_state(&self.state)) {
+        if self.broken {
+            return;
+        }
+        if let Err(e) = self.store.snapshot(&RunView::from_state(&self.state)) {
             tracing::warn!("cannot write the run snapshot: {e}");
         }
         self.dirty = false;
+    }
+}
+
+/// A step's window on the journal: its own cursor and progress ([`Checkpoints`]).
+struct JournalSink(Arc<Mutex<Journal>>);
+
+impl JournalSink {
+    fn lock(&self) -> Result<MutexGuard<'_, Journal>, StepError> {
+        self.0
+            .lock()
+            .map_err(|_| StepError::permanent("journal lock poisoned"))
+    }
+}
+
+impl Checkpoints for JournalSink {
+    fn cursor(&self, key: &StepKey) -> Result<Option<String>, StepError> {
+        Ok(self.lock()?.state.step(key).and_then(|s| s.cursor.clone()))
+    }
+    fn save_cursor(&self, key: &StepKey, cursor: String) -> Result<(), StepError> {
+        self.lock()?
+            .save_cursor(key, cursor)
+            .map_err(|e| StepError::permanent(format!("cannot save cursor of {key}: {e}")))
+    }
+    fn progress(&self, key: &StepKey, done: u64, total: u64) {
+        if let Ok(mut j) = self.0.lock() {
+            j.set_progress(key, done, total);
+        }
     }
 }
 
@@ -179,27 +241,26 @@ impl Engine {
         }
     }
 
-    /// Creates a run of `def` with `params` in `dir`; execute it with [`Engine::execute`].
-    pub fn create(
+    /// Creates a run of `def` with `params` in `stores`; execute it with [`Engine::execute`].
+    pub fn create<S: JournalStores>(
         &self,
-        dir: &StateDir,
+        stores: &S,
         def: &Definition,
         params: &Value,
-    ) -> Result<RunStore, EngineError> {
-        self.create_as(dir, &RunId::generate(&def.operation), def, params)
+    ) -> Result<S::Store, EngineError> {
+        self.create_as(stores, &RunId::generate(&def.operation), def, params)
     }
 
     /// [`Engine::create`] with a given run id (the caller generated it, e.g. to name things
     /// after it before the run starts).
-    pub fn create_as(
+    pub fn create_as<S: JournalStores>(
         &self,
-        dir: &StateDir,
+        stores: &S,
         id: &RunId,
         def: &Definition,
         params: &Value,
-    ) -> Result<RunStore, EngineError> {
-        let id = id.clone();
-        let mut store = dir.create_run(&id)?;
+    ) -> Result<S::Store, EngineError> {
+        let mut store = stores.create(id).map_err(EngineError::Store)?;
         let ev = Event {
             at_ms: now_ms(),
             kind: EventKind::RunCreated {
@@ -210,28 +271,48 @@ impl Engine {
                 params: params.to_string(),
             },
         };
-        let state = RunState::from_header(&ev).map_err(|source| StoreError::Replay {
-            id: id.to_string(),
+        let state = RunState::from_header(&ev).map_err(|source| EngineError::Replay {
+            run: id.to_string(),
             source,
         })?;
-        store.append(&ev)?;
-        store.flush()?;
-        store.mark_created()?;
-        let _ = store.write_snapshot(&RunView::from_state(&state));
+        store.append(&ev).map_err(EngineError::Store)?;
+        store.flush().map_err(EngineError::Store)?;
+        store.mark_created().map_err(EngineError::Store)?;
+        let _ = store.snapshot(&RunView::from_state(&state));
         Ok(store)
     }
 
+    /// Replays the journal of an open run.
+    pub fn load(store: &dyn JournalStore) -> Result<RunState, EngineError> {
+        let events = store.replay().map_err(EngineError::Store)?;
+        RunState::replay(&events).map_err(|source| EngineError::Replay {
+            run: store.run_id().to_string(),
+            source,
+        })
+    }
+
     /// Executes (or resumes) the run open in `store` until it succeeds, fails, pauses or
-    /// `cancel` fires.
-    pub async fn execute(
+    /// `cancel` fires. A store that lost records is refused unless
+    /// [`EngineOptions::accept_journal_loss`].
+    pub async fn execute<J: JournalStore>(
         &self,
-        mut store: RunStore,
+        store: J,
         cancel: CancellationToken,
     ) -> Result<Outcome, EngineError> {
-        let state = store.load()?;
-        if let Some(n) = self.options.crash_after {
-            store.crash_after(n);
+        let mut store: Box<dyn JournalStore> = Box::new(store);
+        if let Some(loss) = store.loss() {
+            if !self.options.accept_journal_loss {
+                return Err(EngineError::JournalLost {
+                    run: store.run_id().to_string(),
+                    loss,
+                });
+            }
+            tracing::warn!(
+                "run {}: continuing from what survived of its journal ({loss})",
+                store.run_id()
+            );
         }
+        let state = Self::load(&*store)?;
         let run = state.run_id.clone();
         for s in &state.definition.steps {
             if !self.registry.contains(&s.run) {
@@ -245,15 +326,11 @@ impl Engine {
         if state.status == RunStatus::Succeeded {
             // A kill between the last record and the last snapshot leaves a stale snapshot
             // ("running"); refresh it so `runs list` tells the truth.
-            let _ = store.write_snapshot(&RunView::from_state(&state));
+            let _ = store.snapshot(&RunView::from_state(&state));
             return Ok(Outcome::AlreadySucceeded);
         }
-        if let Some(prev) = &store.previous_holder {
-            tracing::info!(
-                "run {run}: took over the lease of pid {} on {} (no longer running)",
-                prev.pid,
-                prev.host
-            );
+        if let Some(prev) = store.took_over_from() {
+            tracing::info!("run {run}: took over the lease of {prev} (no longer running)");
         }
         let params: Arc<Value> =
             Arc::new(
@@ -267,6 +344,9 @@ impl Engine {
             store,
             state,
             dirty: true,
+            crash_after: self.options.crash_after,
+            appended: 0,
+            broken: false,
         }));
         let mut ex = Exec {
             engine: self,
@@ -275,7 +355,8 @@ impl Engine {
                 run: run.clone(),
                 detail: e.to_string(),
             })?,
-            journal: journal.clone(),
+            sink: Arc::new(JournalSink(journal.clone())),
+            journal,
             params,
             cancel: cancel.clone(),
             rt: Vec::new(),
@@ -328,7 +409,7 @@ impl Engine {
             }
         };
         j.record(EventKind::RunFinished { status, message })?;
-        j.store.flush()?;
+        j.store.flush().map_err(EngineError::Store)?;
         j.snapshot();
         Ok(outcome)
     }
@@ -339,6 +420,7 @@ struct Exec<'e> {
     run: String,
     run_id: RunId,
     journal: Arc<Mutex<Journal>>,
+    sink: Arc<JournalSink>,
     params: Arc<Value>,
     cancel: CancellationToken,
     rt: Vec<NodeRt>,
@@ -545,7 +627,7 @@ impl Exec<'_> {
             item,
             resources: self.engine.resources.clone(),
             cancel: self.cancel.clone(),
-            journal: self.journal.clone(),
+            checkpoints: self.sink.clone(),
         };
         let injected = self
             .engine

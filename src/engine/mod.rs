@@ -7,6 +7,8 @@
 //! - [`step`]: the `Step` trait, `StepContext`, `StepError`, `Registry`, `Resources`;
 //! - [`journal`]: events, the checked step state machine, `RunState` replay;
 //! - [`executor`]: `Engine::create` / `Engine::execute` (start and resume);
+//! - [`store`]: the store contract the engine needs (`JournalStores`, `JournalStore`), which
+//!   `src/store/` implements, and `MemoryStores` for tests;
 //! - [`view`]: the inspection view (`vast runs show`, snapshots, `--json`).
 
 pub mod definition;
@@ -15,9 +17,11 @@ pub mod journal;
 pub mod retry;
 pub mod run_id;
 pub mod step;
+pub mod store;
 pub mod view;
 
 pub use definition::{Definition, DefinitionError};
 pub use executor::{Engine, EngineError, EngineOptions, Injection, Outcome};
 pub use run_id::RunId;
 pub use step::{ErrorKind, Registry, Resources, Step, StepContext, StepError};
+pub use store::{JournalLoss, JournalStore, JournalStores, MemoryStores, StoreFailure};

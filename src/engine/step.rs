@@ -4,14 +4,13 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::executor::Journal;
 use super::journal::StepKey;
 use super::RunId;
 
@@ -143,7 +142,18 @@ pub struct StepContext {
     pub(crate) item: Option<serde_json::Value>,
     pub(crate) resources: Arc<Resources>,
     pub(crate) cancel: CancellationToken,
-    pub(crate) journal: Arc<Mutex<Journal>>,
+    pub(crate) checkpoints: Arc<dyn Checkpoints>,
+}
+
+/// The narrow part of the journal a step reaches: the cursor and progress of its own key.
+/// The executor implements it over the run's journal; steps never see the journal itself.
+pub trait Checkpoints: Send + Sync {
+    /// The last cursor saved for `key` (JSON text).
+    fn cursor(&self, key: &StepKey) -> Result<Option<String>, StepError>;
+    /// Journals `cursor` for `key` (with the progress last reported for it).
+    fn save_cursor(&self, key: &StepKey, cursor: String) -> Result<(), StepError>;
+    /// Reports progress of `key` (not journaled until the next cursor).
+    fn progress(&self, key: &StepKey, done: u64, total: u64);
 }
 
 impl StepContext {
@@ -192,14 +202,7 @@ impl StepContext {
     }
     /// The last cursor saved for this step (by this or an earlier attempt), if any.
     pub fn cursor<T: DeserializeOwned>(&self) -> Result<Option<T>, StepError> {
-        let text = {
-            let j = self
-                .journal
-                .lock()
-                .map_err(|_| StepError::permanent("journal lock poisoned"))?;
-            j.state.step(&self.key).and_then(|s| s.cursor.clone())
-        };
-        match text {
+        match self.checkpoints.cursor(&self.key)? {
             None => Ok(None),
             Some(t) => serde_json::from_str(&t)
                 .map(Some)
@@ -212,19 +215,12 @@ impl StepContext {
     pub fn save_cursor<T: Serialize>(&self, cursor: &T) -> Result<(), StepError> {
         let text = serde_json::to_string(cursor)
             .map_err(|e| StepError::permanent(format!("cursor of {}: {e}", self.key)))?;
-        let mut j = self
-            .journal
-            .lock()
-            .map_err(|_| StepError::permanent("journal lock poisoned"))?;
-        j.save_cursor(&self.key, text)
-            .map_err(|e| StepError::permanent(format!("cannot save cursor of {}: {e}", self.key)))
+        self.checkpoints.save_cursor(&self.key, text)
     }
     /// Reports progress (e.g. bytes done/total), shown by `vast runs show` while the run
     /// executes; persisted with the next [`StepContext::save_cursor`].
     pub fn progress(&self, done: u64, total: u64) {
-        if let Ok(mut j) = self.journal.lock() {
-            j.set_progress(&self.key, done, total);
-        }
+        self.checkpoints.progress(&self.key, done, total);
     }
     /// The cancellation token: steps should stop at the next safe point once it fires.
     pub fn cancel_token(&self) -> &CancellationToken {

@@ -1,6 +1,9 @@
-//! Adapter between the engine's journal and the `vast-state` crate (sled + bincode live there):
-//! the state-directory layout, opening runs under their lease, appending journal events (with
-//! failpoints before and after every write) and the inspection snapshot.
+//! The engine's store contract ([`JournalStores`], [`JournalStore`]) implemented over the
+//! `vast-state` crate (sled + bincode live there): the state-directory layout, opening runs
+//! under their lease, appending journal events (with failpoints before and after every write),
+//! the inspection snapshot, and the detection of lost records (the frame log damaged where
+//! sled cannot cover it, or a snapshot that counted more records than the journal holds),
+//! reported to the engine as a [`JournalLoss`].
 //!
 //! Layout of a state directory:
 //!
@@ -18,7 +21,7 @@ use vast_state::{Holder, Lease, LeaseError, RunDb};
 
 use crate::engine::journal::{Event, ReplayError, RunState};
 use crate::engine::view::RunView;
-use crate::engine::RunId;
+use crate::engine::{EngineError, JournalLoss, JournalStore, JournalStores, RunId, StoreFailure};
 
 const EVENT_KIND: u8 = 1;
 /// Marker of a run directory whose first record is not written yet.
@@ -50,6 +53,21 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> EngineError {
+        EngineError::Store(Box::new(e))
+    }
+}
+
+/// The store error behind an engine error, if it is one (to map the user's mistakes, such as
+/// an unknown run or a live lease, to usage errors).
+pub fn store_error_of(e: &EngineError) -> Option<&StoreError> {
+    match e {
+        EngineError::Store(f) => f.downcast_ref::<StoreError>(),
+        _ => None,
+    }
 }
 
 /// A state directory holding runs.
@@ -201,14 +219,14 @@ impl StateDir {
 /// An open run: its journal database, held under the run's lease.
 pub struct RunStore {
     id: String,
+    run_id: RunId,
     dir: PathBuf,
     db: RunDb,
     _lease: Lease,
     /// The previous holder of the lease, whose process is gone (the lease was broken).
     pub previous_holder: Option<Holder>,
-    crash_after: Option<u64>,
-    appended: u64,
-    crashed: bool,
+    /// Records lost before this open (see [`JournalLoss`]).
+    pub lost: Option<JournalLoss>,
 }
 
 impl Drop for RunStore {
@@ -223,6 +241,10 @@ impl Drop for RunStore {
 
 impl RunStore {
     fn open_in(id: &str, dir: &Path, executing: bool) -> Result<RunStore, StoreError> {
+        let run_id = RunId::parse(id).map_err(|_| StoreError::UnknownRun {
+            id: id.to_string(),
+            dir: dir.to_path_buf(),
+        })?;
         let lease = if executing {
             Lease::acquire(&dir.join("lease"), &me())?
         } else {
@@ -236,44 +258,59 @@ impl RunStore {
         if let Some(m) = &db.recovered {
             tracing::warn!("run {id}: {m}");
         }
+        let lost = Self::loss(dir, &db);
         Ok(RunStore {
             id: id.to_string(),
+            run_id,
             dir: dir.to_path_buf(),
             db,
             _lease: lease,
             previous_holder,
-            crash_after: None,
-            appended: 0,
-            crashed: false,
+            lost,
         })
+    }
+
+    /// Records lost before this open: the database's own finding, or a snapshot that counted
+    /// more records than the journal holds (it is written after the records it counts).
+    fn loss(dir: &Path, db: &RunDb) -> Option<JournalLoss> {
+        if let Some(l) = &db.lost {
+            return Some(JournalLoss {
+                kept: l.kept,
+                known: Some(l.at_least),
+                detail: l.detail.clone(),
+            });
+        }
+        let snap = dir.join("snapshot");
+        match vast_state::read_record_file::<RunView>(&snap, SNAPSHOT_KIND) {
+            Ok(Some(view)) if view.events > db.len() => Some(JournalLoss {
+                kept: db.len(),
+                known: Some(view.events),
+                detail: format!(
+                    "the snapshot {} (status {}) counted {} records, the journal {} holds {}",
+                    snap.display(),
+                    view.status,
+                    view.events,
+                    dir.join("db").display(),
+                    db.len()
+                ),
+            }),
+            _ => None,
+        }
     }
 
     pub fn id(&self) -> &str {
         &self.id
     }
 
-    /// Test support: every append after the first `n` appends of this handle fails as if the
-    /// process had crashed right after record `n`.
-    pub fn crash_after(&mut self, n: u64) {
-        self.crash_after = Some(self.appended + n);
-    }
-
     /// Appends one journal event (failpoints `journal.before_write` and `journal.after_write`).
     pub fn append(&mut self, ev: &Event) -> Result<u64, StoreError> {
-        if self.crashed {
-            return Err(StoreError::Injected("crash_after"));
-        }
         fail::fail_point!("journal.before_write", |_| Err(StoreError::Injected(
             "journal.before_write"
         )));
         let seq = self.db.append(EVENT_KIND, ev)?;
-        self.appended += 1;
         fail::fail_point!("journal.after_write", |_| Err(StoreError::Injected(
             "journal.after_write"
         )));
-        if self.crash_after.is_some_and(|n| self.appended >= n) {
-            self.crashed = true;
-        }
         Ok(seq)
     }
 
@@ -335,5 +372,45 @@ impl RunStore {
     /// Test support: replaces record `seq` with raw bytes.
     pub fn corrupt_record(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
         Ok(self.db.overwrite_raw(seq, bytes)?)
+    }
+}
+
+impl JournalStores for StateDir {
+    type Store = RunStore;
+    fn create(&self, id: &RunId) -> Result<RunStore, StoreFailure> {
+        Ok(self.create_run(id)?)
+    }
+    fn open(&self, id: &RunId) -> Result<RunStore, StoreFailure> {
+        Ok(self.open_run(id.as_str())?)
+    }
+}
+
+impl JournalStore for RunStore {
+    fn run_id(&self) -> &RunId {
+        &self.run_id
+    }
+    fn append(&mut self, ev: &Event) -> Result<(), StoreFailure> {
+        RunStore::append(self, ev)?;
+        Ok(())
+    }
+    fn replay(&self) -> Result<Vec<Event>, StoreFailure> {
+        Ok(self.events()?)
+    }
+    fn flush(&mut self) -> Result<(), StoreFailure> {
+        Ok(RunStore::flush(self)?)
+    }
+    fn snapshot(&mut self, view: &RunView) -> Result<(), StoreFailure> {
+        Ok(self.write_snapshot(view)?)
+    }
+    fn mark_created(&mut self) -> Result<(), StoreFailure> {
+        Ok(RunStore::mark_created(self)?)
+    }
+    fn took_over_from(&self) -> Option<String> {
+        self.previous_holder
+            .as_ref()
+            .map(|h| format!("pid {} on {}", h.pid, h.host))
+    }
+    fn loss(&self) -> Option<JournalLoss> {
+        self.lost.clone()
     }
 }

@@ -109,6 +109,22 @@ pub struct RunDb {
     next_seq: u64,
     /// Set when the database was rebuilt from the frame log on open.
     pub recovered: Option<String>,
+    /// Set when records were lost: neither sled nor the frame log holds everything that was
+    /// appended (see [`Lost`]).
+    pub lost: Option<Lost>,
+}
+
+/// Records a [`RunDb`] found missing on open: the log it holds is a strict prefix of what
+/// was appended (e.g. the frame log damaged in the middle while sled lost or garbled its
+/// files), so the caller must not treat it as the whole history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost {
+    /// Records the database holds now (the surviving prefix).
+    pub kept: u64,
+    /// A lower bound of the records that existed.
+    pub at_least: u64,
+    /// What was found, naming the files.
+    pub detail: String,
 }
 
 /// sled 0.34 can hold its directory lock for a moment after a `Db` of the same process was
@@ -274,6 +290,30 @@ impl RunDb {
             });
         }
         let have = frames.len() as u64;
+        let lost = wal.damage.as_ref().and_then(|d| {
+            // The frame log lost records in its middle; sled covers them only if it holds
+            // more than the log's valid prefix, ending with the last frame found after the
+            // damage.
+            let covered = recovered.is_none()
+                && next_seq > have
+                && d.frames_after.last().is_some_and(|last| {
+                    log.get((next_seq - 1).to_be_bytes())
+                        .ok()
+                        .flatten()
+                        .is_some_and(|v| v.as_ref() == last.as_slice())
+                });
+            (!covered).then(|| Lost {
+                kept: have.max(if recovered.is_none() { next_seq } else { 0 }),
+                at_least: have + 1 + d.frames_after.len() as u64,
+                detail: format!(
+                    "the frame log {} is damaged at byte {} with {} valid records after the damage, and the database {} does not hold them",
+                    wal_path.display(),
+                    d.at,
+                    d.frames_after.len(),
+                    dir.display()
+                ),
+            })
+        });
         if next_seq < have {
             // sled lost its last records (or was rebuilt): restore them from the frame log.
             for (seq, frame) in frames.iter().enumerate().skip(next_seq as usize) {
@@ -305,6 +345,7 @@ impl RunDb {
             wal,
             next_seq,
             recovered,
+            lost,
         })
     }
 
@@ -557,6 +598,69 @@ mod tests {
         db.overwrite_raw(0, b"garbage").expect("overwrite");
         let err = db.records::<Rec>(7).expect_err("corrupt");
         assert!(err.to_string().contains("log #0"), "{err}");
+    }
+
+    #[test]
+    fn a_frame_log_damaged_in_the_middle_is_a_loss_unless_sled_covers_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("db");
+        let write = || {
+            let _ = std::fs::remove_dir_all(&p);
+            let _ = std::fs::remove_file(p.with_extension("log"));
+            let mut db = RunDb::open(&p).expect("open");
+            for n in 0..40 {
+                db.append(
+                    7,
+                    &Rec {
+                        n,
+                        s: "y".repeat(10),
+                    },
+                )
+                .expect("append");
+            }
+            db.flush().expect("flush");
+        };
+        let garble_log = || {
+            let log = p.with_extension("log");
+            let mut bytes = std::fs::read(&log).expect("log");
+            let mid = bytes.len() / 2;
+            bytes[mid..mid + 8].iter_mut().for_each(|b| *b ^= 0x3c);
+            std::fs::write(&log, bytes).expect("write");
+        };
+        // sled intact: it covers the damaged records; nothing is lost and the log is repaired.
+        write();
+        garble_log();
+        {
+            let mut db = RunDb::open(&p).expect("open");
+            assert_eq!(db.lost, None);
+            assert_eq!(db.len(), 40);
+            db.append(
+                7,
+                &Rec {
+                    n: 40,
+                    s: String::new(),
+                },
+            )
+            .expect("append");
+        }
+        let (_, frames) = wal::Wal::open(&p.with_extension("log")).expect("log");
+        assert_eq!(frames.len(), 41, "the frame log was restored from sled");
+        // sled destroyed too: only the prefix survives, and that is reported.
+        write();
+        garble_log();
+        for entry in std::fs::read_dir(&p).expect("dir") {
+            let f = entry.expect("entry").path();
+            if f.is_file() {
+                std::fs::write(&f, b"\xff\xfe garbage \x00\x01").expect("wreck");
+            }
+        }
+        for _ in 0..2 {
+            let db = RunDb::open(&p).expect("open");
+            let lost = db.lost.clone().expect("a loss");
+            assert!(lost.kept < 40 && lost.at_least > lost.kept, "{lost:?}");
+            assert_eq!(db.len(), lost.kept);
+            assert!(lost.detail.contains("db.log"), "{}", lost.detail);
+        }
     }
 
     #[test]

@@ -561,3 +561,53 @@ fn another_run_is_not_blocked_by_an_executing_run() {
     assert_eq!(show_json(&e, &slow_id)["status"], "running");
     kill9(&mut slow);
 }
+
+/// Issue 12, defect 1: with the frame log garbled in the middle *and* sled's files destroyed,
+/// the store holds only the records before the damage. A resume must not replay that prefix
+/// (it would repeat every effect after it): it refuses, naming the run and what was lost, and
+/// changes nothing; `--force` continues from what survived. The same holds when the log lost
+/// its tail and only the snapshot remembers how many records there were.
+#[test]
+fn a_store_that_lost_records_refuses_to_resume_unless_forced() {
+    for damage in ["middle", "tail"] {
+        let e = env();
+        let ledger = e.ledger.display().to_string();
+        let out = run(&e, &["selftest", "--items", "20", "--ledger", &ledger]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let id = text(&out.stdout)
+            .trim()
+            .trim_start_matches("run ")
+            .to_string();
+        let run_dir = e.state.join("runs").join(&id);
+        let effects = ledger_lines(&e.ledger);
+        assert!(effects.contains(&"finish 20".to_string()));
+
+        let log = run_dir.join("db.log");
+        let mut bytes = std::fs::read(&log).expect("log");
+        let mid = bytes.len() / 2;
+        match damage {
+            "middle" => bytes[mid..mid + 16].iter_mut().for_each(|b| *b ^= 0xa5),
+            _ => bytes.truncate(mid),
+        }
+        std::fs::write(&log, &bytes).expect("damage log");
+        wreck_files_in(&run_dir.join("db"));
+
+        for attempt in 0..2 {
+            let out = run(&e, &["resume", &id]);
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{damage} #{attempt}: {err}");
+            assert!(
+                err.contains(&id) && err.contains("lost records") && err.contains("--force"),
+                "{damage}: {err}"
+            );
+            assert_eq!(
+                ledger_lines(&e.ledger),
+                effects,
+                "{damage}: an effect was repeated"
+            );
+        }
+        let out = run(&e, &["resume", &id, "--force"]);
+        assert!(out.status.success(), "{damage}: {}", text(&out.stderr));
+        assert_eq!(show_json(&e, &id)["status"], "succeeded");
+    }
+}

@@ -6,6 +6,7 @@ mod cluster_resume;
 mod cluster_support;
 mod engine;
 mod engine_cli;
+mod engine_props;
 mod engine_concurrency;
 mod engine_resume;
 mod pod_scripts;

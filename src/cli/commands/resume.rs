@@ -11,13 +11,22 @@ pub async fn run(args: ResumeArgs, globals: &Globals) -> anyhow::Result<ExitStat
     let id = crate::engine::RunId::parse(&args.run_id).map_err(|e| UsageError(e.to_string()))?;
     let dir = StateDir::new(globals.state_dir());
     let store = open_for_execution(&dir, id.as_str())?;
+    if let Some(loss) = store.lost.clone().filter(|_| !args.force) {
+        // Refused before anything reaches the cluster.
+        let e = EngineError::JournalLost {
+            run: id.to_string(),
+            loss,
+        };
+        return Err(UsageError(e.to_string()).into());
+    }
     let state = store.load().map_err(store_error)?;
     let params: serde_json::Value = serde_json::from_str(&state.params).unwrap_or_default();
     // The clients the run's steps need, rebuilt from its parameters (same context).
     let resources = crate::ops::resources_for(&state.definition.operation, &params)
         .await
         .map_err(|e| UsageError(format!("cannot resume run {id}: {e}")))?;
-    let engine = Engine::new(crate::ops::registry(), resources);
+    let mut engine = Engine::new(crate::ops::registry(), resources);
+    engine.options.accept_journal_loss = args.force;
     execute(&engine, &dir, store).await
 }
 
@@ -126,7 +135,11 @@ pub async fn execute(
             eprintln!("run {id} interrupted; resume with: vast resume {id}");
             Ok(ExitStatus::Interrupted)
         }
-        Err(EngineError::Store(e)) => Err(store_error(e)),
+        Err(e @ EngineError::JournalLost { .. }) => Err(UsageError(e.to_string()).into()),
+        Err(EngineError::Store(e)) => match e.downcast::<StoreError>() {
+            Ok(e) => Err(store_error(*e)),
+            Err(e) => Err(anyhow::anyhow!(e)),
+        },
         Err(e) => Err(anyhow::Error::new(e).context(format!(
             "run {id} stopped; it is resumable with `vast resume {id}`"
         ))),
