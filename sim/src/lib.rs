@@ -7,20 +7,39 @@
 //! what is not.
 //!
 //! Code map:
-//! - [`server`]: `Sim::start(config)`: binds the listener, wires everything, writes kubeconfigs;
-//! - [`api`]: HTTP routing, discovery/OpenAPI, verbs, watch, `Status` errors;
-//! - [`store`]: the object store (resourceVersion, selectors, finalizers, garbage collection);
-//! - [`controllers`]: scheduler/kubelet, job controller, Kueue;
+//! - [`server`]: `Sim::start(config)`: binds the listener, wires everything, sends each request
+//!   to [`control`] or [`api`], writes kubeconfigs;
+//! - [`api`]: the Kubernetes API: HTTP routing, discovery/OpenAPI, verbs, watch, `Status`
+//!   errors;
+//! - [`control`]: the sim's control endpoints (`/sim/faults`, `/sim/compact`,
+//!   `/sim/pods/{ns}/{name}/restart`);
+//! - [`store`]: the object store (resourceVersion, watch history, finalizers) and the store
+//!   keys of the built-in resources;
+//! - [`admission`]: defaulting and mutation of new objects, shared by the API and the
+//!   controllers;
+//! - [`selector`]: label and field selectors;
+//! - [`controllers`]: garbage collection, scheduler/kubelet, job controller, Kueue, pod
+//!   resolution;
 //! - [`pod`]: a pod as the data plane sees it (env and volumes resolved);
 //! - [`dataplane`]: per-pod S3 endpoint, HTTP file server, port-forward and exec websockets,
 //!   simulated scenario results;
-//! - [`faults`]: fault injection (API errors, latency, resets, stream drops, S3 errors), seeded.
+//! - [`faults`]: fault injection (API errors, latency, resets, stream drops, S3 errors), seeded;
+//! - [`config`]: the sim's configuration (YAML file, flags).
+//!
+//! Layering: each module imports only modules that come after it in `server`, `control`,
+//! `api`, `controllers`, `config`, `dataplane`, `admission`, `selector`, `faults`, `pod`,
+//! `store`. So `control` uses `api` (its `App`, `ApiError` and response helpers) and the
+//! controllers (pod restarts), `api` uses the controllers only to resolve a pod for
+//! exec/port-forward, and neither the controllers nor the data plane import `api` or `control`.
 
+pub mod admission;
 pub mod api;
 pub mod config;
+pub mod control;
 pub mod controllers;
 pub mod dataplane;
 pub mod faults;
 pub mod pod;
+pub mod selector;
 pub mod server;
 pub mod store;

@@ -1,6 +1,8 @@
 //! `Sim::start`: binds the listener, creates the initial cluster state (namespaces, nodes, the
-//! Kueue CRDs), wires store, API, controllers, faults and data plane, serves HTTP/1.1 on
-//! loopback, and writes kubeconfigs. The [`SimHandle`] shuts everything down on drop.
+//! Kueue CRDs), wires store, API, control endpoints, controllers, faults and data plane, serves
+//! HTTP/1.1 on loopback, and writes kubeconfigs. The [`SimHandle`] shuts everything down on
+//! drop. Each request goes to the control endpoints ([`crate::control`]) when its path names
+//! one, else to the Kubernetes API ([`crate::api`]).
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -15,12 +17,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::resources::{crd_established_status, keys, kueue_crds, Registry};
-use crate::api::{self, App};
+use crate::api::resources::{crd_established_status, kueue_crds, Registry};
+use crate::api::{self, App, Body};
 use crate::config::SimConfig;
+use crate::control;
 use crate::dataplane::DataPlane;
 use crate::faults::Faults;
-use crate::store::{self, Store};
+use crate::store::{self, keys, Store};
 
 /// Errors starting the sim or writing its kubeconfig.
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +185,7 @@ async fn serve(listener: TcpListener, app: Arc<App>, cancel: CancellationToken) 
                 let app = app.clone();
                 async move {
                     // a bug in a handler answers 500 instead of dropping the connection
-                    match AssertUnwindSafe(api::handle(app, req)).catch_unwind().await {
+                    match AssertUnwindSafe(handle(app, req)).catch_unwind().await {
                         Ok(r) => r,
                         Err(_) => Ok(api::ApiError::new(
                             500,
@@ -205,6 +208,17 @@ async fn serve(listener: TcpListener, app: Arc<App>, cancel: CancellationToken) 
                 }
             }
         });
+    }
+}
+
+/// One request: a control endpoint (`/sim/...`) or the Kubernetes API.
+async fn handle(
+    app: Arc<App>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Body>, api::Reset> {
+    match control::route(req.uri().path()) {
+        Some(route) => Ok(control::handle(&app, route, req).await),
+        None => api::handle(app, req).await,
     }
 }
 

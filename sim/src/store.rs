@@ -1,7 +1,8 @@
-//! The object store: every Kubernetes object as JSON, keyed by resource (`group/plural`),
-//! namespace and name, with one global resourceVersion counter, a bounded event history for
-//! watches, and the deletion rule (an object with finalizers only gets a `deletionTimestamp`;
-//! it disappears once its last finalizer is removed).
+//! The object store: every Kubernetes object as JSON, keyed by resource (`group/plural`; the
+//! built-in ones in [`keys`]), namespace and name, with one global resourceVersion counter, a
+//! bounded event history for watches, and the deletion rule (an object with finalizers only
+//! gets a `deletionTimestamp`; it disappears once its last finalizer is removed). The lowest
+//! layer of the crate: it imports no other module of it.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -9,6 +10,25 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
+
+/// Store keys (`group/plural`) of the built-in resources the API server, admission and the
+/// controllers name directly.
+pub mod keys {
+    pub const NAMESPACES: &str = "/namespaces";
+    pub const NODES: &str = "/nodes";
+    pub const PODS: &str = "/pods";
+    pub const SERVICES: &str = "/services";
+    pub const CONFIGMAPS: &str = "/configmaps";
+    pub const SECRETS: &str = "/secrets";
+    pub const PVCS: &str = "/persistentvolumeclaims";
+    pub const EVENTS: &str = "/events";
+    pub const JOBS: &str = "batch/jobs";
+    pub const CRDS: &str = "apiextensions.k8s.io/customresourcedefinitions";
+    pub const WORKLOADS: &str = "kueue.x-k8s.io/workloads";
+    pub const CLUSTERQUEUES: &str = "kueue.x-k8s.io/clusterqueues";
+    pub const LOCALQUEUES: &str = "kueue.x-k8s.io/localqueues";
+    pub const RESOURCEFLAVORS: &str = "kueue.x-k8s.io/resourceflavors";
+}
 
 /// Kind of a watch event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,12 +1,16 @@
 //! The Kubernetes REST API: routing of `/api`, `/apis`, discovery and OpenAPI, the verbs on
 //! stored objects (get, list, create, update, patch, delete, deletecollection, watch, the
-//! `status` subresource), the pod `exec`/`portforward` upgrades handed to the data plane, the
-//! sim's admin endpoints (`/sim/...`), fault injection per request, and `Status` errors.
+//! `status` subresource), the pod `exec`/`portforward` upgrades handed to the data plane,
+//! fault injection per request, and `Status` errors ([`ApiError`]).
+//!
+//! The sim's own control endpoints (`/sim/...`) are not here but in [`crate::control`], which
+//! uses this module's [`App`], [`ApiError`] and response helpers; the server sends each
+//! request to one or the other. This module builds on the store, [`crate::admission`],
+//! [`crate::selector`] and the data plane, and calls into the controllers only to resolve a
+//! pod for `exec`/`portforward` ([`crate::controllers::resolve::resolve_pod`]).
 
-pub mod admission;
 pub mod patch;
 pub mod resources;
-pub mod selector;
 pub mod table;
 pub mod watch;
 
@@ -22,11 +26,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::admission;
 use crate::dataplane::DataPlane;
-use crate::faults::{ApiFault, FaultConfig, Faults};
-use crate::store::{self, Store};
-use resources::{keys, Registry, ResourceType};
-use selector::{FieldSelector, LabelSelector};
+use crate::faults::{ApiFault, Faults};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::store::{self, keys, Store};
+use resources::{Registry, ResourceType};
 
 /// Response body: a whole JSON document or a stream (watch).
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -36,7 +41,7 @@ pub type Body = BoxBody<Bytes, Infallible>;
 #[error("connection reset by fault injection")]
 pub struct Reset;
 
-/// Shared state of the API server.
+/// Shared state of the API server (and of the control endpoints in [`crate::control`]).
 pub struct App {
     pub store: Arc<Store>,
     pub registry: Arc<Registry>,
@@ -169,7 +174,6 @@ pub struct Query {
     pub force: bool,
     pub dry_run: bool,
     pub propagation_policy: Option<String>,
-    pub wipe: bool,
     /// `includeObject` for Tables.
     pub include_object: table::Include,
     /// The client asked for a `Table` (Accept header).
@@ -197,7 +201,6 @@ impl Query {
                 "force" => out.force = t,
                 "dryRun" => out.dry_run = !v.is_empty(),
                 "propagationPolicy" => out.propagation_policy = Some(v.into_owned()),
-                "wipe" => out.wipe = t,
                 "includeObject" => out.include_object = table::Include::parse(Some(&v)),
                 _ => {}
             }
@@ -248,9 +251,6 @@ enum Route {
     OpenApiV3(String, String),
     Health,
     Resource(Target),
-    SimFaults,
-    SimRestart(String, String),
-    SimCompact,
 }
 
 fn route(registry: &Registry, path: &str) -> Result<Route, ApiError> {
@@ -275,11 +275,6 @@ fn route(registry: &Registry, path: &str) -> Result<Route, ApiError> {
         ["openapi", "v3", "api", v] => return Ok(Route::OpenApiV3(String::new(), v.to_string())),
         ["openapi", "v3", "apis", g, v] => {
             return Ok(Route::OpenApiV3(g.to_string(), v.to_string()))
-        }
-        ["sim", "faults"] => return Ok(Route::SimFaults),
-        ["sim", "compact"] => return Ok(Route::SimCompact),
-        ["sim", "pods", ns, name, "restart"] => {
-            return Ok(Route::SimRestart(ns.to_string(), name.to_string()))
         }
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
@@ -347,7 +342,8 @@ fn verb_of(method: &Method, t: &Target, q: &Query) -> &'static str {
     }
 }
 
-/// Entry point of every HTTP request.
+/// Entry point of every HTTP request but the control endpoints (`/sim/...`, which the server
+/// hands to [`crate::control::handle`]); other `/sim/...` paths get the usual 404 here.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Reset> {
     let path = req.uri().path().to_string();
     let mut query = Query::parse(req.uri().query());
@@ -411,33 +407,6 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
             .ok_or_else(|| {
                 ApiError::new(404, "NotFound", format!("no OpenAPI document for {g}/{v}"))
             }),
-        Route::SimFaults => sim_faults(&app, req).await,
-        Route::SimCompact => {
-            app.store.compact();
-            Ok(json_response(
-                200,
-                &json!({"compactedTo": app.store.compacted_rv()}),
-            ))
-        }
-        Route::SimRestart(ns, name) => {
-            if req.method() != Method::POST {
-                Err(ApiError::new(
-                    405,
-                    "MethodNotAllowed",
-                    "use POST /sim/pods/{namespace}/{name}/restart?wipe=true|false",
-                ))
-            } else {
-                crate::controllers::kubelet::restart_pod(
-                    &app.store,
-                    &app.dataplane,
-                    &ns,
-                    &name,
-                    query.wipe,
-                )
-                .await
-                .map(|pod| json_response(200, &*pod))
-            }
-        }
         Route::Resource(target) => {
             let verb = verb_of(req.method(), &target, &query);
             match app.faults.api_fault(verb, &target.rt.plural) {
@@ -498,7 +467,8 @@ fn version_doc() -> Value {
     })
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+/// The whole request body (400 `BadRequest` when it cannot be read).
+pub(crate) async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
     req.into_body()
         .collect()
         .await
@@ -518,24 +488,6 @@ fn parse_body(bytes: &[u8]) -> Result<Value, ApiError> {
                 "the request body is not valid JSON or YAML: {json_err}"
             ))
         }),
-    }
-}
-
-async fn sim_faults(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    match *req.method() {
-        Method::GET => Ok(json_response(200, &app.faults.get())),
-        Method::PUT | Method::POST => {
-            let body = read_body(req).await?;
-            let cfg: FaultConfig = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::bad_request(format!("invalid fault config: {e}")))?;
-            app.faults.set(cfg);
-            Ok(json_response(200, &app.faults.get()))
-        }
-        _ => Err(ApiError::new(
-            405,
-            "MethodNotAllowed",
-            "use GET or PUT /sim/faults",
-        )),
     }
 }
 
@@ -852,7 +804,7 @@ fn create(app: &App, t: &Target, mut body: Value, dry_run: bool) -> Result<Arc<V
             o.remove("status");
         }
     }
-    admission::on_create(&app.store, &t.rt, &mut body).map_err(ApiError::invalid)?;
+    admission::on_create(&app.store, &t.rt.key, &mut body).map_err(ApiError::invalid)?;
     if let Some(m) = body.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
         m.remove("uid");

@@ -66,24 +66,6 @@ impl ResourceType {
     }
 }
 
-/// Store keys of the resources the controllers use.
-pub mod keys {
-    pub const NAMESPACES: &str = "/namespaces";
-    pub const NODES: &str = "/nodes";
-    pub const PODS: &str = "/pods";
-    pub const SERVICES: &str = "/services";
-    pub const CONFIGMAPS: &str = "/configmaps";
-    pub const SECRETS: &str = "/secrets";
-    pub const PVCS: &str = "/persistentvolumeclaims";
-    pub const EVENTS: &str = "/events";
-    pub const JOBS: &str = "batch/jobs";
-    pub const CRDS: &str = "apiextensions.k8s.io/customresourcedefinitions";
-    pub const WORKLOADS: &str = "kueue.x-k8s.io/workloads";
-    pub const CLUSTERQUEUES: &str = "kueue.x-k8s.io/clusterqueues";
-    pub const LOCALQUEUES: &str = "kueue.x-k8s.io/localqueues";
-    pub const RESOURCEFLAVORS: &str = "kueue.x-k8s.io/resourceflavors";
-}
-
 /// Served resources; CRDs add to it at runtime.
 pub struct Registry {
     types: RwLock<Vec<Arc<ResourceType>>>,

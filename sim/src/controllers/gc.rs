@@ -9,8 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::api::resources::keys;
-use crate::store::{self, Store};
+use crate::store::{self, keys, Store};
 
 fn drop_finalizer(store: &Store, key: &Arc<str>, obj: &Value, f: &str) {
     let _ = store.modify(key, store::namespace_of(obj), store::name_of(obj), |cur| {

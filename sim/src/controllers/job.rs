@@ -14,10 +14,9 @@ use super::{
     annotation, condition, condition_true, set_condition, ANN_DURATION, ANN_FAIL_ATTEMPTS,
     ANN_OUTCOME,
 };
-use crate::api::admission;
-use crate::api::resources::keys;
+use crate::admission;
 use crate::config::PodTiming;
-use crate::store::{self, now_rfc3339, Store};
+use crate::store::{self, keys, now_rfc3339, Store};
 
 pub struct JobController {
     store: Arc<Store>,

@@ -2,7 +2,9 @@
 //! (or leaves it Pending with a `FailedScheduling` event), starts it after the configured delay
 //! (init containers complete, containers run, `Ready`), tells the data plane, ends Job pods
 //! after their duration with the configured outcome (writing scenario results first), and
-//! restarts containers on demand.
+//! restarts containers on demand ([`restart_pod`], called by the control endpoint
+//! `POST /sim/pods/{ns}/{name}/restart` in [`crate::control`], which maps [`RestartError`] to
+//! an HTTP status).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -13,12 +15,10 @@ use serde_json::{json, Value};
 use super::{
     annotation, condition, pod_requests, set_condition, Resources, ANN_DURATION, ANN_OUTCOME,
 };
-use crate::api::resources::keys;
-use crate::api::ApiError;
 use crate::config::PodTiming;
-use crate::dataplane::DataPlane;
+use crate::dataplane::{self, DataPlane};
 use crate::pod::{PodOutcome, ResolvedPod, ResolvedVolume};
-use crate::store::{self, now_rfc3339, Store};
+use crate::store::{self, keys, now_rfc3339, Store};
 
 struct PodRun {
     ns: String,
@@ -591,23 +591,50 @@ impl Kubelet {
     }
 }
 
-/// Restarts the containers of a running pod (admin endpoint): restartCount++, `Ready` goes
+/// Why [`restart_pod`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestartError {
+    /// There is no such pod (or it was deleted during the restart).
+    #[error("pods \"{name}\" not found")]
+    NotFound { name: String },
+    /// Only running pods can be restarted.
+    #[error("pod {ns}/{name} is not running; only running pods can be restarted")]
+    NotRunning { ns: String, name: String },
+    /// Updating the pod's status failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The pod's env or volumes could not be resolved.
+    #[error(transparent)]
+    Resolve(#[from] super::resolve::Error),
+    /// The data plane could not restart the pod.
+    #[error("data plane restart of {ns}/{name} failed: {source}")]
+    DataPlane {
+        ns: String,
+        name: String,
+        source: dataplane::Error,
+    },
+}
+
+/// Restarts the containers of a running pod (control endpoint): restartCount++, `Ready` goes
 /// False, the data plane restarts the pod (`wipe`: emptyDirs are emptied), `Ready` goes True.
+/// Returns the pod as stored at the end.
 pub async fn restart_pod(
     store: &Store,
     dataplane: &DataPlane,
     ns: &str,
     name: &str,
     wipe: bool,
-) -> Result<Arc<Value>, ApiError> {
+) -> Result<Arc<Value>, RestartError> {
     let key: Arc<str> = Arc::from(keys::PODS);
-    let pod = store
-        .get(&key, ns, name)
-        .ok_or_else(|| ApiError::new(404, "NotFound", format!("pods \"{name}\" not found")))?;
+    let not_found = || RestartError::NotFound {
+        name: name.to_string(),
+    };
+    let pod = store.get(&key, ns, name).ok_or_else(not_found)?;
     if phase(&pod) != "Running" {
-        return Err(ApiError::bad_request(format!(
-            "pod {ns}/{name} is not running; only running pods can be restarted"
-        )));
+        return Err(RestartError::NotRunning {
+            ns: ns.to_string(),
+            name: name.to_string(),
+        });
     }
     let ts = now_rfc3339();
     let set_ready = |ready: bool, bump: bool| {
@@ -630,29 +657,16 @@ pub async fn restart_pod(
             Ok(p)
         })
     };
-    set_ready(false, true).map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
-    let fresh = store
-        .get(&key, ns, name)
-        .ok_or_else(|| ApiError::new(404, "NotFound", format!("pods \"{name}\" not found")))?;
-    let resolved = super::resolve::resolve_pod(store, &fresh)
-        .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
+    set_ready(false, true)?;
+    let fresh = store.get(&key, ns, name).ok_or_else(not_found)?;
+    let resolved = super::resolve::resolve_pod(store, &fresh)?;
     dataplane
         .pod_restarted(&resolved, wipe)
         .await
-        .map_err(|e| {
-            ApiError::new(
-                500,
-                "InternalError",
-                format!("data plane restart of {ns}/{name} failed: {e}"),
-            )
+        .map_err(|source| RestartError::DataPlane {
+            ns: ns.to_string(),
+            name: name.to_string(),
+            source,
         })?;
-    match set_ready(true, false) {
-        Ok(Some(p)) => Ok(p),
-        Ok(None) => Err(ApiError::new(
-            404,
-            "NotFound",
-            format!("pods \"{name}\" not found"),
-        )),
-        Err(e) => Err(ApiError::new(500, "InternalError", e.to_string())),
-    }
+    set_ready(true, false)?.ok_or_else(not_found)
 }

@@ -11,9 +11,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::{condition, condition_true, pod_requests, set_condition, Resources};
-use crate::api::admission::QUEUE_LABEL;
-use crate::api::resources::keys;
-use crate::store::{self, now_rfc3339, Store};
+use crate::admission::QUEUE_LABEL;
+use crate::store::{self, keys, now_rfc3339, Store};
 
 const FINALIZER: &str = "kueue.x-k8s.io/resource-in-use";
 

@@ -1,6 +1,11 @@
 //! The controllers of the simulated cluster, run in one loop that wakes on every store change
 //! and on the next timed transition: garbage collection and namespace termination ([`gc`]),
-//! Kueue ([`kueue`]), the job controller ([`job`]), and the scheduler/kubelet ([`kubelet`]).
+//! Kueue ([`kueue`]), the job controller ([`job`]), and the scheduler/kubelet ([`kubelet`]);
+//! [`resolve`] resolves a pod's env and volumes for the data plane.
+//!
+//! The controllers work on the store directly (store keys from [`crate::store::keys`],
+//! defaults from [`crate::admission`]) and import nothing from the API; the API and the
+//! control endpoints ([`crate::control`]) call into them.
 
 pub mod gc;
 pub mod job;
@@ -14,10 +19,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::resources::keys;
 use crate::config::SimConfig;
 use crate::dataplane::DataPlane;
-use crate::store::Store;
+use crate::store::{keys, Store};
 
 /// Annotation: run time of a simulated pod in milliseconds (on the pod, its Job or template).
 pub const ANN_DURATION: &str = "sim.vast.dev/duration-ms";

@@ -9,11 +9,10 @@ use std::sync::Arc;
 use base64::Engine;
 use serde_json::Value;
 
-use crate::api::resources::keys;
-use crate::api::selector::LabelSelector;
 use crate::dataplane::ServiceResolver;
 use crate::pod::{ResolvedContainer, ResolvedMount, ResolvedPod, ResolvedVolume};
-use crate::store::{self, Store};
+use crate::selector::LabelSelector;
+use crate::store::{self, keys, Store};
 
 /// Why a pod cannot start (the kubelet's `CreateContainerConfigError`).
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,7 @@
-//! Label and field selectors (`labelSelector=`, `fieldSelector=` query parameters).
+//! Label and field selectors: the `labelSelector=` and `fieldSelector=` query parameters of
+//! the API ([`crate::api`]), and a Service's selector when a host name is resolved to its pod
+//! ([`crate::controllers::resolve::service_resolver`]). Pure parsing and matching on JSON
+//! objects; no dependencies inside the crate.
 
 use serde_json::Value;
 

@@ -1,12 +1,14 @@
 //! Defaulting and mutating admission on create, as the real API server and Kueue's webhook
 //! do it: pod and Job defaults, Job selectors and labels, Kueue's suspension of queued Jobs,
-//! Service cluster IPs, Secret `stringData`, namespace and PVC status.
+//! Service cluster IPs, Secret `stringData`, namespace and PVC status. Below both the API
+//! ([`crate::api`] calls [`on_create`] for every create) and the controllers, which write to
+//! the store directly (the job controller defaults its pods with [`default_pod`], Kueue reads
+//! [`QUEUE_LABEL`]); it depends on the store only.
 
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::resources::ResourceType;
-use crate::store::Store;
+use crate::store::{keys, Store};
 
 /// The label that hands a Job to Kueue.
 pub const QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
@@ -116,13 +118,14 @@ pub fn default_pod(obj: &mut Value) -> Result<(), String> {
     Ok(())
 }
 
-/// Mutates a new object before it is stored. Errors are validation messages (422).
-pub fn on_create(_store: &Store, rt: &ResourceType, obj: &mut Value) -> Result<(), String> {
-    match (rt.group.as_str(), rt.plural.as_str()) {
-        ("", "pods") => {
+/// Mutates a new object of the resource with store key `key` (`group/plural`) before it is
+/// stored. Errors are validation messages (422).
+pub fn on_create(_store: &Store, key: &str, obj: &mut Value) -> Result<(), String> {
+    match key {
+        keys::PODS => {
             default_pod(obj)?;
         }
-        ("batch", "jobs") => {
+        keys::JOBS => {
             let name = crate::store::name_of(obj).to_string();
             if obj
                 .pointer("/spec/template/spec/containers")
@@ -181,7 +184,7 @@ pub fn on_create(_store: &Store, rt: &ResourceType, obj: &mut Value) -> Result<(
             );
             obj["status"] = json!({});
         }
-        ("", "services") => {
+        keys::SERVICES => {
             let spec = &mut obj["spec"];
             if !spec.is_object() {
                 *spec = json!({});
@@ -204,7 +207,7 @@ pub fn on_create(_store: &Store, rt: &ResourceType, obj: &mut Value) -> Result<(
             }
             obj["status"] = json!({"loadBalancer": {}});
         }
-        ("", "secrets") => {
+        keys::SECRETS => {
             if let Some(sd) = obj.get("stringData").and_then(Value::as_object).cloned() {
                 set_default(obj, "data", json!({}));
                 for (k, v) in sd {
@@ -220,7 +223,7 @@ pub fn on_create(_store: &Store, rt: &ResourceType, obj: &mut Value) -> Result<(
             }
             set_default(obj, "type", json!("Opaque"));
         }
-        ("", "namespaces") => {
+        keys::NAMESPACES => {
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
             obj["status"] = json!({"phase": "Active"});
             let name = crate::store::name_of(obj).to_string();
@@ -230,7 +233,7 @@ pub fn on_create(_store: &Store, rt: &ResourceType, obj: &mut Value) -> Result<(
             }
             labels["kubernetes.io/metadata.name"] = json!(name);
         }
-        ("", "persistentvolumeclaims") => {
+        keys::PVCS => {
             let size = obj
                 .pointer("/spec/resources/requests/storage")
                 .cloned()
