@@ -74,6 +74,22 @@ pub struct MapDef {
     /// At most this many children run at once.
     #[serde(default = "default_map_concurrency")]
     pub concurrency: usize,
+    /// What a child that fails for good (permanent error, or retries exhausted with
+    /// `on_exhausted: fail`) does to the run.
+    #[serde(default)]
+    pub on_item_failure: OnItemFailure,
+}
+
+/// `map.on_item_failure`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnItemFailure {
+    /// The run fails (as for any step).
+    #[default]
+    Fail,
+    /// The item is recorded as failed (terminal) and the others go on; the same item of every
+    /// later map over the same list is skipped, and the run ends succeeded *with failures*.
+    Continue,
 }
 
 fn default_map_concurrency() -> usize {

@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::definition::{Definition, OnExhausted};
+use super::definition::{Definition, OnExhausted, OnItemFailure};
 use super::journal::{
     now_ms, AfterFailure, Event, EventKind, IllegalTransition, RunState, RunStatus, StepKey,
     StepStatus,
@@ -80,6 +80,9 @@ pub enum EngineError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Succeeded,
+    /// Every step succeeded, but this many map items failed for good
+    /// (`on_item_failure: continue`); the CLI exits 1.
+    SucceededWithFailures(u64),
     Failed(String),
     Paused(String),
     Interrupted,
@@ -325,7 +328,8 @@ impl Engine {
         }
         if state.status == RunStatus::Succeeded {
             // A kill between the last record and the last snapshot leaves a stale snapshot
-            // ("running"); refresh it so `runs list` tells the truth.
+            // ("running"); refresh it so `runs list` tells the truth. (Its failed items, if
+            // any, are in the journal: `RunState::failed_items`.)
             let _ = store.snapshot(&RunView::from_state(&state));
             return Ok(Outcome::AlreadySucceeded);
         }
@@ -398,11 +402,21 @@ impl Engine {
             ),
             Some(Stop::Failed(m)) => (RunStatus::Failed, m.clone(), Outcome::Failed(m)),
             Some(Stop::Paused(m)) => (RunStatus::Paused, m.clone(), Outcome::Paused(m)),
-            None if all_done => (
-                RunStatus::Succeeded,
-                "all steps succeeded".into(),
-                Outcome::Succeeded,
-            ),
+            None if all_done => match j.state.failed_items().len() as u64 {
+                0 => (
+                    RunStatus::Succeeded,
+                    "all steps succeeded".into(),
+                    Outcome::Succeeded,
+                ),
+                n => (
+                    RunStatus::Succeeded,
+                    format!(
+                        "all steps succeeded; {n} item{} failed",
+                        if n == 1 { "" } else { "s" }
+                    ),
+                    Outcome::SucceededWithFailures(n),
+                ),
+            },
             None => {
                 let m = "some steps could not run".to_string();
                 (RunStatus::Failed, m.clone(), Outcome::Failed(m))
@@ -526,12 +540,43 @@ impl Exec<'_> {
                         items: n,
                     })?;
                 }
+                // Items that failed in an earlier map over the same list are skipped here.
+                let upstream: Vec<usize> = same_list_ancestors(def, i);
+                let mut skip = Vec::new();
+                for c in 0..n as usize {
+                    let pending = j.state.nodes[i]
+                        .children
+                        .as_ref()
+                        .and_then(|ch| ch.get(c))
+                        .is_some_and(|s| s.status == StepStatus::Pending);
+                    if !pending {
+                        continue;
+                    }
+                    let failed_before = upstream.iter().find(|&&a| {
+                        j.state.nodes[a]
+                            .children
+                            .as_ref()
+                            .and_then(|ch| ch.get(c))
+                            .is_some_and(|s| {
+                                matches!(s.status, StepStatus::ItemFailed | StepStatus::ItemSkipped)
+                            })
+                    });
+                    if let Some(&a) = failed_before {
+                        skip.push((c as u64, format!("{}[{c}]", def.steps[a].name)));
+                    }
+                }
+                for (c, because) in skip {
+                    j.record(EventKind::ItemSkipped {
+                        step: StepKey::child(&step.name, c),
+                        because,
+                    })?;
+                }
                 let mut remaining = 0;
                 let mut queue = VecDeque::new();
                 let mut timers = Vec::new();
                 for (c, s) in j.state.nodes[i].children.iter().flatten().enumerate() {
                     match s.status {
-                        StepStatus::Succeeded => continue,
+                        s if s.is_settled() => continue,
                         StepStatus::RetryWaiting => {
                             timers.push(Reverse((s.next_retry_ms.unwrap_or(0), i, Some(c as u64))))
                         }
@@ -560,7 +605,11 @@ impl Exec<'_> {
             if c > 0 {
                 out.push(',');
             }
-            out.push_str(s.output.as_deref().unwrap_or("null"));
+            // A failed or skipped item's output is null (its error is in the journal).
+            match s.status {
+                StepStatus::Succeeded => out.push_str(s.output.as_deref().unwrap_or("null")),
+                _ => out.push_str("null"),
+            }
         }
         out.push(']');
         j.record(EventKind::StepSucceeded {
@@ -602,14 +651,19 @@ impl Exec<'_> {
             (Some(c), Some(items)) => items.get(c as usize).cloned(),
             _ => None,
         };
-        let attempt = {
+        let (attempt, failed_items) = {
             let mut j = self.lock()?;
             let attempt = j.state.step(&key).map(|s| s.attempts).unwrap_or(0) + 1;
+            // A whole step (e.g. a report) sees the items that failed before it.
+            let failed_items = match child {
+                None => j.state.failed_items(),
+                Some(_) => Vec::new(),
+            };
             j.record(EventKind::StepStarted {
                 step: key.clone(),
                 attempt,
             })?;
-            attempt
+            (attempt, failed_items)
         };
         let step: Arc<dyn Step> = self.engine.registry.get(&sd.run).ok_or_else(|| {
             EngineError::UnknownImplementation {
@@ -628,6 +682,7 @@ impl Exec<'_> {
             resources: self.engine.resources.clone(),
             cancel: self.cancel.clone(),
             checkpoints: self.sink.clone(),
+            failed_items: Arc::new(failed_items),
         };
         let injected = self
             .engine
@@ -714,6 +769,15 @@ impl Exec<'_> {
                         },
                     }
                 };
+                let continues = child.is_some()
+                    && sd
+                        .map
+                        .as_ref()
+                        .is_some_and(|m| m.on_item_failure == OnItemFailure::Continue);
+                let then = match then {
+                    AfterFailure::Fail if continues => AfterFailure::AbandonItem,
+                    other => other,
+                };
                 j.record(EventKind::StepFailed {
                     step: key.clone(),
                     attempt,
@@ -723,6 +787,18 @@ impl Exec<'_> {
                 drop(j);
                 match then {
                     AfterFailure::Retry { at_ms } => self.timers.push(Reverse((at_ms, i, child))),
+                    AfterFailure::AbandonItem => {
+                        tracing::warn!(
+                            "run {}: {key} failed after {attempt} attempt{}: {}; the other items go on",
+                            self.run,
+                            if attempt == 1 { "" } else { "s" },
+                            e.message
+                        );
+                        self.rt[i].remaining -= 1;
+                        if self.rt[i].remaining == 0 {
+                            self.complete_map(def, i)?;
+                        }
+                    }
                     AfterFailure::Fail => {
                         let m = if e.kind == ErrorKind::Permanent {
                             format!("step {key} failed (permanent error): {}", e.message)
@@ -798,6 +874,27 @@ impl Exec<'_> {
             }
         }
     }
+}
+
+/// The map steps among `i`'s ancestors that map over the same list as map step `i`.
+fn same_list_ancestors(def: &Definition, i: usize) -> Vec<usize> {
+    let Some(over) = def.steps[i].map.as_ref().map(|m| &m.over) else {
+        return Vec::new();
+    };
+    let mut seen = vec![false; def.steps.len()];
+    let mut stack: Vec<usize> = def.deps[i].clone();
+    let mut out = Vec::new();
+    while let Some(a) = stack.pop() {
+        if std::mem::replace(&mut seen[a], true) {
+            continue;
+        }
+        if def.steps[a].map.as_ref().is_some_and(|m| &m.over == over) {
+            out.push(a);
+        }
+        stack.extend(def.deps[a].iter().copied());
+    }
+    out.sort_unstable();
+    out
 }
 
 async fn run_attempt(

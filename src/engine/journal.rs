@@ -95,6 +95,12 @@ pub enum StepStatus {
     Succeeded,
     Failed,
     Paused,
+    /// A map child that failed (permanent error or retries exhausted) in a map with
+    /// `on_item_failure: continue`: terminal; the other items go on, and the same item of
+    /// later maps over the same list is skipped.
+    ItemFailed,
+    /// A map child not run because the same item failed in an earlier map over the same list.
+    ItemSkipped,
 }
 
 impl StepStatus {
@@ -106,7 +112,17 @@ impl StepStatus {
             StepStatus::Succeeded => "succeeded",
             StepStatus::Failed => "failed",
             StepStatus::Paused => "paused",
+            StepStatus::ItemFailed => "item_failed",
+            StepStatus::ItemSkipped => "item_skipped",
         }
+    }
+
+    /// Whether a map child in this status needs no more work.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Succeeded | StepStatus::ItemFailed | StepStatus::ItemSkipped
+        )
     }
 }
 
@@ -119,6 +135,9 @@ pub enum AfterFailure {
     Fail,
     /// The run is paused until `vast resume`.
     Pause,
+    /// The map child failed for good; the map goes on (`on_item_failure: continue`).
+    /// (Appended last: journals written before it existed still decode.)
+    AbandonItem,
 }
 
 /// One journal record. JSON payloads are stored as text (bincode cannot encode `Value`).
@@ -179,6 +198,12 @@ pub enum EventKind {
         done: u64,
         total: u64,
     },
+    /// A map child not run because item `because` of an earlier map over the same list
+    /// failed (appended last, like every new event kind).
+    ItemSkipped {
+        step: StepKey,
+        because: String,
+    },
 }
 
 impl EventKind {
@@ -204,6 +229,7 @@ impl EventKind {
                     AfterFailure::Retry { at_ms } => format!("retry at {}", render_ms(*at_ms)),
                     AfterFailure::Fail => "step failed".into(),
                     AfterFailure::Pause => "run paused".into(),
+                    AfterFailure::AbandonItem => "item failed; the others go on".into(),
                 };
                 format!(
                     "{step}: attempt {attempt} failed ({}): {}; {then}",
@@ -220,6 +246,9 @@ impl EventKind {
             }
             EventKind::RunFinished { status, message } => {
                 format!("run {}: {message}", status.as_str())
+            }
+            EventKind::ItemSkipped { step, because } => {
+                format!("{step}: skipped ({because} failed)")
             }
         }
     }
@@ -335,6 +364,12 @@ impl StepState {
                     }
                     AfterFailure::Fail => self.status = Failed,
                     AfterFailure::Pause => self.status = Paused,
+                    AfterFailure::AbandonItem => {
+                        if key.child.is_none() {
+                            return Err(illegal(self));
+                        }
+                        self.status = ItemFailed;
+                    }
                 }
             }
             EventKind::CursorSaved { cursor, .. } => {
@@ -355,6 +390,12 @@ impl StepState {
                 self.cursor = Some(cursor.clone());
                 self.progress = Some((*done, *total));
             }
+            EventKind::ItemSkipped { .. } => {
+                if self.status != Pending || key.child.is_none() {
+                    return Err(illegal(self));
+                }
+                self.status = ItemSkipped;
+            }
             EventKind::StepRearmed { .. } => {
                 if !matches!(self.status, Failed | Paused) {
                     return Err(illegal(self));
@@ -374,6 +415,17 @@ impl StepState {
 pub struct NodeState {
     pub own: StepState,
     pub children: Option<Vec<StepState>>,
+}
+
+/// A map item that failed for good while the others went on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemFailure {
+    /// The map step.
+    pub step: String,
+    /// The item's index in the list the map is over.
+    pub index: u64,
+    /// The last attempt's error.
+    pub error: String,
 }
 
 /// Everything known about a run, rebuilt from its journal.
@@ -446,6 +498,28 @@ impl RunState {
         }
     }
 
+    /// Every map item that failed for good (`on_item_failure: continue`), in step order, with
+    /// its last error. Items skipped because of them are not listed.
+    pub fn failed_items(&self) -> Vec<ItemFailure> {
+        let mut out = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            for (c, s) in node.children.iter().flatten().enumerate() {
+                if s.status == StepStatus::ItemFailed {
+                    out.push(ItemFailure {
+                        step: self.definition.steps[i].name.clone(),
+                        index: c as u64,
+                        error: s
+                            .errors
+                            .last()
+                            .map(|e| e.error.message.clone())
+                            .unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// The state of `key`, if it exists.
     pub fn step(&self, key: &StepKey) -> Option<&StepState> {
         let i = self.definition.index_of(&key.name)?;
@@ -505,6 +579,7 @@ impl RunState {
             | EventKind::StepFailed { step, .. }
             | EventKind::CursorSaved { step, .. }
             | EventKind::CheckpointSaved { step, .. }
+            | EventKind::ItemSkipped { step, .. }
             | EventKind::StepRearmed { step } => {
                 let is_map_parent = step.child.is_none()
                     && self

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::journal::StepKey;
+use super::journal::{ItemFailure, StepKey};
 use super::RunId;
 
 /// How an error should be treated.
@@ -143,6 +143,7 @@ pub struct StepContext {
     pub(crate) resources: Arc<Resources>,
     pub(crate) cancel: CancellationToken,
     pub(crate) checkpoints: Arc<dyn Checkpoints>,
+    pub(crate) failed_items: Arc<Vec<ItemFailure>>,
 }
 
 /// The narrow part of the journal a step reaches: the cursor and progress of its own key.
@@ -190,6 +191,11 @@ impl StepContext {
             ))
         })?;
         T::deserialize(&**v).map_err(|e| StepError::permanent(format!("output of '{step}': {e}")))
+    }
+    /// The map items of this run that failed for good before this step started
+    /// (`on_item_failure: continue`), with their errors; empty for map children.
+    pub fn failed_items(&self) -> &[ItemFailure] {
+        &self.failed_items
     }
     /// The item of a map child.
     pub fn item<T: DeserializeOwned>(&self) -> Result<T, StepError> {

@@ -110,6 +110,7 @@ impl RunView {
                     items: children.len() as u64,
                     ..MapSummary::default()
                 };
+                let mut settled_failed = 0;
                 for c in children {
                     match c.status {
                         StepStatus::Succeeded => m.succeeded += 1,
@@ -118,10 +119,16 @@ impl RunView {
                         StepStatus::Pending => m.pending += 1,
                         StepStatus::Failed => m.failed += 1,
                         StepStatus::Paused => m.paused += 1,
+                        // Settled without success: counted as failed (the layout of the
+                        // persisted snapshot is kept); the child's own line says which.
+                        StepStatus::ItemFailed | StepStatus::ItemSkipped => {
+                            m.failed += 1;
+                            settled_failed += 1;
+                        }
                     }
                 }
                 if node.own.status != StepStatus::Succeeded {
-                    v.status = if m.failed > 0 {
+                    v.status = if m.failed > settled_failed {
                         "failed"
                     } else if m.paused > 0 {
                         "paused"

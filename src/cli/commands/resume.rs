@@ -92,8 +92,8 @@ pub fn store_error(e: StoreError) -> anyhow::Error {
 }
 
 /// Executes the run with Ctrl-C / SIGTERM handling and maps its outcome to an exit status.
-/// A succeeded run whose `report` step counts failed items (`{"failed": n}`, n > 0: runs of
-/// a download or upload that failed while the others went on) exits 1.
+/// A run that succeeded with failed items (map items that failed for good while the others
+/// went on, `on_item_failure: continue`: runs of a download or upload) exits 1.
 pub async fn execute(
     engine: &Engine,
     dir: &StateDir,
@@ -106,16 +106,15 @@ pub async fn execute(
     watcher.abort();
     match result {
         Ok(Outcome::Succeeded) => {
-            let failed = report_failures(dir, &id);
-            if failed > 0 {
-                eprintln!("run {id} finished; {failed} item(s) failed (see above)");
-                return Ok(ExitStatus::Failure);
-            }
             eprintln!("run {id} succeeded");
             Ok(ExitStatus::Success)
         }
+        Ok(Outcome::SucceededWithFailures(failed)) => {
+            eprintln!("run {id} finished; {failed} item(s) failed (see above)");
+            Ok(ExitStatus::Failure)
+        }
         Ok(Outcome::AlreadySucceeded) => {
-            let failed = report_failures(dir, &id);
+            let failed = failed_items(dir, &id);
             eprintln!("run {id} had already succeeded; nothing to do");
             if failed > 0 {
                 eprintln!("({failed} item(s) of it failed; start the command again to retry them)");
@@ -183,9 +182,10 @@ pub fn step_output(dir: &StateDir, id: &str, step: &str) -> Option<serde_json::V
     serde_json::from_str(&text).ok()
 }
 
-/// `failed` of the run's `report` step output (0 without one).
-fn report_failures(dir: &StateDir, id: &str) -> u64 {
-    step_output(dir, id, "report")
-        .and_then(|v| v.get("failed").and_then(serde_json::Value::as_u64))
+/// The number of map items of run `id` that failed for good (engine data, from its journal).
+fn failed_items(dir: &StateDir, id: &str) -> u64 {
+    dir.open_run_for_reading(id)
+        .and_then(|s| s.load())
+        .map(|st| st.failed_items().len() as u64)
         .unwrap_or(0)
 }

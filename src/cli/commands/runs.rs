@@ -190,6 +190,7 @@ fn events(dir: &StateDir, id: &str, json: bool) -> anyhow::Result<ExitStatus> {
                 EventKind::CursorSaved { step, .. } => ("cursor_saved", Some(step.to_string()), None),
                 EventKind::CheckpointSaved { step, .. } => ("cursor_saved", Some(step.to_string()), None),
                 EventKind::StepRearmed { step } => ("step_rearmed", Some(step.to_string()), None),
+                EventKind::ItemSkipped { step, .. } => ("item_skipped", Some(step.to_string()), None),
                 EventKind::RunFinished { .. } => ("run_finished", None, None),
             };
             json!({"seq": seq, "at": render_ms(e.at_ms), "type": ty, "step": step, "attempt": attempt,
