@@ -130,7 +130,8 @@ impl Step for PropStep {
                 .expect("history")
                 .push(Entry::Effect(key.clone()));
             tokio::task::yield_now().await;
-            let hit = me["even_only"].as_bool() != Some(true) || cx.index().unwrap_or(0) % 2 == 0;
+            let hit = me["even_only"].as_bool() != Some(true)
+                || cx.index().unwrap_or(0).is_multiple_of(2);
             if me["permanent"].as_bool() == Some(true) && hit {
                 return Err(StepError::permanent(format!("{key}: planned failure")));
             }
