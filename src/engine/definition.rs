@@ -52,6 +52,10 @@ pub struct StepDef {
     /// Fan-out: one child per item of an ancestor's output array.
     #[serde(default)]
     pub map: Option<MapDef>,
+    /// Named limits the step's body enforces itself (e.g. `builds: 3`: archive builds started
+    /// before giving up), read with `cx.budget("builds")`: data, not constants in Rust.
+    #[serde(default)]
+    pub budgets: std::collections::BTreeMap<String, u32>,
 }
 
 /// What happens when a step's retries are exhausted.
@@ -74,8 +78,8 @@ pub struct MapDef {
     /// At most this many children run at once.
     #[serde(default = "default_map_concurrency")]
     pub concurrency: usize,
-    /// What a child that fails for good (permanent error, or retries exhausted with
-    /// `on_exhausted: fail`) does to the run.
+    /// What a child that fails with a permanent error does to the run (exhausted transient
+    /// retries always follow `on_exhausted`: the run stops, resumable).
     #[serde(default)]
     pub on_item_failure: OnItemFailure,
 }
@@ -88,7 +92,8 @@ pub enum OnItemFailure {
     #[default]
     Fail,
     /// The item is recorded as failed (terminal) and the others go on; the same item of every
-    /// later map over the same list is skipped, and the run ends succeeded *with failures*.
+    /// later map over the same list is skipped, and the run ends succeeded *with failures*
+    /// (exit 1).
     Continue,
 }
 

@@ -683,6 +683,7 @@ impl Exec<'_> {
             cancel: self.cancel.clone(),
             checkpoints: self.sink.clone(),
             failed_items: Arc::new(failed_items),
+            budgets: sd.budgets.clone(),
         };
         let injected = self
             .engine
@@ -774,8 +775,13 @@ impl Exec<'_> {
                         .map
                         .as_ref()
                         .is_some_and(|m| m.on_item_failure == OnItemFailure::Continue);
+                // Only the item's own permanent failure goes on without it; exhausted
+                // transient retries (a network outage is the run's trouble, not the item's)
+                // stop the run resumably as `on_exhausted` says.
                 let then = match then {
-                    AfterFailure::Fail if continues => AfterFailure::AbandonItem,
+                    AfterFailure::Fail if continues && e.kind == ErrorKind::Permanent => {
+                        AfterFailure::AbandonItem
+                    }
                     other => other,
                 };
                 j.record(EventKind::StepFailed {

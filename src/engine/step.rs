@@ -144,6 +144,7 @@ pub struct StepContext {
     pub(crate) cancel: CancellationToken,
     pub(crate) checkpoints: Arc<dyn Checkpoints>,
     pub(crate) failed_items: Arc<Vec<ItemFailure>>,
+    pub(crate) budgets: std::collections::BTreeMap<String, u32>,
 }
 
 /// The narrow part of the journal a step reaches: the cursor and progress of its own key.
@@ -196,6 +197,16 @@ impl StepContext {
     /// (`on_item_failure: continue`), with their errors; empty for map children.
     pub fn failed_items(&self) -> &[ItemFailure] {
         &self.failed_items
+    }
+    /// The step's budget `name` from its workflow definition (`budgets: {name: n}`); a
+    /// definition without it is a permanent error naming the step and the budget.
+    pub fn budget(&self, name: &str) -> Result<u32, StepError> {
+        self.budgets.get(name).copied().ok_or_else(|| {
+            StepError::permanent(format!(
+                "step {} needs `budgets: {{{name}: N}}` in its workflow definition",
+                self.key
+            ))
+        })
     }
     /// The item of a map child.
     pub fn item<T: DeserializeOwned>(&self) -> Result<T, StepError> {

@@ -87,8 +87,11 @@ async fn fetch_step(cx: &StepContext) -> Result<Value, StepError> {
     if cx.param::<bool>("direct")?.unwrap_or(false) {
         return fetch_direct(cx, &item).await;
     }
-    let Some(info) = prev.archive.clone().filter(|_| prev.ok()) else {
-        return Ok(json!(prev));
+    let Some(info) = prev.archive.clone() else {
+        return Err(StepError::permanent(format!(
+            "no archive of run {} to download",
+            item.run
+        )));
     };
     let out = output_dir(cx)?;
     let mode = display(cx);
@@ -164,14 +167,13 @@ async fn fetch_step(cx: &StepContext) -> Result<Value, StepError> {
             state.verify_failures += 1;
             cx.save_cursor(&state)?;
             if state.verify_failures >= 2 {
-                return Ok(json!(RunResult::failed(&info.run, err.to_string())));
+                return Err(StepError::permanent(err.to_string()));
             }
             Err(StepError::transient(format!("{err}; downloading again")))
         }
-        Err(FetchError::NotFound { url }) => Ok(json!(RunResult::failed(
-            &info.run,
+        Err(FetchError::NotFound { url }) => Err(StepError::permanent(
             format!("Failed to download run {} via HTTP: {url} is gone from the pod (run download again to rebuild it)", info.run)
-        ))),
+        )),
         Err(err) if err.is_transient() => Err(StepError::transient(format!(
             "Failed to download run {} via HTTP: {err}",
             info.run
@@ -247,9 +249,9 @@ async fn fetch_direct(cx: &StepContext, item: &PlanItem) -> Result<Value, StepEr
     let mut todo = Vec::new();
     for o in &objects {
         let Some(rel) = safe_key(&o.key) else {
-            return Ok(json!(RunResult::failed(
-                &item.run,
-                format!("unsafe object key '{}' in bucket '{}'", o.key, item.bucket)
+            return Err(StepError::permanent(format!(
+                "unsafe object key '{}' in bucket '{}'",
+                o.key, item.bucket
             )));
         };
         let path = root.join(rel);
@@ -411,9 +413,6 @@ struct ExtractCursor {
 /// same way.
 async fn extract_step(cx: &StepContext) -> Result<Value, StepError> {
     let prev = previous(cx, "fetch")?;
-    if !prev.ok() {
-        return Ok(json!(prev));
-    }
     let item: PlanItem = cx.item()?;
     let out = output_dir(cx)?;
     let mode = display(cx);
@@ -427,9 +426,9 @@ async fn extract_step(cx: &StepContext) -> Result<Value, StepError> {
     let mut files = 0u64;
     if !direct {
         let Some(info) = prev.archive.clone() else {
-            return Ok(json!(RunResult::failed(
-                &item.run,
-                "no archive to extract".into()
+            return Err(StepError::permanent(format!(
+                "no archive of run {} to extract",
+                item.run
             )));
         };
         if staging.exists() {
@@ -440,10 +439,7 @@ async fn extract_step(cx: &StepContext) -> Result<Value, StepError> {
             Ok(n) => files = n,
             Err(why) => {
                 let _ = std::fs::remove_dir_all(&staging);
-                return Ok(json!(RunResult {
-                    failed: Some(why),
-                    ..prev
-                }));
+                return Err(StepError::permanent(why));
             }
         }
     } else {

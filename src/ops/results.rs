@@ -4,9 +4,11 @@
 //! (`results.remove`), and the per-run summary (`results.report`).
 //!
 //! Per-run failures (an archive that cannot be built, a failed verification, an unsafe
-//! archive) are *outputs* (`{"run": .., "failed": ".."}`), not step errors: the other runs go
-//! on, later steps pass the failure through, and the report counts it (the command exits 1).
-//! Transient trouble (API errors, dropped streams) is a step error and retried.
+//! archive) are permanent step errors of that run's map item; the workflows' maps say
+//! `on_item_failure: continue`, so the engine records the item as failed, the other runs go
+//! on, later steps skip that run, the report lists it (`cx.failed_items()`) and the run ends
+//! succeeded with failures (the command exits 1). Transient trouble (API errors, dropped
+//! streams) is a step error and retried.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -265,34 +267,19 @@ pub struct ArchiveInfo {
     pub objects: u64,
 }
 
-/// The output of a per-run step: the run's state after it.
+/// The output of a per-run step: the run's state after it (a run that failed has no output:
+/// its item failed, see the module doc).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunResult {
     pub run: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub skipped: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<Value>,
 }
 
-impl RunResult {
-    pub fn ok(&self) -> bool {
-        self.failed.is_none() && self.skipped.is_none()
-    }
-    pub fn failed(run: &str, why: String) -> RunResult {
-        RunResult {
-            run: run.to_string(),
-            failed: Some(why),
-            ..Default::default()
-        }
-    }
-}
-
-/// The result of `step` for this child's run (same index: every results map is over `plan`).
+/// The result of `step` for this child's run (same index: every results map is over `plan`;
+/// the engine runs a child only when the same item succeeded in the maps before it).
 pub fn previous(cx: &StepContext, step: &str) -> Result<RunResult, StepError> {
     let all: Vec<RunResult> = cx.output(step)?;
     let i = cx.index().unwrap_or(0) as usize;
@@ -305,11 +292,9 @@ pub fn previous(cx: &StepContext, step: &str) -> Result<RunResult, StepError> {
 struct ArchiveCursor {
     /// Token of the archiver task this step started (a resume recognises it).
     token: Option<String>,
-    /// Builds started by this step (a failed build is retried twice).
+    /// Builds started by this step (at most the step's `builds` budget).
     builds: u32,
 }
-
-const MAX_BUILDS: u32 = 3;
 
 /// Builds `<run>.tar.gz` of the run's bucket in the pod, or reuses a complete one (with
 /// `force`, the first attempt rebuilds it). A half-built archive is never complete: only a
@@ -328,6 +313,7 @@ async fn archive(cx: &StepContext) -> Result<Value, StepError> {
     let path = pod::archive_path(&item.run);
     let force = cx.param::<bool>("force_archive")?.unwrap_or(false);
     let mut cursor: ArchiveCursor = cx.cursor()?.unwrap_or_default();
+    let max_builds = cx.budget("builds")?;
     let mut last_objects = None;
     loop {
         let st = scripts.status(&state).await.map_err(pod_err)?;
@@ -373,14 +359,11 @@ async fn archive(cx: &StepContext) -> Result<Value, StepError> {
             sleep(cx, Duration::from_millis(500)).await?;
             continue;
         }
-        if st.state == "failed" && ours && cursor.builds >= MAX_BUILDS {
-            return Ok(json!(RunResult::failed(
-                &item.run,
-                format!(
-                    "Failed to create archive for run {}: {}",
-                    item.run,
-                    st.error.as_deref().map(pod::last_line).unwrap_or_default()
-                )
+        if st.state == "failed" && ours && cursor.builds >= max_builds {
+            return Err(StepError::permanent(format!(
+                "Failed to create archive for run {}: {}",
+                item.run,
+                st.error.as_deref().map(pod::last_line).unwrap_or_default()
             )));
         }
         // Nothing usable: (re)build. The token goes to the cursor before the start, so a
@@ -450,9 +433,6 @@ async fn remove(cx: &StepContext) -> Result<Value, StepError> {
         .param("remove_after")?
         .unwrap_or_else(|| "extract".to_string());
     let prev = previous(cx, &after)?;
-    if !prev.ok() {
-        return Ok(json!(prev));
-    }
     let mode = display(cx);
     let skip_removal = cx.param::<bool>("skip_removal")?.unwrap_or(false);
     let keep_archive = cx.param::<bool>("keep_remote_archive")?.unwrap_or(false);
@@ -507,26 +487,36 @@ pub async fn s3_client(cx: &StepContext) -> Result<(PortForward, aws_sdk_s3::Cli
 /// has failures exits 1: `cli::commands::resume::execute`).
 async fn report(cx: &StepContext) -> Result<Value, StepError> {
     let from: String = cx.param("report_from")?.unwrap_or_else(|| "remove".into());
-    let results: Vec<RunResult> = cx.output(&from)?;
-    let mut ok = 0;
+    // Runs that failed have no output (null); their errors are the engine's failed items.
+    let results: Vec<Option<RunResult>> = cx.output(&from)?;
+    let plan: Vec<PlanItem> = cx.output("plan").unwrap_or_default();
+    let direct = cx.param::<bool>("direct")?.unwrap_or(false);
+    let upload = cx.param::<String>("share_type")?.is_some();
+    let ok = results.iter().flatten().count();
     let mut failed = 0;
-    let mut skipped = 0;
-    for r in &results {
-        if let Some(why) = &r.failed {
-            failed += 1;
-            println!("{}  FAILED: {why}", r.run);
-            if r.archive.is_some() || why.contains("verification") || why.contains("unsafe") {
-                println!(
-                    "{}  Remote archive kept at {} for inspection",
-                    r.run,
-                    pod::archive_path(&r.run)
-                );
-            }
-        } else if r.skipped.is_some() {
-            skipped += 1;
-        } else {
-            ok += 1;
+    let mut failures = Vec::new();
+    for f in cx.failed_items() {
+        failed += 1;
+        let run = plan
+            .get(f.index as usize)
+            .map(|p| p.run.clone())
+            .unwrap_or_else(|| format!("item {}", f.index));
+        if upload && f.step == "archive" {
+            println!("Failed to create archive for run {run}, skipping upload.");
         }
+        let why = &f.error;
+        println!("{run}  FAILED: {why}");
+        // The remote archive stays when the bytes fetched from it were bad or unusable.
+        if (f.step == "extract" && !direct)
+            || why.contains("verification")
+            || why.contains("unsafe")
+        {
+            println!(
+                "{run}  Remote archive kept at {} for inspection",
+                pod::archive_path(&run)
+            );
+        }
+        failures.push(json!({"run": run, "step": f.step, "failed": why}));
     }
     // The summary line (here, so `vast resume` prints it too). Runs the command skipped
     // before the run started (already downloaded) count as done, as upstream counts them.
@@ -544,7 +534,7 @@ async fn report(cx: &StepContext) -> Result<Value, StepError> {
         Some("compress") => println!("✓ Compressed {ok} runs on remote pod."),
         _ => {}
     }
-    Ok(json!({"ok": ok, "skipped": skipped, "failed": failed, "runs": results}))
+    Ok(json!({"ok": ok, "skipped": 0, "failed": failed, "runs": results, "failures": failures}))
 }
 
 /// download-cleanup: removes one bucket (objects page by page, then the bucket).

@@ -112,18 +112,13 @@ struct UploadCursor {
     starts: u32,
 }
 
-const MAX_STARTS: u32 = 3;
-
 async fn upload(cx: &StepContext) -> Result<Value, StepError> {
     let prev = previous(cx, "archive")?;
-    let Some(info) = prev.archive.clone().filter(|_| prev.ok()) else {
-        if prev.failed.is_some() {
-            println!(
-                "Failed to create archive for run {}, skipping upload.",
-                prev.run
-            );
-        }
-        return Ok(json!(prev));
+    let Some(info) = prev.archive.clone() else {
+        return Err(StepError::permanent(format!(
+            "no archive of run {} to upload",
+            prev.run
+        )));
     };
     let item: PlanItem = cx.item()?;
     let mode = display(cx);
@@ -137,6 +132,7 @@ async fn upload(cx: &StepContext) -> Result<Value, StepError> {
     let scripts = scripts(cx)?;
     let state = pod::state_path(&format!("{}.share-{share_type}", item.run));
     let mut cursor: UploadCursor = cx.cursor()?.unwrap_or_default();
+    let max_starts = cx.budget("starts")?;
     let mut bar: Option<Transfer> = None;
     let mut announced = false;
     loop {
@@ -180,24 +176,21 @@ async fn upload(cx: &StepContext) -> Result<Value, StepError> {
             sleep(cx, Duration::from_millis(500)).await?;
             continue;
         }
-        if ours && st.state == "failed" && cursor.starts >= MAX_STARTS {
+        if ours && st.state == "failed" && cursor.starts >= max_starts {
             let why = st
                 .error
                 .as_deref()
                 .and_then(|e| e.lines().rev().find(|l| l.contains("ERROR")).map(str::trim))
                 .unwrap_or("")
                 .to_string();
-            return Ok(json!(RunResult::failed(
-                &item.run,
-                format!(
-                    "upload FAILED (exit code {}){}",
-                    st.exit_code.unwrap_or(-1),
-                    if why.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {why}")
-                    }
-                )
+            return Err(StepError::permanent(format!(
+                "upload FAILED (exit code {}){}",
+                st.exit_code.unwrap_or(-1),
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {why}")
+                }
             )));
         }
         if ours && st.state == "failed" {

@@ -1,5 +1,6 @@
 //! The one integration-test binary: one module per area.
 
+mod architecture;
 mod cluster_faults;
 mod cluster_ops;
 mod cluster_resume;
