@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 
 use super::definition::Definition;
-use super::step::StepError;
+use super::error::StepError;
 
 /// Milliseconds since the Unix epoch on the engine's clock: wall time at first use advanced by
 /// tokio's monotonic clock (so paused-time tests move it too).
@@ -620,7 +620,7 @@ impl RunState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::step::ErrorKind;
+    use crate::engine::error::ErrorKind;
 
     fn header() -> Event {
         Event {

@@ -4,7 +4,8 @@
 //!
 //! - [`definition`]: the YAML format of `workflows/` and its validation;
 //! - [`retry`]: `RetryPolicy` (the only user of the `backoff` crate);
-//! - [`step`]: the `Step` trait, `StepContext`, `StepError`, `Registry`, `Resources`;
+//! - [`error`]: `StepError` and `ErrorKind` (transient / permanent / cancelled);
+//! - [`step`]: the `Step` trait, `StepContext`, `Registry`, `Resources`;
 //! - [`journal`]: events, the checked step state machine, `RunState` replay;
 //! - [`executor`]: `Engine::create` / `Engine::execute` (start and resume);
 //! - [`store`]: the store contract the engine needs (`JournalStores`, `JournalStore`), which
@@ -12,6 +13,7 @@
 //! - [`view`]: the inspection view (`vast runs show`, snapshots, `--json`).
 
 pub mod definition;
+pub mod error;
 pub mod executor;
 pub mod journal;
 pub mod retry;

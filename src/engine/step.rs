@@ -1,94 +1,18 @@
 //! The `Step` trait, the context a step runs with (parameters, ancestor outputs, map item,
-//! cursor, progress, cancellation, typed non-persisted resources), step errors classified
-//! transient / permanent, and the registry binding implementation names to steps.
+//! cursor, progress, failed items, budgets, cancellation, typed non-persisted resources), and
+//! the registry binding implementation names to steps. Step errors: [`super::error`].
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Serialize};
 use tokio_util::sync::CancellationToken;
 
+pub use super::error::{ErrorKind, StepError};
 use super::journal::{ItemFailure, StepKey};
 use super::RunId;
-
-/// How an error should be treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ErrorKind {
-    /// Worth retrying (connection reset, 5xx, 429, 409 on update, watch 410, timeout).
-    Transient,
-    /// Retrying cannot help (validation, 403, misconfiguration): fail fast.
-    Permanent,
-    /// The step stopped because the run was cancelled; not recorded, re-run on resume.
-    Cancelled,
-}
-
-impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Transient => "transient",
-            ErrorKind::Permanent => "permanent",
-            ErrorKind::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// The error of one attempt; journaled, so it is data (the rendered chain), not a Rust type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
-#[error("{message}")]
-pub struct StepError {
-    pub kind: ErrorKind,
-    pub message: String,
-    /// A server-provided delay (e.g. HTTP `Retry-After`) before the next attempt.
-    pub retry_after_ms: Option<u64>,
-}
-
-impl StepError {
-    pub fn transient(message: impl Into<String>) -> StepError {
-        StepError {
-            kind: ErrorKind::Transient,
-            message: message.into(),
-            retry_after_ms: None,
-        }
-    }
-    pub fn permanent(message: impl Into<String>) -> StepError {
-        StepError {
-            kind: ErrorKind::Permanent,
-            message: message.into(),
-            retry_after_ms: None,
-        }
-    }
-    pub fn cancelled() -> StepError {
-        StepError {
-            kind: ErrorKind::Cancelled,
-            message: "cancelled".into(),
-            retry_after_ms: None,
-        }
-    }
-    /// Asks for at least `delay` before the next attempt.
-    pub fn retry_after(mut self, delay: Duration) -> StepError {
-        self.retry_after_ms = Some(delay.as_millis() as u64);
-        self
-    }
-    /// Renders an error and its sources as one message.
-    pub fn from_chain(kind: ErrorKind, err: &(dyn std::error::Error + 'static)) -> StepError {
-        let mut message = err.to_string();
-        let mut src = err.source();
-        while let Some(s) = src {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            src = s.source();
-        }
-        StepError {
-            kind,
-            message,
-            retry_after_ms: None,
-        }
-    }
-}
 
 /// A step implementation. Steps must be idempotent: re-running one after a crash at any point
 /// converges to the same world. Retries are the engine's job, not the step's.
