@@ -1,8 +1,10 @@
-//! The command line: clap types ([`args`]), one file per command ([`commands`]) and output
-//! rendering ([`output`]). The only place that uses `anyhow` and maps errors to exit codes.
+//! The command line: clap types ([`args`]), one file per command ([`commands`]), executing a
+//! run and mapping its outcome to an exit code ([`execute`]), and output rendering
+//! ([`output`]). The only place that uses `anyhow` and maps errors to exit codes.
 
 pub mod args;
 pub mod commands;
+pub mod execute;
 pub mod output;
 
 use std::path::PathBuf;

@@ -484,7 +484,7 @@ pub async fn s3_client(cx: &StepContext) -> Result<(PortForward, aws_sdk_s3::Cli
 }
 
 /// The per-run summary; output `{"ok": n, "failed": n, "runs": [...]}` (a run whose report
-/// has failures exits 1: `cli::commands::resume::execute`).
+/// has failures exits 1: `cli::execute::execute`).
 async fn report(cx: &StepContext) -> Result<Value, StepError> {
     let from: String = cx.param("report_from")?.unwrap_or_else(|| "remove".into());
     // Runs that failed have no output (null); their errors are the engine's failed items.

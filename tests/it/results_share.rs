@@ -602,7 +602,7 @@ async fn gdrive_upload_to_the_fake_drive_leaks_no_secret() {
     assert_eq!(members(&stored2), expected_members(&id2, &objects2));
     // The archive the run built (its output, recorded in the run) is what the Drive holds.
     let share_id = started_id(&stderr, "upload-to-share-");
-    let report = vast::cli::commands::resume::step_output(
+    let report = vast::cli::execute::step_output(
         &vast::store::StateDir::new(c.state.clone()),
         &share_id,
         "report",

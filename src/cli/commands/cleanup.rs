@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::cluster_common::{context_param, parse_options, resources, target};
-use super::resume::start_operation;
+use crate::cli::execute::start_operation;
 use crate::cli::{args::CleanupArgs, ExitStatus, Globals, UsageError};
 use crate::manifests::cluster_config::{cluster_config, validate_namespace};
 

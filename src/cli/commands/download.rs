@@ -10,8 +10,8 @@ use kube::api::Api;
 use serde_json::json;
 
 use super::cluster_common::{access, context_param, resources, target, Target};
-use super::resume::{start_operation_as, step_output};
 use crate::cli::args::{DownloadArgs, DownloadCleanupArgs};
+use crate::cli::execute::{start_operation_as, step_output};
 use crate::cli::{ExitStatus, Globals, UsageError};
 use crate::cluster::portforward::PortForward;
 use crate::engine::RunId;

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::cluster_common::{access, check_pod, context_param, resources, target};
 use super::configuration::{check_resources, load_configs, load_vast, select_config};
-use super::resume::start_operation_as;
+use crate::cli::execute::start_operation_as;
 use crate::cli::{args::RunArgs, ExitStatus, Globals, UsageError};
 use crate::engine::RunId;
 use crate::store::StateDir;

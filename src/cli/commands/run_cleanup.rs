@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::cluster_common::{access, context_param, resources, target};
-use super::resume::start_operation;
+use crate::cli::execute::start_operation;
 use crate::cli::{args::RunCleanupArgs, ExitStatus, Globals};
 use crate::manifests::job::label_safe;
 

@@ -22,7 +22,7 @@ use crate::engine::view::RunView;
 use crate::engine::Definition;
 use crate::store::StateDir;
 
-use super::resume::store_error;
+use crate::cli::execute::store_error;
 
 pub async fn run(cmd: RunsCommand, globals: &Globals) -> anyhow::Result<ExitStatus> {
     let dir = StateDir::new(globals.state_dir());

@@ -28,5 +28,5 @@ pub async fn run(args: SelftestArgs, globals: &Globals) -> anyhow::Result<ExitSt
         writeln!(out, "run {}", store.id())?;
         out.flush()?;
     }
-    super::resume::execute(&engine, &dir, store).await
+    crate::cli::execute::execute(&engine, &dir, store).await
 }

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::cluster_common::{context_param, parse_options, resources, target};
-use super::resume::start_operation;
+use crate::cli::execute::start_operation;
 use crate::cli::{args::SetupArgs, ExitStatus, Globals, UsageError};
 use crate::manifests::cluster_config::{cluster_config, list_text, validate_namespace};
 

@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::cluster_common::{context_param, resources};
 use super::download::{choose, connect, list_runs, Wording};
-use super::resume::start_operation_as;
 use crate::cli::args::UploadToShareArgs;
+use crate::cli::execute::start_operation_as;
 use crate::cli::{ExitStatus, Globals, UsageError};
 use crate::engine::RunId;
 use crate::ops::share::ShareEnv;

@@ -1,0 +1,170 @@
+//! Executing a run, for every command that does: starting a new run of an embedded workflow
+//! ([`start_operation`]), running it with Ctrl-C / SIGTERM handling, and mapping its outcome to
+//! an exit status ([`execute`]: a run that succeeded with failed items exits 1); opening a run
+//! for execution with the user's mistakes as usage errors; reading a finished run's outputs.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{ExitStatus, Globals, UsageError};
+use crate::engine::{Engine, EngineError, Outcome};
+use crate::store::{RunStore, StateDir, StoreError};
+
+/// Starts a new run of the embedded workflow `operation` with `params`, handing `resources`
+/// (clients, configuration) to its steps, and executes it like `vast resume` does. This is how
+/// the operation commands (`setup`, `run`, `download`, ...) run their workflows.
+pub async fn start_operation(
+    globals: &Globals,
+    operation: &str,
+    params: &serde_json::Value,
+    resources: crate::engine::Resources,
+) -> anyhow::Result<ExitStatus> {
+    let dir = StateDir::new(globals.state_dir());
+    let id = crate::engine::RunId::generate(operation);
+    start_operation_as(&dir, &id, operation, params, resources).await
+}
+
+/// [`start_operation`] with a chosen run id (the `run` command names its bucket and Jobs
+/// after it, so it needs the id before the run starts).
+pub async fn start_operation_as(
+    dir: &StateDir,
+    id: &crate::engine::RunId,
+    operation: &str,
+    params: &serde_json::Value,
+    resources: crate::engine::Resources,
+) -> anyhow::Result<ExitStatus> {
+    let def = crate::ops::definition(operation)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "no workflow for operation '{operation}' (workflows/)"
+            ))
+        })?
+        .map_err(|e| UsageError(e.to_string()))?;
+    let engine = Engine::new(crate::ops::registry(), resources);
+    let store = engine.create_as(dir, id, &def, params)?;
+    eprintln!(
+        "run {} started (resume with `vast resume {}` if interrupted)",
+        store.id(),
+        store.id()
+    );
+    execute(&engine, dir, store).await
+}
+
+/// Opens run `id`, mapping the user's mistakes (unknown run, live lease) to usage errors.
+pub fn open_for_execution(dir: &StateDir, id: &str) -> anyhow::Result<RunStore> {
+    dir.open_run(id).map_err(|e| match e {
+        StoreError::Lease(l) => UsageError(format!(
+            "cannot execute run {id}: {l}; wait for it to stop (`vast runs show {id}` works meanwhile)"
+        ))
+        .into(),
+        other => store_error(other),
+    })
+}
+
+/// Maps store errors that are the user's to fix to [`UsageError`].
+pub fn store_error(e: StoreError) -> anyhow::Error {
+    match e {
+        e @ (StoreError::UnknownRun { .. } | StoreError::Lease(_)) => {
+            UsageError(e.to_string()).into()
+        }
+        other => anyhow::Error::new(other),
+    }
+}
+
+/// Executes the run with Ctrl-C / SIGTERM handling and maps its outcome to an exit status.
+/// A run that succeeded with failed items (map items that failed for good while the others
+/// went on, `on_item_failure: continue`: runs of a download or upload) exits 1.
+pub async fn execute(
+    engine: &Engine,
+    dir: &StateDir,
+    store: RunStore,
+) -> anyhow::Result<ExitStatus> {
+    let id = store.id().to_string();
+    let cancel = CancellationToken::new();
+    let watcher = tokio::spawn(watch_signals(cancel.clone(), id.clone()));
+    let result = engine.execute(store, cancel).await;
+    watcher.abort();
+    match result {
+        Ok(Outcome::Succeeded) => {
+            eprintln!("run {id} succeeded");
+            Ok(ExitStatus::Success)
+        }
+        Ok(Outcome::SucceededWithFailures(failed)) => {
+            eprintln!("run {id} finished; {failed} item(s) failed (see above)");
+            Ok(ExitStatus::Failure)
+        }
+        Ok(Outcome::AlreadySucceeded) => {
+            let failed = failed_items(dir, &id);
+            eprintln!("run {id} had already succeeded; nothing to do");
+            if failed > 0 {
+                eprintln!("({failed} item(s) of it failed; start the command again to retry them)");
+                return Ok(ExitStatus::Failure);
+            }
+            Ok(ExitStatus::Success)
+        }
+        Ok(Outcome::Failed(m)) => {
+            eprintln!("Error: run {id} failed: {m}\n(after fixing the cause: vast resume {id})");
+            Ok(ExitStatus::Failure)
+        }
+        Ok(Outcome::Paused(m)) => {
+            eprintln!("run {id} paused: {m}");
+            Ok(ExitStatus::Failure)
+        }
+        Ok(Outcome::Interrupted) => {
+            eprintln!("run {id} interrupted; resume with: vast resume {id}");
+            Ok(ExitStatus::Interrupted)
+        }
+        Err(e @ EngineError::JournalLost { .. }) => Err(UsageError(e.to_string()).into()),
+        Err(EngineError::Store(e)) => match e.downcast::<StoreError>() {
+            Ok(e) => Err(store_error(*e)),
+            Err(e) => Err(anyhow::anyhow!(e)),
+        },
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "run {id} stopped; it is resumable with `vast resume {id}`"
+        ))),
+    }
+}
+
+/// First Ctrl-C / SIGTERM: cancel cooperatively. Second: exit 130 at once (the journal is
+/// consistent at every point, so the run stays resumable).
+async fn watch_signals(cancel: CancellationToken, id: String) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; Ctrl-C will kill vast without cleanup");
+        return;
+    };
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        seen += 1;
+        if seen == 1 {
+            eprintln!("interrupted: stopping run {id} (press Ctrl-C again to exit at once)");
+            cancel.cancel();
+        } else {
+            eprintln!("exiting now; resume with: vast resume {id}");
+            std::process::exit(130);
+        }
+    }
+}
+
+/// The output of run `id`'s step `step` (None when it has none).
+pub fn step_output(dir: &StateDir, id: &str, step: &str) -> Option<serde_json::Value> {
+    let store = dir.open_run_for_reading(id).ok()?;
+    let state = store.load().ok()?;
+    let i = state.definition.steps.iter().position(|s| s.name == step)?;
+    let text = state.nodes.get(i)?.own.output.clone()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// The number of map items of run `id` that failed for good (engine data, from its journal).
+fn failed_items(dir: &StateDir, id: &str) -> u64 {
+    dir.open_run_for_reading(id)
+        .and_then(|s| s.load())
+        .map(|st| st.failed_items().len() as u64)
+        .unwrap_or(0)
+}
