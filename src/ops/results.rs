@@ -483,8 +483,9 @@ pub async fn s3_client(cx: &StepContext) -> Result<(PortForward, aws_sdk_s3::Cli
         .map_err(|err| classified(err.is_transient(), err))
 }
 
-/// The per-run summary; output `{"ok": n, "failed": n, "runs": [...]}` (a run whose report
-/// has failures exits 1: `cli::execute::execute`).
+/// The per-run summary, printed (so `vast resume` prints it too): each failed run with its
+/// error (the engine's failed items), then the totals; output `{"ok": n, "failed": n, "runs":
+/// [...], "failures": [...]}`. The exit code comes from the run's outcome, not from here.
 async fn report(cx: &StepContext) -> Result<Value, StepError> {
     let from: String = cx.param("report_from")?.unwrap_or_else(|| "remove".into());
     // Runs that failed have no output (null); their errors are the engine's failed items.
