@@ -239,14 +239,17 @@ pub enum S3Error {
 }
 
 impl S3Error {
-    /// Whether retrying later may help: S3 requests have exhausted their retries (the endpoint
-    /// may come back), while local files and content mismatches need a person.
+    /// Whether retrying later may help: a failed S3 request unless the server's error code
+    /// says otherwise (the endpoint may come back), a local I/O error as
+    /// [`classify_io`](crate::results::io::classify_io) says; content mismatches and
+    /// unusable file names need a person.
     pub fn is_transient(&self) -> bool {
         match self {
             S3Error::CreateBucket { permanent, .. }
             | S3Error::Upload { permanent, .. }
             | S3Error::Request { permanent, .. } => !permanent,
-            _ => false,
+            S3Error::Io { source, .. } => crate::results::io::is_transient_io(source),
+            S3Error::Mismatch { .. } | S3Error::KeyName(_) => false,
         }
     }
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::env::{classified, env, kube_err, sleep};
+use super::env::{classified, env, io_err, kube_err, sleep};
 use super::runs::{self, JobOutcome, JobState, RunRecord};
 use super::setup::{step, ROBOVAST_POD};
 use crate::cluster::s3;
@@ -184,23 +184,20 @@ async fn prepare(cx: &StepContext) -> Result<Value, StepError> {
         .ok_or_else(|| StepError::permanent("work directory has no parent"))?
         .to_path_buf();
     let tmp = parent.join(".out_template.tmp");
-    let io = |what: &str, path: &Path, err: std::io::Error| {
-        StepError::transient(format!("cannot {what} {}: {err}", path.display()))
-    };
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|err| io("remove", &tmp, err))?;
+        std::fs::remove_dir_all(&tmp).map_err(|err| io_err("remove", &tmp, err))?;
     }
-    std::fs::create_dir_all(&parent).map_err(|err| io("create", &parent, err))?;
+    std::fs::create_dir_all(&parent).map_err(|err| io_err("create", &parent, err))?;
     template::write_out_template(&tmp, &p.vast, &p.configs, Mode::Cluster, &created)
         .map_err(|err| StepError::permanent(err.to_string()))?;
     if let Some(cfg) = cluster.as_deref().and_then(|c| cluster_config(c).ok()) {
         let ep = tmp.join("entrypoint.sh");
-        let text = std::fs::read_to_string(&ep).map_err(|err| io("read", &ep, err))?;
+        let text = std::fs::read_to_string(&ep).map_err(|err| io_err("read", &ep, err))?;
         template::write_file(
             &ep,
             template::with_instance_type(&text, cfg.instance_type_command).as_bytes(),
             true,
-            |what, path, err| io(what, path, err),
+            io_err,
         )?;
     }
     let info = json!({
@@ -213,11 +210,11 @@ async fn prepare(cx: &StepContext) -> Result<Value, StepError> {
     let exec = template::execution_yaml(&p.vast, p.runs, &created, info)
         .map_err(|err| StepError::permanent(err.to_string()))?;
     let ex = tmp.join("execution.yaml");
-    std::fs::write(&ex, exec).map_err(|err| io("write", &ex, err))?;
+    std::fs::write(&ex, exec).map_err(|err| io_err("write", &ex, err))?;
     if out.exists() {
-        std::fs::remove_dir_all(&out).map_err(|err| io("replace", &out, err))?;
+        std::fs::remove_dir_all(&out).map_err(|err| io_err("replace", &out, err))?;
     }
-    std::fs::rename(&tmp, &out).map_err(|err| io("rename into", &out, err))?;
+    std::fs::rename(&tmp, &out).map_err(|err| io_err("rename into", &out, err))?;
     Ok(json!({"configs": p.configs.len(), "runs": p.runs, "dir": out.display().to_string()}))
 }
 
@@ -276,8 +273,7 @@ async fn plan(cx: &StepContext) -> Result<Value, StepError> {
         jobs: out.iter().map(|j| j.n.clone()).collect(),
         ..Default::default()
     }
-    .save(&state_dir(cx)?)
-    .map_err(StepError::transient)?;
+    .save(&state_dir(cx)?)?;
     serde_json::to_value(out).map_err(|err| StepError::permanent(err.to_string()))
 }
 
@@ -524,7 +520,7 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
         ..Default::default()
     });
     record.submitted = true;
-    record.save(&sd).map_err(StepError::transient)?;
+    record.save(&sd)?;
     if !cx.param::<bool>("follow")?.unwrap_or(false) {
         return Ok(json!({"detached": true}));
     }
@@ -592,7 +588,7 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
             },
             _ = ticker.tick() => {}
             _ = cx.cancel_token().cancelled() => {
-                record.save(&sd).map_err(StepError::transient)?;
+                record.save(&sd)?;
                 return Err(StepError::cancelled());
             }
         }
@@ -602,7 +598,7 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
         let total = record.jobs.len();
         cx.progress((total - open.min(total)) as u64, total as u64);
         if dirty && (open == 0 || last_save.elapsed() >= Duration::from_secs(2)) {
-            record.save(&sd).map_err(StepError::transient)?;
+            record.save(&sd)?;
             last_save = std::time::Instant::now();
             dirty = false;
         }
@@ -614,7 +610,7 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
             last_remaining = open;
         }
     };
-    record.save(&sd).map_err(StepError::transient)?;
+    record.save(&sd)?;
     tracing::info!("All jobs finished.");
     let stats = stats_of(&record, unknown, started.elapsed().as_secs_f64());
     let sel = runs::selector(Some(&run_id));
