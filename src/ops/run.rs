@@ -2,7 +2,9 @@
 //! Jobs removed (`--cleanup`), the configurations generated into the run's work directory, the
 //! Job list planned (Jobs of this run that already exist are adopted, never re-created),
 //! `out_template` uploaded to the run's bucket (resumable per file and per part), one map
-//! child per Job creating it, and with `--follow` the Jobs watched until all finished.
+//! child per Job creating it, and with `--follow` the Jobs watched until all finished. The
+//! watch of an attempt gives up after [`WATCH_MAX_ERRORS`] errors (or [`WATCH_MAX_ERROR_TIME`])
+//! without progress: a re-list as such is not progress, a changed Job state or count is.
 //!
 //! Parameters: `context`, `namespace`, `state_dir`, `vast_file`, `vast_sha256` (the `.vast`
 //! text the run started with: a changed file stops the run instead of creating different
@@ -25,6 +27,7 @@ use super::env::{classified, env, io_err, kube_err, sleep};
 use super::runs::{self, JobOutcome, JobState, RunRecord};
 use super::setup::{step, ROBOVAST_POD};
 use crate::cluster::s3;
+use crate::engine::retry::FailureBudget;
 use crate::engine::{Registry, Step, StepContext, StepError};
 use crate::manifests::cluster_config::cluster_config;
 use crate::manifests::job::{job_name, label_safe, render_job, JobContext};
@@ -360,6 +363,12 @@ async fn adopt(jobs: &Api<Job>, name: &str, run_id: &str) -> Result<(), StepErro
     }
 }
 
+/// Errors of the Job watch without progress after which a `--follow` attempt gives up (the
+/// engine retries the step with its own backoff).
+const WATCH_MAX_ERRORS: u32 = 30;
+/// ... or the time over which they may spread.
+const WATCH_MAX_ERROR_TIME: Duration = Duration::from_secs(10 * 60);
+
 /// Statistics of a followed run (also the step's output).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunStats {
@@ -480,6 +489,16 @@ impl Watch {
         }
     }
 
+    /// What is known, as counts (listed, unfinished, present, outcomes): a change is progress.
+    fn known(&self, record: &RunRecord) -> (bool, usize, usize, usize) {
+        (
+            self.listed,
+            self.open.len(),
+            self.present.len(),
+            record.finished.len(),
+        )
+    }
+
     fn deleted(&mut self, name: &str) {
         self.open.remove(name);
         self.present.remove(name);
@@ -502,7 +521,9 @@ impl Watch {
 /// `--follow`: watches the run's Jobs until every one finished (or vanished), recording each
 /// outcome in the run's record as it is seen, so Jobs deleted by `ttlSecondsAfterFinished`
 /// stay counted and a 404 is never an error; prints the statistics block; then deletes the
-/// run's Jobs and pods.
+/// run's Jobs and pods. Watch errors are bounded by a [`FailureBudget`] that only progress
+/// resets (an event of a live watch, or a change in the Jobs known: listed, unfinished,
+/// present, outcomes), never the watcher's `Init` before a re-list.
 async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     let jobs: Vec<Value> = cx.output("create-job")?;
     tracing::info!("All {} jobs created. Starting execution...", jobs.len());
@@ -542,15 +563,23 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     let mut last_save = std::time::Instant::now();
     let mut dirty = false;
     let mut ticker = tokio::time::interval(tick);
-    let mut errors_in_a_row = 0u32;
+    // Errors since the last progress: kube-runtime re-lists after an error and announces it
+    // with an `Init` event, so an API server that fails every list yields Init, error, Init,
+    // error, ... Only a change in what is known resets the budget, never a re-list as such.
+    let mut budget = FailureBudget::new(WATCH_MAX_ERRORS, WATCH_MAX_ERROR_TIME);
     let unknown = loop {
+        let before = w.known(&record);
         tokio::select! {
             ev = stream.next() => match ev {
                 Some(Ok(watcher::Event::Init)) => {
-                    errors_in_a_row = 0;
                     w.relist = Some(Default::default());
                 }
-                Some(Ok(watcher::Event::InitApply(j) | watcher::Event::Apply(j))) => {
+                Some(Ok(watcher::Event::InitApply(j))) => {
+                    dirty |= w.seen(&mut record, &j);
+                }
+                Some(Ok(watcher::Event::Apply(j))) => {
+                    // An event of a live watch: the watch works.
+                    budget.progress();
                     dirty |= w.seen(&mut record, &j);
                 }
                 Some(Ok(watcher::Event::InitDone)) => {
@@ -561,6 +590,7 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
                     w.listed = true;
                 }
                 Some(Ok(watcher::Event::Delete(j))) => {
+                    budget.progress();
                     dirty |= w.seen(&mut record, &j);
                     if let Some(n) = &j.metadata.name {
                         w.deleted(n);
@@ -575,13 +605,19 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
                     if let Some(k) = api.filter(|k| !crate::cluster::error::classify(k).is_transient()) {
                         return Err(kube_err("watching this run's Jobs", k));
                     }
-                    errors_in_a_row += 1;
-                    if errors_in_a_row >= 30 {
+                    let text = match api {
+                        Some(k) => crate::cluster::error::message(k),
+                        None => err.to_string(),
+                    };
+                    if let Err(spent) = budget.failure() {
                         return Err(StepError::transient(format!(
-                            "watching this run's Jobs failed {errors_in_a_row} times in a row: {err}"
+                            "watching this run's Jobs: {spent}; last error: {text}"
                         )));
                     }
-                    tracing::warn!("watching this run's Jobs: {err} (retrying)");
+                    tracing::warn!(
+                        "watching this run's Jobs: {text} (retrying; {} of {WATCH_MAX_ERRORS} errors without progress)",
+                        budget.failures()
+                    );
                     continue;
                 }
                 None => return Err(StepError::transient("the watch of this run's Jobs ended")),
@@ -591,6 +627,9 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
                 record.save(&sd)?;
                 return Err(StepError::cancelled());
             }
+        }
+        if w.known(&record) != before {
+            budget.progress();
         }
         let Some((open, vanished)) = w.counts(&record) else {
             continue;
