@@ -363,6 +363,9 @@ async fn get_object_resumable(
                 if stalled >= 5 {
                     return Err(StepError::transient(msg));
                 }
+                // As `results::fetch` does: a short pause growing with the failures in a row
+                // (the S3 client itself does not retry).
+                tokio::time::sleep(std::time::Duration::from_millis(100 * stalled * stalled)).await;
                 continue;
             }
         };

@@ -593,6 +593,53 @@ async fn port_forward_supervisor_survives_pod_restarts_and_dropped_streams() {
     );
 }
 
+/// The S3 client retries only requests whose connection broke before an answer (see the
+/// port-forward test above); an answer of the server is the caller's retry layer's: the SDK
+/// sends a request that got 503 SlowDown once, not four times. A directory upload goes on past
+/// one file's transient failure, so its retry sends only that file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_server_errors_are_left_to_the_callers_retry_and_do_not_stop_an_upload() {
+    use vast::cluster::s3;
+    let c = start(SimConfig::default()).await;
+    c.setup_in_process("rke2").await;
+    let client = c.direct_s3().await;
+    s3::ensure_bucket(&client, "one-layer").await.unwrap();
+    c.sim.faults().set(faults(
+        json!({"s3": [{"ops": ["PutObject"], "max_hits": 1, "codes": [503]}]}),
+    ));
+    let err = client
+        .put_object()
+        .bucket("one-layer")
+        .key("k")
+        .body(b"x".to_vec().into())
+        .send()
+        .await
+        .expect_err("the 503 was retried by the SDK");
+    assert_eq!(
+        aws_sdk_s3::error::ProvideErrorMetadata::code(&err),
+        Some("SlowDown")
+    );
+
+    // 12 files, one PUT fails: the other 11 are uploaded, the error is transient, and the
+    // retry sends the one that is missing.
+    let dir = c.tmp.path().join("many");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..12 {
+        std::fs::write(dir.join(format!("f{i:02}.txt")), format!("file {i}")).unwrap();
+    }
+    c.sim.faults().set(faults(json!({"s3": [
+        {"ops": ["PutObject"], "rate": 1.0, "max_hits": 1, "codes": [500]}
+    ]})));
+    let err = s3::upload_dir(&client, "one-layer", &dir)
+        .await
+        .expect_err("one PUT failed");
+    assert!(err.is_transient(), "{err}");
+    let stored = s3::list_objects(&client, "one-layer").await.unwrap();
+    assert_eq!(stored.len(), 11, "{stored:?}");
+    let again = s3::upload_dir(&client, "one-layer", &dir).await.unwrap();
+    assert_eq!((again.uploaded, again.skipped), (1, 11));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_files_are_uploaded_in_parts_and_resume_at_the_next_part() {
     use vast::cluster::s3;
