@@ -3,11 +3,12 @@
 //! (kube-rs binds no local socket and multiplexes nothing, so one stream per connection is
 //! also what keeps one broken stream from breaking the others).
 //!
-//! Opening a stream is retried with exponential backoff; before each retry the pod is looked
-//! up again, so a pod that was restarted or recreated under the same name is found once it is
-//! Running again. A stream that dies mid-transfer closes its local connection: the client
-//! (the S3 SDK's retry, a `Range` resume) reconnects and gets a fresh stream, so a drop costs
-//! at most the request in flight. A stream that goes dead without closing (the client sent
+//! Opening a stream is retried with the engine's schedule ([`RetryPolicy::retry_if`]:
+//! exponential backoff with jitter, at most 12 attempts and 60 s, see [`Reconnect`]); before
+//! each retry the pod is looked up again, so a pod that was restarted or recreated under the
+//! same name is found once it is Running again. A stream that dies mid-transfer closes its
+//! local connection: the client (a `Range` resume, the step's retry from its cursor)
+//! reconnects and gets a fresh stream, so a drop costs at most the request in flight. A stream that goes dead without closing (the client sent
 //! bytes and nothing came back for [`Reconnect::stall_timeout`]) is detected and closed the
 //! same way. [`PortForward::probe`] checks end to end that a stream can be opened now; the
 //! counters tell how often streams were opened, failed, stalled or re-established.
@@ -47,24 +48,24 @@ pub enum PortForwardError {
 /// How stream openings are retried (each connection on its own).
 #[derive(Debug, Clone)]
 pub struct Reconnect {
-    /// Attempts to open one stream before its connection is given up (closed).
-    pub attempts: u32,
+    /// The schedule of the attempts to open one stream: backoff with jitter, bounded by
+    /// `max_attempts` and `max_elapsed`; then the connection is given up (closed).
     pub policy: RetryPolicy,
     /// A stream that got bytes from the client and sent nothing back for this long is dead.
     pub stall_timeout: Duration,
 }
 
 impl Default for Reconnect {
+    /// 12 attempts, 100 ms doubling to 5 s (±20 %), at most 60 s: a pod restart is ridden out.
     fn default() -> Self {
         Reconnect {
-            attempts: 12,
             policy: RetryPolicy {
                 max_attempts: 12,
                 initial_interval: Duration::from_millis(100),
                 multiplier: 2.0,
                 max_interval: Duration::from_secs(5),
-                max_elapsed: None,
-                jitter: 0.0,
+                max_elapsed: Some(Duration::from_secs(60)),
+                jitter: 0.2,
             },
             stall_timeout: Duration::from_secs(60),
         }
@@ -258,8 +259,36 @@ impl Drop for PortForward {
     }
 }
 
-/// Opens a stream to the target, retrying with backoff; before each retry the pod is looked
-/// up again (it may have been recreated, or be restarting).
+/// Why one attempt to open a stream failed.
+#[derive(Debug)]
+enum OpenError {
+    /// Worth another attempt (the pod may be restarting, the API server busy).
+    Retry { target: String, message: String },
+    /// Retrying cannot help (e.g. 403 on the portforward subresource).
+    Fatal { target: String, message: String },
+}
+
+impl OpenError {
+    fn message(self) -> String {
+        match self {
+            OpenError::Retry { message, .. } | OpenError::Fatal { message, .. } => message,
+        }
+    }
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Retry { target, message } | OpenError::Fatal { target, message } => {
+                write!(f, "port-forward to {target}: {message}")
+            }
+        }
+    }
+}
+
+/// Opens a stream to the target, retried with the reconnect policy
+/// ([`RetryPolicy::retry_if`]: backoff with jitter, bounded by attempts and time); before each
+/// retry the pod is looked up again (it may have been recreated, or be restarting).
 async fn open(
     t: &Target,
 ) -> Result<
@@ -269,55 +298,69 @@ async fn open(
     ),
     PortForwardError,
 > {
-    let mut last = String::new();
-    for attempt in 1..=t.reconnect.attempts.max(1) {
-        if attempt > 1 {
-            t.stats.open_failures.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(t.reconnect.policy.base_delay(attempt - 1)).await;
-            match t.pods.get_opt(&t.pod).await {
-                Ok(Some(p)) => {
-                    let phase = p.status.and_then(|s| s.phase).unwrap_or_default();
-                    if phase != "Running" {
-                        last = format!("pod '{}' is {phase}, not Running", t.pod);
-                        continue;
+    let attempts = std::sync::atomic::AtomicU32::new(0);
+    let target = format!("pod '{}' port {}", t.pod, t.port);
+    let target = target.as_str();
+    let result = t
+        .reconnect
+        .policy
+        .retry_if(
+            || {
+                let attempt = attempts.fetch_add(1, Ordering::Relaxed) + 1;
+                let retry = move |message: String| OpenError::Retry {
+                    target: target.to_string(),
+                    message,
+                };
+                async move {
+                    if attempt > 1 {
+                        t.stats.open_failures.fetch_add(1, Ordering::Relaxed);
+                        match t.pods.get_opt(&t.pod).await {
+                            Ok(Some(p)) => {
+                                let phase = p.status.and_then(|s| s.phase).unwrap_or_default();
+                                if phase != "Running" {
+                                    return Err(retry(format!(
+                                        "pod '{}' is {phase}, not Running",
+                                        t.pod
+                                    )));
+                                }
+                            }
+                            Ok(None) => {
+                                return Err(retry(format!("pod '{}' does not exist", t.pod)))
+                            }
+                            Err(e) => return Err(retry(super::error::message(&e))),
+                        }
+                    }
+                    match t.pods.portforward(&t.pod, &[t.port]).await {
+                        Ok(mut f) => match f.take_stream(t.port) {
+                            Some(s) => {
+                                t.stats.streams.fetch_add(1, Ordering::Relaxed);
+                                Ok((f, s))
+                            }
+                            None => Err(retry("the port-forward gave no stream".into())),
+                        },
+                        Err(e)
+                            if !super::error::classify(&e).is_transient()
+                                && !super::error::is_not_found(&e) =>
+                        {
+                            Err(OpenError::Fatal {
+                                target: target.to_string(),
+                                message: super::error::message(&e),
+                            })
+                        }
+                        Err(e) => Err(retry(super::error::message(&e))),
                     }
                 }
-                Ok(None) => {
-                    last = format!("pod '{}' does not exist", t.pod);
-                    continue;
-                }
-                Err(e) => {
-                    last = super::error::message(&e);
-                    continue;
-                }
-            }
-        }
-        match t.pods.portforward(&t.pod, &[t.port]).await {
-            Ok(mut f) => match f.take_stream(t.port) {
-                Some(s) => {
-                    t.stats.streams.fetch_add(1, Ordering::Relaxed);
-                    return Ok((f, s));
-                }
-                None => last = "the port-forward gave no stream".into(),
             },
-            Err(e) => {
-                last = super::error::message(&e);
-                if !super::error::classify(&e).is_transient() && !super::error::is_not_found(&e) {
-                    break;
-                }
-            }
+            |e| matches!(e, OpenError::Retry { .. }),
+        )
+        .await;
+    result.map_err(|e| {
+        t.stats.given_up.fetch_add(1, Ordering::Relaxed);
+        PortForwardError::Stream {
+            pod: t.pod.clone(),
+            port: t.port,
+            message: e.message(),
         }
-        tracing::debug!(
-            "port-forward to pod '{}' port {} (attempt {attempt}): {last}",
-            t.pod,
-            t.port
-        );
-    }
-    t.stats.given_up.fetch_add(1, Ordering::Relaxed);
-    Err(PortForwardError::Stream {
-        pod: t.pod.clone(),
-        port: t.port,
-        message: last,
     })
 }
 

@@ -19,8 +19,12 @@ use md5::{Digest, Md5};
 
 use crate::manifests::cluster_config::S3_SECRET;
 
-/// Attempts per S3 request (the SDK retries transient failures with backoff).
-const ATTEMPTS: u32 = 4;
+/// Attempts of one S3 request whose connection broke before any answer (see
+/// [`TransportFailuresOnly`]); answers of the server are not retried by the client.
+const TRANSPORT_ATTEMPTS: u32 = 4;
+/// Transient failures of single files after which a directory upload stops (the endpoint
+/// is probably down); fewer are reported once the other files are done.
+pub const MAX_TRANSIENT_FAILURES: usize = 8;
 /// Files uploaded at the same time (each on its own pooled connection).
 pub const PARALLEL: usize = 32;
 /// Files this large or larger are uploaded in parts.
@@ -174,8 +178,33 @@ pub async fn forwarded(
     Ok((forward, client))
 }
 
+/// The S3 client's retry classification: a request that got an answer from the server is
+/// never retried by the SDK (whatever its status: the caller's retry layer owns server
+/// errors); one whose connection failed before an answer (a dropped port-forward stream) is
+/// left to the SDK's transient-error classifier, which retries it on a fresh connection.
+#[derive(Debug)]
+struct TransportFailuresOnly;
+
+impl aws_sdk_s3::config::retry::ClassifyRetry for TransportFailuresOnly {
+    fn classify_retry(
+        &self,
+        ctx: &aws_sdk_s3::config::interceptors::InterceptorContext,
+    ) -> aws_sdk_s3::config::retry::RetryAction {
+        use aws_sdk_s3::config::retry::RetryAction;
+        match ctx.output_or_error() {
+            Some(Err(_)) if ctx.response().is_some() => RetryAction::RetryForbidden,
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "vast: transport failures only"
+    }
+}
+
 /// An aws-sdk-s3 client for a plain-http endpoint such as a port-forward
-/// (`http://127.0.0.1:<port>`): path style, region `us-east-1`, static keys.
+/// (`http://127.0.0.1:<port>`): path style, region `us-east-1`, static keys; retries only a
+/// request whose connection broke before the server answered ([`TransportFailuresOnly`]).
 pub fn client(endpoint: &str, credentials: &S3Credentials) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::config::Builder::new()
         .http_client(aws_smithy_http_client::Builder::new().build_http())
@@ -188,8 +217,10 @@ pub fn client(endpoint: &str, credentials: &S3Credentials) -> aws_sdk_s3::Client
             "vast-s3-credentials",
         ))
         .retry_config(
-            aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(ATTEMPTS),
+            aws_sdk_s3::config::retry::RetryConfig::standard()
+                .with_max_attempts(TRANSPORT_ATTEMPTS),
         )
+        .retry_classifier(TransportFailuresOnly)
         .endpoint_url(endpoint)
         .force_path_style(true)
         .build();
@@ -239,14 +270,17 @@ pub enum S3Error {
 }
 
 impl S3Error {
-    /// Whether retrying later may help: S3 requests have exhausted their retries (the endpoint
-    /// may come back), while local files and content mismatches need a person.
+    /// Whether retrying later may help: a failed S3 request unless the server's error code
+    /// says otherwise (the endpoint may come back), a local I/O error as
+    /// [`classify_io`](crate::results::io::classify_io) says; content mismatches and
+    /// unusable file names need a person.
     pub fn is_transient(&self) -> bool {
         match self {
             S3Error::CreateBucket { permanent, .. }
             | S3Error::Upload { permanent, .. }
             | S3Error::Request { permanent, .. } => !permanent,
-            _ => false,
+            S3Error::Io { source, .. } => crate::results::io::is_transient_io(source),
+            S3Error::Mismatch { .. } | S3Error::KeyName(_) => false,
         }
     }
 }
@@ -458,8 +492,10 @@ pub fn list_files(dir: &Path) -> Result<Vec<(PathBuf, String)>, S3Error> {
 
 /// Uploads every file under `dir` to `bucket` under its relative path, [`PARALLEL`] at a
 /// time, skipping objects that already have the same size and MD5 ETag. The bucket must exist
-/// ([`ensure_bucket`]). Stops at the first failure; what was uploaded stays, so a re-run
-/// continues from there.
+/// ([`ensure_bucket`]). A permanent failure stops the upload at once; a transient one of a
+/// file does not stop the others (unless [`MAX_TRANSIENT_FAILURES`] files failed) and is
+/// returned once they are done. What was uploaded stays, so a re-run sends only what is
+/// missing.
 pub async fn upload_dir(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
@@ -477,10 +513,10 @@ pub async fn upload_dir_resumable(
     cursor: UploadCursor,
     sink: CursorSink<'_>,
 ) -> Result<UploadSummary, S3Error> {
-    use futures::{StreamExt, TryStreamExt};
+    use futures::StreamExt;
     let shared = std::sync::Mutex::new(cursor);
     let shared = &shared;
-    futures::stream::iter(list_files(dir)?)
+    let mut uploads = futures::stream::iter(list_files(dir)?)
         .map(|(path, key)| async move {
             let size = tokio::fs::metadata(&path)
                 .await
@@ -496,16 +532,33 @@ pub async fn upload_dir_resumable(
                 upload_file(s3, bucket, path, key).await
             }
         })
-        .buffer_unordered(PARALLEL)
-        .try_fold(UploadSummary::default(), |mut summary, sent| async move {
-            if sent {
-                summary.uploaded += 1;
-            } else {
-                summary.skipped += 1;
+        .buffer_unordered(PARALLEL);
+    let mut summary = UploadSummary::default();
+    let mut failed: Vec<S3Error> = Vec::new();
+    while let Some(sent) = uploads.next().await {
+        match sent {
+            Ok(true) => summary.uploaded += 1,
+            Ok(false) => summary.skipped += 1,
+            Err(e) if !e.is_transient() => return Err(e),
+            Err(e) => {
+                tracing::debug!("{e} (the other files go on)");
+                failed.push(e);
+                if failed.len() >= MAX_TRANSIENT_FAILURES {
+                    break;
+                }
             }
-            Ok(summary)
-        })
-        .await
+        }
+    }
+    if failed.len() > 1 {
+        tracing::warn!(
+            "{} files were not uploaded to bucket '{bucket}' (a retry sends them)",
+            failed.len()
+        );
+    }
+    match failed.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(summary),
+    }
 }
 
 /// Uploads one file unless already present; returns whether it was sent.

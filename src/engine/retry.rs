@@ -1,6 +1,10 @@
-//! `RetryPolicy`: the per-step retry schedule as serde data. The only file that uses the
-//! `backoff` crate; the schedule is a pure function of the attempts already made and the time
-//! elapsed since the first attempt, so it continues across processes from persisted counts.
+//! Retrying, as data and as one helper: [`RetryPolicy`] (the retry schedule, serde data; the
+//! engine applies it between attempts of a step, [`RetryPolicy::retry_if`] applies the same
+//! schedule to one async operation outside the engine: the CLI's pre-flight checks, the
+//! port-forward's stream openings) and [`FailureBudget`] (how many failures a wait or watch loop
+//! may see before it gives up; only progress resets it). The only file that uses the `backoff`
+//! crate; the schedule is a pure function of the attempts already made and the time elapsed
+//! since the first attempt, so it continues across processes from persisted counts.
 
 use std::time::{Duration, Instant};
 
@@ -109,6 +113,115 @@ impl RetryPolicy {
             Some(max) if elapsed + delay > max => None,
             _ => Some(delay),
         }
+    }
+
+    /// Calls `op` until it succeeds, fails with an error `is_transient` rejects (returned at
+    /// once), or the schedule ([`RetryPolicy::next_delay`]) is exhausted (the last error is
+    /// returned). The same schedule as between the attempts of a step, for one operation done
+    /// outside the engine.
+    pub async fn retry_if<T, E, F, Fut>(
+        &self,
+        mut op: F,
+        is_transient: impl Fn(&E) -> bool,
+    ) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+        E: std::fmt::Display,
+    {
+        let first = tokio::time::Instant::now();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let err = match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            if !is_transient(&err) {
+                return Err(err);
+            }
+            let Some(delay) = self.next_delay(attempts, first.elapsed(), None) else {
+                return Err(err);
+            };
+            tracing::debug!(
+                "attempt {attempts}/{} failed, retrying in {} ms: {err}",
+                self.max_attempts,
+                delay.as_millis()
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// The error budget of a wait or watch loop: at most `max_failures` failures, and none later
+/// than `max_duration` after the first of them, counted since the last *progress* (something
+/// observed that changed what the loop knows: a Job's state, a count, bytes). Only
+/// [`FailureBudget::progress`] resets it; a reconnect, a re-list or a successful call that
+/// brought nothing new does not, so a loop whose every call fails after a partial success
+/// still ends.
+#[derive(Debug, Clone)]
+pub struct FailureBudget {
+    max_failures: u32,
+    max_duration: Duration,
+    failures: u32,
+    first: Option<Instant>,
+}
+
+/// A spent [`FailureBudget`]: how many failures, over how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exhausted {
+    pub failures: u32,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Exhausted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} failures in {} s without progress",
+            self.failures,
+            self.elapsed.as_secs()
+        )
+    }
+}
+
+impl FailureBudget {
+    pub fn new(max_failures: u32, max_duration: Duration) -> Self {
+        FailureBudget {
+            max_failures: max_failures.max(1),
+            max_duration,
+            failures: 0,
+            first: None,
+        }
+    }
+
+    /// Progress was observed: the failures so far are forgiven.
+    pub fn progress(&mut self) {
+        self.failures = 0;
+        self.first = None;
+    }
+
+    /// Failures since the last progress.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Counts one failure; `Err` when the budget is spent (the loop must give up).
+    pub fn failure(&mut self) -> Result<(), Exhausted> {
+        self.failure_at(Instant::now())
+    }
+
+    fn failure_at(&mut self, now: Instant) -> Result<(), Exhausted> {
+        let first = *self.first.get_or_insert(now);
+        self.failures += 1;
+        let elapsed = now.saturating_duration_since(first);
+        if self.failures >= self.max_failures || elapsed >= self.max_duration {
+            return Err(Exhausted {
+                failures: self.failures,
+                elapsed,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -256,6 +369,135 @@ mod tests {
             p.next_delay(1, Duration::ZERO, Some(Duration::from_millis(10))),
             Some(Duration::from_millis(100))
         );
+    }
+
+    fn fast(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts,
+            initial_interval: Duration::from_millis(10),
+            multiplier: 2.0,
+            max_interval: Duration::from_millis(40),
+            max_elapsed: None,
+            jitter: 0.2,
+        }
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum E {
+        Transient(u32),
+        Permanent(u32),
+    }
+
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{self:?}")
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_if_retries_transient_errors_up_to_the_bound() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let op = || async {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            Err::<(), E>(E::Transient(n))
+        };
+        let t0 = tokio::time::Instant::now();
+        let r = fast(4).retry_if(op, |e| matches!(e, E::Transient(_))).await;
+        assert_eq!(r, Err(E::Transient(4)), "the last error is returned");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 4);
+        // 10 + 20 + 40 ms, each ±20 %.
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_millis(56) && waited <= Duration::from_millis(85),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_if_returns_a_permanent_error_at_once_and_a_success_as_it_comes() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let r = fast(5)
+            .retry_if(
+                || async {
+                    let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    if n < 2 {
+                        Err::<u32, E>(E::Transient(n))
+                    } else {
+                        Err(E::Permanent(n))
+                    }
+                },
+                |e| matches!(e, E::Transient(_)),
+            )
+            .await;
+        assert_eq!(r, Err(E::Permanent(2)));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let r = fast(5)
+            .retry_if(
+                || async {
+                    let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    if n < 3 {
+                        Err(E::Transient(n))
+                    } else {
+                        Ok(n)
+                    }
+                },
+                |e| matches!(e, E::Transient(_)),
+            )
+            .await;
+        assert_eq!(r, Ok(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_if_stops_at_max_elapsed() {
+        let p = RetryPolicy {
+            max_attempts: 1000,
+            max_elapsed: Some(Duration::from_millis(200)),
+            jitter: 0.0,
+            ..fast(1000)
+        };
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let t0 = tokio::time::Instant::now();
+        let r = p
+            .retry_if(
+                || async {
+                    calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Err::<(), E>(E::Transient(0))
+                },
+                |_| true,
+            )
+            .await;
+        assert!(r.is_err());
+        assert!(
+            t0.elapsed() <= Duration::from_millis(200),
+            "{:?}",
+            t0.elapsed()
+        );
+        // 10 + 20 + 40 + 40 + 40 + 40 = 190 ms: 7 calls.
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 7);
+    }
+
+    #[test]
+    fn a_failure_budget_is_reset_only_by_progress() {
+        let t0 = Instant::now();
+        let mut b = FailureBudget::new(3, Duration::from_secs(60));
+        assert!(b.failure_at(t0).is_ok());
+        assert!(b.failure_at(t0).is_ok());
+        b.progress();
+        assert_eq!(b.failures(), 0);
+        assert!(b.failure_at(t0).is_ok());
+        assert!(b.failure_at(t0).is_ok());
+        let e = b.failure_at(t0 + Duration::from_secs(1)).unwrap_err();
+        assert_eq!(e.failures, 3);
+        assert_eq!(e.to_string(), "3 failures in 1 s without progress");
+        // The time bound: two failures 60 s apart spend it.
+        let mut b = FailureBudget::new(1000, Duration::from_secs(60));
+        assert!(b.failure_at(t0).is_ok());
+        assert!(b.failure_at(t0 + Duration::from_secs(59)).is_ok());
+        assert!(b.failure_at(t0 + Duration::from_secs(60)).is_err());
+        b.progress();
+        assert!(b.failure_at(t0 + Duration::from_secs(61)).is_ok());
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //!   direct mode (`--direct`, or a pod without an HTTP server) the bucket's objects instead,
 //!   through the S3 port-forward, each resumed from its `.part` file, several at a time.
 //! - `download.extract`: safe extraction into a temporary directory renamed into place.
+//!
+//! Local I/O errors are classified ([`io_err`], `results::io::classify_io`): an output
+//! directory on a read-only or full file system, or one root may not write, fails the step at
+//! once with the path in the message; only errors that may pass (EIO, EINTR, ...) are retried.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +23,7 @@ use kube::api::Api;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::env::env;
+use super::env::{env, io_err};
 use super::results::{self, display, previous, ArchiveInfo, PlanItem, RunResult};
 use super::setup::{step, ROBOVAST_POD};
 use crate::cluster::portforward::PortForward;
@@ -95,7 +99,7 @@ async fn fetch_step(cx: &StepContext) -> Result<Value, StepError> {
     };
     let out = output_dir(cx)?;
     let mode = display(cx);
-    std::fs::create_dir_all(&out).map_err(|e| io_err(&out, e))?;
+    std::fs::create_dir_all(&out).map_err(|e| io_err("create", &out, e))?;
     let local = local_archive(&out, &info.run);
     let part = out.join(format!("{}.tar.gz.part", info.run));
     // A local copy from an earlier download of the same archive is reused.
@@ -149,7 +153,7 @@ async fn fetch_step(cx: &StepContext) -> Result<Value, StepError> {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .finish(done.size);
-            std::fs::rename(&part, &local).map_err(|e| io_err(&local, e))?;
+            std::fs::rename(&part, &local).map_err(|e| io_err("rename into", &local, e))?;
             Ok(json!(RunResult {
                 archive: Some(info),
                 detail: Some(json!({
@@ -200,10 +204,6 @@ impl fetch::Connect for Forwarded {
     }
 }
 
-fn io_err(path: &Path, e: std::io::Error) -> StepError {
-    StepError::permanent(format!("{}: {e}", path.display()))
-}
-
 async fn hash_file(path: &Path) -> Result<String, StepError> {
     let p = path.to_path_buf();
     tokio::task::spawn_blocking(move || -> std::io::Result<String> {
@@ -222,7 +222,7 @@ async fn hash_file(path: &Path) -> Result<String, StepError> {
     })
     .await
     .map_err(|e| StepError::transient(e.to_string()))?
-    .map_err(|e| io_err(path, e))
+    .map_err(|e| io_err("read", path, e))
 }
 
 /// Objects downloaded at once in direct mode.
@@ -237,7 +237,7 @@ async fn fetch_direct(cx: &StepContext, item: &PlanItem) -> Result<Value, StepEr
     let mode = display(cx);
     let staging = staging_dir(&out, &item.run);
     let root = staging.join(&item.bucket);
-    std::fs::create_dir_all(&root).map_err(|e| io_err(&root, e))?;
+    std::fs::create_dir_all(&root).map_err(|e| io_err("create", &root, e))?;
     let (_forward, client) = results::s3_client(cx).await?;
     let objects = crate::cluster::s3::list_objects(&client, &item.bucket)
         .await
@@ -323,17 +323,23 @@ async fn get_object_resumable(
     if let Some(parent) = part.parent() {
         tokio::fs::create_dir_all(parent)
             .await
-            .map_err(|e| io_err(parent, e))?;
+            .map_err(|e| io_err("create", parent, e))?;
     }
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&part)
         .await
-        .map_err(|e| io_err(&part, e))?;
-    let mut have = file.metadata().await.map_err(|e| io_err(&part, e))?.len();
+        .map_err(|e| io_err("open", &part, e))?;
+    let mut have = file
+        .metadata()
+        .await
+        .map_err(|e| io_err("inspect", &part, e))?
+        .len();
     if have > size {
-        file.set_len(0).await.map_err(|e| io_err(&part, e))?;
+        file.set_len(0)
+            .await
+            .map_err(|e| io_err("truncate", &part, e))?;
         have = 0;
     }
     progress(have);
@@ -359,6 +365,9 @@ async fn get_object_resumable(
                 if stalled >= 5 {
                     return Err(StepError::transient(msg));
                 }
+                // As `results::fetch` does: a short pause growing with the failures in a row
+                // (the S3 client itself does not retry).
+                tokio::time::sleep(std::time::Duration::from_millis(100 * stalled * stalled)).await;
                 continue;
             }
         };
@@ -370,7 +379,7 @@ async fn get_object_resumable(
                     let take = chunk.len().min((size - have) as usize);
                     file.write_all(&chunk[..take])
                         .await
-                        .map_err(|e| io_err(&part, e))?;
+                        .map_err(|e| io_err("write", &part, e))?;
                     have += take as u64;
                     received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                     progress(take as u64);
@@ -382,7 +391,7 @@ async fn get_object_resumable(
                 }
             }
         }
-        file.flush().await.map_err(|e| io_err(&part, e))?;
+        file.flush().await.map_err(|e| io_err("write", &part, e))?;
         if have == before {
             stalled += 1;
             if stalled >= 5 {
@@ -394,11 +403,13 @@ async fn get_object_resumable(
             stalled = 0;
         }
     }
-    file.sync_data().await.map_err(|e| io_err(&part, e))?;
+    file.sync_data()
+        .await
+        .map_err(|e| io_err("sync", &part, e))?;
     drop(file);
     tokio::fs::rename(&part, path)
         .await
-        .map_err(|e| io_err(path, e))
+        .map_err(|e| io_err("rename into", path, e))
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -432,7 +443,7 @@ async fn extract_step(cx: &StepContext) -> Result<Value, StepError> {
             )));
         };
         if staging.exists() {
-            std::fs::remove_dir_all(&staging).map_err(|e| io_err(&staging, e))?;
+            std::fs::remove_dir_all(&staging).map_err(|e| io_err("remove", &staging, e))?;
         }
         let archive = local_archive(&out, &item.run);
         match extract(&archive, &staging, &info, mode).await? {
@@ -447,17 +458,17 @@ async fn extract_step(cx: &StepContext) -> Result<Value, StepError> {
     }
     let src = staging.join(&item.bucket);
     if !src.is_dir() {
-        std::fs::create_dir_all(&src).map_err(|e| io_err(&src, e))?;
+        std::fs::create_dir_all(&src).map_err(|e| io_err("create", &src, e))?;
     }
     if dest.exists() {
         // Only --force gets here with an existing directory (the command skips it otherwise).
         let old = out.join(format!(".{}.vast-old", item.run));
         let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(&dest, &old).map_err(|e| io_err(&dest, e))?;
-        std::fs::rename(&src, &dest).map_err(|e| io_err(&dest, e))?;
+        std::fs::rename(&dest, &old).map_err(|e| io_err("move aside", &dest, e))?;
+        std::fs::rename(&src, &dest).map_err(|e| io_err("rename into", &dest, e))?;
         let _ = std::fs::remove_dir_all(&old);
     } else {
-        std::fs::rename(&src, &dest).map_err(|e| io_err(&dest, e))?;
+        std::fs::rename(&src, &dest).map_err(|e| io_err("rename into", &dest, e))?;
     }
     cursor.placed = true;
     cx.save_cursor(&cursor)?;
@@ -484,7 +495,7 @@ fn remove_part_files(dir: &Path) -> Result<(), StepError> {
         if p.is_dir() {
             remove_part_files(&p)?;
         } else if p.to_string_lossy().ends_with(".vast-part") {
-            std::fs::remove_file(&p).map_err(|err| io_err(&p, err))?;
+            std::fs::remove_file(&p).map_err(|err| io_err("remove", &p, err))?;
         }
     }
     Ok(())
@@ -530,7 +541,9 @@ async fn extract(
         Err(e @ (ExtractError::Unsafe { .. } | ExtractError::Corrupt { .. })) => {
             Ok(Err(format!("archive rejected: {e}")))
         }
-        Err(e @ ExtractError::Io { .. }) => Err(StepError::permanent(e.to_string())),
+        Err(ExtractError::Io { path, source }) => {
+            Err(crate::results::io::PathError::new("extract into", &path, source).into())
+        }
     }
 }
 

@@ -1,11 +1,14 @@
 //! What the cluster steps share: the [`ClusterEnv`] resource (kube client, context, namespace)
-//! built from a run's parameters (so `vast resume` rebuilds it), and the mapping of cluster
-//! errors to classified [`StepError`]s.
+//! built from a run's parameters (so `vast resume` rebuilds it), and the mapping of errors to
+//! classified [`StepError`]s: cluster API errors ([`kube_err`]) and local I/O errors
+//! ([`io_err`], classified by `results::io::classify_io`: a read-only file system or a denied
+//! permission fails the step at once, naming the path).
 
 use serde_json::Value;
 
 use crate::cluster::error::{classify, message, Class};
-use crate::engine::{Resources, StepContext, StepError};
+use crate::engine::{ErrorKind, Resources, StepContext, StepError};
+use crate::results::io::PathError;
 
 /// The cluster a run talks to. Built from the run's `context` and `namespace` parameters.
 #[derive(Clone)]
@@ -87,6 +90,21 @@ pub fn kube_err(what: impl std::fmt::Display, e: &kube::Error) -> StepError {
             }
         }
         Class::Permanent => StepError::permanent(text),
+    }
+}
+
+/// A failed operation on a local path as a step error, `cannot <action> <path>: <error>`,
+/// transient or permanent by [`classify_io`](crate::results::io::classify_io).
+pub fn io_err(action: &'static str, path: &std::path::Path, err: std::io::Error) -> StepError {
+    PathError::new(action, path, err).into()
+}
+
+impl From<PathError> for StepError {
+    fn from(e: PathError) -> StepError {
+        match e.kind() {
+            ErrorKind::Permanent => StepError::permanent(e.to_string()),
+            _ => StepError::transient(e.to_string()),
+        }
     }
 }
 

@@ -9,6 +9,11 @@
 //! on, later steps skip that run, the report lists it (`cx.failed_items()`) and the run ends
 //! succeeded with failures (the command exits 1). Transient trouble (API errors, dropped
 //! streams) is a step error and retried.
+//!
+//! Polling an in-pod task is bounded ([`TaskWatch`]): a task whose state and progress do not
+//! change for [`TASK_STALL`] ends the attempt (the engine's retry re-attaches, its policy
+//! bounds the whole), and so do [`MAX_UNSEEN_STARTS`] starts in a row after which the task
+//! never showed up and [`MAX_STARTS_PER_ATTEMPT`] starts in all.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -255,6 +260,93 @@ pub fn pod_err(e: PodError) -> StepError {
     }
 }
 
+/// How long an in-pod task may run with neither its state nor its progress changing before
+/// an attempt gives up waiting for it.
+pub const TASK_STALL: Duration = Duration::from_secs(30 * 60);
+/// Starts in a row after which the started task never showed up in its state file.
+pub const MAX_UNSEEN_STARTS: u32 = 3;
+/// Starts of the task in one attempt (a task that keeps dying or keeps leaving an unusable
+/// result is not started for ever; the engine's retry policy bounds the attempts).
+pub const MAX_STARTS_PER_ATTEMPT: u32 = 6;
+
+/// The bounds of one attempt's polling of an in-pod task (see the module doc).
+pub struct TaskWatch {
+    what: &'static str,
+    last: Option<String>,
+    since: std::time::Instant,
+    unseen_starts: u32,
+    starts: u32,
+}
+
+impl TaskWatch {
+    pub fn new(what: &'static str) -> Self {
+        TaskWatch {
+            what,
+            last: None,
+            since: std::time::Instant::now(),
+            unseen_starts: 0,
+            starts: 0,
+        }
+    }
+
+    /// A status of the task: progress when its state or progress changed since the last one;
+    /// an error when nothing changed for [`TASK_STALL`]. `ours`: the task is the one this step
+    /// started last (it did show up).
+    pub fn observe(&mut self, st: &pod::TaskStatus, ours: bool) -> Result<(), StepError> {
+        if ours {
+            self.unseen_starts = 0;
+        }
+        let now = format!(
+            "{} {:?} {}",
+            st.state,
+            st.token,
+            st.progress
+                .as_ref()
+                .map(Value::to_string)
+                .unwrap_or_default()
+        );
+        if self.last.as_deref() != Some(now.as_str()) {
+            self.last = Some(now);
+            self.since = std::time::Instant::now();
+            return Ok(());
+        }
+        if self.since.elapsed() >= TASK_STALL {
+            return Err(StepError::transient(format!(
+                "{} in the pod made no progress for {} s (state {}, progress {})",
+                self.what,
+                self.since.elapsed().as_secs(),
+                st.state,
+                st.progress
+                    .as_ref()
+                    .map(Value::to_string)
+                    .unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Before starting the task (again): an error once [`MAX_UNSEEN_STARTS`] starts in a row
+    /// never showed up, or after [`MAX_STARTS_PER_ATTEMPT`] starts.
+    pub fn starting(&mut self) -> Result<(), StepError> {
+        if self.unseen_starts >= MAX_UNSEEN_STARTS {
+            return Err(StepError::transient(format!(
+                "{} was started {} times in the pod and never showed up in its state file",
+                self.what, self.unseen_starts
+            )));
+        }
+        if self.starts >= MAX_STARTS_PER_ATTEMPT {
+            return Err(StepError::transient(format!(
+                "{} was started {} times in the pod in this attempt without a usable result",
+                self.what, self.starts
+            )));
+        }
+        self.unseen_starts += 1;
+        self.starts += 1;
+        self.last = None;
+        Ok(())
+    }
+}
+
 /// A run's archive in the pod, as the archiver reported it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchiveInfo {
@@ -315,9 +407,11 @@ async fn archive(cx: &StepContext) -> Result<Value, StepError> {
     let mut cursor: ArchiveCursor = cx.cursor()?.unwrap_or_default();
     let max_builds = cx.budget("builds")?;
     let mut last_objects = None;
+    let mut watch = TaskWatch::new("the archiver");
     loop {
         let st = scripts.status(&state).await.map_err(pod_err)?;
         let ours = cursor.token.is_some() && st.token == cursor.token;
+        watch.observe(&st, ours && st.state != "absent")?;
         let usable = !force || ours;
         if st.state == "succeeded" && usable {
             if let Some(info) = complete_archive(&scripts, &item, &path, &st).await? {
@@ -368,6 +462,7 @@ async fn archive(cx: &StepContext) -> Result<Value, StepError> {
         }
         // Nothing usable: (re)build. The token goes to the cursor before the start, so a
         // crash right after it finds the task again instead of starting a second one.
+        watch.starting()?;
         let token = format!("{}-{}", cx.run_id().as_str(), cursor.builds + 1);
         cursor.token = Some(token.clone());
         cursor.builds += 1;
@@ -547,4 +642,53 @@ async fn remove_bucket(cx: &StepContext) -> Result<Value, StepError> {
         .map_err(|err| classified(err.is_transient(), err))?;
     println!("Removed '{}' from S3 ({n} objects)", item.bucket);
     Ok(json!({"run": item.run, "bucket": item.bucket, "objects": n}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: &str, token: &str, progress: Value) -> pod::TaskStatus {
+        pod::TaskStatus {
+            state: state.into(),
+            token: Some(token.into()),
+            alive: state == "running",
+            progress: Some(progress),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_task_that_never_shows_up_is_not_started_for_ever() {
+        let mut w = TaskWatch::new("the archiver");
+        let absent = pod::TaskStatus {
+            state: "absent".into(),
+            ..Default::default()
+        };
+        for _ in 0..MAX_UNSEEN_STARTS {
+            w.observe(&absent, false).unwrap();
+            w.starting().unwrap();
+        }
+        let e = w.starting().unwrap_err();
+        assert!(e.message.contains("never showed up"), "{e}");
+        // A start that showed up resets the count; the number of starts is still bounded.
+        let mut w = TaskWatch::new("the upload");
+        for i in 0..MAX_STARTS_PER_ATTEMPT {
+            w.starting().unwrap();
+            w.observe(&status("failed", &format!("t{i}"), json!({})), true)
+                .unwrap();
+        }
+        let e = w.starting().unwrap_err();
+        assert!(e.message.contains("without a usable result"), "{e}");
+    }
+
+    #[test]
+    fn a_task_making_progress_is_not_stalled() {
+        let mut w = TaskWatch::new("the archiver");
+        for n in 0..100u64 {
+            w.observe(&status("running", "t", json!({"written": n})), true)
+                .unwrap();
+        }
+        assert_eq!(w.unseen_starts, 0);
+    }
 }

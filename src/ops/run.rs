@@ -2,7 +2,9 @@
 //! Jobs removed (`--cleanup`), the configurations generated into the run's work directory, the
 //! Job list planned (Jobs of this run that already exist are adopted, never re-created),
 //! `out_template` uploaded to the run's bucket (resumable per file and per part), one map
-//! child per Job creating it, and with `--follow` the Jobs watched until all finished.
+//! child per Job creating it, and with `--follow` the Jobs watched until all finished. The
+//! watch of an attempt gives up after [`WATCH_MAX_ERRORS`] errors (or [`WATCH_MAX_ERROR_TIME`])
+//! without progress: a re-list as such is not progress, a changed Job state or count is.
 //!
 //! Parameters: `context`, `namespace`, `state_dir`, `vast_file`, `vast_sha256` (the `.vast`
 //! text the run started with: a changed file stops the run instead of creating different
@@ -21,10 +23,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::env::{classified, env, kube_err, sleep};
+use super::env::{classified, env, io_err, kube_err, sleep};
 use super::runs::{self, JobOutcome, JobState, RunRecord};
 use super::setup::{step, ROBOVAST_POD};
 use crate::cluster::s3;
+use crate::engine::retry::FailureBudget;
 use crate::engine::{Registry, Step, StepContext, StepError};
 use crate::manifests::cluster_config::cluster_config;
 use crate::manifests::job::{job_name, label_safe, render_job, JobContext};
@@ -184,23 +187,20 @@ async fn prepare(cx: &StepContext) -> Result<Value, StepError> {
         .ok_or_else(|| StepError::permanent("work directory has no parent"))?
         .to_path_buf();
     let tmp = parent.join(".out_template.tmp");
-    let io = |what: &str, path: &Path, err: std::io::Error| {
-        StepError::transient(format!("cannot {what} {}: {err}", path.display()))
-    };
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|err| io("remove", &tmp, err))?;
+        std::fs::remove_dir_all(&tmp).map_err(|err| io_err("remove", &tmp, err))?;
     }
-    std::fs::create_dir_all(&parent).map_err(|err| io("create", &parent, err))?;
+    std::fs::create_dir_all(&parent).map_err(|err| io_err("create", &parent, err))?;
     template::write_out_template(&tmp, &p.vast, &p.configs, Mode::Cluster, &created)
         .map_err(|err| StepError::permanent(err.to_string()))?;
     if let Some(cfg) = cluster.as_deref().and_then(|c| cluster_config(c).ok()) {
         let ep = tmp.join("entrypoint.sh");
-        let text = std::fs::read_to_string(&ep).map_err(|err| io("read", &ep, err))?;
+        let text = std::fs::read_to_string(&ep).map_err(|err| io_err("read", &ep, err))?;
         template::write_file(
             &ep,
             template::with_instance_type(&text, cfg.instance_type_command).as_bytes(),
             true,
-            |what, path, err| io(what, path, err),
+            io_err,
         )?;
     }
     let info = json!({
@@ -213,11 +213,11 @@ async fn prepare(cx: &StepContext) -> Result<Value, StepError> {
     let exec = template::execution_yaml(&p.vast, p.runs, &created, info)
         .map_err(|err| StepError::permanent(err.to_string()))?;
     let ex = tmp.join("execution.yaml");
-    std::fs::write(&ex, exec).map_err(|err| io("write", &ex, err))?;
+    std::fs::write(&ex, exec).map_err(|err| io_err("write", &ex, err))?;
     if out.exists() {
-        std::fs::remove_dir_all(&out).map_err(|err| io("replace", &out, err))?;
+        std::fs::remove_dir_all(&out).map_err(|err| io_err("replace", &out, err))?;
     }
-    std::fs::rename(&tmp, &out).map_err(|err| io("rename into", &out, err))?;
+    std::fs::rename(&tmp, &out).map_err(|err| io_err("rename into", &out, err))?;
     Ok(json!({"configs": p.configs.len(), "runs": p.runs, "dir": out.display().to_string()}))
 }
 
@@ -276,8 +276,7 @@ async fn plan(cx: &StepContext) -> Result<Value, StepError> {
         jobs: out.iter().map(|j| j.n.clone()).collect(),
         ..Default::default()
     }
-    .save(&state_dir(cx)?)
-    .map_err(StepError::transient)?;
+    .save(&state_dir(cx)?)?;
     serde_json::to_value(out).map_err(|err| StepError::permanent(err.to_string()))
 }
 
@@ -363,6 +362,12 @@ async fn adopt(jobs: &Api<Job>, name: &str, run_id: &str) -> Result<(), StepErro
         )))
     }
 }
+
+/// Errors of the Job watch without progress after which a `--follow` attempt gives up (the
+/// engine retries the step with its own backoff).
+const WATCH_MAX_ERRORS: u32 = 30;
+/// ... or the time over which they may spread.
+const WATCH_MAX_ERROR_TIME: Duration = Duration::from_secs(10 * 60);
 
 /// Statistics of a followed run (also the step's output).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -484,6 +489,16 @@ impl Watch {
         }
     }
 
+    /// What is known, as counts (listed, unfinished, present, outcomes): a change is progress.
+    fn known(&self, record: &RunRecord) -> (bool, usize, usize, usize) {
+        (
+            self.listed,
+            self.open.len(),
+            self.present.len(),
+            record.finished.len(),
+        )
+    }
+
     fn deleted(&mut self, name: &str) {
         self.open.remove(name);
         self.present.remove(name);
@@ -506,7 +521,9 @@ impl Watch {
 /// `--follow`: watches the run's Jobs until every one finished (or vanished), recording each
 /// outcome in the run's record as it is seen, so Jobs deleted by `ttlSecondsAfterFinished`
 /// stay counted and a 404 is never an error; prints the statistics block; then deletes the
-/// run's Jobs and pods.
+/// run's Jobs and pods. Watch errors are bounded by a [`FailureBudget`] that only progress
+/// resets (an event of a live watch, or a change in the Jobs known: listed, unfinished,
+/// present, outcomes), never the watcher's `Init` before a re-list.
 async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     let jobs: Vec<Value> = cx.output("create-job")?;
     tracing::info!("All {} jobs created. Starting execution...", jobs.len());
@@ -524,7 +541,7 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
         ..Default::default()
     });
     record.submitted = true;
-    record.save(&sd).map_err(StepError::transient)?;
+    record.save(&sd)?;
     if !cx.param::<bool>("follow")?.unwrap_or(false) {
         return Ok(json!({"detached": true}));
     }
@@ -546,15 +563,23 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     let mut last_save = std::time::Instant::now();
     let mut dirty = false;
     let mut ticker = tokio::time::interval(tick);
-    let mut errors_in_a_row = 0u32;
+    // Errors since the last progress: kube-runtime re-lists after an error and announces it
+    // with an `Init` event, so an API server that fails every list yields Init, error, Init,
+    // error, ... Only a change in what is known resets the budget, never a re-list as such.
+    let mut budget = FailureBudget::new(WATCH_MAX_ERRORS, WATCH_MAX_ERROR_TIME);
     let unknown = loop {
+        let before = w.known(&record);
         tokio::select! {
             ev = stream.next() => match ev {
                 Some(Ok(watcher::Event::Init)) => {
-                    errors_in_a_row = 0;
                     w.relist = Some(Default::default());
                 }
-                Some(Ok(watcher::Event::InitApply(j) | watcher::Event::Apply(j))) => {
+                Some(Ok(watcher::Event::InitApply(j))) => {
+                    dirty |= w.seen(&mut record, &j);
+                }
+                Some(Ok(watcher::Event::Apply(j))) => {
+                    // An event of a live watch: the watch works.
+                    budget.progress();
                     dirty |= w.seen(&mut record, &j);
                 }
                 Some(Ok(watcher::Event::InitDone)) => {
@@ -565,6 +590,7 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
                     w.listed = true;
                 }
                 Some(Ok(watcher::Event::Delete(j))) => {
+                    budget.progress();
                     dirty |= w.seen(&mut record, &j);
                     if let Some(n) = &j.metadata.name {
                         w.deleted(n);
@@ -579,22 +605,31 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
                     if let Some(k) = api.filter(|k| !crate::cluster::error::classify(k).is_transient()) {
                         return Err(kube_err("watching this run's Jobs", k));
                     }
-                    errors_in_a_row += 1;
-                    if errors_in_a_row >= 30 {
+                    let text = match api {
+                        Some(k) => crate::cluster::error::message(k),
+                        None => err.to_string(),
+                    };
+                    if let Err(spent) = budget.failure() {
                         return Err(StepError::transient(format!(
-                            "watching this run's Jobs failed {errors_in_a_row} times in a row: {err}"
+                            "watching this run's Jobs: {spent}; last error: {text}"
                         )));
                     }
-                    tracing::warn!("watching this run's Jobs: {err} (retrying)");
+                    tracing::warn!(
+                        "watching this run's Jobs: {text} (retrying; {} of {WATCH_MAX_ERRORS} errors without progress)",
+                        budget.failures()
+                    );
                     continue;
                 }
                 None => return Err(StepError::transient("the watch of this run's Jobs ended")),
             },
             _ = ticker.tick() => {}
             _ = cx.cancel_token().cancelled() => {
-                record.save(&sd).map_err(StepError::transient)?;
+                record.save(&sd)?;
                 return Err(StepError::cancelled());
             }
+        }
+        if w.known(&record) != before {
+            budget.progress();
         }
         let Some((open, vanished)) = w.counts(&record) else {
             continue;
@@ -602,7 +637,7 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
         let total = record.jobs.len();
         cx.progress((total - open.min(total)) as u64, total as u64);
         if dirty && (open == 0 || last_save.elapsed() >= Duration::from_secs(2)) {
-            record.save(&sd).map_err(StepError::transient)?;
+            record.save(&sd)?;
             last_save = std::time::Instant::now();
             dirty = false;
         }
@@ -614,7 +649,7 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
             last_remaining = open;
         }
     };
-    record.save(&sd).map_err(StepError::transient)?;
+    record.save(&sd)?;
     tracing::info!("All jobs finished.");
     let stats = stats_of(&record, unknown, started.elapsed().as_secs_f64());
     let sel = runs::selector(Some(&run_id));

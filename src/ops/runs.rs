@@ -22,6 +22,7 @@ use crate::cluster::error::is_not_found;
 use crate::cluster::kueue::workloads;
 use crate::cluster::objects::{delete_named, delete_now, strip_finalizers_named};
 use crate::manifests::job::{label_safe, JOBGROUP};
+use crate::results::io::PathError;
 
 /// Label selector of the scenario Jobs and pods of one run (or of all runs).
 pub fn selector(run: Option<&str>) -> String {
@@ -261,7 +262,7 @@ impl RunRecord {
 
     /// Merges `self` into the record on disk (finished Jobs are only ever added) and writes it
     /// through a temporary file renamed into place.
-    pub fn save(&self, state_dir: &Path) -> Result<(), String> {
+    pub fn save(&self, state_dir: &Path) -> Result<(), PathError> {
         let mut merged = self.clone();
         if let Ok(Some(old)) = RunRecord::load(state_dir, &self.run_id) {
             for (k, v) in old.finished {
@@ -273,13 +274,13 @@ impl RunRecord {
             }
         }
         let dir = work_dir(state_dir, &self.run_id);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| PathError::new("create", &dir, e))?;
         let path = record_path(state_dir, &self.run_id);
         let tmp = dir.join(format!(".record.json.{}", std::process::id()));
-        let text = serde_json::to_vec(&merged).map_err(|e| e.to_string())?;
-        std::fs::write(&tmp, text).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        let text = serde_json::to_vec(&merged)
+            .map_err(|e| PathError::new("serialize", &path, std::io::Error::other(e)))?;
+        std::fs::write(&tmp, text).map_err(|e| PathError::new("write", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| PathError::new("write", &path, e))
     }
 }
 

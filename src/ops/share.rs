@@ -9,6 +9,10 @@
 //!   session URI and offset query; nextcloud ≥ 32: chunks already on the server are skipped).
 //!   A killed vast leaves the upload running in the pod; the resume re-attaches to it.
 //! - `share.forget`: deletes the Secret once every upload ended.
+//!
+//! Polling the upload in the pod is bounded like the archiver's (`results::TaskWatch`): no
+//! change of its state or progress for 30 min, or three starts that never showed up, end the
+//! attempt.
 
 use std::time::Duration;
 
@@ -19,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::env::{env, kube_err, sleep};
-use super::results::{display, pod_err, previous, scripts, PlanItem, RunResult};
+use super::results::{display, pod_err, previous, scripts, PlanItem, RunResult, TaskWatch};
 use super::setup::step;
 use crate::cluster::objects;
 use crate::engine::{Registry, Step, StepContext, StepError};
@@ -135,9 +139,11 @@ async fn upload(cx: &StepContext) -> Result<Value, StepError> {
     let max_starts = cx.budget("starts")?;
     let mut bar: Option<Transfer> = None;
     let mut announced = false;
+    let mut watch = TaskWatch::new("the upload");
     loop {
         let st = scripts.status(&state).await.map_err(pod_err)?;
         let ours = cursor.token.is_some() && st.token == cursor.token;
+        watch.observe(&st, ours && st.state != "absent")?;
         if ours && st.state == "succeeded" {
             if let Some(b) = bar.as_mut() {
                 b.finish(info.size);
@@ -204,6 +210,7 @@ async fn upload(cx: &StepContext) -> Result<Value, StepError> {
         }
         // Not started, died with the pod, failed, or someone else's: start ours. The token is
         // saved first, so a crash right after the start re-attaches instead of starting twice.
+        watch.starting()?;
         let token = format!("{}-{}", cx.run_id().as_str(), cursor.starts + 1);
         cursor.token = Some(token.clone());
         cursor.starts += 1;

@@ -81,8 +81,14 @@ pub enum FetchError {
 }
 
 impl FetchError {
+    /// HTTP trouble may pass; a local I/O error is classified by
+    /// [`classify_io`](super::io::classify_io) (a read-only or full disk is permanent).
     pub fn is_transient(&self) -> bool {
-        matches!(self, FetchError::Http { .. } | FetchError::Io { .. })
+        match self {
+            FetchError::Http { .. } => true,
+            FetchError::Io { source, .. } => super::io::is_transient_io(source),
+            FetchError::NotFound { .. } | FetchError::Verify { .. } => false,
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
-use vast::engine::{EngineOptions, Outcome, RunId};
+use vast::engine::{Engine, EngineOptions, ErrorKind, Injection, Outcome, RunId};
 use vast_sim::config::SimConfig;
 use vast_sim::faults::FaultConfig;
 
@@ -103,6 +103,100 @@ async fn permanent_errors_fail_fast_with_the_servers_message() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert_eq!(c.world().await.jobs[&id].len(), 5);
     }
+}
+
+/// `run --follow` against a cluster whose every listing of the Jobs fails (an unreachable API
+/// server, as far as the watch can tell): kube-runtime's watcher emits an `Init` event before
+/// each re-list, which must not reset the error count. The follow step's attempt gives up after
+/// a bounded number of errors instead of retrying for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_gives_up_when_every_listing_of_the_jobs_fails() {
+    let mut cfg = SimConfig::default();
+    cfg.pods.job_duration_ms = 600_000;
+    let c = start(cfg).await;
+    c.setup_in_process("rke2").await;
+    // The Jobs are created; the first follow attempt fails on purpose, so the run stops.
+    let inject = EngineOptions {
+        inject: vec![Injection {
+            step: "follow".into(),
+            kind: ErrorKind::Permanent,
+            times: 1,
+        }],
+        ..Default::default()
+    };
+    let (id, o) = c.execute("run", &c.run_params(1, true), inject).await;
+    assert!(matches!(o, Outcome::Failed(_)), "{o:?}");
+    assert_eq!(c.world().await.jobs[&id].len(), 5);
+    // From now on every list (and watch) of Jobs fails.
+    c.sim.faults().set(faults(json!({"api": [
+        {"verbs": ["list", "watch"], "resources": ["jobs"],
+         "action": {"status": {"codes": [503], "retry_after_seconds": 0}}}
+    ]})));
+    // kube-rs's own retry of 503 (`default_retry`: 15 retries inside one call, minutes) off,
+    // so each failed list reaches the watcher at once, as a refused connection would.
+    let mut config = kube::Config::new(c.sim.url().parse().unwrap());
+    config.default_namespace = NS.into();
+    config.default_retry = false;
+    let mut resources = vast::engine::Resources::default();
+    resources.insert(vast::ops::env::ClusterEnv {
+        client: kube::Client::try_from(config).unwrap(),
+        context: None,
+        namespace: NS.into(),
+    });
+    resources.insert(vast::ops::run::ProjectCache::default());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let store = vast::store::StateDir::new(c.state.clone())
+        .open_run(&id)
+        .unwrap();
+    let engine = Engine::new(vast::ops::registry(), resources);
+    let t0 = std::time::Instant::now();
+    let resumed = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { engine.execute(store, cancel).await }
+    });
+    // The follow step's resumed attempt must fail on its own (well before the deadline).
+    let deadline = Duration::from_secs(150);
+    let error = loop {
+        assert!(
+            t0.elapsed() < deadline,
+            "the follow step still retries after {:?}",
+            t0.elapsed()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let show = c.vast(&["runs", "show", &id, "--json"]).await;
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&show.stdout) else {
+            continue;
+        };
+        let follow = v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "follow")
+            .cloned()
+            .unwrap();
+        let watch_error = follow["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| {
+                e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("watching this run's Jobs")
+            })
+            .cloned();
+        if let Some(e) = watch_error {
+            break e;
+        }
+    };
+    let elapsed = t0.elapsed();
+    cancel.cancel();
+    let o = resumed.await.unwrap().unwrap();
+    assert_eq!(o, Outcome::Interrupted);
+    let m = error["message"].as_str().unwrap();
+    assert_eq!(error["kind"], "transient", "{error}");
+    assert!(m.contains("without progress") && m.contains("503"), "{m}");
+    eprintln!("the follow attempt gave up after {elapsed:?}: {m}");
 }
 
 /// Polls the ClusterQueue's stopPolicy every few ms and records every value other than None.
@@ -497,6 +591,53 @@ async fn port_forward_supervisor_survives_pod_restarts_and_dropped_streams() {
         st.streams.load(Ordering::Relaxed) > 3,
         "streams were re-established"
     );
+}
+
+/// The S3 client retries only requests whose connection broke before an answer (see the
+/// port-forward test above); an answer of the server is the caller's retry layer's: the SDK
+/// sends a request that got 503 SlowDown once, not four times. A directory upload goes on past
+/// one file's transient failure, so its retry sends only that file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_server_errors_are_left_to_the_callers_retry_and_do_not_stop_an_upload() {
+    use vast::cluster::s3;
+    let c = start(SimConfig::default()).await;
+    c.setup_in_process("rke2").await;
+    let client = c.direct_s3().await;
+    s3::ensure_bucket(&client, "one-layer").await.unwrap();
+    c.sim.faults().set(faults(
+        json!({"s3": [{"ops": ["PutObject"], "max_hits": 1, "codes": [503]}]}),
+    ));
+    let err = client
+        .put_object()
+        .bucket("one-layer")
+        .key("k")
+        .body(b"x".to_vec().into())
+        .send()
+        .await
+        .expect_err("the 503 was retried by the SDK");
+    assert_eq!(
+        aws_sdk_s3::error::ProvideErrorMetadata::code(&err),
+        Some("SlowDown")
+    );
+
+    // 12 files, one PUT fails: the other 11 are uploaded, the error is transient, and the
+    // retry sends the one that is missing.
+    let dir = c.tmp.path().join("many");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..12 {
+        std::fs::write(dir.join(format!("f{i:02}.txt")), format!("file {i}")).unwrap();
+    }
+    c.sim.faults().set(faults(json!({"s3": [
+        {"ops": ["PutObject"], "rate": 1.0, "max_hits": 1, "codes": [500]}
+    ]})));
+    let err = s3::upload_dir(&client, "one-layer", &dir)
+        .await
+        .expect_err("one PUT failed");
+    assert!(err.is_transient(), "{err}");
+    let stored = s3::list_objects(&client, "one-layer").await.unwrap();
+    assert_eq!(stored.len(), 11, "{stored:?}");
+    let again = s3::upload_dir(&client, "one-layer", &dir).await.unwrap();
+    assert_eq!((again.uploaded, again.skipped), (1, 11));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

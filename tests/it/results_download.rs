@@ -386,6 +386,69 @@ async fn unsafe_or_corrupt_archives_are_rejected_and_the_remote_copy_is_kept() {
     assert!(!archive.exists() && !buckets(&c).await.contains(&run));
 }
 
+/// `download -o DIR` where the archive cannot be written in DIR (here `<run>.tar.gz.part` is a
+/// directory: EISDIR, which is what root gets where an unprivileged user gets EACCES; a
+/// read-only file system gives EROFS the same way) fails at once with a permanent error
+/// naming the path, instead of retrying it 20 times over 7 minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_output_fails_the_download_at_once_naming_the_path() {
+    let c = start(SimConfig::default()).await;
+    let run = c.finished_run("rke2").await;
+    let out = c.tmp.path().join("read-only-ish");
+    let part = out.join(format!("{run}.tar.gz.part"));
+    std::fs::create_dir_all(&part).unwrap();
+    let log = c.tmp.path().join("download.stderr");
+    let t0 = Instant::now();
+    let mut child = c
+        .command(&[
+            "execution",
+            "cluster",
+            "download",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "download still retrying after 90 s: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&part.display().to_string()) && err.contains("Is a directory"),
+        "{err}"
+    );
+    // One attempt of the fetch step, failed as permanent.
+    let id = started_id(&err, "download-");
+    let show = c.vast(&["runs", "show", &id, "--json"]).await;
+    let v: Value = serde_json::from_slice(&show.stdout).unwrap();
+    let fetch = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "fetch" && s["child"] == 0)
+        .cloned()
+        .unwrap();
+    assert_eq!(fetch["status"], "failed", "{fetch}");
+    assert_eq!(fetch["attempts"], 1, "{fetch}");
+    assert_eq!(fetch["errors"][0]["kind"], "permanent", "{fetch}");
+    // Nothing was removed: the remote copy stays for the next try.
+    assert!(buckets(&c).await.contains(&run));
+}
+
 fn download_params(c: &Cluster, run: &str, out: &Path, direct: bool) -> Value {
     json!({
         "context": null,

@@ -1,5 +1,7 @@
 //! What the cluster commands share: the target (context, project, saved setup, namespace),
-//! upstream's pre-flight checks with their messages, and the kube client.
+//! upstream's pre-flight checks with their messages, the kube client, and the retry of the
+//! commands' own cluster calls ([`preflight`]: the steps' `RetryPolicy` through `retry_if`,
+//! the only retry layer of a call made outside a workflow).
 
 use std::path::PathBuf;
 
@@ -7,6 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
 use crate::cli::{Globals, UsageError};
+use crate::engine::retry::RetryPolicy;
 use crate::project::files::{read_setup, ClusterSetup, Project};
 use crate::project::resources::{active_kube_context, require_context_for_multi_cluster};
 
@@ -88,27 +91,30 @@ pub async fn connect(context: Option<&str>) -> Result<kube::Client, String> {
         .map_err(|e| format!("Kubernetes configuration not found: {e}"))
 }
 
-/// Calls `f` until it succeeds, fails permanently, or 5 attempts failed transiently (200 ms,
-/// doubling): the pre-flight checks ride out a flaky network like the steps do.
-pub async fn with_retries<T, F, Fut>(mut f: F) -> Result<T, kube::Error>
+/// The retry schedule of the commands' own cluster calls (pre-flight checks, run listings,
+/// `upload-configs`): 5 attempts, 200 ms doubling (±20 %), at most 30 s. The same
+/// [`RetryPolicy`] as the steps', applied with [`RetryPolicy::retry_if`].
+pub fn preflight_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 5,
+        initial_interval: std::time::Duration::from_millis(200),
+        multiplier: 2.0,
+        max_interval: std::time::Duration::from_secs(5),
+        max_elapsed: Some(std::time::Duration::from_secs(30)),
+        jitter: 0.2,
+    }
+}
+
+/// Calls `f` until it succeeds, fails permanently, or [`preflight_policy`] is spent: the
+/// pre-flight checks ride out a flaky network like the steps do.
+pub async fn preflight<T, F, Fut>(f: F) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, kube::Error>>,
 {
-    let mut delay = std::time::Duration::from_millis(200);
-    let mut attempt = 1;
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if attempt < 5 && crate::cluster::error::classify(&e).is_transient() => {
-                tracing::debug!("attempt {attempt} failed, retrying: {e}");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    preflight_policy()
+        .retry_if(f, |e| crate::cluster::error::classify(e).is_transient())
+        .await
 }
 
 /// Upstream's access check for `context`: the client (kept for the later checks), then
@@ -125,14 +131,12 @@ pub async fn access(
 
 /// Upstream's access check: server version and one pod listed in the namespace.
 pub async fn check_access(client: &kube::Client, namespace: &str) -> Result<String, String> {
-    let version = with_retries(|| client.apiserver_version())
+    let version = preflight(|| client.apiserver_version())
         .await
         .map_err(access_error)?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let one = ListParams::default().limit(1);
-    with_retries(|| pods.list(&one))
-        .await
-        .map_err(access_error)?;
+    preflight(|| pods.list(&one)).await.map_err(access_error)?;
     Ok(format!(
         "Kubernetes cluster is accessible (version {}.{}, namespace {namespace})",
         version.major, version.minor
@@ -152,7 +156,7 @@ fn access_error(e: kube::Error) -> String {
 /// Upstream's pod check: pod `robovast` must be Running.
 pub async fn check_pod(client: &kube::Client, namespace: &str) -> Result<(), String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    match with_retries(|| pods.get_opt("robovast")).await {
+    match preflight(|| pods.get_opt("robovast")).await {
         Ok(Some(p)) => {
             let phase = p
                 .status

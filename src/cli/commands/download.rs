@@ -47,7 +47,7 @@ pub async fn connect(
         }
     };
     let pods: Api<Pod> = Api::namespaced(kube.clone(), &namespace);
-    let pod = match super::cluster_common::with_retries(|| pods.get_opt("robovast")).await {
+    let pod = match super::cluster_common::preflight(|| pods.get_opt("robovast")).await {
         Ok(Some(p)) => p,
         Ok(None) => {
             eprintln!("Error: Required pod 'robovast' does not exist!");
@@ -92,17 +92,30 @@ pub async fn connect(
     }))
 }
 
-/// The `run-*` buckets with their availability (S3 through a port-forward).
+/// The `run-*` buckets with their availability (S3 through a port-forward). Both listings are
+/// retried with the pre-flight schedule (the S3 client does not retry by itself).
 pub async fn list_runs(a: &Access) -> Result<Vec<(String, Availability)>, String> {
-    let (_forward, s3) = crate::cluster::s3::forwarded(&a.kube, &a.namespace, "robovast")
+    use crate::cluster::s3;
+    use crate::ops::env::classified;
+    let buckets = super::cluster_common::preflight_policy()
+        .retry_if(
+            || async {
+                let (_forward, client) = s3::forwarded(&a.kube, &a.namespace, "robovast")
+                    .await
+                    .map_err(|e| classified(e.is_transient(), e))?;
+                s3::list_buckets(&client, "run-")
+                    .await
+                    .map_err(|e| classified(e.is_transient(), e))
+            },
+            |e| e.kind == crate::engine::ErrorKind::Transient,
+        )
         .await
-        .map_err(|e| e.to_string())?;
-    let buckets = crate::cluster::s3::list_buckets(&s3, "run-")
-        .await
-        .map_err(|e| e.to_string())?;
-    available_runs(&a.kube, &a.namespace, &a.state_dir, &buckets)
-        .await
-        .map_err(|e| crate::cluster::error::message(&e))
+        .map_err(|e| e.message)?;
+    super::cluster_common::preflight(|| {
+        available_runs(&a.kube, &a.namespace, &a.state_dir, &buckets)
+    })
+    .await
+    .map_err(|e| crate::cluster::error::message(&e))
 }
 
 /// Upstream's wording of the command's object ("download", "upload", ...).

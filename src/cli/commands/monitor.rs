@@ -7,6 +7,10 @@
 //! Counting: `ok`/`fail` come from what was observed, merged into the run's record
 //! ([`RunRecord`], shared with `run --follow`), so Jobs deleted by `ttlSecondsAfterFinished`
 //! stay counted; Jobs that vanished unobserved are shown as `unknown`, never as successful.
+//!
+//! An unreachable context keeps the monitor going only for [`MAX_UNREACHABLE`] of failed polls
+//! (a [`FailureBudget`] that a successful poll resets): then it is given up, and once nothing
+//! else keeps the monitor going it exits 1 naming the context and its last error.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
@@ -19,9 +23,13 @@ use serde::Serialize;
 
 use super::cluster_common::target_with;
 use crate::cli::{args::MonitorArgs, ExitStatus, Globals, UsageError};
+use crate::engine::retry::FailureBudget;
 use crate::ops::runs::{self, JobOutcome, JobState, RunRecord};
 use crate::project::files::read_setup;
 use crate::project::resources::{active_kube_context, config_context_names};
+
+/// How long a context may fail every poll before the monitor stops waiting for it.
+pub const MAX_UNREACHABLE: Duration = Duration::from_secs(5 * 60);
 
 /// One context to watch.
 #[derive(Debug, Clone)]
@@ -506,10 +514,31 @@ pub async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<ExitSta
         println!();
     }
     let mut previous_lines = 0usize;
+    // Per context: failed polls since the last successful one, and why it was given up.
+    let mut budgets: Vec<FailureBudget> = watched
+        .iter()
+        .map(|_| FailureBudget::new(u32::MAX, MAX_UNREACHABLE))
+        .collect();
+    let mut given_up: Vec<Option<String>> = vec![None; watched.len()];
     loop {
         let mut views = Vec::new();
-        for w in &watched {
-            views.push(poller.poll(w).await);
+        for (i, w) in watched.iter().enumerate() {
+            let v = poller.poll(w).await;
+            if v.reachable {
+                budgets[i].progress();
+                given_up[i] = None;
+            } else if given_up[i].is_none() {
+                if let Err(spent) = budgets[i].failure() {
+                    given_up[i] = Some(format!(
+                        "context '{}' is unreachable ({} failed polls in {} s): {}",
+                        w.label,
+                        spent.failures,
+                        spent.elapsed.as_secs(),
+                        v.error.as_deref().unwrap_or("no answer")
+                    ));
+                }
+            }
+            views.push(v);
         }
         let lines = render(&views, multi);
         let mut out = std::io::stdout().lock();
@@ -543,10 +572,17 @@ pub async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<ExitSta
         if args.once {
             return Ok(ExitStatus::Success);
         }
-        let active = views
-            .iter()
-            .any(|v| !v.reachable || v.runs.iter().any(|r| r.running + r.pending > 0));
+        let active = views.iter().zip(&given_up).any(|(v, gave_up)| {
+            gave_up.is_none() && (!v.reachable || v.runs.iter().any(|r| r.running + r.pending > 0))
+        });
         if !active {
+            let gave_up: Vec<&String> = given_up.iter().flatten().collect();
+            if !gave_up.is_empty() {
+                for g in gave_up {
+                    eprintln!("✗ Error: {g}; stopped waiting for it");
+                }
+                return Ok(ExitStatus::Failure);
+            }
             if !args.json {
                 println!();
                 println!("All jobs finished.");

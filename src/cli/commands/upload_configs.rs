@@ -2,7 +2,10 @@
 //! to the run's bucket in the cluster's S3, as `DIR/upload_configs.py` does, for someone who
 //! has only `vast`. The namespace and bucket come from the prepared Jobs (`DIR/jobs/*.yaml`),
 //! the keys from the Secret `vast-s3-credentials`, and S3 is reached through a kube-rs
-//! port-forward to the `robovast` pod. Re-running it skips what is already uploaded.
+//! port-forward to the `robovast` pod. Re-running it skips what is already uploaded, which
+//! is also how a transient failure is retried: the whole upload again (objects already there
+//! are skipped) with the pre-flight schedule (`cluster_common::preflight_policy`), the only
+//! retry layer of its calls.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -153,9 +156,11 @@ async fn wait_for_pod(pods: &Api<Pod>, namespace: &str) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + POD_WAIT;
     let mut told = false;
     loop {
-        let pod = pods.get_opt(ROBOVAST_POD).await.map_err(|e| {
-            anyhow::anyhow!("cannot read pod '{ROBOVAST_POD}' in namespace '{namespace}': {e}")
-        })?;
+        let pod = super::cluster_common::preflight(|| pods.get_opt(ROBOVAST_POD))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot read pod '{ROBOVAST_POD}' in namespace '{namespace}': {e}")
+            })?;
         let Some(pod) = pod else {
             return Err(UsageError(format!(
                 "no pod '{ROBOVAST_POD}' in namespace '{namespace}': create it first (robovast-manifest.yaml, see the run's README)"
@@ -191,7 +196,12 @@ pub async fn run(args: UploadConfigsArgs, _globals: &Globals) -> anyhow::Result<
     let kube = client::client(args.context.as_deref())
         .await
         .map_err(|e| UsageError(e.to_string()))?;
-    let credentials = s3::read_credentials(kube.clone(), &target.namespace)
+    let retry = super::cluster_common::preflight_policy();
+    let credentials = retry
+        .retry_if(
+            || s3::read_credentials(kube.clone(), &target.namespace),
+            |e| e.is_transient(),
+        )
         .await
         .map_err(|e| -> anyhow::Error {
             if e.is_transient() {
@@ -206,8 +216,17 @@ pub async fn run(args: UploadConfigsArgs, _globals: &Globals) -> anyhow::Result<
     let client = s3::client(&forward.http_endpoint(), &credentials);
 
     println!("Uploading config files to S3 bucket '{}'...", target.bucket);
-    s3::ensure_bucket(&client, &target.bucket).await?;
-    let summary = s3::upload_dir(&client, &target.bucket, &target.template).await?;
+    // The one retry layer of this command's S3 calls (the client does not retry): a retry
+    // skips the objects already uploaded.
+    let summary = retry
+        .retry_if(
+            || async {
+                s3::ensure_bucket(&client, &target.bucket).await?;
+                s3::upload_dir(&client, &target.bucket, &target.template).await
+            },
+            |e| e.is_transient(),
+        )
+        .await?;
     if summary.skipped > 0 {
         println!(
             "Upload complete. ({} files, {} already present)",
