@@ -12,40 +12,26 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::env::{env, kube_err};
+use super::base::{env, kube_err, register_steps};
 use super::runs;
-use super::setup::step;
 use crate::cluster::{kueue, objects};
-use crate::engine::{Registry, Step, StepContext, StepError};
+use crate::engine::{Registry, StepContext, StepError};
 use crate::manifests::cluster_config::{cluster_config, ARCHIVER_CONFIGMAP, S3_SECRET};
 use crate::manifests::kueue::{queue_objects, DEFAULT_QUOTA};
-use futures::future::BoxFuture;
 
 pub fn register(r: &mut Registry) {
-    r.register("cleanup.drain", Drain);
-    r.register("cleanup.kueue", KueueRemove);
-    r.register("cleanup.robovast", RobovastRemove);
-    r.register("cleanup.forget-setup", ForgetSetup);
-    r.register("run-cleanup.select", Select);
-    r.register("run-cleanup.deactivate", Deactivate);
-    r.register("run-cleanup.delete-jobs", DeleteJobs);
-    r.register("run-cleanup.delete-workloads", DeleteWorkloads);
-    r.register("run-cleanup.delete-pods", DeletePods);
+    register_steps!(r;
+        "cleanup.drain" => drain,
+        "cleanup.kueue" => kueue_remove,
+        "cleanup.robovast" => robovast_remove,
+        "cleanup.forget-setup" => forget_setup,
+        "run-cleanup.select" => select,
+        "run-cleanup.deactivate" => deactivate,
+        "run-cleanup.delete-jobs" => delete_jobs,
+        "run-cleanup.delete-workloads" => delete_workloads,
+        "run-cleanup.delete-pods" => delete_pods,
+    );
 }
-
-step!(Drain, "cleanup.drain", drain);
-step!(KueueRemove, "cleanup.kueue", kueue_remove);
-step!(RobovastRemove, "cleanup.robovast", robovast_remove);
-step!(ForgetSetup, "cleanup.forget-setup", forget_setup);
-step!(Select, "run-cleanup.select", select);
-step!(Deactivate, "run-cleanup.deactivate", deactivate);
-step!(DeleteJobs, "run-cleanup.delete-jobs", delete_jobs);
-step!(
-    DeleteWorkloads,
-    "run-cleanup.delete-workloads",
-    delete_workloads
-);
-step!(DeletePods, "run-cleanup.delete-pods", delete_pods);
 
 /// How long `cleanup.drain` may spend removing runs (its step timeout is 5 min).
 const REMOVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
@@ -72,7 +58,7 @@ async fn remove_all_runs(cx: &StepContext) -> Result<usize, StepError> {
         .await
         .map_err(|err| kube_err("deleting the scenario pods", &err))?;
     fail::fail_point!("cleanup.drain.removed", |a| {
-        super::env::injected("cleanup.drain.removed", a).map(|_| 0)
+        super::base::injected("cleanup.drain.removed", a).map(|_| 0)
     });
     Ok(n)
 }

@@ -23,21 +23,19 @@ use kube::api::Api;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::env::{env, io_err};
+use super::base::{env, io_err, register_steps, ROBOVAST_POD};
 use super::results::{self, display, previous, ArchiveInfo, PlanItem, RunResult};
-use super::setup::{step, ROBOVAST_POD};
 use crate::cluster::portforward::PortForward;
-use crate::engine::{Registry, Step, StepContext, StepError};
+use crate::engine::{Registry, StepContext, StepError};
 use crate::results::fetch::{self, FetchCursor, FetchError, FetchSink};
 use crate::results::progress::{self, Mode, Transfer};
 
 pub fn register(r: &mut Registry) {
-    r.register("download.fetch", Fetch);
-    r.register("download.extract", Extract);
+    register_steps!(r;
+        "download.fetch" => fetch_step,
+        "download.extract" => extract_step,
+    );
 }
-
-step!(Fetch, "download.fetch", fetch_step);
-step!(Extract, "download.extract", extract_step);
 
 fn output_dir(cx: &StepContext) -> Result<PathBuf, StepError> {
     cx.param::<String>("output")?

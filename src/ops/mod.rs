@@ -1,9 +1,12 @@
-//! One file per operation: its steps, bound to the names used in `workflows/`. This module holds
-//! the step registry (implementation name → step) and the embedded workflow definitions.
+//! One file per operation: its steps, bound to the names used in `workflows/`, over a base
+//! layer ([`base`]: what every step shares; it imports no operation) and the run accounting
+//! ([`runs`]: the run record, Job states, removal of a run's objects). This module, the top,
+//! holds the step registry (implementation name → step), the embedded workflow definitions and
+//! the resources a run's steps get ([`resources_for`]).
 
+pub mod base;
 pub mod cleanup;
 pub mod download;
-pub mod env;
 pub mod results;
 pub mod run;
 pub mod runs;
@@ -11,7 +14,7 @@ pub mod selftest;
 pub mod setup;
 pub mod share;
 
-use crate::engine::{Definition, DefinitionError, Registry};
+use crate::engine::{Definition, DefinitionError, Registry, Resources};
 
 /// Every workflow definition, embedded in the binary: (file name, YAML text).
 pub const WORKFLOWS: &[(&str, &str)] = &[
@@ -44,19 +47,47 @@ pub const WORKFLOWS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Operations that talk to a cluster (their runs get a [`env::ClusterEnv`]).
-pub const CLUSTER_OPERATIONS: &[&str] = &[
-    "setup",
-    "cleanup",
-    "run",
-    "run-cleanup",
-    "download",
-    "download-cleanup",
-    "remote-compress",
-    "upload-to-share",
-];
+pub use base::CLUSTER_OPERATIONS;
 
-pub use env::resources_for;
+/// Builds the resources of a run of `operation` from its parameters (so `vast resume` rebuilds
+/// them): its [`base::ClusterEnv`], and what the operations' steps keep per process (the
+/// loaded project, the progress display, the share provider's variables, read again from the
+/// environment and `.env` files, never from the parameters).
+pub async fn resources_for(
+    operation: &str,
+    params: &serde_json::Value,
+) -> Result<Resources, String> {
+    use serde_json::Value;
+    let mut r = Resources::default();
+    let Some(env) = base::cluster_env(operation, params).await? else {
+        return Ok(r);
+    };
+    r.insert(env);
+    r.insert(run::ProjectCache::default());
+    let verbose = params
+        .get("verbose")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    r.insert(results::Display(crate::results::progress::Mode::detect(
+        verbose,
+    )));
+    if operation == "upload-to-share" {
+        let dir = |k: &str| {
+            params
+                .get(k)
+                .and_then(Value::as_str)
+                .map(std::path::PathBuf::from)
+        };
+        let (vast_dir, project_dir) = (dir("vast_dir"), dir("project_dir"));
+        let vars = crate::share::Vars::load(vast_dir.as_deref(), project_dir.as_deref())
+            .map_err(|e| e.to_string())?;
+        let (providers, _) = crate::share::providers(project_dir.as_deref());
+        if let Ok(sel) = crate::share::select(&vars, &providers) {
+            r.insert(share::ShareEnv(sel));
+        }
+    }
+    Ok(r)
+}
 
 /// The registry of every step implementation.
 pub fn registry() -> Registry {

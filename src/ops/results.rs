@@ -19,39 +19,32 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-pub use super::env::classified;
-use super::env::{env, kube_err, sleep};
+pub use super::base::classified;
+use super::base::{env, kube_err, register_steps, sleep, ROBOVAST_POD};
 use super::runs::{self, JobState, RunRecord};
-use super::setup::{step, ROBOVAST_POD};
 use crate::cluster::portforward::PortForward;
 use crate::cluster::s3;
-use crate::engine::{Registry, Step, StepContext, StepError};
+use crate::engine::{Registry, StepContext, StepError};
 use crate::manifests::job::label_safe;
 use crate::pod::{self, PodError, PodScripts};
 use crate::results::progress::{self, Mode};
 
 pub fn register(r: &mut Registry) {
-    r.register("results.check", Check);
-    r.register("results.plan", Plan);
-    r.register("results.archive", Archive);
-    r.register("results.remove", Remove);
-    r.register("results.report", Report);
-    r.register("results.remove-bucket", RemoveBucket);
+    register_steps!(r;
+        "results.check" => check,
+        "results.plan" => plan,
+        "results.archive" => archive,
+        "results.remove" => remove,
+        "results.report" => report,
+        "results.remove-bucket" => remove_bucket,
+    );
 }
-
-step!(Check, "results.check", check);
-step!(Plan, "results.plan", plan);
-step!(Archive, "results.archive", archive);
-step!(Remove, "results.remove", remove);
-step!(Report, "results.report", report);
-step!(RemoveBucket, "results.remove-bucket", remove_bucket);
 
 /// How progress is shown in this process (a resource: not persisted, so a resumed run shows
 /// it the way the resuming terminal can).
@@ -190,7 +183,7 @@ async fn check(cx: &StepContext) -> Result<Value, StepError> {
     let want = pod::version(&files).to_string();
     crate::cluster::objects::apply(&e.client, &pod::configmap(&files), &e.namespace)
         .await
-        .map_err(|err| super::setup::apply_err(&err))?;
+        .map_err(|err| super::base::apply_err(&err))?;
     let scripts = scripts(cx)?;
     let limit = Duration::from_secs(cx.param::<u64>("scripts_timeout_s")?.unwrap_or(180));
     let started = std::time::Instant::now();

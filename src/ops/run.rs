@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
@@ -23,12 +22,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::env::{classified, env, io_err, kube_err, sleep};
+use super::base::{classified, env, io_err, kube_err, register_steps, sleep, ROBOVAST_POD};
 use super::runs::{self, JobOutcome, JobState, RunRecord};
-use super::setup::{step, ROBOVAST_POD};
 use crate::cluster::s3;
 use crate::engine::retry::FailureBudget;
-use crate::engine::{Registry, Step, StepContext, StepError};
+use crate::engine::{Registry, StepContext, StepError};
 use crate::manifests::cluster_config::cluster_config;
 use crate::manifests::job::{job_name, label_safe, render_job, JobContext};
 use crate::project::configs::Configuration;
@@ -36,22 +34,16 @@ use crate::project::template::{self, Mode};
 use crate::project::vast_file::VastFile;
 
 pub fn register(r: &mut Registry) {
-    r.register("run.check", Check);
-    r.register("run.cleanup-previous", CleanupPrevious);
-    r.register("run.prepare", Prepare);
-    r.register("run.plan", Plan);
-    r.register("run.upload", Upload);
-    r.register("run.create-job", CreateJob);
-    r.register("run.follow", Follow);
+    register_steps!(r;
+        "run.check" => check,
+        "run.cleanup-previous" => cleanup_previous,
+        "run.prepare" => prepare,
+        "run.plan" => plan,
+        "run.upload" => upload,
+        "run.create-job" => create_job,
+        "run.follow" => follow,
+    );
 }
-
-step!(Check, "run.check", check);
-step!(CleanupPrevious, "run.cleanup-previous", cleanup_previous);
-step!(Prepare, "run.prepare", prepare);
-step!(Plan, "run.plan", plan);
-step!(Upload, "run.upload", upload);
-step!(CreateJob, "run.create-job", create_job);
-step!(Follow, "run.follow", follow);
 
 /// SHA-256 (hex) of a `.vast` file's text.
 pub fn vast_sha256(text: &str) -> String {

@@ -30,9 +30,9 @@ pub fn ledger_append(cx: &StepContext, line: &str) -> Result<(), StepError> {
         .create(true)
         .append(true)
         .open(&path)
-        .map_err(|e| super::env::io_err("open the ledger", Path::new(&path), e))?;
+        .map_err(|e| super::base::io_err("open the ledger", Path::new(&path), e))?;
     f.write_all(format!("{line}\n").as_bytes())
-        .map_err(|e| super::env::io_err("append to the ledger", Path::new(&path), e))
+        .map_err(|e| super::base::io_err("append to the ledger", Path::new(&path), e))
 }
 
 #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]

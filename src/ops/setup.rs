@@ -11,55 +11,29 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{json, Value};
 
-use super::env::{env, kube_err, sleep};
+use super::base::{apply_err, env, kube_err, register_steps, sleep, ROBOVAST_POD};
 use crate::cluster::{kueue, objects};
-use crate::engine::{Registry, Step, StepContext, StepError};
+use crate::engine::{Registry, StepContext, StepError};
 use crate::manifests::cluster_config::{cluster_config, S3_SECRET};
 use crate::manifests::kueue::{compute_quota, queue_objects};
 use crate::manifests::{MANAGED_BY, MANAGED_BY_LABEL};
 
 pub fn register(r: &mut Registry) {
-    r.register("setup.access", Access);
-    r.register("setup.kueue", KueueInstall);
-    r.register("setup.kueue-ready", KueueReady);
-    r.register("setup.credentials", Credentials);
-    r.register("setup.queues", Queues);
-    r.register("setup.robovast", Robovast);
-    r.register("setup.wait-pod", WaitPod);
-    r.register("setup.save", Save);
+    register_steps!(r;
+        "setup.access" => access,
+        "setup.kueue" => kueue_install,
+        "setup.kueue-ready" => kueue_ready,
+        "setup.credentials" => credentials,
+        "setup.queues" => queues,
+        "setup.robovast" => robovast,
+        "setup.wait-pod" => wait_pod,
+        "setup.save" => save,
+    );
 }
-
-/// The robovast pod's name.
-pub const ROBOVAST_POD: &str = "robovast";
-
-macro_rules! step {
-    ($name:ident, $fp:literal, $body:expr) => {
-        struct $name;
-        impl Step for $name {
-            fn run<'a>(&'a self, cx: &'a StepContext) -> BoxFuture<'a, Result<Value, StepError>> {
-                Box::pin(async move {
-                    fail::fail_point!($fp, |a| super::env::injected($fp, a));
-                    $body(cx).await
-                })
-            }
-        }
-    };
-}
-pub(crate) use step;
-
-step!(Access, "setup.access", access);
-step!(KueueInstall, "setup.kueue", kueue_install);
-step!(KueueReady, "setup.kueue-ready", kueue_ready);
-step!(Credentials, "setup.credentials", credentials);
-step!(Queues, "setup.queues", queues);
-step!(Robovast, "setup.robovast", robovast);
-step!(WaitPod, "setup.wait-pod", wait_pod);
-step!(Save, "setup.save", save);
 
 /// Server version and one pod listed in the namespace.
 pub async fn access(cx: &StepContext) -> Result<Value, StepError> {
@@ -209,17 +183,6 @@ async fn credentials(cx: &StepContext) -> Result<Value, StepError> {
             Ok(json!({"secret": S3_SECRET, "created": false}))
         }
         Err(err) => Err(kube_err(format!("creating Secret '{S3_SECRET}'"), &err)),
-    }
-}
-
-pub(crate) fn apply_err(err: &objects::ApplyError) -> StepError {
-    match err.kube() {
-        Some(k) => {
-            let mut s = kube_err("", k);
-            s.message = err.to_string();
-            s
-        }
-        None => StepError::permanent(err.to_string()),
     }
 }
 

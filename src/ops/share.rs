@@ -16,30 +16,26 @@
 
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::env::{env, kube_err, sleep};
+use super::base::{env, kube_err, register_steps, sleep};
 use super::results::{display, pod_err, previous, scripts, PlanItem, RunResult, TaskWatch};
-use super::setup::step;
 use crate::cluster::objects;
-use crate::engine::{Registry, Step, StepContext, StepError};
+use crate::engine::{Registry, StepContext, StepError};
 use crate::pod;
 use crate::results::progress::{self, Transfer};
 use crate::share::Selected;
 
 pub fn register(r: &mut Registry) {
-    r.register("share.secret", ShareSecret);
-    r.register("share.upload", Upload);
-    r.register("share.forget", Forget);
+    register_steps!(r;
+        "share.secret" => secret,
+        "share.upload" => upload,
+        "share.forget" => forget,
+    );
 }
-
-step!(ShareSecret, "share.secret", secret);
-step!(Upload, "share.upload", upload);
-step!(Forget, "share.forget", forget);
 
 /// The provider chosen for this process (rebuilt from `.env` on resume).
 #[derive(Clone, Debug)]
@@ -83,7 +79,7 @@ async fn secret(cx: &StepContext) -> Result<Value, StepError> {
     });
     objects::apply(&e.client, &obj, &e.namespace)
         .await
-        .map_err(|err| super::setup::apply_err(&err))?;
+        .map_err(|err| super::base::apply_err(&err))?;
     let scripts = scripts(cx)?;
     let limit = Duration::from_secs(cx.param::<u64>("scripts_timeout_s")?.unwrap_or(180));
     let started = std::time::Instant::now();

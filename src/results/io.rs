@@ -5,7 +5,7 @@
 //! (EIO, EINTR, EAGAIN, a stale NFS handle, a stream cut short, ...) may pass and are transient.
 //!
 //! Every step that maps a `std::io::Error` goes through [`classify_io`]: directly with
-//! [`PathError`] (`ops::env::io_err` makes it a step error), or through the `is_transient` of
+//! [`PathError`] (`ops::base::io_err` makes it a step error), or through the `is_transient` of
 //! an error type that holds one (`results::fetch::FetchError`, `cluster::s3::S3Error`).
 
 use std::io;

@@ -138,7 +138,7 @@ async fn follow_gives_up_when_every_listing_of_the_jobs_fails() {
     config.default_namespace = NS.into();
     config.default_retry = false;
     let mut resources = vast::engine::Resources::default();
-    resources.insert(vast::ops::env::ClusterEnv {
+    resources.insert(vast::ops::base::ClusterEnv {
         client: kube::Client::try_from(config).unwrap(),
         context: None,
         namespace: NS.into(),

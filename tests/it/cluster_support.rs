@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{Api, ListParams};
 use serde_json::{json, Value};
 use vast::engine::{Engine, EngineOptions, Outcome, RunId};
-use vast::ops::env::ClusterEnv;
+use vast::ops::base::ClusterEnv;
 use vast::store::StateDir;
 use vast_sim::config::SimConfig;
 use vast_sim::server::{Sim, SimHandle};

@@ -96,7 +96,7 @@ pub async fn connect(
 /// retried with the pre-flight schedule (the S3 client does not retry by itself).
 pub async fn list_runs(a: &Access) -> Result<Vec<(String, Availability)>, String> {
     use crate::cluster::s3;
-    use crate::ops::env::classified;
+    use crate::ops::base::classified;
     let buckets = super::cluster_common::preflight_policy()
         .retry_if(
             || async {

@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use crate::cluster::error::{classify, message, Class};
-use crate::engine::{ErrorKind, Resources, StepContext, StepError};
+use crate::engine::{ErrorKind, StepContext, StepError};
 use crate::results::io::PathError;
 
 /// The cluster a run talks to. Built from the run's `context` and `namespace` parameters.
@@ -19,13 +19,25 @@ pub struct ClusterEnv {
     pub namespace: String,
 }
 
-/// Builds the resources of a run of a cluster operation from its parameters: the kube client
-/// for the run's context (the kubeconfig is read again, so a resumed run uses the same
-/// context). Operations without cluster access get none.
-pub async fn resources_for(operation: &str, params: &Value) -> Result<Resources, String> {
-    let mut r = Resources::default();
-    if !super::CLUSTER_OPERATIONS.contains(&operation) {
-        return Ok(r);
+/// Operations that talk to a cluster (their runs get a [`ClusterEnv`]).
+pub const CLUSTER_OPERATIONS: &[&str] = &[
+    "setup",
+    "cleanup",
+    "run",
+    "run-cleanup",
+    "download",
+    "download-cleanup",
+    "remote-compress",
+    "upload-to-share",
+];
+
+/// The [`ClusterEnv`] of a run of a cluster operation, from its `context` and `namespace`
+/// parameters (the kubeconfig is read again, so a resumed run uses the same context); None
+/// for operations without cluster access. The operations' own resources are added by
+/// [`crate::ops::resources_for`].
+pub async fn cluster_env(operation: &str, params: &Value) -> Result<Option<ClusterEnv>, String> {
+    if !CLUSTER_OPERATIONS.contains(&operation) {
+        return Ok(None);
     }
     let context = params
         .get("context")
@@ -39,37 +51,11 @@ pub async fn resources_for(operation: &str, params: &Value) -> Result<Resources,
     let client = crate::cluster::client::client(context.as_deref())
         .await
         .map_err(|e| e.to_string())?;
-    r.insert(ClusterEnv {
+    Ok(Some(ClusterEnv {
         client,
         context,
         namespace,
-    });
-    r.insert(super::run::ProjectCache::default());
-    let verbose = params
-        .get("verbose")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    r.insert(super::results::Display(
-        crate::results::progress::Mode::detect(verbose),
-    ));
-    if operation == "upload-to-share" {
-        // The provider's variables come from the environment and `.env` files, never from
-        // the run's parameters (they are secrets): a resume reads them again.
-        let dir = |k: &str| {
-            params
-                .get(k)
-                .and_then(Value::as_str)
-                .map(std::path::PathBuf::from)
-        };
-        let (vast_dir, project_dir) = (dir("vast_dir"), dir("project_dir"));
-        let vars = crate::share::Vars::load(vast_dir.as_deref(), project_dir.as_deref())
-            .map_err(|e| e.to_string())?;
-        let (providers, _) = crate::share::providers(project_dir.as_deref());
-        if let Ok(sel) = crate::share::select(&vars, &providers) {
-            r.insert(super::share::ShareEnv(sel));
-        }
-    }
-    Ok(r)
+    }))
 }
 
 /// The run's cluster.
@@ -134,3 +120,42 @@ pub fn injected(name: &str, arg: Option<String>) -> Result<Value, StepError> {
         arg.map(|a| format!(": {a}")).unwrap_or_default()
     )))
 }
+
+/// The robovast pod's name.
+pub const ROBOVAST_POD: &str = "robovast";
+
+/// A failed server-side apply as a step error (classified like the API error under it).
+pub fn apply_err(err: &crate::cluster::objects::ApplyError) -> StepError {
+    match err.kube() {
+        Some(k) => {
+            let mut s = kube_err("", k);
+            s.message = err.to_string();
+            s
+        }
+        None => StepError::permanent(err.to_string()),
+    }
+}
+
+/// Registers async step functions under their implementation names, each name written once:
+/// `register_steps!(r; "setup.access" => access, ...)`. Every step gets the failpoint of its
+/// name (`FAILPOINTS='setup.access=return(..)'` fails it transiently, `=panic` crashes in it).
+macro_rules! register_steps {
+    ($r:expr; $($name:literal => $body:path),* $(,)?) => {{
+        $({
+            struct S;
+            impl $crate::engine::Step for S {
+                fn run<'a>(
+                    &'a self,
+                    cx: &'a $crate::engine::StepContext,
+                ) -> futures::future::BoxFuture<'a, Result<serde_json::Value, $crate::engine::StepError>> {
+                    Box::pin(async move {
+                        fail::fail_point!($name, |a| $crate::ops::base::injected($name, a));
+                        $body(cx).await
+                    })
+                }
+            }
+            $r.register($name, S);
+        })*
+    }};
+}
+pub(crate) use register_steps;
