@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::base::{env, kube_err, register_steps};
-use super::runs;
 use crate::cluster::{kueue, objects};
 use crate::engine::{Registry, StepContext, StepError};
 use crate::manifests::cluster_config::{cluster_config, ARCHIVER_CONFIGMAP, S3_SECRET};
@@ -44,17 +43,17 @@ struct Held {
 
 async fn remove_all_runs(cx: &StepContext) -> Result<usize, StepError> {
     let e = env(cx)?;
-    let sel = runs::selector(None);
-    let wls = runs::workloads_of(&e.client, &e.namespace, &sel)
+    let sel = crate::cluster::runs::selector(None);
+    let wls = crate::cluster::runs::workloads_of(&e.client, &e.namespace, &sel)
         .await
         .map_err(|err| kube_err("listing the runs' workloads", &err))?;
-    let n = runs::delete_jobs(&e.client, &e.namespace, &sel)
+    let n = crate::cluster::runs::delete_jobs(&e.client, &e.namespace, &sel)
         .await
         .map_err(|err| kube_err("deleting the scenario Jobs", &err))?;
-    runs::delete_workloads(&e.client, &e.namespace, &wls)
+    crate::cluster::runs::delete_workloads(&e.client, &e.namespace, &wls)
         .await
         .map_err(|err| kube_err("deleting the runs' workloads", &err))?;
-    runs::delete_pods(&e.client, &e.namespace, &sel)
+    crate::cluster::runs::delete_pods(&e.client, &e.namespace, &sel)
         .await
         .map_err(|err| kube_err("deleting the scenario pods", &err))?;
     fail::fail_point!("cleanup.drain.removed", |a| {
@@ -189,7 +188,7 @@ async fn forget_setup(cx: &StepContext) -> Result<Value, StepError> {
 
 fn run_selector(cx: &StepContext) -> Result<String, StepError> {
     let run: Option<String> = cx.param("run_id")?;
-    Ok(runs::selector(run.as_deref()))
+    Ok(crate::cluster::runs::selector(run.as_deref()))
 }
 
 /// The Workloads of the selected runs' Jobs, captured while the Jobs still exist (the later
@@ -197,7 +196,7 @@ fn run_selector(cx: &StepContext) -> Result<String, StepError> {
 async fn select(cx: &StepContext) -> Result<Value, StepError> {
     let e = env(cx)?;
     let sel = run_selector(cx)?;
-    let wls = runs::workloads_of(&e.client, &e.namespace, &sel)
+    let wls = crate::cluster::runs::workloads_of(&e.client, &e.namespace, &sel)
         .await
         .map_err(|err| kube_err("listing the runs' workloads", &err))?;
     Ok(json!({"workloads": wls}))
@@ -211,7 +210,7 @@ struct Selected {
 async fn deactivate(cx: &StepContext) -> Result<Value, StepError> {
     let e = env(cx)?;
     let s: Selected = cx.output("select")?;
-    runs::deactivate(&e.client, &e.namespace, &s.workloads)
+    crate::cluster::runs::deactivate(&e.client, &e.namespace, &s.workloads)
         .await
         .map_err(|err| kube_err("deactivating the runs' workloads", &err))?;
     Ok(json!({"deactivated": s.workloads.len()}))
@@ -219,7 +218,7 @@ async fn deactivate(cx: &StepContext) -> Result<Value, StepError> {
 
 async fn delete_jobs(cx: &StepContext) -> Result<Value, StepError> {
     let e = env(cx)?;
-    let n = runs::delete_jobs(&e.client, &e.namespace, &run_selector(cx)?)
+    let n = crate::cluster::runs::delete_jobs(&e.client, &e.namespace, &run_selector(cx)?)
         .await
         .map_err(|err| kube_err("deleting the scenario Jobs", &err))?;
     Ok(json!({"jobs": n}))
@@ -228,7 +227,7 @@ async fn delete_jobs(cx: &StepContext) -> Result<Value, StepError> {
 async fn delete_workloads(cx: &StepContext) -> Result<Value, StepError> {
     let e = env(cx)?;
     let s: Selected = cx.output("select")?;
-    runs::delete_workloads(&e.client, &e.namespace, &s.workloads)
+    crate::cluster::runs::delete_workloads(&e.client, &e.namespace, &s.workloads)
         .await
         .map_err(|err| kube_err("deleting the runs' workloads", &err))?;
     Ok(json!({"workloads": s.workloads.len()}))
@@ -236,7 +235,7 @@ async fn delete_workloads(cx: &StepContext) -> Result<Value, StepError> {
 
 async fn delete_pods(cx: &StepContext) -> Result<Value, StepError> {
     let e = env(cx)?;
-    runs::delete_pods(&e.client, &e.namespace, &run_selector(cx)?)
+    crate::cluster::runs::delete_pods(&e.client, &e.namespace, &run_selector(cx)?)
         .await
         .map_err(|err| kube_err("deleting the scenario pods", &err))?;
     Ok(json!({"pods": "deleted"}))

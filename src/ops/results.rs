@@ -140,7 +140,7 @@ pub async fn available_runs(
 ) -> Result<Vec<(String, Availability)>, kube::Error> {
     let api: Api<Job> = Api::namespaced(client.clone(), namespace);
     let all = api
-        .list(&ListParams::default().labels(&runs::selector(None)))
+        .list(&ListParams::default().labels(&crate::cluster::runs::selector(None)))
         .await?;
     let mut by_run: BTreeMap<String, Vec<&Job>> = BTreeMap::new();
     for j in &all.items {

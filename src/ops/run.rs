@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::base::{classified, env, io_err, kube_err, register_steps, sleep, ROBOVAST_POD};
-use super::runs::{self, JobOutcome, JobState, RunRecord};
+use super::runs::{self, render_stats, stats_of, RunRecord, Watch};
 use crate::cluster::s3;
 use crate::engine::retry::FailureBudget;
 use crate::engine::{Registry, StepContext, StepError};
@@ -153,13 +153,13 @@ async fn cleanup_previous(cx: &StepContext) -> Result<Value, StepError> {
     let e = env(cx)?;
     let sel = format!(
         "{},run-id!={}",
-        runs::selector(None),
+        crate::cluster::runs::selector(None),
         bucket(cx.run_id().as_str())
     );
-    let n = runs::delete_jobs(&e.client, &e.namespace, &sel)
+    let n = crate::cluster::runs::delete_jobs(&e.client, &e.namespace, &sel)
         .await
         .map_err(|err| kube_err("deleting earlier runs' Jobs", &err))?;
-    runs::delete_pods(&e.client, &e.namespace, &sel)
+    crate::cluster::runs::delete_pods(&e.client, &e.namespace, &sel)
         .await
         .map_err(|err| kube_err("deleting earlier runs' pods", &err))?;
     tracing::info!("Deleted {n} Job(s) of earlier runs.");
@@ -235,7 +235,7 @@ async fn plan(cx: &StepContext) -> Result<Value, StepError> {
     let run_id = cx.run_id().as_str();
     let jobs: Api<Job> = Api::namespaced(e.client.clone(), &e.namespace);
     let existing: std::collections::BTreeSet<String> = jobs
-        .list_metadata(&ListParams::default().labels(&runs::selector(Some(run_id))))
+        .list_metadata(&ListParams::default().labels(&crate::cluster::runs::selector(Some(run_id))))
         .await
         .map_err(|err| kube_err("listing this run's Jobs", &err))?
         .items
@@ -361,155 +361,6 @@ const WATCH_MAX_ERRORS: u32 = 30;
 /// ... or the time over which they may spread.
 const WATCH_MAX_ERROR_TIME: Duration = Duration::from_secs(10 * 60);
 
-/// Statistics of a followed run (also the step's output).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RunStats {
-    pub total: usize,
-    pub succeeded: usize,
-    pub failed: usize,
-    /// Jobs deleted before their outcome was observed.
-    pub unknown: usize,
-    pub duration_s: f64,
-    pub durations: Vec<(String, i64)>,
-    pub failed_jobs: Vec<String>,
-}
-
-fn stats_of(record: &RunRecord, unknown: usize, elapsed: f64) -> RunStats {
-    let mut durations: Vec<(String, i64)> = record
-        .finished
-        .iter()
-        .filter_map(|(n, r)| Some((n.clone(), r.end? - r.start?)))
-        .collect();
-    durations.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
-    let failed_jobs: Vec<String> = record
-        .finished
-        .iter()
-        .filter(|(_, r)| r.outcome == JobOutcome::Failed)
-        .map(|(n, _)| n.clone())
-        .collect();
-    RunStats {
-        total: record.jobs.len(),
-        succeeded: record
-            .finished
-            .values()
-            .filter(|r| r.outcome == JobOutcome::Succeeded)
-            .count(),
-        failed: failed_jobs.len(),
-        unknown,
-        duration_s: elapsed,
-        durations,
-        failed_jobs,
-    }
-}
-
-/// The statistics block printed after `--follow`.
-pub fn render_stats(s: &RunStats) -> String {
-    let line = "=".repeat(60);
-    let mut out = format!(
-        "{line}\nRUN STATISTICS\n{line}\nTotal duration: {:.1} s\nJobs: {} total, {} succeeded, {} failed",
-        s.duration_s, s.total, s.succeeded, s.failed
-    );
-    if s.unknown > 0 {
-        out.push_str(&format!(
-            ", {} unknown (deleted before their outcome was seen)",
-            s.unknown
-        ));
-    }
-    out.push('\n');
-    if !s.durations.is_empty() {
-        let d: Vec<i64> = s.durations.iter().map(|x| x.1).collect();
-        let avg = d.iter().sum::<i64>() as f64 / d.len() as f64;
-        let median = if d.len() % 2 == 1 {
-            d[d.len() / 2] as f64
-        } else {
-            (d[d.len() / 2 - 1] + d[d.len() / 2]) as f64 / 2.0
-        };
-        out.push_str(&format!(
-            "Job duration: average {avg:.1} s, median {median:.1} s, min {} s, max {} s\n",
-            d[0],
-            d[d.len() - 1]
-        ));
-        let (fast, slow) = (&s.durations[0], &s.durations[s.durations.len() - 1]);
-        out.push_str(&format!("Fastest job: {} ({} s)\n", fast.0, fast.1));
-        out.push_str(&format!("Slowest job: {} ({} s)\n", slow.0, slow.1));
-    }
-    if !s.failed_jobs.is_empty() {
-        out.push_str("Failed jobs:\n");
-        for n in s.failed_jobs.iter().take(10) {
-            out.push_str(&format!("  - {n}\n"));
-        }
-        if s.failed_jobs.len() > 10 {
-            out.push_str(&format!("  ... and {} more\n", s.failed_jobs.len() - 10));
-        }
-    }
-    out.push_str(&line);
-    out
-}
-
-/// What `--follow` knows of the run's Jobs while watching.
-#[derive(Default)]
-struct Watch {
-    /// Jobs currently in the cluster and not finished.
-    open: std::collections::BTreeSet<String>,
-    /// Jobs in the cluster (any state), as of the last complete list and the events since.
-    present: std::collections::BTreeSet<String>,
-    /// The first complete list arrived.
-    listed: bool,
-    /// Names gathered during a re-list.
-    relist: Option<std::collections::BTreeSet<String>>,
-}
-
-impl Watch {
-    /// Applies one Job as seen; returns whether the record gained an outcome.
-    fn seen(&mut self, record: &mut RunRecord, j: &Job) -> bool {
-        let Some(name) = j.metadata.name.clone() else {
-            return false;
-        };
-        if let Some(r) = &mut self.relist {
-            r.insert(name.clone());
-        }
-        self.present.insert(name.clone());
-        match runs::job_state(j) {
-            JobState::Succeeded | JobState::Failed => {
-                self.open.remove(&name);
-                record.observe(j)
-            }
-            _ => {
-                self.open.insert(name);
-                false
-            }
-        }
-    }
-
-    /// What is known, as counts (listed, unfinished, present, outcomes): a change is progress.
-    fn known(&self, record: &RunRecord) -> (bool, usize, usize, usize) {
-        (
-            self.listed,
-            self.open.len(),
-            self.present.len(),
-            record.finished.len(),
-        )
-    }
-
-    fn deleted(&mut self, name: &str) {
-        self.open.remove(name);
-        self.present.remove(name);
-    }
-
-    /// (unfinished Jobs, Jobs gone without an observed outcome), once the first list arrived.
-    fn counts(&self, record: &RunRecord) -> Option<(usize, usize)> {
-        if !self.listed {
-            return None;
-        }
-        let vanished = record
-            .jobs
-            .iter()
-            .filter(|n| !self.present.contains(*n) && !record.finished.contains_key(*n))
-            .count();
-        Some((self.open.len(), vanished))
-    }
-}
-
 /// `--follow`: watches the run's Jobs until every one finished (or vanished), recording each
 /// outcome in the run's record as it is seen, so Jobs deleted by `ttlSecondsAfterFinished`
 /// stay counted and a 404 is never an error; prints the statistics block; then deletes the
@@ -546,7 +397,7 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     // every Job every second: the API server's load does not grow with polling.
     let stream = watcher(
         jobs,
-        watcher::Config::default().labels(&runs::selector(Some(&run_id))),
+        watcher::Config::default().labels(&crate::cluster::runs::selector(Some(&run_id))),
     )
     .default_backoff();
     futures::pin_mut!(stream);
@@ -644,11 +495,11 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     record.save(&sd)?;
     tracing::info!("All jobs finished.");
     let stats = stats_of(&record, unknown, started.elapsed().as_secs_f64());
-    let sel = runs::selector(Some(&run_id));
-    runs::delete_jobs(&e.client, &e.namespace, &sel)
+    let sel = crate::cluster::runs::selector(Some(&run_id));
+    crate::cluster::runs::delete_jobs(&e.client, &e.namespace, &sel)
         .await
         .map_err(|err| kube_err("deleting this run's Jobs", &err))?;
-    runs::delete_pods(&e.client, &e.namespace, &sel)
+    crate::cluster::runs::delete_pods(&e.client, &e.namespace, &sel)
         .await
         .map_err(|err| kube_err("deleting this run's pods", &err))?;
     tracing::info!("Cleaned up jobs.");

@@ -1,164 +1,17 @@
-//! Removing scenario runs from a cluster (shared by `run-cleanup`, `cleanup` and
-//! `run --cleanup`), and the run's own record of what its Jobs did ([`RunRecord`]), which
-//! outlives the Jobs that `ttlSecondsAfterFinished` deletes.
-//!
-//! Removal never touches the shared ClusterQueue: the selected Workloads are deactivated
-//! (`spec.active: false`, so Kueue admits none of them while the Jobs go), the Jobs are deleted
-//! in one delete-collection call (their pods and Workloads follow by garbage collection), then
-//! leftover Workloads and pods are deleted and their finalizers stripped. Other runs' Workloads
-//! are never evicted.
+//! Run accounting, the one home of what a scenario run's Jobs did: the run's record
+//! ([`RunRecord`]: its Job names and every outcome observed, which outlives the Jobs that
+//! `ttlSecondsAfterFinished` deletes), a Job's state, the counts of a run as `monitor` shows
+//! them ([`count_run`]), what `--follow` knows while watching ([`Watch`]) and the statistics
+//! block ([`RunStats`]). Used by `run --follow`, `monitor` and `download`'s readiness check.
+//! The run's objects on the cluster (selector, removal) are [`crate::cluster::runs`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::Client;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use crate::cluster::error::is_not_found;
-use crate::cluster::kueue::workloads;
-use crate::cluster::objects::{delete_named, delete_now, strip_finalizers_named};
-use crate::manifests::job::{label_safe, JOBGROUP};
 use crate::results::io::PathError;
-
-/// Label selector of the scenario Jobs and pods of one run (or of all runs).
-pub fn selector(run: Option<&str>) -> String {
-    match run {
-        Some(r) => format!("jobgroup={JOBGROUP},run-id={}", label_safe(r)),
-        None => format!("jobgroup={JOBGROUP}"),
-    }
-}
-
-/// The `run-id` labels of the scenario Jobs in `namespace`.
-pub async fn run_ids(client: &Client, namespace: &str) -> Result<BTreeSet<String>, kube::Error> {
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let list = jobs
-        .list(&ListParams::default().labels(&selector(None)))
-        .await?;
-    Ok(list
-        .items
-        .iter()
-        .filter_map(|j| j.metadata.labels.as_ref()?.get("run-id").cloned())
-        .collect())
-}
-
-/// Names of the Workloads owned by the selected Jobs (by owner UID, not by a label).
-pub async fn workloads_of(
-    client: &Client,
-    namespace: &str,
-    selector: &str,
-) -> Result<Vec<String>, kube::Error> {
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let uids: BTreeSet<String> = jobs
-        .list(&ListParams::default().labels(selector))
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|j| j.metadata.uid)
-        .collect();
-    if uids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let wls = match workloads(client, Some(namespace))
-        .list(&ListParams::default())
-        .await
-    {
-        Ok(l) => l.items,
-        // No Kueue: no Workloads.
-        Err(e) if is_not_found(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    Ok(wls
-        .into_iter()
-        .filter(|w| {
-            w.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| uids.contains(&o.uid))
-        })
-        .filter_map(|w| w.metadata.name)
-        .collect())
-}
-
-/// `spec.active: false` on each Workload (missing ones are fine).
-pub async fn deactivate(
-    client: &Client,
-    namespace: &str,
-    names: &[String],
-) -> Result<(), kube::Error> {
-    let api = workloads(client, Some(namespace));
-    let patch = json!({"spec": {"active": false}});
-    for n in names {
-        match api
-            .patch(n, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Deletes the objects `lp` selects in one delete-collection call, then strips the finalizers
-/// of any still there (terminating). Returns how many were selected.
-async fn delete_selected<K>(api: &Api<K>, lp: &ListParams) -> Result<usize, kube::Error>
-where
-    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug + kube::Resource,
-{
-    let n = api.list(lp).await?.items.len();
-    if n > 0 {
-        api.delete_collection(&delete_now(), lp).await?;
-    }
-    for o in api.list(lp).await?.items {
-        if let Some(name) = o.meta().name.as_deref() {
-            strip_finalizers_named(api, name).await?;
-        }
-    }
-    Ok(n)
-}
-
-/// Deletes the selected Jobs in one call, then strips the finalizers of any still terminating.
-/// Returns how many Jobs were there.
-pub async fn delete_jobs(
-    client: &Client,
-    namespace: &str,
-    selector: &str,
-) -> Result<usize, kube::Error> {
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    delete_selected(&jobs, &ListParams::default().labels(selector)).await
-}
-
-/// Deletes the named Workloads and strips their finalizers (missing ones are fine).
-pub async fn delete_workloads(
-    client: &Client,
-    namespace: &str,
-    names: &[String],
-) -> Result<(), kube::Error> {
-    let api = workloads(client, Some(namespace));
-    for n in names {
-        if delete_named(&api, n).await? {
-            strip_finalizers_named(&api, n).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Deletes the selected pods and strips the finalizers of any still there.
-pub async fn delete_pods(
-    client: &Client,
-    namespace: &str,
-    selector: &str,
-) -> Result<(), kube::Error> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    delete_selected(&pods, &ListParams::default().labels(selector)).await?;
-    Ok(())
-}
 
 /// How a Job ended, as observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -342,4 +195,272 @@ pub fn job_record(j: &Job) -> Option<JobRecord> {
         start: secs(&s.start_time),
         end,
     })
+}
+
+/// Statistics of a followed run (also the step's output).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunStats {
+    pub total: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    /// Jobs deleted before their outcome was observed.
+    pub unknown: usize,
+    pub duration_s: f64,
+    pub durations: Vec<(String, i64)>,
+    pub failed_jobs: Vec<String>,
+}
+
+pub fn stats_of(record: &RunRecord, unknown: usize, elapsed: f64) -> RunStats {
+    let mut durations: Vec<(String, i64)> = record
+        .finished
+        .iter()
+        .filter_map(|(n, r)| Some((n.clone(), r.end? - r.start?)))
+        .collect();
+    durations.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    let failed_jobs: Vec<String> = record
+        .finished
+        .iter()
+        .filter(|(_, r)| r.outcome == JobOutcome::Failed)
+        .map(|(n, _)| n.clone())
+        .collect();
+    RunStats {
+        total: record.jobs.len(),
+        succeeded: record
+            .finished
+            .values()
+            .filter(|r| r.outcome == JobOutcome::Succeeded)
+            .count(),
+        failed: failed_jobs.len(),
+        unknown,
+        duration_s: elapsed,
+        durations,
+        failed_jobs,
+    }
+}
+
+/// The statistics block printed after `--follow`.
+pub fn render_stats(s: &RunStats) -> String {
+    let line = "=".repeat(60);
+    let mut out = format!(
+        "{line}\nRUN STATISTICS\n{line}\nTotal duration: {:.1} s\nJobs: {} total, {} succeeded, {} failed",
+        s.duration_s, s.total, s.succeeded, s.failed
+    );
+    if s.unknown > 0 {
+        out.push_str(&format!(
+            ", {} unknown (deleted before their outcome was seen)",
+            s.unknown
+        ));
+    }
+    out.push('\n');
+    if !s.durations.is_empty() {
+        let d: Vec<i64> = s.durations.iter().map(|x| x.1).collect();
+        let avg = d.iter().sum::<i64>() as f64 / d.len() as f64;
+        let median = if d.len() % 2 == 1 {
+            d[d.len() / 2] as f64
+        } else {
+            (d[d.len() / 2 - 1] + d[d.len() / 2]) as f64 / 2.0
+        };
+        out.push_str(&format!(
+            "Job duration: average {avg:.1} s, median {median:.1} s, min {} s, max {} s\n",
+            d[0],
+            d[d.len() - 1]
+        ));
+        let (fast, slow) = (&s.durations[0], &s.durations[s.durations.len() - 1]);
+        out.push_str(&format!("Fastest job: {} ({} s)\n", fast.0, fast.1));
+        out.push_str(&format!("Slowest job: {} ({} s)\n", slow.0, slow.1));
+    }
+    if !s.failed_jobs.is_empty() {
+        out.push_str("Failed jobs:\n");
+        for n in s.failed_jobs.iter().take(10) {
+            out.push_str(&format!("  - {n}\n"));
+        }
+        if s.failed_jobs.len() > 10 {
+            out.push_str(&format!("  ... and {} more\n", s.failed_jobs.len() - 10));
+        }
+    }
+    out.push_str(&line);
+    out
+}
+
+/// What `--follow` knows of the run's Jobs while watching.
+#[derive(Default)]
+pub struct Watch {
+    /// Jobs currently in the cluster and not finished.
+    pub open: std::collections::BTreeSet<String>,
+    /// Jobs in the cluster (any state), as of the last complete list and the events since.
+    pub present: std::collections::BTreeSet<String>,
+    /// The first complete list arrived.
+    pub listed: bool,
+    /// Names gathered during a re-list.
+    pub relist: Option<std::collections::BTreeSet<String>>,
+}
+
+impl Watch {
+    /// Applies one Job as seen; returns whether the record gained an outcome.
+    pub fn seen(&mut self, record: &mut RunRecord, j: &Job) -> bool {
+        let Some(name) = j.metadata.name.clone() else {
+            return false;
+        };
+        if let Some(r) = &mut self.relist {
+            r.insert(name.clone());
+        }
+        self.present.insert(name.clone());
+        match job_state(j) {
+            JobState::Succeeded | JobState::Failed => {
+                self.open.remove(&name);
+                record.observe(j)
+            }
+            _ => {
+                self.open.insert(name);
+                false
+            }
+        }
+    }
+
+    /// What is known, as counts (listed, unfinished, present, outcomes): a change is progress.
+    pub fn known(&self, record: &RunRecord) -> (bool, usize, usize, usize) {
+        (
+            self.listed,
+            self.open.len(),
+            self.present.len(),
+            record.finished.len(),
+        )
+    }
+
+    pub fn deleted(&mut self, name: &str) {
+        self.open.remove(name);
+        self.present.remove(name);
+    }
+
+    /// (unfinished Jobs, Jobs gone without an observed outcome), once the first list arrived.
+    pub fn counts(&self, record: &RunRecord) -> Option<(usize, usize)> {
+        if !self.listed {
+            return None;
+        }
+        let vanished = record
+            .jobs
+            .iter()
+            .filter(|n| !self.present.contains(*n) && !record.finished.contains_key(*n))
+            .count();
+        Some((self.open.len(), vanished))
+    }
+}
+
+/// A pending Job and what Kueue says about it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PendingJob {
+    pub job: String,
+    /// The Workload's `QuotaReserved`/`Admitted` condition message (or `Suspended`).
+    pub reason: Option<String>,
+    /// 1-based position among the ClusterQueue's pending Workloads (creation order).
+    pub position: Option<usize>,
+}
+
+/// One run as shown.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunLine {
+    pub run_id: String,
+    pub total: u64,
+    pub finished: u64,
+    pub ok: u64,
+    pub fail: u64,
+    /// Finished but never observed (deleted before anyone saw the outcome).
+    pub unknown: u64,
+    pub running: u64,
+    pub pending: u64,
+    pub rate_per_min: Option<f64>,
+    pub eta: Option<String>,
+    pub pending_jobs: Vec<PendingJob>,
+}
+
+/// Counts one run's line from the Jobs listed now and its record. Updates the record with
+/// newly seen outcomes; returns whether it changed.
+pub fn count_run(
+    run_id: &str,
+    listed: &[&Job],
+    record: &mut Option<RunRecord>,
+    seen_max: &mut (u64, u64),
+) -> (RunLine, bool) {
+    let mut running = 0;
+    let mut pending = 0;
+    let mut ok_now = 0;
+    let mut fail_now = 0;
+    let mut changed = false;
+    let mut total_ann: Option<u64> = None;
+    for j in listed {
+        if total_ann.is_none() {
+            total_ann = j
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("total-job-num"))
+                .and_then(|v| v.parse().ok());
+        }
+        let state = job_state(j);
+        match state {
+            JobState::Running => running += 1,
+            JobState::Pending => pending += 1,
+            JobState::Succeeded => ok_now += 1,
+            JobState::Failed => fail_now += 1,
+        }
+        if let Some(rec) = record.as_mut() {
+            changed |= rec.observe(j);
+        }
+    }
+    // Jobs of the plan not created yet (the run is still submitting) are pending.
+    if let Some(rec) = record.as_ref().filter(|r| !r.submitted) {
+        let listed_names: BTreeSet<&str> = listed
+            .iter()
+            .filter_map(|j| j.metadata.name.as_deref())
+            .collect();
+        pending += rec
+            .jobs
+            .iter()
+            .filter(|n| !listed_names.contains(n.as_str()) && !rec.finished.contains_key(*n))
+            .count() as u64;
+    }
+    let (ok, fail, total) = match record {
+        Some(rec) => {
+            let ok = rec
+                .finished
+                .values()
+                .filter(|r| r.outcome == JobOutcome::Succeeded)
+                .count() as u64;
+            let fail = rec.finished.len() as u64 - ok;
+            let total = if rec.jobs.is_empty() {
+                total_ann.unwrap_or(listed.len() as u64)
+            } else {
+                rec.jobs.len() as u64
+            };
+            (ok, fail, total)
+        }
+        None => {
+            seen_max.0 = seen_max.0.max(ok_now);
+            seen_max.1 = seen_max.1.max(fail_now);
+            (
+                seen_max.0,
+                seen_max.1,
+                total_ann.unwrap_or(listed.len() as u64),
+            )
+        }
+    };
+    let total = total.max(running + pending + ok + fail);
+    let finished = total - (running + pending);
+    let unknown = finished.saturating_sub(ok + fail);
+    (
+        RunLine {
+            run_id: run_id.to_string(),
+            total,
+            finished,
+            ok,
+            fail,
+            unknown,
+            running,
+            pending,
+            rate_per_min: None,
+            eta: None,
+            pending_jobs: Vec::new(),
+        },
+        changed,
+    )
 }

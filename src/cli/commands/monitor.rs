@@ -24,7 +24,7 @@ use serde::Serialize;
 use super::cluster_common::target_with;
 use crate::cli::{args::MonitorArgs, ExitStatus, Globals, UsageError};
 use crate::engine::retry::FailureBudget;
-use crate::ops::runs::{self, JobOutcome, JobState, RunRecord};
+use crate::ops::runs::{self, count_run, JobState, PendingJob, RunLine, RunRecord};
 use crate::project::files::read_setup;
 use crate::project::resources::{active_kube_context, config_context_names};
 
@@ -37,33 +37,6 @@ struct Watched {
     label: String,
     context: Option<String>,
     namespace: String,
-}
-
-/// A pending Job and what Kueue says about it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct PendingJob {
-    pub job: String,
-    /// The Workload's `QuotaReserved`/`Admitted` condition message (or `Suspended`).
-    pub reason: Option<String>,
-    /// 1-based position among the ClusterQueue's pending Workloads (creation order).
-    pub position: Option<usize>,
-}
-
-/// One run as shown.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct RunLine {
-    pub run_id: String,
-    pub total: u64,
-    pub finished: u64,
-    pub ok: u64,
-    pub fail: u64,
-    /// Finished but never observed (deleted before anyone saw the outcome).
-    pub unknown: u64,
-    pub running: u64,
-    pub pending: u64,
-    pub rate_per_min: Option<f64>,
-    pub eta: Option<String>,
-    pub pending_jobs: Vec<PendingJob>,
 }
 
 /// One context as shown.
@@ -170,98 +143,6 @@ pub fn render(views: &[ContextView], multi: bool) -> Vec<String> {
     out
 }
 
-/// Counts one run's line from the Jobs listed now and its record. Updates the record with
-/// newly seen outcomes; returns whether it changed.
-pub fn count_run(
-    run_id: &str,
-    listed: &[&Job],
-    record: &mut Option<RunRecord>,
-    seen_max: &mut (u64, u64),
-) -> (RunLine, bool) {
-    let mut running = 0;
-    let mut pending = 0;
-    let mut ok_now = 0;
-    let mut fail_now = 0;
-    let mut changed = false;
-    let mut total_ann: Option<u64> = None;
-    for j in listed {
-        if total_ann.is_none() {
-            total_ann = j
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get("total-job-num"))
-                .and_then(|v| v.parse().ok());
-        }
-        let state = runs::job_state(j);
-        match state {
-            JobState::Running => running += 1,
-            JobState::Pending => pending += 1,
-            JobState::Succeeded => ok_now += 1,
-            JobState::Failed => fail_now += 1,
-        }
-        if let Some(rec) = record.as_mut() {
-            changed |= rec.observe(j);
-        }
-    }
-    // Jobs of the plan not created yet (the run is still submitting) are pending.
-    if let Some(rec) = record.as_ref().filter(|r| !r.submitted) {
-        let listed_names: BTreeSet<&str> = listed
-            .iter()
-            .filter_map(|j| j.metadata.name.as_deref())
-            .collect();
-        pending += rec
-            .jobs
-            .iter()
-            .filter(|n| !listed_names.contains(n.as_str()) && !rec.finished.contains_key(*n))
-            .count() as u64;
-    }
-    let (ok, fail, total) = match record {
-        Some(rec) => {
-            let ok = rec
-                .finished
-                .values()
-                .filter(|r| r.outcome == JobOutcome::Succeeded)
-                .count() as u64;
-            let fail = rec.finished.len() as u64 - ok;
-            let total = if rec.jobs.is_empty() {
-                total_ann.unwrap_or(listed.len() as u64)
-            } else {
-                rec.jobs.len() as u64
-            };
-            (ok, fail, total)
-        }
-        None => {
-            seen_max.0 = seen_max.0.max(ok_now);
-            seen_max.1 = seen_max.1.max(fail_now);
-            (
-                seen_max.0,
-                seen_max.1,
-                total_ann.unwrap_or(listed.len() as u64),
-            )
-        }
-    };
-    let total = total.max(running + pending + ok + fail);
-    let finished = total - (running + pending);
-    let unknown = finished.saturating_sub(ok + fail);
-    (
-        RunLine {
-            run_id: run_id.to_string(),
-            total,
-            finished,
-            ok,
-            fail,
-            unknown,
-            running,
-            pending,
-            rate_per_min: None,
-            eta: None,
-            pending_jobs: Vec::new(),
-        },
-        changed,
-    )
-}
-
 /// Kueue's view of pending Jobs: Job UID → (reason, position in its ClusterQueue).
 async fn kueue_pending(
     client: &kube::Client,
@@ -358,7 +239,7 @@ impl Poller {
             .map_err(|e| e.to_string())?;
         let jobs: Api<Job> = Api::namespaced(client.clone(), &w.namespace);
         let listed = jobs
-            .list(&ListParams::default().labels(&runs::selector(None)))
+            .list(&ListParams::default().labels(&crate::cluster::runs::selector(None)))
             .await
             .map_err(|e| crate::cluster::error::message(&e))?;
         let kueue = kueue_pending(&client, &w.namespace).await;
@@ -602,6 +483,7 @@ pub async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<ExitSta
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::runs::JobOutcome;
 
     fn line() -> RunLine {
         RunLine {

@@ -23,14 +23,15 @@ pub async fn run(args: RunCleanupArgs, globals: &Globals) -> anyhow::Result<Exit
         }
     };
     if let Some(r) = &args.run_id {
-        let ids = super::cluster_common::preflight(|| crate::ops::runs::run_ids(&kube, &namespace))
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "listing the runs' Jobs: {}",
-                    crate::cluster::error::message(&e)
-                )
-            })?;
+        let ids =
+            super::cluster_common::preflight(|| crate::cluster::runs::run_ids(&kube, &namespace))
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "listing the runs' Jobs: {}",
+                        crate::cluster::error::message(&e)
+                    )
+                })?;
         if !ids.contains(&label_safe(r)) {
             eprintln!("Run '{r}' not found in cluster.");
             if ids.is_empty() {
