@@ -10,6 +10,7 @@ pub mod download;
 pub mod init;
 pub mod monitor;
 pub mod prepare_run;
+pub mod results_common;
 pub mod resume;
 pub mod run;
 pub mod run_cleanup;

@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use super::cluster_common::{context_param, resources};
-use super::download::{choose, connect, list_runs, Wording};
+use super::results_common::{choose, connect, list_runs, Wording};
 use crate::cli::args::UploadToShareArgs;
 use crate::cli::execute::start_operation_as;
 use crate::cli::{ExitStatus, Globals, UsageError};
