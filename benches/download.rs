@@ -601,6 +601,9 @@ struct NoSink;
 impl vast::results::fetch::FetchSink for NoSink {
     fn checkpoint(&self, _: &vast::results::fetch::FetchCursor) {}
     fn progress(&self, _: u64, _: u64) {}
+    fn stalled_reconnects(&self) -> u32 {
+        5
+    }
 }
 
 struct Row {

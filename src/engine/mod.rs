@@ -3,7 +3,7 @@
 //! **Architecture invariant:** nothing here knows Kubernetes, S3 or sled.
 //!
 //! - [`definition`]: the YAML format of `workflows/` and its validation;
-//! - [`retry`]: `RetryPolicy` (the only user of the `backoff` crate);
+//! - [`retry`]: `RetryPolicy`, `retry_if`, `FailureBudget` (the only user of the `backoff` crate);
 //! - [`error`]: `StepError` and `ErrorKind` (transient / permanent / cancelled);
 //! - [`step`]: the `Step` trait, `StepContext`, `Registry`, `Resources`;
 //! - [`journal`]: events, the checked step state machine, `RunState` replay;

@@ -64,6 +64,7 @@ struct Sink<'a> {
     cx: &'a StepContext,
     state: Mutex<FetchState>,
     bar: Mutex<Transfer>,
+    stalled_reconnects: u32,
 }
 
 impl FetchSink for Sink<'_> {
@@ -80,6 +81,9 @@ impl FetchSink for Sink<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .update(done);
+    }
+    fn stalled_reconnects(&self) -> u32 {
+        self.stalled_reconnects
     }
 }
 
@@ -131,6 +135,7 @@ async fn fetch_step(cx: &StepContext) -> Result<Value, StepError> {
         cx,
         state: Mutex::new(state.clone()),
         bar: Mutex::new(Transfer::new(&info.run, info.size, offset, mode)),
+        stalled_reconnects: cx.budget("stalled_reconnects")?,
     };
     let path = format!("/{}.tar.gz", info.run);
     let result = fetch::fetch(

@@ -24,8 +24,6 @@ use super::sha::Sha256State;
 
 /// Bytes between two cursor checkpoints (the most a resume re-sends).
 pub const CHECKPOINT: u64 = 4 * 1024 * 1024;
-/// Consecutive attempts without progress before giving up (the engine retries later).
-const MAX_STALLED_ATTEMPTS: u32 = 5;
 /// Silence on an open response body after which the connection counts as dead.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -127,6 +125,9 @@ pub trait FetchSink: Send + Sync {
     fn checkpoint(&self, cursor: &FetchCursor);
     /// Progress for display.
     fn progress(&self, done: u64, total: u64);
+    /// Reconnections in a row without progress before giving up (the caller's retry takes
+    /// over): the download step's `stalled_reconnects` budget.
+    fn stalled_reconnects(&self) -> u32;
 }
 
 /// Downloads `http://<addr><path>` into `part`, continuing from `cursor` (which must describe
@@ -174,7 +175,7 @@ pub async fn fetch(
                 } else {
                     stalled += 1;
                 }
-                if stalled >= MAX_STALLED_ATTEMPTS {
+                if stalled >= sink.stalled_reconnects() {
                     return Err(e);
                 }
                 tracing::debug!("{e}; reconnecting at byte {}", cursor.offset);

@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    if dir.is_file() {
+        return vec![dir.to_path_buf()];
+    }
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -22,7 +25,8 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Lines of Rust code under `dir` (relative to the crate root) that mention `needle`,
+/// Lines of Rust code under `dir` (a folder or file relative to the crate root) that mention
+/// `needle`,
 /// outside comments.
 fn uses(dir: &str, needle: &str) -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -95,5 +99,36 @@ fn the_sim_controllers_and_data_plane_never_import_its_api() {
             "{dir} imports the API layer:\n{}",
             hits.join("\n")
         );
+    }
+}
+
+#[test]
+fn the_ops_base_imports_no_operation_and_lower_layers_import_no_ops() {
+    let hits: Vec<String> = uses("src/ops/base.rs", "super::")
+        .into_iter()
+        .chain(
+            uses("src/ops/base.rs", "crate::ops::")
+                .into_iter()
+                .filter(|h| !h.contains("crate::ops::base::")),
+        )
+        .collect();
+    assert!(
+        hits.is_empty(),
+        "ops/base.rs imports an operation:\n{}",
+        hits.join("\n")
+    );
+    for dir in [
+        "src/cluster",
+        "src/project",
+        "src/manifests",
+        "src/results",
+        "src/share",
+        "src/pod",
+        "src/store",
+    ] {
+        for needle in ["crate::ops", "crate::cli"] {
+            let hits = uses(dir, needle);
+            assert!(hits.is_empty(), "{dir} uses {needle}:\n{}", hits.join("\n"));
+        }
     }
 }

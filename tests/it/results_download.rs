@@ -431,7 +431,8 @@ async fn an_unwritable_output_fails_the_download_at_once_naming_the_path() {
         err.contains(&part.display().to_string()) && err.contains("Is a directory"),
         "{err}"
     );
-    // One attempt of the fetch step, failed as permanent.
+    // One attempt of the fetch step, failed as permanent: the run's item failed for good
+    // (the other runs, if any, would go on), the run succeeded with failures.
     let id = started_id(&err, "download-");
     let show = c.vast(&["runs", "show", &id, "--json"]).await;
     let v: Value = serde_json::from_slice(&show.stdout).unwrap();
@@ -442,7 +443,7 @@ async fn an_unwritable_output_fails_the_download_at_once_naming_the_path() {
         .find(|s| s["name"] == "fetch" && s["child"] == 0)
         .cloned()
         .unwrap();
-    assert_eq!(fetch["status"], "failed", "{fetch}");
+    assert_eq!(fetch["status"], "item_failed", "{fetch}");
     assert_eq!(fetch["attempts"], 1, "{fetch}");
     assert_eq!(fetch["errors"][0]["kind"], "permanent", "{fetch}");
     // Nothing was removed: the remote copy stays for the next try.
