@@ -121,6 +121,13 @@ pub fn injected(name: &str, arg: Option<String>) -> Result<Value, StepError> {
     )))
 }
 
+/// The step's budget `name` (workflow data, `budgets:`). A run created before budgets were
+/// workflow data has a persisted definition without them: it gets `before_budgets`, the value
+/// such runs were started with, so resuming it after an upgrade keeps its behaviour.
+pub fn budget(cx: &StepContext, name: &str, before_budgets: u32) -> u32 {
+    cx.budget(name).unwrap_or(before_budgets)
+}
+
 /// The robovast pod's name.
 pub const ROBOVAST_POD: &str = "robovast";
 

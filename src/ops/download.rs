@@ -135,7 +135,7 @@ async fn fetch_step(cx: &StepContext) -> Result<Value, StepError> {
         cx,
         state: Mutex::new(state.clone()),
         bar: Mutex::new(Transfer::new(&info.run, info.size, offset, mode)),
-        stalled_reconnects: cx.budget("stalled_reconnects")?,
+        stalled_reconnects: super::base::budget(cx, "stalled_reconnects", 5),
     };
     let path = format!("/{}.tar.gz", info.run);
     let result = fetch::fetch(

@@ -357,6 +357,10 @@ pub struct ArchiveInfo {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunResult {
     pub run: String,
+    /// Read only: how runs created before per-run failures were engine data recorded a failed
+    /// run (a resumed old run must not take it for a success); never written now.
+    #[serde(default, skip_serializing)]
+    pub failed: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -365,12 +369,20 @@ pub struct RunResult {
 
 /// The result of `step` for this child's run (same index: every results map is over `plan`;
 /// the engine runs a child only when the same item succeeded in the maps before it).
+/// Other items' entries may be null (their run failed: the engine skips this item only when
+/// its own entry is); a failure recorded the old way is this item's permanent error.
 pub fn previous(cx: &StepContext, step: &str) -> Result<RunResult, StepError> {
-    let all: Vec<RunResult> = cx.output(step)?;
+    let all: Vec<Option<RunResult>> = cx.output(step)?;
     let i = cx.index().unwrap_or(0) as usize;
-    all.get(i)
+    let r = all
+        .get(i)
         .cloned()
-        .ok_or_else(|| StepError::permanent(format!("no output of {step} for item {i}")))
+        .flatten()
+        .ok_or_else(|| StepError::permanent(format!("no output of {step} for item {i}")))?;
+    match &r.failed {
+        Some(why) => Err(StepError::permanent(why.clone())),
+        None => Ok(r),
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -398,7 +410,7 @@ async fn archive(cx: &StepContext) -> Result<Value, StepError> {
     let path = pod::archive_path(&item.run);
     let force = cx.param::<bool>("force_archive")?.unwrap_or(false);
     let mut cursor: ArchiveCursor = cx.cursor()?.unwrap_or_default();
-    let max_builds = cx.budget("builds")?;
+    let max_builds = super::base::budget(cx, "builds", 3);
     let mut last_objects = None;
     let mut watch = TaskWatch::new("the archiver");
     loop {

@@ -132,7 +132,7 @@ async fn upload(cx: &StepContext) -> Result<Value, StepError> {
     let scripts = scripts(cx)?;
     let state = pod::state_path(&format!("{}.share-{share_type}", item.run));
     let mut cursor: UploadCursor = cx.cursor()?.unwrap_or_default();
-    let max_starts = cx.budget("starts")?;
+    let max_starts = super::base::budget(cx, "starts", 3);
     let mut bar: Option<Transfer> = None;
     let mut announced = false;
     let mut watch = TaskWatch::new("the upload");

@@ -450,6 +450,59 @@ async fn an_unwritable_output_fails_the_download_at_once_naming_the_path() {
     assert!(buckets(&c).await.contains(&run));
 }
 
+/// Issue 12: a run that fails is its own map item. With two runs, one whose archive bytes are
+/// corrupt: that run fails (FAILED line, remote copy kept) while the other is downloaded,
+/// extracted and removed; the download exits 1 and its run ends succeeded with failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failed_run_does_not_stop_the_others() {
+    let c = start(SimConfig::default()).await;
+    let bad = c.finished_run("rke2").await;
+    let out = c
+        .vast(&["execution", "cluster", "run", "--follow", "-r", "1"])
+        .await;
+    assert!(out.status.success(), "run: {}", text(&out.stderr));
+    let good = started_id(&text(&out.stderr), "run-");
+    let out = c
+        .vast(&["execution", "cluster", "download", "--remote-compress-only"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let archive = pod_archives(&c).join(format!("{bad}.tar.gz"));
+    let status = pod_archives(&c)
+        .parent()
+        .unwrap()
+        .join(".vast")
+        .join(format!("{bad}.archive.json"));
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    replace_archive(&archive, &status, &bytes, false);
+
+    let out = c.vast(&["execution", "cluster", "download"]).await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("{bad}  FAILED:")) && stdout.contains("verification failed"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&format!("{good}  FAILED")), "{stdout}");
+    assert!(results_dir(&c).join(&good).is_dir(), "{stdout}\n{stderr}");
+    assert!(!results_dir(&c).join(&bad).exists());
+    let left = buckets(&c).await;
+    assert!(left.contains(&bad) && !left.contains(&good), "{left:?}");
+    assert!(archive.is_file(), "the failed run's remote archive is kept");
+    let id = started_id(&stderr, "download-");
+    let show = c.vast(&["runs", "show", &id, "--json"]).await;
+    let v: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1 item failed"),
+        "{v}"
+    );
+}
+
 fn download_params(c: &Cluster, run: &str, out: &Path, direct: bool) -> Value {
     json!({
         "context": null,
