@@ -52,8 +52,8 @@ pub enum EngineError {
     JournalLost { run: String, loss: JournalLoss },
     #[error("injected crash after {0} journal records (test hook crash_after)")]
     InjectedCrash(u64),
-    #[error("an earlier journal write of this execution failed; stopping (the run is resumable)")]
-    JournalBroken,
+    #[error("an earlier journal write of this execution failed ({0}); stopping (the run is resumable)")]
+    JournalBroken(String),
     #[error(transparent)]
     Illegal(#[from] IllegalTransition),
     #[error("run {run}: step '{step}' uses implementation '{implementation}', which this vast does not have")]
@@ -119,9 +119,10 @@ struct Journal {
     /// Test hook: appends fail once this many records were appended by this execution.
     crash_after: Option<u64>,
     appended: u64,
-    /// An append failed: the state holds an event the store may not have, so nothing more
-    /// is recorded (or snapshotted) by this execution; a resume replays what is stored.
-    broken: bool,
+    /// An append failed (its error): the state holds an event the store may not have, so
+    /// nothing more is recorded (or snapshotted) by this execution; a resume replays what is
+    /// stored.
+    broken: Option<String>,
 }
 
 impl Journal {
@@ -130,8 +131,8 @@ impl Journal {
         if let Some(n) = self.crash_after.filter(|n| self.appended >= *n) {
             return Err(EngineError::InjectedCrash(n));
         }
-        if self.broken {
-            return Err(EngineError::JournalBroken);
+        if let Some(why) = &self.broken {
+            return Err(EngineError::JournalBroken(why.clone()));
         }
         let ev = Event {
             at_ms: now_ms(),
@@ -139,7 +140,7 @@ impl Journal {
         };
         self.state.apply(&ev)?;
         if let Err(e) = self.store.append(&ev) {
-            self.broken = true;
+            self.broken = Some(e.to_string());
             return Err(EngineError::Store(e));
         }
         self.appended += 1;
@@ -173,7 +174,7 @@ impl Journal {
     }
 
     fn snapshot(&mut self) {
-        if self.broken {
+        if self.broken.is_some() {
             return;
         }
         if let Err(e) = self.store.snapshot(&RunView::from_state(&self.state)) {
@@ -303,6 +304,7 @@ impl Engine {
         cancel: CancellationToken,
     ) -> Result<Outcome, EngineError> {
         let mut store: Box<dyn JournalStore> = Box::new(store);
+        let accepted_loss = store.loss().is_some();
         if let Some(loss) = store.loss() {
             if !self.options.accept_journal_loss {
                 return Err(EngineError::JournalLost {
@@ -314,8 +316,14 @@ impl Engine {
                 "run {}: continuing from what survived of its journal ({loss})",
                 store.run_id()
             );
+            store.accept_loss().map_err(EngineError::Store)?;
         }
         let state = Self::load(&*store)?;
+        if accepted_loss {
+            // The old snapshot counted the lost records: replace it now, so the loss is not
+            // found again if this execution dies before its first snapshot.
+            let _ = store.snapshot(&RunView::from_state(&state));
+        }
         let run = state.run_id.clone();
         for s in &state.definition.steps {
             if !self.registry.contains(&s.run) {
@@ -350,7 +358,7 @@ impl Engine {
             dirty: true,
             crash_after: self.options.crash_after,
             appended: 0,
-            broken: false,
+            broken: None,
         }));
         let mut ex = Exec {
             engine: self,

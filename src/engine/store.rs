@@ -67,9 +67,15 @@ pub trait JournalStore: Send + 'static {
     fn took_over_from(&self) -> Option<String> {
         None
     }
-    /// Records lost before this open, if the store detected any.
+    /// Records lost before this open, if the store detected any. A store keeps reporting a
+    /// loss (across opens) until [`JournalStore::accept_loss`].
     fn loss(&self) -> Option<JournalLoss> {
         None
+    }
+    /// The executor was told to continue from what survived (`vast resume --force`): the
+    /// loss is no longer reported.
+    fn accept_loss(&mut self) -> Result<(), StoreFailure> {
+        Ok(())
     }
 }
 

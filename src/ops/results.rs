@@ -596,7 +596,10 @@ async fn report(cx: &StepContext) -> Result<Value, StepError> {
     let ok = results.iter().flatten().count();
     let mut failed = 0;
     let mut failures = Vec::new();
-    for f in cx.failed_items() {
+    // In the plan's order (then by step), as the runs were listed.
+    let mut items: Vec<_> = cx.failed_items().iter().collect();
+    items.sort_by_key(|f| f.index);
+    for f in items {
         failed += 1;
         let run = plan
             .get(f.index as usize)

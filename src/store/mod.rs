@@ -26,6 +26,10 @@ use crate::engine::{EngineError, JournalLoss, JournalStore, JournalStores, RunId
 const EVENT_KIND: u8 = 1;
 /// Marker of a run directory whose first record is not written yet.
 const CREATING: &str = "creating";
+/// Marker of a run whose journal lost records (what was found): reported on every open until
+/// `vast resume --force` accepts the loss, so repairs made while opening (a frame log restored
+/// from sled, a snapshot rewritten) never hide it.
+const LOST: &str = "lost";
 const SNAPSHOT_KIND: u8 = 2;
 
 /// Store errors.
@@ -270,9 +274,27 @@ impl RunStore {
         })
     }
 
-    /// Records lost before this open: the database's own finding, or a snapshot that counted
-    /// more records than the journal holds (it is written after the records it counts).
+    /// Records lost before this open: found earlier (the `lost` marker), the database's own
+    /// finding, or a snapshot that counted more records than the journal holds (the frame log
+    /// is synced before each snapshot, so its records are durable first). A new finding is
+    /// written to the marker.
     fn loss(dir: &Path, db: &RunDb) -> Option<JournalLoss> {
+        let marker = dir.join(LOST);
+        if let Ok(detail) = std::fs::read_to_string(&marker) {
+            return Some(JournalLoss {
+                kept: db.len(),
+                known: None,
+                detail: detail.trim().to_string(),
+            });
+        }
+        let found = Self::find_loss(dir, db)?;
+        if let Err(e) = std::fs::write(&marker, format!("{found}\n")) {
+            tracing::warn!("cannot write {}: {e}", marker.display());
+        }
+        Some(found)
+    }
+
+    fn find_loss(dir: &Path, db: &RunDb) -> Option<JournalLoss> {
         if let Some(l) = &db.lost {
             return Some(JournalLoss {
                 kept: l.kept,
@@ -360,8 +382,9 @@ impl RunStore {
         Ok(self.db.flush()?)
     }
 
-    /// Replaces the inspection snapshot.
+    /// Replaces the inspection snapshot (after making the records it counts durable).
     pub fn write_snapshot(&self, view: &RunView) -> Result<(), StoreError> {
+        self.db.sync_log()?;
         Ok(vast_state::write_record_file(
             &self.dir.join("snapshot"),
             SNAPSHOT_KIND,
@@ -412,5 +435,20 @@ impl JournalStore for RunStore {
     }
     fn loss(&self) -> Option<JournalLoss> {
         self.lost.clone()
+    }
+    fn accept_loss(&mut self) -> Result<(), StoreFailure> {
+        let marker = self.dir.join(LOST);
+        match std::fs::remove_file(&marker) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(Box::new(StoreError::Io {
+                    path: marker,
+                    source,
+                }))
+            }
+        }
+        self.lost = None;
+        Ok(())
     }
 }

@@ -127,6 +127,21 @@ pub struct Lost {
     pub detail: String,
 }
 
+/// Whether `frames` appear as consecutive records of `log` between `from` and `to`.
+fn sled_holds_run(log: &sled::Tree, from: u64, to: u64, frames: &[Vec<u8>]) -> bool {
+    let Some(first) = frames.first() else {
+        return true;
+    };
+    let get = |seq: u64| log.get(seq.to_be_bytes()).ok().flatten();
+    (from..to).any(|start| {
+        get(start).is_some_and(|v| v.as_ref() == first.as_slice())
+            && frames
+                .iter()
+                .enumerate()
+                .all(|(k, f)| get(start + k as u64).is_some_and(|v| v.as_ref() == f.as_slice()))
+    })
+}
+
 /// sled 0.34 can hold its directory lock for a moment after a `Db` of the same process was
 /// dropped (its flusher thread still finishing: spacejam/sled#1234): opening again right away
 /// fails with [`Error::Locked`]. The run's own lease already excludes other processes, so such
@@ -291,20 +306,18 @@ impl RunDb {
         }
         let have = frames.len() as u64;
         let lost = wal.damage.as_ref().and_then(|d| {
-            // The frame log lost records in its middle; sled covers them only if it holds
-            // more than the log's valid prefix, ending with the last frame found after the
-            // damage.
+            // The frame log lost records in its middle; sled covers them only if the frames
+            // found after the damage are consecutive records of sled after the log's valid
+            // prefix (a second damaged region, or a log tail lost to power loss that sled
+            // has, still counts as covered).
+            let kept = have.max(if recovered.is_none() { next_seq } else { 0 });
+            let at_least = have + 1 + d.frames_after.len() as u64;
             let covered = recovered.is_none()
                 && next_seq > have
-                && d.frames_after.last().is_some_and(|last| {
-                    log.get((next_seq - 1).to_be_bytes())
-                        .ok()
-                        .flatten()
-                        .is_some_and(|v| v.as_ref() == last.as_slice())
-                });
-            (!covered).then(|| Lost {
-                kept: have.max(if recovered.is_none() { next_seq } else { 0 }),
-                at_least: have + 1 + d.frames_after.len() as u64,
+                && sled_holds_run(&log, have, next_seq, &d.frames_after);
+            (!covered && kept < at_least).then(|| Lost {
+                kept,
+                at_least,
                 detail: format!(
                     "the frame log {} is damaged at byte {} with {} valid records after the damage, and the database {} does not hold them",
                     wal_path.display(),
@@ -436,6 +449,15 @@ impl RunDb {
     /// Whether the log is empty.
     pub fn is_empty(&self) -> bool {
         self.next_seq == 0
+    }
+
+    /// Makes the frame log durable (fdatasync): every record appended so far survives power
+    /// loss. Called before a snapshot that counts them is written.
+    pub fn sync_log(&self) -> Result<(), Error> {
+        self.wal.sync().map_err(|source| Error::Io {
+            path: self.wal.path().to_path_buf(),
+            source,
+        })
     }
 
     /// Writes every buffered record to disk now (sled flush and frame-log fsync).

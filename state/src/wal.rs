@@ -139,7 +139,7 @@ impl Wal {
     /// with a torn tail cuts it; one with [`Damage`] is first copied to `<log>.damaged-<n>`,
     /// so the evidence is kept.
     pub fn append(&mut self, payload: &[u8]) -> std::io::Result<()> {
-        if let Some(len) = self.cut_to.take() {
+        if let Some(len) = self.cut_to {
             if self.damage.is_some() {
                 let mut n = 0;
                 let aside = loop {
@@ -149,9 +149,12 @@ impl Wal {
                     }
                     n += 1;
                 };
-                std::fs::copy(&self.path, aside)?;
+                std::fs::copy(&self.path, &aside)?;
+                File::open(&aside)?.sync_all()?;
+                self.damage = None;
             }
             self.file.set_len(len)?;
+            self.cut_to = None;
         }
         let mut buf = Vec::with_capacity(HEADER + payload.len());
         buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
