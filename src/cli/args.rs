@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "vast",
-    version,
+    version = crate::cli::VERSION,
     disable_version_flag = true,
     about = "Run robotics simulation campaigns on Kubernetes, resumably"
 )]
@@ -64,6 +64,24 @@ pub enum Command {
     /// Run the engine's self-test workflow (used by tests and the benchmark).
     #[command(hide = true)]
     Selftest(SelftestArgs),
+    /// Print a shell completion script (e.g. `vast completion bash > /etc/bash_completion.d/vast`).
+    Completion(CompletionArgs),
+    /// Print the man page, or write one page per command into a directory (`--out DIR`).
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write `vast.1` and one page per subcommand (`vast-execution-cluster-run.1`, ...) here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

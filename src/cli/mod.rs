@@ -9,6 +9,15 @@ pub mod output;
 
 use std::path::PathBuf;
 
+/// `vast --version`: the package version and the git commit it was built from (`build.rs`;
+/// `unknown` outside a git checkout).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("VAST_GIT_COMMIT"),
+    ")"
+);
+
 /// What a command reports back to `main`; mapped to the process exit code.
 ///
 /// | variant | code | meaning |

@@ -4,6 +4,7 @@ mod architecture;
 mod cluster_faults;
 mod cluster_ops;
 mod cluster_resume;
+mod cli_docs;
 mod cluster_support;
 mod engine;
 mod engine_cli;
