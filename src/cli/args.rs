@@ -381,6 +381,26 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove finished runs from the state directory (journal, snapshot and work directory).
+    /// A run being executed is never removed; unfinished ones only with --include-unfinished.
+    Prune {
+        /// Only runs whose last activity is older than this (e.g. 7d, 12h).
+        #[arg(long, value_parser = parse_duration)]
+        older_than: Option<std::time::Duration>,
+        /// Keep the N newest of the runs that could be removed.
+        #[arg(long)]
+        keep: Option<usize>,
+        /// Also remove interrupted, paused and unreadable runs (never one being executed).
+        #[arg(long)]
+        include_unfinished: bool,
+        /// Print what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::engine::retry::duration::parse(s)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

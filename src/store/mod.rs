@@ -171,6 +171,21 @@ impl StateDir {
         RunStore::open_in(id, &dir, executing)
     }
 
+    /// Removes run `id` (its journal, lease and snapshot) unless a live process executes it
+    /// ([`StoreError::Lease`] then): the lease is taken first, so no executor can start
+    /// while it goes.
+    pub fn remove_run(&self, id: &str) -> Result<(), StoreError> {
+        let dir = self.run_dir(id);
+        if !dir.is_dir() {
+            return Err(StoreError::UnknownRun {
+                id: id.to_string(),
+                dir,
+            });
+        }
+        let _lease = Lease::acquire_without_recording(&dir.join("lease"))?;
+        std::fs::remove_dir_all(&dir).map_err(|source| StoreError::Io { path: dir, source })
+    }
+
     /// Whether run `id` exists.
     pub fn exists(&self, id: &str) -> bool {
         Self::is_run(&self.run_dir(id))

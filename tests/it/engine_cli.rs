@@ -622,3 +622,80 @@ fn a_store_that_lost_records_refuses_to_resume_unless_forced() {
         );
     }
 }
+
+/// `vast runs prune`: only finished runs that no process executes, newest `--keep N` kept,
+/// `--older-than` honoured, unfinished ones only when asked, the work directory removed too;
+/// without a filter it is a usage error and removes nothing.
+#[test]
+fn runs_prune_removes_only_what_it_should() {
+    let e = env();
+    let mut done = Vec::new();
+    for _ in 0..3 {
+        let out = run(&e, &["selftest", "--items", "2"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        done.push(
+            text(&out.stdout)
+                .trim()
+                .trim_start_matches("run ")
+                .to_string(),
+        );
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    // A run whose process died mid-way (a panic in a step): interrupted, not finished.
+    let out = vast(&e, &["selftest", "--items", "3"])
+        .env("FAILPOINTS", "selftest.item=panic")
+        .output()
+        .expect("spawn");
+    let unfinished = text(&out.stdout)
+        .trim()
+        .trim_start_matches("run ")
+        .to_string();
+    let status = show_json(&e, &unfinished)["status"].clone();
+    assert!(status == "interrupted" || status == "running", "{status}");
+    std::fs::create_dir_all(e.state.join("work").join(&done[0])).expect("work dir");
+    let ids = |e: &Env| -> Vec<String> {
+        let v: Value =
+            serde_json::from_slice(&run(e, &["runs", "list", "--json"]).stdout).expect("json");
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|r| r["id"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+
+    let out = run(&e, &["runs", "prune"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(ids(&e).len(), 4);
+    let out = run(&e, &["runs", "prune", "--older-than", "1h"]);
+    assert!(out.status.success());
+    assert_eq!(ids(&e).len(), 4, "{}", text(&out.stdout));
+    let out = run(&e, &["runs", "prune", "--keep", "1", "--dry-run"]);
+    assert!(
+        text(&out.stdout).contains("Would remove 2 runs"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(ids(&e).len(), 4);
+
+    let out = run(&e, &["runs", "prune", "--keep", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("Removed 2 runs; kept 1 run"),
+        "{}",
+        text(&out.stdout)
+    );
+    let left = ids(&e);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.contains(&done[2]) && left.contains(&unfinished),
+        "{left:?}"
+    );
+    assert!(!e.state.join("work").join(&done[0]).exists());
+
+    let out = run(
+        &e,
+        &["runs", "prune", "--keep", "0", "--include-unfinished"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(ids(&e).is_empty());
+}

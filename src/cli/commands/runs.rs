@@ -35,7 +35,114 @@ pub async fn run(cmd: RunsCommand, globals: &Globals) -> anyhow::Result<ExitStat
             format,
             json,
         } => graph(&dir, &target, format, json),
+        RunsCommand::Prune {
+            older_than,
+            keep,
+            include_unfinished,
+            dry_run,
+        } => prune(
+            &dir,
+            globals,
+            Prune {
+                older_than,
+                keep,
+                include_unfinished,
+                dry_run,
+            },
+        ),
     }
+}
+
+struct Prune {
+    older_than: Option<std::time::Duration>,
+    keep: Option<usize>,
+    include_unfinished: bool,
+    dry_run: bool,
+}
+
+/// `vast runs prune`: removes the runs that are finished (succeeded or failed; the others only
+/// with `--include-unfinished`), not executing, older than `--older-than` and not among the
+/// `--keep` newest of those; each with its work directory.
+fn prune(dir: &StateDir, globals: &Globals, p: Prune) -> anyhow::Result<ExitStatus> {
+    if p.older_than.is_none() && p.keep.is_none() {
+        return Err(UsageError(
+            "runs prune needs --older-than DUR and/or --keep N (e.g. `vast runs prune --older-than 7d`)"
+                .into(),
+        )
+        .into());
+    }
+    let now = jiff::Timestamp::now();
+    let mut candidates = Vec::new();
+    let mut executing = 0;
+    for e in dir.list().map_err(store_error)? {
+        if e.holder.is_some() {
+            executing += 1;
+            continue;
+        }
+        let view = e.snapshot.ok().flatten();
+        let status = view
+            .as_ref()
+            .map(|v| v.status.as_str())
+            .unwrap_or("unknown");
+        let finished = matches!(status, "succeeded" | "failed");
+        if !finished && !p.include_unfinished {
+            continue;
+        }
+        let time = |t: Option<&str>| t.and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        let started = time(view.as_ref().map(|v| v.started_at.as_str()));
+        let updated = time(view.as_ref().map(|v| v.updated_at.as_str())).or(started);
+        if let (Some(age), Some(u)) = (p.older_than, updated) {
+            let cutoff = now
+                .checked_sub(
+                    jiff::SignedDuration::try_from(age).unwrap_or(jiff::SignedDuration::MAX),
+                )
+                .unwrap_or(jiff::Timestamp::MIN);
+            if u > cutoff {
+                continue;
+            }
+        }
+        candidates.push((started, e.id, status.to_string()));
+    }
+    // Newest first, so `--keep N` keeps the first N.
+    candidates.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+    let keep = p.keep.unwrap_or(0).min(candidates.len());
+    let work = globals.state_dir().join("work");
+    let mut removed = 0;
+    for (_, id, status) in candidates.iter().skip(keep) {
+        if p.dry_run {
+            println!("would remove {id} ({status})");
+            removed += 1;
+            continue;
+        }
+        match dir.remove_run(id) {
+            Ok(()) => {
+                let w = work.join(id);
+                if let Err(e) = std::fs::remove_dir_all(&w) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        eprintln!("warning: cannot remove {}: {e}", w.display());
+                    }
+                }
+                println!("removed {id} ({status})");
+                removed += 1;
+            }
+            // Started by another process since it was listed: left alone.
+            Err(crate::store::StoreError::Lease(_)) => executing += 1,
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    let runs = |n: usize| if n == 1 { "run" } else { "runs" };
+    println!(
+        "{} {removed} {}; kept {keep} {}{}",
+        if p.dry_run { "Would remove" } else { "Removed" },
+        runs(removed),
+        runs(keep),
+        if executing > 0 {
+            format!("; {executing} being executed left alone")
+        } else {
+            String::new()
+        }
+    );
+    Ok(ExitStatus::Success)
 }
 
 fn list(dir: &StateDir, json: bool) -> anyhow::Result<ExitStatus> {
