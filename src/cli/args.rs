@@ -64,10 +64,23 @@ pub enum Command {
     /// Run the engine's self-test workflow (used by tests and the benchmark).
     #[command(hide = true)]
     Selftest(SelftestArgs),
+    /// Check what vast needs (kubeconfig, context, API, helm, Kueue, setup, robovast pod, S3,
+    /// state directory): ok / warn / fail with a fix for each; exit 1 when anything fails.
+    Doctor(DoctorArgs),
     /// Print a shell completion script (e.g. `vast completion bash > /etc/bash_completion.d/vast`).
     Completion(CompletionArgs),
     /// Print the man page, or write one page per command into a directory (`--out DIR`).
     Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The kubeconfig context to check (default: the current one).
+    #[arg(short = 'x', long)]
+    pub context: Option<String>,
+    /// One JSON array of checks instead of lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ mod cluster_ops;
 mod cluster_resume;
 mod cli_docs;
 mod cluster_support;
+mod doctor;
 mod engine;
 mod engine_cli;
 mod engine_props;

@@ -7,6 +7,7 @@ pub mod cleanup;
 pub mod cluster_common;
 pub mod configuration;
 pub mod docs;
+pub mod doctor;
 pub mod download;
 pub mod init;
 pub mod monitor;
@@ -40,6 +41,7 @@ pub async fn dispatch(command: Command, globals: &Globals) -> anyhow::Result<Exi
         Command::Resume(args) => resume::run(args, globals).await,
         Command::Runs(cmd) => runs::run(cmd, globals).await,
         Command::Selftest(args) => selftest::run(args, globals).await,
+        Command::Doctor(args) => doctor::run(args, globals).await,
         Command::Completion(args) => docs::completion(args),
         Command::Man(args) => docs::man(args),
     }

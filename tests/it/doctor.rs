@@ -1,0 +1,100 @@
+//! `vast doctor` against the simulated cluster: healthy after setup (exit 0, every part ok or a
+//! warning), and each part broken in turn: an unknown context (the contexts listed), no saved
+//! setup (a warning naming the command), the robovast pod gone (fail with the fix), an
+//! unreachable API server (fail, the later parts skipped).
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use serde_json::Value;
+use vast_sim::config::SimConfig;
+
+use super::cluster_support::{start, text, NS};
+
+fn status_of(v: &Value, part: &str) -> String {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .find(|c| c["part"] == part)
+        .unwrap_or_else(|| panic!("no {part} in {v}"))["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_each_part_healthy_and_broken() {
+    let c = start(SimConfig::default()).await;
+
+    // Before setup: the setup is missing (a warning, with the command to run), the pod and S3
+    // are skipped; nothing fails.
+    let out = c.vast(&["doctor", "--json"]).await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(out.status.code(), Some(0), "{v}\n{}", text(&out.stderr));
+    assert_eq!(status_of(&v, "setup"), "warn");
+    assert_eq!(status_of(&v, "robovast pod"), "skip");
+    assert_eq!(status_of(&v, "api server"), "ok");
+
+    // Healthy.
+    c.setup_cli("rke2").await;
+    let out = c.vast(&["doctor"]).await;
+    let lines = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{lines}\n{}", text(&out.stderr));
+    for part in [
+        "kubeconfig",
+        "context",
+        "api server",
+        "kueue",
+        "setup",
+        "robovast pod",
+        "s3",
+        "state dir",
+    ] {
+        assert!(
+            lines
+                .lines()
+                .any(|l| l.starts_with("ok") && l.contains(part)),
+            "{part} not ok:\n{lines}"
+        );
+    }
+    assert!(lines.contains("warn  helm"), "{lines}");
+
+    // An unknown context: fail, listing the contexts that exist.
+    let out = c.vast(&["doctor", "-x", "nope"]).await;
+    let lines = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{lines}");
+    assert!(
+        lines.contains("context 'nope' is not in the kubeconfig") && lines.contains("use one of: "),
+        "{lines}"
+    );
+    assert!(lines.contains("skip  api server"), "{lines}");
+
+    // The robovast pod gone: fail with the fix; S3 skipped.
+    let pods: Api<Pod> = Api::namespaced(c.client(), NS);
+    pods.delete("robovast", &Default::default())
+        .await
+        .expect("delete pod");
+    let out = c.vast(&["doctor", "--json"]).await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(out.status.code(), Some(1), "{v}");
+    assert_eq!(status_of(&v, "robovast pod"), "fail");
+    assert_eq!(status_of(&v, "s3"), "skip");
+
+    // The API server unreachable: fail, naming the context; the cluster parts skipped.
+    let dead = c.tmp.path().join("dead-kubeconfig");
+    let text_cfg = std::fs::read_to_string(&c.kubeconfig).expect("kubeconfig");
+    let url = c.sim.url();
+    std::fs::write(
+        &dead,
+        text_cfg.replace(url.trim_end_matches('/'), "http://127.0.0.1:9"),
+    )
+    .expect("write");
+    let mut cmd = c.command(&["doctor", "--json"]);
+    cmd.env("KUBECONFIG", &dead);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("spawn"))
+        .await
+        .expect("join");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(out.status.code(), Some(1), "{v}");
+    assert_eq!(status_of(&v, "api server"), "fail");
+    assert_eq!(status_of(&v, "kueue"), "skip");
+}
