@@ -3,14 +3,19 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use vast::cli::{self, args::LogFormat, ExitStatus, UsageError};
+use vast::cli::{self, args::ColorChoice, args::LogFormat, ExitStatus, UsageError};
 
 fn main() -> ExitCode {
     let cli = cli::args::Cli::parse();
     // Test builds: configure failpoints from the FAILPOINTS environment variable.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
-    init_tracing(cli.global.verbose, cli.global.quiet, cli.global.log_format);
+    init_tracing(
+        cli.global.verbose,
+        cli.global.quiet,
+        cli.global.log_format,
+        cli.global.color,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -35,7 +40,7 @@ fn main() -> ExitCode {
     ExitCode::from(status.code())
 }
 
-fn init_tracing(verbose: u8, quiet: u8, format: LogFormat) {
+fn init_tracing(verbose: u8, quiet: u8, format: LogFormat, color: ColorChoice) {
     use tracing_subscriber::EnvFilter;
     // `-v`/`-q` set vast's own level; dependencies (kube, hyper, the AWS SDK) stay at `warn`,
     // so their request traces (which carry access keys in Authorization headers) never reach
@@ -51,7 +56,10 @@ fn init_tracing(verbose: u8, quiet: u8, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(cli::output::color_enabled(
+            color,
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ));
     match format {
         LogFormat::Text => builder.without_time().with_target(false).init(),
         LogFormat::Json => builder.json().init(),

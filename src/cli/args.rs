@@ -32,12 +32,22 @@ pub struct GlobalArgs {
     /// Log line format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    /// Colour in log lines: auto (on a terminal, unless NO_COLOR is set), always or never.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    pub color: ColorChoice,
     /// Where run state is kept (default: `.vast-state` next to the project file).
     #[arg(long, env = "VAST_STATE_DIR", global = true)]
     pub state_dir: Option<PathBuf>,
     /// Use this `.vast` file instead of the project's.
     #[arg(short = 'V', long, global = true)]
     pub vast_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

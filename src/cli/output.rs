@@ -1,10 +1,12 @@
-//! Output rendering shared by commands: text vs JSON, progress. Data goes to stdout; logs and
+//! Output rendering shared by commands: text vs JSON, progress, whether to colour (`--color`,
+//! `NO_COLOR`). Data goes to stdout; logs and
 //! progress go to stderr.
 
 use std::io::Write;
 
 use serde::Serialize;
 
+use crate::cli::args::ColorChoice;
 use crate::engine::view::{RunView, StepView};
 
 /// Prints `value` as pretty JSON on stdout.
@@ -154,5 +156,42 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
+    }
+}
+
+/// Whether to colour output going to a stream that `is_terminal` or not: `--color`, where
+/// `auto` honours `NO_COLOR` (any non-empty value, no-color.org).
+pub fn color_enabled(choice: ColorChoice, is_terminal: bool) -> bool {
+    color_enabled_with(choice, is_terminal, std::env::var_os("NO_COLOR").as_deref())
+}
+
+/// [`color_enabled`] with the value of `NO_COLOR` given.
+pub fn color_enabled_with(
+    choice: ColorChoice,
+    is_terminal: bool,
+    no_color: Option<&std::ffi::OsStr>,
+) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => is_terminal && no_color.is_none_or(|v| v.is_empty()),
+    }
+}
+
+#[cfg(test)]
+mod color_tests {
+    use super::color_enabled_with as on;
+    use crate::cli::args::ColorChoice::{Always, Auto, Never};
+    use std::ffi::OsStr;
+
+    #[test]
+    fn color_follows_the_flag_the_terminal_and_no_color() {
+        let set = Some(OsStr::new("1"));
+        assert!(on(Always, false, set));
+        assert!(!on(Never, true, None));
+        assert!(on(Auto, true, None));
+        assert!(on(Auto, true, Some(OsStr::new(""))));
+        assert!(!on(Auto, true, set), "NO_COLOR wins in auto");
+        assert!(!on(Auto, false, None), "not a terminal");
     }
 }
