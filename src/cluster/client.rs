@@ -14,6 +14,8 @@ pub enum ClientError {
         #[source]
         source: KubeconfigError,
     },
+    #[error("context '{context}' is not in the kubeconfig; its contexts: {}", if .known.is_empty() { "(none)".to_string() } else { .known.join(", ") })]
+    UnknownContext { context: String, known: Vec<String> },
     #[error("cannot build a Kubernetes client{}: {source}", context_note(.context))]
     Client {
         context: Option<String>,
@@ -39,6 +41,16 @@ pub async fn client(context: Option<&str>) -> Result<Client, ClientError> {
         context: context.map(String::from),
         source,
     };
+    // An unknown context names the ones that exist (kube-rs would only say it is missing).
+    if let (Some(c), Ok(k)) = (context, kube::config::Kubeconfig::read()) {
+        let known: Vec<String> = k.contexts.iter().map(|x| x.name.clone()).collect();
+        if !known.iter().any(|k| k == c) {
+            return Err(ClientError::UnknownContext {
+                context: c.to_string(),
+                known,
+            });
+        }
+    }
     let config = Config::from_kubeconfig(&options)
         .await
         .map_err(kubeconfig_err)?;

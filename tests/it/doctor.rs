@@ -98,3 +98,35 @@ async fn doctor_reports_each_part_healthy_and_broken() {
     assert_eq!(status_of(&v, "api server"), "fail");
     assert_eq!(status_of(&v, "kueue"), "skip");
 }
+
+/// An unknown context is named with the contexts that exist, and no run is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_context_lists_the_existing_ones() {
+    let c = start(SimConfig::default()).await;
+    let kubeconfig = std::fs::read_to_string(&c.kubeconfig).expect("kubeconfig");
+    let out = c
+        .vast(&["execution", "cluster", "setup", "rke2", "-x", "nope"])
+        .await;
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("context 'nope' is not in the kubeconfig; its contexts: "),
+        "{err}"
+    );
+    let listed = err
+        .split("its contexts: ")
+        .nth(1)
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        listed.split(", ").all(|n| kubeconfig.contains(n)) && !listed.is_empty(),
+        "{err}"
+    );
+    assert!(
+        !c.state.join("runs").exists(),
+        "a configuration problem creates no run"
+    );
+}
