@@ -129,4 +129,15 @@ async fn an_unknown_context_lists_the_existing_ones() {
         !c.state.join("runs").exists(),
         "a configuration problem creates no run"
     );
+
+    // monitor --once of that context: not a lone "(unreachable)" with exit 0.
+    let out = c
+        .vast(&["execution", "cluster", "monitor", "--once", "-x", "nope"])
+        .await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("context 'nope' is unreachable: context 'nope' is not in the kubeconfig"),
+        "{err}"
+    );
 }

@@ -451,6 +451,18 @@ pub async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<ExitSta
         out.flush()?;
         drop(out);
         if args.once {
+            // One context that could not be read at all: say which and why, exit 1 (with
+            // several, the others' lines are the answer and the unreachable one is marked).
+            if let [v] = views.as_slice() {
+                if !v.reachable && v.runs.is_empty() {
+                    eprintln!(
+                        "✗ Error: context '{}' is unreachable: {}",
+                        v.label,
+                        v.error.as_deref().unwrap_or("no answer")
+                    );
+                    return Ok(ExitStatus::Failure);
+                }
+            }
             return Ok(ExitStatus::Success);
         }
         let active = views.iter().zip(&given_up).any(|(v, gave_up)| {
