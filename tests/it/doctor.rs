@@ -1,7 +1,9 @@
-//! `vast doctor` against the simulated cluster: healthy after setup (exit 0, every part ok or a
-//! warning), and each part broken in turn: an unknown context (the contexts listed), no saved
-//! setup (a warning naming the command), the robovast pod gone (fail with the fix), an
-//! unreachable API server (fail, the later parts skipped).
+//! `vast doctor` against the simulated cluster, healthy (exit 0, every part ok or a warning)
+//! and with each part broken in turn (an unknown context lists the existing ones, no saved
+//! setup is a warning naming the command, the robovast pod gone fails with the fix, an
+//! unreachable API server fails and skips the rest); and the errors that point a user to the
+//! fix: an unknown context anywhere, `monitor --once` of an unreadable context, `download`
+//! after `cleanup`.
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -138,6 +140,24 @@ async fn an_unknown_context_lists_the_existing_ones() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("context 'nope' is unreachable: context 'nope' is not in the kubeconfig"),
+        "{err}"
+    );
+}
+
+/// `download` after `cleanup` (no robovast pod): upstream's message, then a hint naming the
+/// next command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_without_the_robovast_pod_hints_at_setup() {
+    let c = start(SimConfig::default()).await;
+    c.setup_cli("rke2").await;
+    let out = c.vast(&["execution", "cluster", "cleanup"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = c.vast(&["execution", "cluster", "download"]).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Required pod 'robovast' does not exist!")
+            && err.contains("run `vast execution cluster setup CONFIG` first"),
         "{err}"
     );
 }

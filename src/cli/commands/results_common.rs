@@ -45,6 +45,11 @@ pub async fn connect(
         Ok(Some(p)) => p,
         Ok(None) => {
             eprintln!("Error: Required pod 'robovast' does not exist!");
+            eprintln!(
+                "hint: the cluster has no robovast setup in namespace '{namespace}' (removed by \
+                 `vast execution cluster cleanup`?); run `vast execution cluster setup CONFIG` \
+                 first (results removed with it are gone), or check the context with `vast doctor`"
+            );
             return Ok(Err(ExitStatus::Failure));
         }
         Err(e) => {
