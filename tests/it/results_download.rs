@@ -231,6 +231,13 @@ async fn runs_still_running_are_not_downloadable_and_not_cleaned_up() {
         "{}",
         text(&out.stderr)
     );
+    // A refusal is not reported with a check mark.
+    assert!(
+        text(&out.stdout).contains("✗ Removed 0 bucket(s) from S3; refused 1")
+            && !text(&out.stdout).contains("✓"),
+        "{}",
+        text(&out.stdout)
+    );
     assert!(buckets(&c).await.contains(&run));
     let out = c
         .vast(&[

@@ -241,9 +241,16 @@ pub async fn cleanup(args: DownloadCleanupArgs, globals: &Globals) -> anyhow::Re
             .and_then(|v| v.as_array().map(|a| a.len()))
             .unwrap_or(0);
     }
-    println!("✓ Removed {removed} bucket(s) from S3.");
-    if refused > 0 && status == ExitStatus::Success {
-        return Ok(ExitStatus::Failure);
+    if refused > 0 {
+        // Not a success: say so instead of a check mark.
+        println!(
+            "✗ Removed {removed} bucket(s) from S3; refused {refused} of runs still active (--force removes them)."
+        );
+        return Ok(match status {
+            ExitStatus::Success => ExitStatus::Failure,
+            other => other,
+        });
     }
+    println!("✓ Removed {removed} bucket(s) from S3.");
     Ok(status)
 }
