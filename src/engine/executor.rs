@@ -52,7 +52,9 @@ pub enum EngineError {
     JournalLost { run: String, loss: JournalLoss },
     #[error("injected crash after {0} journal records (test hook crash_after)")]
     InjectedCrash(u64),
-    #[error("an earlier journal write of this execution failed ({0}); stopping (the run is resumable)")]
+    #[error(
+        "an earlier journal write of this execution failed ({0}); stopping (the run is resumable)"
+    )]
     JournalBroken(String),
     #[error(transparent)]
     Illegal(#[from] IllegalTransition),

@@ -1,16 +1,16 @@
 //! The one integration-test binary: one module per area.
 
 mod architecture;
+mod cli_docs;
 mod cluster_faults;
 mod cluster_ops;
 mod cluster_resume;
-mod cli_docs;
 mod cluster_support;
 mod doctor;
 mod engine;
 mod engine_cli;
-mod engine_props;
 mod engine_concurrency;
+mod engine_props;
 mod engine_resume;
 mod pod_scripts;
 mod project;
