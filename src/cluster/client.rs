@@ -31,6 +31,16 @@ fn context_note(context: &Option<String>) -> String {
     }
 }
 
+/// The names of the contexts in the kubeconfig (`KUBECONFIG`'s files merged, else
+/// `~/.kube/config`).
+pub fn context_names() -> Result<Vec<String>, KubeconfigError> {
+    Ok(kube::config::Kubeconfig::read()?
+        .contexts
+        .into_iter()
+        .map(|c| c.name)
+        .collect())
+}
+
 /// The client for `context` (default: the kubeconfig's current context).
 pub async fn client(context: Option<&str>) -> Result<Client, ClientError> {
     let options = KubeConfigOptions {
@@ -42,8 +52,7 @@ pub async fn client(context: Option<&str>) -> Result<Client, ClientError> {
         source,
     };
     // An unknown context names the ones that exist (kube-rs would only say it is missing).
-    if let (Some(c), Ok(k)) = (context, kube::config::Kubeconfig::read()) {
-        let known: Vec<String> = k.contexts.iter().map(|x| x.name.clone()).collect();
+    if let (Some(c), Ok(known)) = (context, context_names()) {
         if !known.iter().any(|k| k == c) {
             return Err(ClientError::UnknownContext {
                 context: c.to_string(),

@@ -41,7 +41,7 @@ const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
 pub enum EngineError {
     #[error(transparent)]
     Store(StoreFailure),
-    #[error("run {run}: the journal of run {run} cannot be replayed")]
+    #[error("the journal of run {run} cannot be replayed")]
     Replay {
         run: String,
         #[source]
@@ -306,8 +306,9 @@ impl Engine {
         cancel: CancellationToken,
     ) -> Result<Outcome, EngineError> {
         let mut store: Box<dyn JournalStore> = Box::new(store);
-        let accepted_loss = store.loss().is_some();
-        if let Some(loss) = store.loss() {
+        let loss = store.loss();
+        let accepted_loss = loss.is_some();
+        if let Some(loss) = loss {
             if !self.options.accept_journal_loss {
                 return Err(EngineError::JournalLost {
                     run: store.run_id().to_string(),
@@ -551,30 +552,7 @@ impl Exec<'_> {
                     })?;
                 }
                 // Items that failed in an earlier map over the same list are skipped here.
-                let upstream: Vec<usize> = same_list_ancestors(def, i);
-                let mut skip = Vec::new();
-                for c in 0..n as usize {
-                    let pending = j.state.nodes[i]
-                        .children
-                        .as_ref()
-                        .and_then(|ch| ch.get(c))
-                        .is_some_and(|s| s.status == StepStatus::Pending);
-                    if !pending {
-                        continue;
-                    }
-                    let failed_before = upstream.iter().find(|&&a| {
-                        j.state.nodes[a]
-                            .children
-                            .as_ref()
-                            .and_then(|ch| ch.get(c))
-                            .is_some_and(|s| {
-                                matches!(s.status, StepStatus::ItemFailed | StepStatus::ItemSkipped)
-                            })
-                    });
-                    if let Some(&a) = failed_before {
-                        skip.push((c as u64, format!("{}[{c}]", def.steps[a].name)));
-                    }
-                }
+                let skip = skipped_items(def, &j.state, i);
                 for (c, because) in skip {
                     j.record(EventKind::ItemSkipped {
                         step: StepKey::child(&step.name, c),
@@ -606,6 +584,15 @@ impl Exec<'_> {
                 return Ok(());
             }
         }
+    }
+
+    /// A child of map step `i` needs no more work; the last one completes the map.
+    fn child_settled(&mut self, def: &Definition, i: usize) -> Result<(), EngineError> {
+        self.rt[i].remaining -= 1;
+        if self.rt[i].remaining == 0 {
+            self.complete_map(def, i)?;
+        }
+        Ok(())
     }
 
     fn complete_map(&mut self, def: &Definition, i: usize) -> Result<(), EngineError> {
@@ -743,10 +730,7 @@ impl Exec<'_> {
                     output: v.to_string(),
                 })?;
                 if child.is_some() {
-                    self.rt[i].remaining -= 1;
-                    if self.rt[i].remaining == 0 {
-                        self.complete_map(def, i)?;
-                    }
+                    self.child_settled(def, i)?;
                 }
             }
             Err(e) if e.kind == ErrorKind::Cancelled && self.cancel.is_cancelled() => {
@@ -810,10 +794,7 @@ impl Exec<'_> {
                             if attempt == 1 { "" } else { "s" },
                             e.message
                         );
-                        self.rt[i].remaining -= 1;
-                        if self.rt[i].remaining == 0 {
-                            self.complete_map(def, i)?;
-                        }
+                        self.child_settled(def, i)?;
                     }
                     AfterFailure::Fail => {
                         let m = if e.kind == ErrorKind::Permanent {
@@ -890,6 +871,37 @@ impl Exec<'_> {
             }
         }
     }
+}
+
+/// The pending children of map step `i` whose item failed (or was skipped) in an earlier map
+/// over the same list, each with that earlier child's key.
+fn skipped_items(def: &Definition, state: &RunState, i: usize) -> Vec<(u64, String)> {
+    let upstream = same_list_ancestors(def, i);
+    if upstream.is_empty() {
+        return Vec::new();
+    }
+    let status = |step: usize, c: usize| {
+        state.nodes[step]
+            .children
+            .as_ref()
+            .and_then(|ch| ch.get(c))
+            .map(|s| s.status)
+    };
+    let children = state.nodes[i].children.as_ref().map_or(0, Vec::len);
+    (0..children)
+        .filter(|&c| status(i, c) == Some(StepStatus::Pending))
+        .filter_map(|c| {
+            upstream
+                .iter()
+                .find(|&&a| {
+                    matches!(
+                        status(a, c),
+                        Some(StepStatus::ItemFailed | StepStatus::ItemSkipped)
+                    )
+                })
+                .map(|&a| (c as u64, format!("{}[{c}]", def.steps[a].name)))
+        })
+        .collect()
 }
 
 /// The map steps among `i`'s ancestors that map over the same list as map step `i`.

@@ -237,20 +237,15 @@ pub mod duration {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: f64 = num.parse().map_err(|_| {
-            format!("invalid duration '{s}' (expected e.g. 500ms, 10s, 5m, 1h, 7d)")
-        })?;
+        let bad = || format!("invalid duration '{s}' (expected e.g. 500ms, 10s, 5m, 1h, 7d)");
+        let n: f64 = num.parse().map_err(|_| bad())?;
         let secs = match unit.trim() {
             "ms" => n / 1000.0,
             "" | "s" => n,
             "m" => n * 60.0,
             "h" => n * 3600.0,
             "d" => n * 86400.0,
-            _ => {
-                return Err(format!(
-                    "invalid duration '{s}' (expected e.g. 500ms, 10s, 5m, 1h, 7d)"
-                ))
-            }
+            _ => return Err(bad()),
         };
         Ok(Duration::from_secs_f64(secs))
     }

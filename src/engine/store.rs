@@ -136,23 +136,6 @@ impl MemoryStores {
             .map(|r| r.get(id).map(|m| m.events.clone()).unwrap_or_default())
             .unwrap_or_default()
     }
-
-    /// The last snapshot of run `id`.
-    pub fn snapshot_of(&self, id: &RunId) -> Option<RunView> {
-        self.runs
-            .lock()
-            .ok()
-            .and_then(|r| r.get(id).and_then(|m| m.snapshot.clone()))
-    }
-
-    /// Keeps only the first `n` events of run `id` (a store that lost its tail).
-    pub fn truncate(&self, id: &RunId, n: usize) {
-        if let Ok(mut r) = self.runs.lock() {
-            if let Some(m) = r.get_mut(id) {
-                m.events.truncate(n);
-            }
-        }
-    }
 }
 
 impl JournalStores for MemoryStores {

@@ -21,7 +21,7 @@ use vast_state::{Holder, Lease, LeaseError, RunDb};
 
 use crate::engine::journal::{Event, ReplayError, RunState};
 use crate::engine::view::RunView;
-use crate::engine::{EngineError, JournalLoss, JournalStore, JournalStores, RunId, StoreFailure};
+use crate::engine::{JournalLoss, JournalStore, JournalStores, RunId, StoreFailure};
 
 const EVENT_KIND: u8 = 1;
 /// Marker of a run directory whose first record is not written yet.
@@ -59,19 +59,12 @@ pub enum StoreError {
     },
 }
 
-impl From<StoreError> for EngineError {
-    fn from(e: StoreError) -> EngineError {
-        EngineError::Store(Box::new(e))
-    }
-}
-
-/// The store error behind an engine error, if it is one (to map the user's mistakes, such as
-/// an unknown run or a live lease, to usage errors).
-pub fn store_error_of(e: &EngineError) -> Option<&StoreError> {
-    match e {
-        EngineError::Store(f) => f.downcast_ref::<StoreError>(),
-        _ => None,
-    }
+/// The snapshot in run directory `dir`.
+fn read_snapshot(dir: &Path) -> Result<Option<RunView>, StoreError> {
+    Ok(vast_state::read_record_file(
+        &dir.join("snapshot"),
+        SNAPSHOT_KIND,
+    )?)
 }
 
 /// A state directory holding runs.
@@ -198,10 +191,7 @@ impl StateDir {
 
     /// The last snapshot of run `id`.
     pub fn snapshot(&self, id: &str) -> Result<Option<RunView>, StoreError> {
-        Ok(vast_state::read_record_file(
-            &self.run_dir(id).join("snapshot"),
-            SNAPSHOT_KIND,
-        )?)
+        read_snapshot(&self.run_dir(id))
     }
 
     /// Every run, by directory name (ids sort by operation then time).
@@ -317,14 +307,13 @@ impl RunStore {
                 detail: l.detail.clone(),
             });
         }
-        let snap = dir.join("snapshot");
-        match vast_state::read_record_file::<RunView>(&snap, SNAPSHOT_KIND) {
+        match read_snapshot(dir) {
             Ok(Some(view)) if view.events > db.len() => Some(JournalLoss {
                 kept: db.len(),
                 known: Some(view.events),
                 detail: format!(
                     "the snapshot {} (status {}) counted {} records, the journal {} holds {}",
-                    snap.display(),
+                    dir.join("snapshot").display(),
                     view.status,
                     view.events,
                     dir.join("db").display(),

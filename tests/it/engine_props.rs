@@ -241,8 +241,17 @@ fn finished(stores: &Recorded, id: &RunId, outcome: &Outcome) -> Result_ {
             );
         }
     }
-    let effects = stores
-        .history
+    let effects = effects(&stores.history).into_iter().collect();
+    Result_ {
+        outcome: kind(outcome),
+        outputs,
+        effects,
+    }
+}
+
+/// The keys of every step body that ran, in order.
+fn effects(history: &History) -> Vec<String> {
+    history
         .lock()
         .expect("history")
         .iter()
@@ -250,12 +259,7 @@ fn finished(stores: &Recorded, id: &RunId, outcome: &Outcome) -> Result_ {
             Entry::Effect(k) => Some(k.clone()),
             Entry::Journaled(_) => None,
         })
-        .collect();
-    Result_ {
-        outcome: kind(outcome),
-        outputs,
-        effects,
-    }
+        .collect()
 }
 
 /// No effect of a step after its success was journaled.
@@ -428,16 +432,7 @@ fn a_failed_item_goes_on_is_skipped_downstream_and_decides_the_outcome() {
             [("s1", 0), ("s1", 2)]
         );
         assert!(failed[0].error.contains("planned failure"), "{failed:?}");
-        let effects: Vec<String> = stores
-            .history
-            .lock()
-            .expect("history")
-            .iter()
-            .filter_map(|e| match e {
-                Entry::Effect(k) => Some(k.clone()),
-                Entry::Journaled(_) => None,
-            })
-            .collect();
+        let effects = effects(&stores.history);
         assert!(effects.contains(&"s2[1]".to_string()), "{effects:?}");
         assert!(
             !effects.iter().any(|k| k == "s2[0]" || k == "s2[2]"),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::cluster_common::{check_pod, preflight, target};
+use super::cluster_common::{check_access, check_pod, target};
 use crate::cli::args::DoctorArgs;
 use crate::cli::{ExitStatus, Globals};
 
@@ -72,10 +72,8 @@ pub async fn run(args: DoctorArgs, globals: &Globals) -> anyhow::Result<ExitStat
 async fn checks(args: &DoctorArgs, globals: &Globals) -> Vec<Check> {
     let mut out = Vec::new();
     // The kubeconfig and the context.
-    let kubeconfig = kube::config::Kubeconfig::read();
-    let contexts: Vec<String> = match &kubeconfig {
-        Ok(k) => {
-            let names: Vec<String> = k.contexts.iter().map(|c| c.name.clone()).collect();
+    let contexts: Vec<String> = match crate::cluster::client::context_names() {
+        Ok(names) => {
             let from = std::env::var("KUBECONFIG").unwrap_or_else(|_| "~/.kube/config".into());
             out.push(check(
                 "kubeconfig",
@@ -96,11 +94,10 @@ async fn checks(args: &DoctorArgs, globals: &Globals) -> Vec<Check> {
             Vec::new()
         }
     };
-    let current = kubeconfig
-        .as_ref()
-        .ok()
-        .and_then(|k| k.current_context.clone());
-    let context = args.context.clone().or(current);
+    let context = args
+        .context
+        .clone()
+        .or_else(crate::project::resources::active_kube_context);
     match &context {
         Some(c) if contexts.contains(c) => out.push(check("context", "ok", c.clone())),
         Some(c) => out.push(
@@ -136,9 +133,9 @@ async fn checks(args: &DoctorArgs, globals: &Globals) -> Vec<Check> {
     let mut client = None;
     if cluster_ok {
         match crate::cluster::client::client(context.as_deref()).await {
-            Ok(c) => match timed(preflight(|| c.apiserver_version())).await {
-                Ok(v) => {
-                    out.push(check("api server", "ok", format!("Kubernetes {}.{}", v.major, v.minor)));
+            Ok(c) => match timed(async { check_access(&c, &namespace).await }).await {
+                Ok(line) => {
+                    out.push(check("api server", "ok", line));
                     client = Some(c);
                 }
                 Err(e) => out.push(

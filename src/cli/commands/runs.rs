@@ -71,7 +71,12 @@ fn prune(dir: &StateDir, globals: &Globals, p: Prune) -> anyhow::Result<ExitStat
         )
         .into());
     }
-    let now = jiff::Timestamp::now();
+    // Runs last active after this are kept (and so are runs whose time cannot be read).
+    let cutoff = p.older_than.map(|age| {
+        jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::try_from(age).unwrap_or(jiff::SignedDuration::MAX))
+            .unwrap_or(jiff::Timestamp::MIN)
+    });
     let mut candidates = Vec::new();
     let mut executing = 0;
     for e in dir.list().map_err(store_error)? {
@@ -91,13 +96,8 @@ fn prune(dir: &StateDir, globals: &Globals, p: Prune) -> anyhow::Result<ExitStat
         let time = |t: Option<&str>| t.and_then(|t| t.parse::<jiff::Timestamp>().ok());
         let started = time(view.as_ref().map(|v| v.started_at.as_str()));
         let updated = time(view.as_ref().map(|v| v.updated_at.as_str())).or(started);
-        if let (Some(age), Some(u)) = (p.older_than, updated) {
-            let cutoff = now
-                .checked_sub(
-                    jiff::SignedDuration::try_from(age).unwrap_or(jiff::SignedDuration::MAX),
-                )
-                .unwrap_or(jiff::Timestamp::MIN);
-            if u > cutoff {
+        if let Some(cutoff) = cutoff {
+            if updated.is_none_or(|u| u > cutoff) {
                 continue;
             }
         }
@@ -106,7 +106,7 @@ fn prune(dir: &StateDir, globals: &Globals, p: Prune) -> anyhow::Result<ExitStat
     // Newest first, so `--keep N` keeps the first N.
     candidates.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
     let keep = p.keep.unwrap_or(0).min(candidates.len());
-    let work = globals.state_dir().join("work");
+    let state_dir = globals.state_dir();
     let mut removed = 0;
     for (_, id, status) in candidates.iter().skip(keep) {
         if p.dry_run {
@@ -116,7 +116,7 @@ fn prune(dir: &StateDir, globals: &Globals, p: Prune) -> anyhow::Result<ExitStat
         }
         match dir.remove_run(id) {
             Ok(()) => {
-                let w = work.join(id);
+                let w = crate::ops::runs::work_dir(&state_dir, id);
                 if let Err(e) = std::fs::remove_dir_all(&w) {
                     if e.kind() != std::io::ErrorKind::NotFound {
                         eprintln!("warning: cannot remove {}: {e}", w.display());
