@@ -10,6 +10,7 @@
 //!   steps, journaling every transition through [`store`] (backed by the `vast-state` crate);
 //! - [`cluster`] talks to Kubernetes and the in-cluster S3; [`ops`] binds the steps of each
 //!   operation to the names used in `workflows/`; [`share`] holds the share providers;
+//! - [`notify`] POSTs campaign events to a webhook (best effort, bounded);
 //! - [`cli`] is the command line (clap types, one file per command, output).
 //!
 //! See `ARCHITECTURE.md` for the invariants.
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod cluster;
 pub mod engine;
 pub mod manifests;
+pub mod notify;
 pub mod ops;
 pub mod pod;
 pub mod project;

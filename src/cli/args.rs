@@ -173,6 +173,11 @@ pub enum ClusterCommand {
     Cleanup(CleanupArgs),
     /// Run the project's scenarios as Kubernetes Jobs (queued by Kueue).
     Run(RunArgs),
+    /// Re-submit the runs of a run that have no verdict (lost) or failed, into the same run.
+    Rerun(RerunArgs),
+    /// Wait for a run to end; the exit code says how (0 all succeeded, 1 some failed or
+    /// lost, 3 timed out, 4 stalled, 2 usage or unknown run).
+    Wait(WaitArgs),
     /// Show the progress of scenario runs.
     Monitor(MonitorArgs),
     /// Delete the Jobs, pods and Kueue workloads of one run or of all runs.
@@ -303,7 +308,63 @@ pub struct RunArgs {
     /// Pass `-t` (log the behaviour tree) to the scenario runner.
     #[arg(short = 't', long)]
     pub log_tree: bool,
+    /// With --follow: download the results when every run has a verdict, then remove the
+    /// remote copy (one resumable campaign).
+    #[arg(long, requires = "follow", conflicts_with = "upload_to_share")]
+    pub download: bool,
+    /// With --download: where results go (default: the project's results directory).
+    #[arg(short, long, requires = "download")]
+    pub output: Option<PathBuf>,
+    /// With --follow: upload the results to the share configured in `.env` (checked before
+    /// any Job is created), then remove the remote copy.
+    #[arg(long, requires = "follow")]
+    pub upload_to_share: bool,
+    /// POST a JSON event to this webhook (ntfy or generic) when the campaign ends, fails or
+    /// stalls [env: VAST_NOTIFY_URL]. Never stored: set VAST_NOTIFY_URL for `vast resume`.
+    #[arg(long, value_name = "URL")]
+    pub notify: Option<String>,
+    /// With a notification URL: a heartbeat event at this interval (e.g. `1h`; default off).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub notify_every: Option<std::time::Duration>,
+    /// With --follow and a notification URL: a `stalled` event when no Job started or finished
+    /// for this long (default 30m).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub stall_timeout: Option<std::time::Duration>,
     /// Kubernetes context (default: the active one).
+    #[arg(short = 'x', long)]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RerunArgs {
+    /// The run whose runs are re-submitted (into the same run and bucket).
+    pub run_id: String,
+    /// Re-submit the runs lost by the infrastructure (the default).
+    #[arg(long)]
+    pub lost: bool,
+    /// Re-submit the runs whose scenario failed.
+    #[arg(long)]
+    pub failed: bool,
+    /// Kubernetes context (default: the run's).
+    #[arg(short = 'x', long)]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// The run to wait for (default: the newest run).
+    #[arg(short = 'i', long)]
+    pub run_id: Option<String>,
+    /// Give up after this long (exit 3), e.g. `2h`, `90m`.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Exit 4 when no Job started or finished for this long (e.g. nothing admitted by Kueue).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub stall_timeout: Option<std::time::Duration>,
+    /// Print the final counts as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+    /// Kubernetes context (default: the run's).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
 }

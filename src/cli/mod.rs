@@ -31,6 +31,10 @@ pub enum ExitStatus {
     Success,
     Failure,
     Usage,
+    /// `wait`: the timeout passed first.
+    Timeout,
+    /// `wait`: no Job started or finished for the stall timeout.
+    Stalled,
     Interrupted,
 }
 
@@ -40,6 +44,8 @@ impl ExitStatus {
             ExitStatus::Success => 0,
             ExitStatus::Failure => 1,
             ExitStatus::Usage => 2,
+            ExitStatus::Timeout => 3,
+            ExitStatus::Stalled => 4,
             ExitStatus::Interrupted => 130,
         }
     }

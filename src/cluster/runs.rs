@@ -28,6 +28,46 @@ pub fn selector(run: Option<&str>) -> String {
     }
 }
 
+/// The pods of Job `job` (label `job-name`), oldest first.
+pub async fn job_pods(
+    client: &Client,
+    namespace: &str,
+    job: &str,
+) -> Result<Vec<Pod>, kube::Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let mut items = pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await?
+        .items;
+    items.sort_by_key(|p| {
+        p.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second())
+    });
+    Ok(items)
+}
+
+/// The last `lines` lines of container `container`'s log in pod `pod`.
+pub async fn log_tail(
+    client: &Client,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    lines: i64,
+) -> Result<String, kube::Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    pods.logs(
+        pod,
+        &kube::api::LogParams {
+            container: Some(container.to_string()),
+            tail_lines: Some(lines),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 /// The `run-id` labels of the scenario Jobs in `namespace`.
 pub async fn run_ids(client: &Client, namespace: &str) -> Result<BTreeSet<String>, kube::Error> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);

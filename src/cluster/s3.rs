@@ -335,6 +335,23 @@ fn request_err(
     }
 }
 
+/// Writes one small object (replacing it).
+pub async fn put_object(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+) -> Result<(), S3Error> {
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(aws_sdk_s3::primitives::ByteStream::from(body))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| request_err(format!("writing s3://{bucket}/{key}"), e))
+}
+
 /// The buckets whose name starts with `prefix`, sorted.
 pub async fn list_buckets(s3: &aws_sdk_s3::Client, prefix: &str) -> Result<Vec<String>, S3Error> {
     let out = s3

@@ -69,6 +69,28 @@ pub fn job_name(run_id: &str, config: &str, run: u32) -> String {
     )
 }
 
+/// The Job of attempt `attempt` (1-based) of the run whose first Job is `base`: `base` itself,
+/// then `base-a<k>` (a [`job_name`] is at most 58 characters, so `-a99` still fits in 63).
+pub fn attempt_job_name(base: &str, attempt: u32) -> String {
+    if attempt <= 1 {
+        base.to_string()
+    } else {
+        format!("{base}-a{attempt}")
+    }
+}
+
+/// The first Job and the attempt number of a Job name ([`attempt_job_name`] reversed).
+pub fn split_attempt(name: &str) -> (&str, u32) {
+    if let Some((base, k)) = name.rsplit_once("-a") {
+        if let Ok(k) = k.parse::<u32>() {
+            if k >= 2 && !k.to_string().starts_with('0') {
+                return (base, k);
+            }
+        }
+    }
+    (name, 1)
+}
+
 /// Full readable name (pod annotation `job-name-full`).
 pub fn job_full_name(run_id: &str, config: &str, run: u32) -> String {
     format!("{run_id}-{}-{run}", config.replace(['/', '_'], "-"))
@@ -252,6 +274,19 @@ pub fn render_job(
         config: name,
         message: e.to_string(),
     })
+}
+
+/// MERGE-SHIM: replaced by the manifests branch.
+pub fn render_job_attempt(
+    ctx: &JobContext<'_>,
+    config: &Configuration,
+    run: u32,
+    attempt: u32,
+) -> Result<Job, ManifestError> {
+    let mut j = render_job(ctx, config, run)?;
+    let base = job_name(ctx.run_id, &config.name, run);
+    j.metadata.name = Some(attempt_job_name(&base, attempt));
+    Ok(j)
 }
 
 /// All Jobs of a run, run-number-major (every config for run 0, then run 1, …).

@@ -29,6 +29,9 @@ pub const CLUSTER_OPERATIONS: &[&str] = &[
     "download-cleanup",
     "remote-compress",
     "upload-to-share",
+    "campaign",
+    "campaign-share",
+    "rerun",
 ];
 
 /// The [`ClusterEnv`] of a run of a cluster operation, from its `context` and `namespace`

@@ -5,8 +5,10 @@
 //! the resources a run's steps get ([`resources_for`]).
 
 pub mod base;
+pub mod campaign;
 pub mod cleanup;
 pub mod download;
+pub mod evidence;
 pub mod results;
 pub mod run;
 pub mod runs;
@@ -45,6 +47,15 @@ pub const WORKFLOWS: &[(&str, &str)] = &[
         "upload-to-share.yaml",
         include_str!("../../workflows/upload-to-share.yaml"),
     ),
+    (
+        "campaign.yaml",
+        include_str!("../../workflows/campaign.yaml"),
+    ),
+    (
+        "campaign-share.yaml",
+        include_str!("../../workflows/campaign-share.yaml"),
+    ),
+    ("rerun.yaml", include_str!("../../workflows/rerun.yaml")),
 ];
 
 pub use base::CLUSTER_OPERATIONS;
@@ -71,7 +82,12 @@ pub async fn resources_for(
     r.insert(results::Display(crate::results::progress::Mode::detect(
         verbose,
     )));
-    if operation == "upload-to-share" {
+    if matches!(operation, "run" | "campaign" | "campaign-share") {
+        // The webhook is never a parameter: read again from the environment on resume (the
+        // command may replace it with `--notify`).
+        r.insert(run::Notifier(crate::notify::url_from(None)?));
+    }
+    if operation == "upload-to-share" || operation == "campaign-share" {
         let dir = |k: &str| {
             params
                 .get(k)
@@ -96,6 +112,7 @@ pub fn registry() -> Registry {
     setup::register(&mut r);
     cleanup::register(&mut r);
     run::register(&mut r);
+    campaign::register(&mut r);
     results::register(&mut r);
     download::register(&mut r);
     share::register(&mut r);

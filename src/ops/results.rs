@@ -233,7 +233,18 @@ fn plugin_scripts(cx: &StepContext) -> Result<Vec<(String, String)>, StepError> 
 
 /// The runs, from the parameters (chosen by the command before the run started).
 async fn plan(cx: &StepContext) -> Result<Value, StepError> {
-    let runs: Vec<PlanItem> = cx.param("runs")?.unwrap_or_default();
+    let runs: Vec<PlanItem> = match cx.param::<Vec<PlanItem>>("runs") {
+        Ok(Some(r)) => r,
+        // A campaign takes the results of its own run (its parameter `runs` is a count).
+        _ if cx.param::<bool>("campaign")?.unwrap_or(false) => {
+            let id = cx.run_id().as_str().to_string();
+            vec![PlanItem {
+                bucket: super::run::bucket(&id),
+                run: id,
+            }]
+        }
+        _ => Vec::new(),
+    };
     Ok(serde_json::to_value(runs).unwrap_or_default())
 }
 

@@ -28,7 +28,9 @@ use crate::cluster::s3;
 use crate::engine::retry::FailureBudget;
 use crate::engine::{Registry, StepContext, StepError};
 use crate::manifests::cluster_config::cluster_config;
-use crate::manifests::job::{job_name, label_safe, render_job, JobContext};
+use crate::manifests::job::{
+    job_name, label_safe, render_job, render_job_attempt, split_attempt, JobContext,
+};
 use crate::project::configs::Configuration;
 use crate::project::template::{self, Mode};
 use crate::project::vast_file::VastFile;
@@ -62,7 +64,7 @@ pub struct Loaded {
     pub runs: u32,
 }
 
-async fn project(cx: &StepContext) -> Result<Arc<Loaded>, StepError> {
+pub async fn project(cx: &StepContext) -> Result<Arc<Loaded>, StepError> {
     let cache = cx.resource::<ProjectCache>()?;
     cache
         .0
@@ -99,7 +101,7 @@ async fn project(cx: &StepContext) -> Result<Arc<Loaded>, StepError> {
         .cloned()
 }
 
-fn state_dir(cx: &StepContext) -> Result<PathBuf, StepError> {
+pub fn state_dir(cx: &StepContext) -> Result<PathBuf, StepError> {
     cx.param::<String>("state_dir")?
         .map(PathBuf::from)
         .ok_or_else(|| StepError::permanent("parameter 'state_dir' is missing"))
@@ -361,12 +363,18 @@ const WATCH_MAX_ERRORS: u32 = 30;
 /// ... or the time over which they may spread.
 const WATCH_MAX_ERROR_TIME: Duration = Duration::from_secs(10 * 60);
 
-/// `--follow`: watches the run's Jobs until every one finished (or vanished), recording each
-/// outcome in the run's record as it is seen, so Jobs deleted by `ttlSecondsAfterFinished`
-/// stay counted and a 404 is never an error; prints the statistics block; then deletes the
-/// run's Jobs and pods. Watch errors are bounded by a [`FailureBudget`] that only progress
-/// resets (an event of a live watch, or a change in the Jobs known: listed, unfinished,
-/// present, outcomes), never the watcher's `Init` before a re-list.
+/// `--follow`: watches the run's Jobs until every run has a verdict, recording each outcome
+/// in the run's record as it is seen, so Jobs deleted by `ttlSecondsAfterFinished` stay
+/// counted and a 404 is never an error. A Job that ends `failed` or `lost` leaves its
+/// evidence in the bucket ([`super::evidence`]); a run whose latest attempt is `lost`
+/// (including a Job that vanished unobserved) is re-submitted as its next attempt, up to
+/// `execution.retries` times ([`resubmit`]: the attempt is written to the record before its
+/// Job is created, and a 409 is adoption, so a crash anywhere repeats nothing). Prints the
+/// statistics block, then deletes the run's Jobs and pods. Watch errors are bounded by a
+/// [`FailureBudget`] that only progress resets (an event of a live watch, or a change in the
+/// Jobs known: listed, unfinished, present, outcomes), never the watcher's `Init` before a
+/// re-list. With a notifier, a heartbeat every `notify_every_s` and a `stalled` event when no
+/// Job started or finished for `stall_timeout_s`.
 async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     let jobs: Vec<Value> = cx.output("create-job")?;
     tracing::info!("All {} jobs created. Starting execution...", jobs.len());
@@ -388,6 +396,12 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     if !cx.param::<bool>("follow")?.unwrap_or(false) {
         return Ok(json!({"detached": true}));
     }
+    let p = project(cx).await?;
+    let retries: u32 = 2; // MERGE: p.vast.execution.retries
+    let index = job_index(cx.run_id().as_str(), &p);
+    if record.jobs.is_empty() {
+        record.jobs = index.keys().cloned().collect();
+    }
     use futures::StreamExt;
     use kube::runtime::{watcher, WatchStreamExt};
     let tick = Duration::from_millis(cx.param::<u64>("poll_ms")?.unwrap_or(1000).max(10));
@@ -396,7 +410,7 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     // One list, then a watch (re-listed by kube-runtime after a 410), instead of listing
     // every Job every second: the API server's load does not grow with polling.
     let stream = watcher(
-        jobs,
+        jobs.clone(),
         watcher::Config::default().labels(&crate::cluster::runs::selector(Some(&run_id))),
     )
     .default_backoff();
@@ -406,24 +420,44 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     let mut last_save = std::time::Instant::now();
     let mut dirty = false;
     let mut ticker = tokio::time::interval(tick);
+    let mut pulse = Pulse::new(cx)?;
+    // Jobs whose failure or loss was just recorded: evidence, then maybe a re-submission.
+    let mut ended: Vec<Job> = Vec::new();
+    let mut s3c: Option<(crate::cluster::portforward::PortForward, aws_sdk_s3::Client)> = None;
     // Errors since the last progress: kube-runtime re-lists after an error and announces it
     // with an `Init` event, so an API server that fails every list yields Init, error, Init,
     // error, ... Only a change in what is known resets the budget, never a re-list as such.
     let mut budget = FailureBudget::new(WATCH_MAX_ERRORS, WATCH_MAX_ERROR_TIME);
     let unknown = loop {
         let before = w.known(&record);
+        let mut seen = |w: &mut Watch, record: &mut RunRecord, j: &Job| {
+            if w.seen(record, j) {
+                let bad = j
+                    .metadata
+                    .name
+                    .as_ref()
+                    .and_then(|n| record.finished.get(n))
+                    .is_some_and(|r| r.outcome != runs::JobOutcome::Succeeded);
+                if bad {
+                    ended.push(j.clone());
+                }
+                true
+            } else {
+                false
+            }
+        };
         tokio::select! {
             ev = stream.next() => match ev {
                 Some(Ok(watcher::Event::Init)) => {
                     w.relist = Some(Default::default());
                 }
                 Some(Ok(watcher::Event::InitApply(j))) => {
-                    dirty |= w.seen(&mut record, &j);
+                    dirty |= seen(&mut w, &mut record, &j);
                 }
                 Some(Ok(watcher::Event::Apply(j))) => {
                     // An event of a live watch: the watch works.
                     budget.progress();
-                    dirty |= w.seen(&mut record, &j);
+                    dirty |= seen(&mut w, &mut record, &j);
                 }
                 Some(Ok(watcher::Event::InitDone)) => {
                     if let Some(names) = w.relist.take() {
@@ -434,7 +468,7 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
                 }
                 Some(Ok(watcher::Event::Delete(j))) => {
                     budget.progress();
-                    dirty |= w.seen(&mut record, &j);
+                    dirty |= seen(&mut w, &mut record, &j);
                     if let Some(n) = &j.metadata.name {
                         w.deleted(n);
                     }
@@ -474,18 +508,88 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
         if w.known(&record) != before {
             budget.progress();
         }
-        let Some((open, vanished)) = w.counts(&record) else {
+        for j in std::mem::take(&mut ended) {
+            let Some(name) = j.metadata.name.clone() else {
+                continue;
+            };
+            let mut rec = match record.finished.get(&name) {
+                Some(r) => r.clone(),
+                None => continue,
+            };
+            if let Some((key, text)) =
+                super::evidence::gather(&e.client, &e.namespace, &j, &mut rec).await
+            {
+                if s3c.is_none() {
+                    match super::results::s3_client(cx).await {
+                        Ok(c) => s3c = Some(c),
+                        Err(err) => {
+                            tracing::warn!("failure evidence of '{name}' not stored: {err}")
+                        }
+                    }
+                }
+                if let Some((_, c)) = &s3c {
+                    super::evidence::store(c, &bucket(&run_id), key, text, &mut rec).await;
+                }
+            }
+            match &rec.outcome {
+                runs::JobOutcome::Lost => tracing::warn!(
+                    "Job {name} lost: {}",
+                    rec.reason.as_deref().unwrap_or("unknown")
+                ),
+                _ => tracing::info!(
+                    "Job {name} failed: {}",
+                    rec.reason.as_deref().unwrap_or("unknown")
+                ),
+            }
+            let lost = rec.outcome == runs::JobOutcome::Lost;
+            record.finished.insert(name.clone(), rec);
+            dirty = true;
+            if lost {
+                let (base, k) = split_attempt(&name);
+                if record.attempt_of(base) == k && k <= retries {
+                    let base = base.to_string();
+                    let created =
+                        resubmit(cx, &run_id, &e, &p, &index, &mut record, &sd, &base, k + 1)
+                            .await?;
+                    w.present.insert(created.clone());
+                    w.open.insert(created);
+                }
+            }
+        }
+        let Some((open, _)) = w.counts(&record) else {
             continue;
         };
         let total = record.jobs.len();
         cx.progress((total - open.min(total)) as u64, total as u64);
+        pulse.beat(&record, &w).await;
         if dirty && (open == 0 || last_save.elapsed() >= Duration::from_secs(2)) {
             record.save(&sd)?;
             last_save = std::time::Instant::now();
             dirty = false;
         }
-        if open == 0 {
-            break vanished;
+        if open == 0 && ended.is_empty() {
+            // Runs whose latest Job vanished without an observed outcome have no verdict.
+            let gone = w.vanished(&record);
+            let mut again = false;
+            for (base, latest) in &gone {
+                let mut r = runs::JobRecord::new(runs::JobOutcome::Lost);
+                r.reason = Some("vanished before its outcome was observed".into());
+                record.record(latest, r);
+                let k = record.attempt_of(base);
+                if k <= retries {
+                    let created =
+                        resubmit(cx, &run_id, &e, &p, &index, &mut record, &sd, base, k + 1)
+                            .await?;
+                    w.present.insert(created.clone());
+                    w.open.insert(created);
+                    again = true;
+                }
+            }
+            record.save(&sd)?;
+            if !again {
+                break gone.len();
+            }
+            continue;
         }
         if open != last_remaining {
             tracing::info!("Waiting for {open} out of {total} jobs to finish...");
@@ -506,3 +610,160 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     println!("{}", render_stats(&stats));
     serde_json::to_value(&stats).map_err(|err| StepError::permanent(err.to_string()))
 }
+
+/// Every first Job name of the run → (configuration index, run number).
+pub fn job_index(run_id: &str, p: &Loaded) -> std::collections::BTreeMap<String, (usize, u32)> {
+    let mut out = std::collections::BTreeMap::new();
+    for r in 0..p.runs {
+        for (c, conf) in p.configs.iter().enumerate() {
+            out.insert(job_name(run_id, &conf.name, r), (c, r));
+        }
+    }
+    out
+}
+
+/// Re-submits the run whose first Job is `base` as attempt `attempt`: the attempt is written
+/// to the record first, then its Job is created (a 409 for a Job of this run is adoption).
+/// Returns the new Job's name.
+#[allow(clippy::too_many_arguments)]
+pub async fn resubmit(
+    cx: &StepContext,
+    run_id: &str,
+    e: &super::base::ClusterEnv,
+    p: &Loaded,
+    index: &std::collections::BTreeMap<String, (usize, u32)>,
+    record: &mut RunRecord,
+    sd: &Path,
+    base: &str,
+    attempt: u32,
+) -> Result<String, StepError> {
+    let (c, r) = *index.get(base).ok_or_else(|| {
+        StepError::permanent(format!("Job '{base}' is not a run of this project"))
+    })?;
+    let cur = record.attempt_of(base);
+    if cur < attempt {
+        record.attempts.insert(base.to_string(), attempt);
+        record.save(sd)?;
+    }
+    let name = runs::attempt_name(base, attempt);
+    let conf = p
+        .configs
+        .get(c)
+        .ok_or_else(|| StepError::permanent(format!("no configuration #{c} in the plan")))?;
+    let ctx = JobContext {
+        run_id,
+        namespace: &e.namespace,
+        execution: &p.vast.execution,
+        context: e.context.as_deref(),
+        total_jobs: p.configs.len() * p.runs as usize,
+        log_tree: cx.param::<bool>("log_tree")?.unwrap_or(false),
+    };
+    let job = render_job_attempt(&ctx, conf, r, attempt)
+        .map_err(|err| StepError::permanent(err.to_string()))?;
+    let jobs: Api<Job> = Api::namespaced(e.client.clone(), &e.namespace);
+    match jobs.create(&PostParams::default(), &job).await {
+        Ok(_) => {}
+        Err(err) if crate::cluster::error::is_already_exists(&err) => {
+            adopt(&jobs, &name, run_id).await?;
+        }
+        Err(err) => return Err(kube_err(format!("creating Job '{name}'"), &err)),
+    }
+    tracing::info!("Re-submitted {base} as attempt {attempt} ({name}).");
+    Ok(name)
+}
+
+/// Heartbeats and stall events of a followed run (a notifier resource and the run's
+/// `notify_every_s` / `stall_timeout_s` parameters).
+struct Pulse {
+    url: Option<String>,
+    run_id: String,
+    every: Option<Duration>,
+    stall: Option<Duration>,
+    last_beat: std::time::Instant,
+    last_change: std::time::Instant,
+    last_seen: (usize, usize),
+    stalled: bool,
+}
+
+impl Pulse {
+    fn new(cx: &StepContext) -> Result<Self, StepError> {
+        let url = cx.resource::<Notifier>().ok().and_then(|n| n.0.clone());
+        let secs = |k: &str| -> Result<Option<Duration>, StepError> {
+            Ok(cx
+                .param::<u64>(k)?
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs))
+        };
+        Ok(Pulse {
+            url,
+            run_id: cx.run_id().as_str().to_string(),
+            every: secs("notify_every_s")?,
+            stall: secs("stall_timeout_s")?,
+            last_beat: std::time::Instant::now(),
+            last_change: std::time::Instant::now(),
+            last_seen: (0, 0),
+            stalled: false,
+        })
+    }
+
+    async fn beat(&mut self, record: &RunRecord, w: &Watch) {
+        let Some(url) = self.url.clone() else {
+            return;
+        };
+        let now = (w.running.len(), record.finished.len());
+        if now != self.last_seen {
+            self.last_seen = now;
+            self.last_change = std::time::Instant::now();
+            self.stalled = false;
+        }
+        let counts = counts(record, w);
+        if let Some(stall) = self.stall {
+            if !self.stalled && self.last_change.elapsed() >= stall {
+                self.stalled = true;
+                let ev = crate::notify::Event::new(
+                    crate::notify::EventKind::Stalled,
+                    &self.run_id,
+                    "stalled",
+                    counts,
+                    format!("no Job started or finished for {} s", stall.as_secs()),
+                );
+                tokio::spawn(async move { crate::notify::send(&url, &ev).await });
+                return;
+            }
+        }
+        if let Some(every) = self.every {
+            if self.last_beat.elapsed() >= every {
+                self.last_beat = std::time::Instant::now();
+                let ev = crate::notify::Event::new(
+                    crate::notify::EventKind::Heartbeat,
+                    &self.run_id,
+                    "running",
+                    counts,
+                    format!(
+                        "{} of {} runs have a verdict",
+                        counts.succeeded + counts.failed + counts.lost,
+                        counts.total
+                    ),
+                );
+                tokio::spawn(async move { crate::notify::send(&url, &ev).await });
+            }
+        }
+    }
+}
+
+/// The notification counts of a run.
+pub fn counts(record: &RunRecord, w: &Watch) -> crate::notify::Counts {
+    let v = record.verdicts();
+    crate::notify::Counts {
+        total: record.jobs.len(),
+        succeeded: v.succeeded,
+        failed: v.failed,
+        lost: v.lost,
+        running: w.running.len(),
+    }
+}
+
+/// The campaign's webhook (never persisted: read from `--notify` or `VAST_NOTIFY_URL` when
+/// the run starts or resumes).
+#[derive(Debug, Clone, Default)]
+pub struct Notifier(pub Option<String>);

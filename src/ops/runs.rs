@@ -13,12 +13,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::results::io::PathError;
 
-/// How a Job ended, as observed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How a Job ended, as observed: the run's verdict (`succeeded`, `failed`: the scenario
+/// itself failed) or no verdict at all (`lost`: the infrastructure lost it: preempted,
+/// evicted, OOMKilled, deadline exceeded, never started, vanished unobserved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobOutcome {
     Succeeded,
     Failed,
+    Lost,
+}
+
+impl JobOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Succeeded => "succeeded",
+            JobOutcome::Failed => "failed",
+            JobOutcome::Lost => "lost",
+        }
+    }
 }
 
 /// One finished Job as observed (times in Unix seconds).
@@ -29,6 +42,35 @@ pub struct JobRecord {
     pub start: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<i64>,
+    /// Why it failed or was lost (`exit code 3`, `OOMKilled`, `preempted`, `deadline
+    /// exceeded`, `vanished before its outcome was observed`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The scenario container's exit code, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Where the failure evidence (reason, exit code, log tails) was stored: a key of the
+    /// run's bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
+}
+
+impl JobRecord {
+    pub fn new(outcome: JobOutcome) -> Self {
+        JobRecord {
+            outcome,
+            start: None,
+            end: None,
+            reason: None,
+            exit_code: None,
+            evidence: None,
+        }
+    }
+}
+
+/// The name of attempt `attempt` (1-based) of the run whose first Job is `base`.
+pub fn attempt_name(base: &str, attempt: u32) -> String {
+    crate::manifests::job::attempt_job_name(base, attempt)
 }
 
 /// What vast knows of a run's Jobs, kept in `<state dir>/work/<run-id>/record.json` (replaced
@@ -41,14 +83,30 @@ pub struct RunRecord {
     #[serde(default)]
     pub context: Option<String>,
     pub namespace: String,
-    /// Every Job name of the run.
+    /// The first Job name of every scenario run (configuration × run number).
     pub jobs: Vec<String>,
     /// Set once every Job exists in the cluster.
     #[serde(default)]
     pub submitted: bool,
-    /// Final outcomes observed, by Job name.
+    /// Final outcomes observed, by Job name (every attempt's).
     #[serde(default)]
     pub finished: BTreeMap<String, JobRecord>,
+    /// Runs re-submitted: first Job name → the latest attempt number (≥ 2). The Job of
+    /// attempt k is [`attempt_name`]`(first, k)`; every attempt's outcome stays in `finished`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attempts: BTreeMap<String, u32>,
+}
+
+/// Per-class counts of a run's verdicts (the latest attempt of each scenario run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Verdicts {
+    pub succeeded: usize,
+    pub failed: usize,
+    pub lost: usize,
+    /// No outcome observed yet (running, pending, or vanished unobserved).
+    pub open: usize,
+    /// Attempts re-submitted (all runs).
+    pub resubmitted: usize,
 }
 
 /// The work directory of run `id` under the state directory.
@@ -61,6 +119,56 @@ fn record_path(state_dir: &Path, id: &str) -> PathBuf {
 }
 
 impl RunRecord {
+    /// The latest attempt number of the run whose first Job is `base`.
+    pub fn attempt_of(&self, base: &str) -> u32 {
+        self.attempts.get(base).copied().unwrap_or(1)
+    }
+
+    /// The Job of the latest attempt of the run whose first Job is `base`.
+    pub fn latest(&self, base: &str) -> String {
+        attempt_name(base, self.attempt_of(base))
+    }
+
+    /// Every run's latest Job name with its outcome, if one was observed.
+    pub fn latest_outcomes(&self) -> impl Iterator<Item = (&str, String, Option<&JobRecord>)> {
+        self.jobs.iter().map(move |b| {
+            let latest = self.latest(b);
+            let rec = self.finished.get(&latest);
+            (b.as_str(), latest, rec)
+        })
+    }
+
+    /// Counts of the runs' verdicts.
+    pub fn verdicts(&self) -> Verdicts {
+        let mut v = Verdicts {
+            resubmitted: self
+                .attempts
+                .values()
+                .map(|k| (*k as usize).saturating_sub(1))
+                .sum(),
+            ..Default::default()
+        };
+        for (_, _, r) in self.latest_outcomes() {
+            match r.map(|r| r.outcome) {
+                Some(JobOutcome::Succeeded) => v.succeeded += 1,
+                Some(JobOutcome::Failed) => v.failed += 1,
+                Some(JobOutcome::Lost) => v.lost += 1,
+                None => v.open += 1,
+            }
+        }
+        v
+    }
+
+    /// Records the outcome `r` of Job `name` unless one was recorded; returns whether the
+    /// record changed.
+    pub fn record(&mut self, name: &str, r: JobRecord) -> bool {
+        if self.finished.contains_key(name) {
+            return false;
+        }
+        self.finished.insert(name.to_string(), r);
+        true
+    }
+
     /// Records the outcome of `j` if it finished and none was recorded yet; returns whether
     /// the record changed (outcomes, once seen, never change).
     pub fn observe(&mut self, j: &Job) -> bool {
@@ -125,6 +233,10 @@ impl RunRecord {
             if merged.jobs.is_empty() {
                 merged.jobs = old.jobs;
             }
+            for (k, v) in old.attempts {
+                let e = merged.attempts.entry(k).or_insert(v);
+                *e = (*e).max(v);
+            }
         }
         let dir = work_dir(state_dir, &self.run_id);
         std::fs::create_dir_all(&dir).map_err(|e| PathError::new("create", &dir, e))?;
@@ -148,35 +260,99 @@ pub enum JobState {
 
 /// Classifies a Job: finished when it has a `Complete` or `Failed` condition (or
 /// succeeded ≥ 1); running when a pod is active; else pending (also suspended by Kueue).
+/// `Failed` is any end without success: [`job_record`] tells a scenario failure from a loss.
 pub fn job_state(j: &Job) -> JobState {
     let Some(s) = &j.status else {
         return JobState::Pending;
     };
-    let cond = |t: &str| {
-        s.conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == t && c.status == "True")
-    };
-    if s.succeeded.unwrap_or(0) >= 1 || cond("Complete") {
+    if s.succeeded.unwrap_or(0) >= 1 || condition(j, "Complete").is_some() {
         JobState::Succeeded
-    } else if cond("Failed") {
+    } else if condition(j, "Failed").is_some() {
         JobState::Failed
     } else if s.active.unwrap_or(0) >= 1 {
         JobState::Running
-    } else if s.failed.unwrap_or(0) >= 1 && j.spec.as_ref().and_then(|s| s.backoff_limit) == Some(0)
-    {
+    } else if s.failed.unwrap_or(0) >= 1 && legacy(j) {
         JobState::Failed
     } else {
         JobState::Pending
     }
 }
 
-/// The final record of a finished Job (None while it runs).
+/// The Job's condition `t` when it is True.
+fn condition<'a>(j: &'a Job, t: &str) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    j.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == t && c.status == "True")
+}
+
+/// A Job of before the pod failure policy (`backoffLimit: 0`, none): any failed pod is the
+/// scenario's failure, as upstream counts it.
+fn legacy(j: &Job) -> bool {
+    j.spec
+        .as_ref()
+        .map(|s| s.backoff_limit == Some(0) && s.pod_failure_policy.is_none())
+        .unwrap_or(false)
+}
+
+/// The exit code in a `PodFailurePolicy` condition message ("... failed with exit code 3
+/// matching FailJob rule at index 1").
+fn exit_code_in(message: &str) -> Option<i32> {
+    let rest = &message[message.find("exit code ")? + "exit code ".len()..];
+    let digits: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '-')
+        .collect();
+    digits.parse().ok()
+}
+
+/// The final record of a finished Job (None while it runs), classified from the Job alone:
+/// `Complete` is `succeeded`; `Failed` by the pod failure policy (a scenario exit code) is
+/// `failed`; `DeadlineExceeded`, `BackoffLimitExceeded` (infrastructure failures the policy
+/// counts: OOMKilled, SIGTERM, init trouble) and anything else are `lost`. Legacy Jobs
+/// (`backoffLimit: 0`, no policy) count every failure as `failed`. [`refine`] adds what
+/// the pods tell.
 pub fn job_record(j: &Job) -> Option<JobRecord> {
-    let outcome = match job_state(j) {
-        JobState::Succeeded => JobOutcome::Succeeded,
-        JobState::Failed => JobOutcome::Failed,
+    let (outcome, reason, exit_code) = match job_state(j) {
+        JobState::Succeeded => (JobOutcome::Succeeded, None, None),
+        JobState::Failed => {
+            let c = condition(j, "Failed");
+            let why = c.and_then(|c| c.reason.clone()).unwrap_or_default();
+            let msg = c.and_then(|c| c.message.clone()).unwrap_or_default();
+            match why.as_str() {
+                "PodFailurePolicy" => {
+                    let code = exit_code_in(&msg);
+                    let reason = match code {
+                        Some(n) => format!("exit code {n}"),
+                        None => msg.clone(),
+                    };
+                    (JobOutcome::Failed, Some(reason), code)
+                }
+                _ if legacy(j) => (
+                    JobOutcome::Failed,
+                    Some(if why.is_empty() { "failed".into() } else { why }),
+                    None,
+                ),
+                "DeadlineExceeded" => (
+                    JobOutcome::Lost,
+                    Some("deadline exceeded".to_string()),
+                    None,
+                ),
+                "BackoffLimitExceeded" => (
+                    JobOutcome::Lost,
+                    Some("infrastructure failures exceeded the backoff limit".to_string()),
+                    None,
+                ),
+                "" => (
+                    JobOutcome::Lost,
+                    Some("failed without a reason".to_string()),
+                    None,
+                ),
+                other => (JobOutcome::Lost, Some(other.to_string()), None),
+            }
+        }
         _ => return None,
     };
     let s = j.status.as_ref()?;
@@ -194,47 +370,155 @@ pub fn job_record(j: &Job) -> Option<JobRecord> {
         outcome,
         start: secs(&s.start_time),
         end,
+        reason,
+        exit_code,
+        evidence: None,
     })
+}
+
+/// What a failed pod says about why it ended: (reason, exit code of the scenario
+/// container, the pod was disrupted).
+pub fn pod_failure(pod: &k8s_openapi::api::core::v1::Pod) -> (Option<String>, Option<i32>, bool) {
+    let Some(st) = &pod.status else {
+        return (None, None, false);
+    };
+    let disrupted = st
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "DisruptionTarget" && c.status == "True");
+    if let Some(c) = disrupted {
+        let why = match c.reason.as_deref() {
+            Some("PreemptionByScheduler") | Some("PreemptionByKubeScheduler") => "preempted",
+            Some("TerminationByKubelet") => "preempted (node shutdown)",
+            Some("EvictionByEvictionAPI") => "evicted",
+            Some("DeletionByTaintManager") => "evicted (node taint)",
+            Some("DeletionByPodGC") => "node lost",
+            _ => "disrupted",
+        };
+        return (Some(why.to_string()), None, true);
+    }
+    if st.reason.as_deref() == Some("Evicted") {
+        return (Some("evicted".to_string()), None, true);
+    }
+    let terminated = |cs: &Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
+        cs.iter()
+            .flatten()
+            .filter_map(|c| {
+                let t = c.state.as_ref()?.terminated.as_ref()?;
+                (t.exit_code != 0).then(|| (c.name.clone(), t.exit_code, t.reason.clone()))
+            })
+            .collect::<Vec<_>>()
+    };
+    let main = terminated(&st.container_statuses);
+    let init = terminated(&st.init_container_statuses);
+    if let Some((_, code, reason)) = main.first() {
+        let r = match reason.as_deref() {
+            Some("OOMKilled") => "OOMKilled".to_string(),
+            _ => format!("exit code {code}"),
+        };
+        return (Some(r), Some(*code), false);
+    }
+    if let Some((name, code, _)) = init.first() {
+        return (
+            Some(format!(
+                "init container {name} failed with exit code {code}"
+            )),
+            None,
+            false,
+        );
+    }
+    (st.reason.clone(), None, false)
+}
+
+/// Refines a `lost` record with what the Job's last failed pod says (OOMKilled, preempted,
+/// an init container that failed).
+pub fn refine(r: &mut JobRecord, pods: &[k8s_openapi::api::core::v1::Pod]) {
+    let last = pods
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"))
+        .max_by_key(|p| {
+            p.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second())
+        });
+    let Some(pod) = last else {
+        if r.outcome == JobOutcome::Lost && r.reason.as_deref() == Some("deadline exceeded") {
+            r.reason = Some("deadline exceeded (never started)".into());
+        }
+        return;
+    };
+    let (reason, code, _) = pod_failure(pod);
+    if r.exit_code.is_none() {
+        r.exit_code = code;
+    }
+    if r.outcome == JobOutcome::Lost {
+        if let Some(why) = reason {
+            r.reason = Some(match r.reason.as_deref() {
+                Some("deadline exceeded") => format!("deadline exceeded ({why})"),
+                _ => why,
+            });
+        }
+    }
 }
 
 /// Statistics of a followed run (also the step's output).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunStats {
+    /// Scenario runs (configurations × runs).
     pub total: usize,
     pub succeeded: usize,
+    /// The scenario failed (its own exit code).
     pub failed: usize,
-    /// Jobs deleted before their outcome was observed.
+    /// No verdict: lost by the infrastructure, after every re-submission.
+    #[serde(default)]
+    pub lost: usize,
+    /// Jobs deleted before their outcome was observed (counted in `lost` too).
     pub unknown: usize,
+    /// Attempts re-submitted because the previous one was lost.
+    #[serde(default)]
+    pub resubmitted: usize,
     pub duration_s: f64,
     pub durations: Vec<(String, i64)>,
     pub failed_jobs: Vec<String>,
+    /// Lost runs' latest Jobs with their reasons.
+    #[serde(default)]
+    pub lost_jobs: Vec<(String, String)>,
 }
 
 pub fn stats_of(record: &RunRecord, unknown: usize, elapsed: f64) -> RunStats {
     let mut durations: Vec<(String, i64)> = record
-        .finished
-        .iter()
-        .filter_map(|(n, r)| Some((n.clone(), r.end? - r.start?)))
+        .latest_outcomes()
+        .filter_map(|(_, n, r)| {
+            let r = r?;
+            Some((n, r.end? - r.start?))
+        })
         .collect();
     durations.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
-    let failed_jobs: Vec<String> = record
-        .finished
-        .iter()
-        .filter(|(_, r)| r.outcome == JobOutcome::Failed)
-        .map(|(n, _)| n.clone())
-        .collect();
+    let mut failed_jobs = Vec::new();
+    let mut lost_jobs = Vec::new();
+    for (_, n, r) in record.latest_outcomes() {
+        match r {
+            Some(r) if r.outcome == JobOutcome::Failed => failed_jobs.push(n),
+            Some(r) if r.outcome == JobOutcome::Lost => {
+                lost_jobs.push((n, r.reason.clone().unwrap_or_else(|| "unknown".into())))
+            }
+            _ => {}
+        }
+    }
+    let v = record.verdicts();
     RunStats {
         total: record.jobs.len(),
-        succeeded: record
-            .finished
-            .values()
-            .filter(|r| r.outcome == JobOutcome::Succeeded)
-            .count(),
-        failed: failed_jobs.len(),
+        succeeded: v.succeeded,
+        failed: v.failed,
+        lost: v.lost,
         unknown,
+        resubmitted: v.resubmitted,
         duration_s: elapsed,
         durations,
         failed_jobs,
+        lost_jobs,
     }
 }
 
@@ -245,6 +529,9 @@ pub fn render_stats(s: &RunStats) -> String {
         "{line}\nRUN STATISTICS\n{line}\nTotal duration: {:.1} s\nJobs: {} total, {} succeeded, {} failed",
         s.duration_s, s.total, s.succeeded, s.failed
     );
+    if s.lost > 0 {
+        out.push_str(&format!(", {} lost", s.lost));
+    }
     if s.unknown > 0 {
         out.push_str(&format!(
             ", {} unknown (deleted before their outcome was seen)",
@@ -252,6 +539,12 @@ pub fn render_stats(s: &RunStats) -> String {
         ));
     }
     out.push('\n');
+    if s.resubmitted > 0 {
+        out.push_str(&format!(
+            "Re-submitted: {} attempt(s) of runs lost by the infrastructure\n",
+            s.resubmitted
+        ));
+    }
     if !s.durations.is_empty() {
         let d: Vec<i64> = s.durations.iter().map(|x| x.1).collect();
         let avg = d.iter().sum::<i64>() as f64 / d.len() as f64;
@@ -278,6 +571,15 @@ pub fn render_stats(s: &RunStats) -> String {
             out.push_str(&format!("  ... and {} more\n", s.failed_jobs.len() - 10));
         }
     }
+    if !s.lost_jobs.is_empty() {
+        out.push_str("Lost jobs (no verdict; `vast execution cluster rerun` re-submits them):\n");
+        for (n, why) in s.lost_jobs.iter().take(10) {
+            out.push_str(&format!("  - {n}: {why}\n"));
+        }
+        if s.lost_jobs.len() > 10 {
+            out.push_str(&format!("  ... and {} more\n", s.lost_jobs.len() - 10));
+        }
+    }
     out.push_str(&line);
     out
 }
@@ -287,6 +589,8 @@ pub fn render_stats(s: &RunStats) -> String {
 pub struct Watch {
     /// Jobs currently in the cluster and not finished.
     pub open: std::collections::BTreeSet<String>,
+    /// Jobs with an active pod.
+    pub running: std::collections::BTreeSet<String>,
     /// Jobs in the cluster (any state), as of the last complete list and the events since.
     pub present: std::collections::BTreeSet<String>,
     /// The first complete list arrived.
@@ -305,7 +609,13 @@ impl Watch {
             r.insert(name.clone());
         }
         self.present.insert(name.clone());
-        match job_state(j) {
+        let state = job_state(j);
+        if state == JobState::Running {
+            self.running.insert(name.clone());
+        } else {
+            self.running.remove(&name);
+        }
+        match state {
             JobState::Succeeded | JobState::Failed => {
                 self.open.remove(&name);
                 record.observe(j)
@@ -328,6 +638,7 @@ impl Watch {
     }
 
     pub fn deleted(&mut self, name: &str) {
+        self.running.remove(name);
         self.open.remove(name);
         self.present.remove(name);
     }
@@ -337,12 +648,18 @@ impl Watch {
         if !self.listed {
             return None;
         }
-        let vanished = record
-            .jobs
-            .iter()
-            .filter(|n| !self.present.contains(*n) && !record.finished.contains_key(*n))
-            .count();
+        let vanished = self.vanished(record).len();
         Some((self.open.len(), vanished))
+    }
+
+    /// The runs whose latest Job is gone from the cluster without an observed outcome:
+    /// (first Job, latest Job).
+    pub fn vanished(&self, record: &RunRecord) -> Vec<(String, String)> {
+        record
+            .latest_outcomes()
+            .filter(|(_, n, r)| r.is_none() && !self.present.contains(n))
+            .map(|(b, n, _)| (b.to_string(), n))
+            .collect()
     }
 }
 
@@ -364,6 +681,9 @@ pub struct RunLine {
     pub finished: u64,
     pub ok: u64,
     pub fail: u64,
+    /// Lost by the infrastructure (no verdict).
+    #[serde(default)]
+    pub lost: u64,
     /// Finished but never observed (deleted before anyone saw the outcome).
     pub unknown: u64,
     pub running: u64,
@@ -414,25 +734,33 @@ pub fn count_run(
             .filter_map(|j| j.metadata.name.as_deref())
             .collect();
         pending += rec
-            .jobs
-            .iter()
-            .filter(|n| !listed_names.contains(n.as_str()) && !rec.finished.contains_key(*n))
+            .latest_outcomes()
+            .filter(|(_, n, r)| !listed_names.contains(n.as_str()) && r.is_none())
             .count() as u64;
     }
-    let (ok, fail, total) = match record {
+    let (ok, fail, lost, total) = match record {
+        Some(rec) if !rec.jobs.is_empty() => {
+            let v = rec.verdicts();
+            (
+                v.succeeded as u64,
+                v.failed as u64,
+                v.lost as u64,
+                rec.jobs.len() as u64,
+            )
+        }
         Some(rec) => {
             let ok = rec
                 .finished
                 .values()
                 .filter(|r| r.outcome == JobOutcome::Succeeded)
                 .count() as u64;
-            let fail = rec.finished.len() as u64 - ok;
-            let total = if rec.jobs.is_empty() {
-                total_ann.unwrap_or(listed.len() as u64)
-            } else {
-                rec.jobs.len() as u64
-            };
-            (ok, fail, total)
+            let lost = rec
+                .finished
+                .values()
+                .filter(|r| r.outcome == JobOutcome::Lost)
+                .count() as u64;
+            let fail = rec.finished.len() as u64 - ok - lost;
+            (ok, fail, lost, total_ann.unwrap_or(listed.len() as u64))
         }
         None => {
             seen_max.0 = seen_max.0.max(ok_now);
@@ -440,13 +768,14 @@ pub fn count_run(
             (
                 seen_max.0,
                 seen_max.1,
+                0,
                 total_ann.unwrap_or(listed.len() as u64),
             )
         }
     };
-    let total = total.max(running + pending + ok + fail);
-    let finished = total - (running + pending);
-    let unknown = finished.saturating_sub(ok + fail);
+    let total = total.max(running + pending + ok + fail + lost);
+    let finished = total.saturating_sub(running + pending);
+    let unknown = finished.saturating_sub(ok + fail + lost);
     (
         RunLine {
             run_id: run_id.to_string(),
@@ -454,6 +783,7 @@ pub fn count_run(
             finished,
             ok,
             fail,
+            lost,
             unknown,
             running,
             pending,

@@ -12,6 +12,7 @@ pub mod download;
 pub mod init;
 pub mod monitor;
 pub mod prepare_run;
+pub mod rerun;
 pub mod results_common;
 pub mod resume;
 pub mod run;
@@ -21,6 +22,7 @@ pub mod selftest;
 pub mod setup;
 pub mod upload_configs;
 pub mod upload_to_share;
+pub mod wait;
 
 pub async fn dispatch(command: Command, globals: &Globals) -> anyhow::Result<ExitStatus> {
     match command {
@@ -32,6 +34,8 @@ pub async fn dispatch(command: Command, globals: &Globals) -> anyhow::Result<Exi
             ClusterCommand::Setup(args) => setup::run(args, globals).await,
             ClusterCommand::Cleanup(args) => cleanup::run(args, globals).await,
             ClusterCommand::Run(args) => run::run(args, globals).await,
+            ClusterCommand::Rerun(args) => rerun::run(args, globals).await,
+            ClusterCommand::Wait(args) => wait::run(args, globals).await,
             ClusterCommand::Monitor(args) => monitor::run(args, globals).await,
             ClusterCommand::RunCleanup(args) => run_cleanup::run(args, globals).await,
             ClusterCommand::Download(args) => download::run(args, globals).await,

@@ -63,18 +63,22 @@ pub fn bar(fraction: f64) -> String {
     format!("{}{}", "█".repeat(filled), "░".repeat(20 - filled))
 }
 
-/// Upstream's line (plus `, N unknown` when some outcomes were never observed).
+/// Upstream's line (plus `, N lost` for runs lost by the infrastructure and `, N unknown` when
+/// some outcomes were never observed).
 pub fn render_line(indent: &str, r: &RunLine) -> String {
     let pct = if r.total == 0 {
         100.0
     } else {
         r.finished as f64 * 100.0 / r.total as f64
     };
-    let unknown = if r.unknown > 0 {
-        format!(", {} unknown", r.unknown)
+    let mut unknown = if r.lost > 0 {
+        format!(", {} lost", r.lost)
     } else {
         String::new()
     };
+    if r.unknown > 0 {
+        unknown.push_str(&format!(", {} unknown", r.unknown));
+    }
     let mut s = format!(
         "{indent}{}  [{}]  {:>7}  {}/{}  ({} ok, {} fail{unknown})  Running: {}  Pending: {}",
         r.run_id,
@@ -144,7 +148,7 @@ pub fn render(views: &[ContextView], multi: bool) -> Vec<String> {
 }
 
 /// Kueue's view of pending Jobs: Job UID → (reason, position in its ClusterQueue).
-async fn kueue_pending(
+pub async fn kueue_pending(
     client: &kube::Client,
     namespace: &str,
 ) -> BTreeMap<String, (Option<String>, Option<usize>)> {
@@ -504,6 +508,7 @@ mod tests {
             finished: 4,
             ok: 3,
             fail: 1,
+            lost: 0,
             unknown: 0,
             running: 2,
             pending: 4,
@@ -553,15 +558,7 @@ mod tests {
         let mut rec = Some(RunRecord {
             run_id: "r".into(),
             jobs: vec!["a".into(), "b".into(), "c".into(), "d".into()],
-            finished: [(
-                "c".to_string(),
-                runs::JobRecord {
-                    outcome: JobOutcome::Failed,
-                    start: None,
-                    end: None,
-                },
-            )]
-            .into(),
+            finished: [("c".to_string(), runs::JobRecord::new(JobOutcome::Failed))].into(),
             submitted: false,
             ..Default::default()
         });

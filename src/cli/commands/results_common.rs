@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 
 use super::cluster_common::{access, target, Target};
-use crate::cli::{ExitStatus, Globals};
+use crate::cli::{ExitStatus, Globals, UsageError};
 use crate::ops::results::{available_runs, Availability, PlanItem};
 
 /// The cluster side of a results command, checked.
@@ -208,4 +208,52 @@ pub fn choose(
         return Err(ExitStatus::Success);
     }
     Ok(ready)
+}
+
+/// The share provider and its variables, chosen and checked from `.env` / the environment
+/// before any cluster access (upstream's messages); the values never enter a run's
+/// parameters.
+pub struct ShareSelection {
+    pub selected: crate::share::Selected,
+    pub share_type: String,
+    pub project_dir: Option<std::path::PathBuf>,
+    pub vast_dir: Option<std::path::PathBuf>,
+    /// A plugin provider's script (key, text), shipped in the scripts ConfigMap.
+    pub plugin_scripts: Vec<(String, String)>,
+}
+
+pub fn share_selection() -> anyhow::Result<ShareSelection> {
+    let cwd = std::env::current_dir()?;
+    let project = crate::project::files::Project::find(&cwd).ok();
+    let project_dir = project.as_ref().map(|p| p.dir.clone());
+    let vast_dir = project
+        .as_ref()
+        .and_then(|p| p.config.parent().map(|d| d.to_path_buf()));
+    let vars = crate::share::Vars::load(vast_dir.as_deref(), project_dir.as_deref())
+        .map_err(|e| UsageError(e.to_string()))?;
+    let (providers, warnings) = crate::share::providers(project_dir.as_deref());
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let selected =
+        crate::share::select(&vars, &providers).map_err(|e| UsageError(e.to_string()))?;
+    let share_type = selected.provider.manifest.share_type.clone();
+    if let Some(url) = &selected.display_url {
+        println!("Share target ({share_type}): {url}");
+    }
+    let plugin_scripts = if selected.provider.builtin {
+        Vec::new()
+    } else {
+        vec![(
+            selected.provider.script_key(),
+            selected.provider.script.clone(),
+        )]
+    };
+    Ok(ShareSelection {
+        selected,
+        share_type,
+        project_dir,
+        vast_dir,
+        plugin_scripts,
+    })
 }

@@ -12,6 +12,27 @@ use crate::cli::{args::RunArgs, ExitStatus, Globals, UsageError};
 use crate::engine::RunId;
 use crate::store::StateDir;
 
+/// `--download`'s directory: `--output`, else the project's results directory; created now.
+fn campaign_output(
+    output: Option<&std::path::Path>,
+    t: &super::cluster_common::Target,
+) -> anyhow::Result<std::path::PathBuf> {
+    let dir = match (output, &t.project) {
+        (Some(o), _) => o.to_path_buf(),
+        (None, Some(p)) => p.results_dir.clone(),
+        (None, None) => {
+            return Err(UsageError(
+                "--download needs --output DIR (or use 'vast init' to set a results directory)"
+                    .into(),
+            )
+            .into())
+        }
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| UsageError(format!("cannot create {}: {e}", dir.display())))?;
+    Ok(dir.canonicalize()?)
+}
+
 fn setup_hint(message: &str) -> ExitStatus {
     eprintln!("✗ Error: {message}");
     eprintln!("To set up the cluster.");
@@ -33,6 +54,23 @@ pub async fn run(args: RunArgs, globals: &Globals) -> anyhow::Result<ExitStatus>
     let (vast, _) = load_vast(globals)?;
     select_config(&mut load_configs(&vast)?, args.config.as_deref())?;
     check_resources(&vast, args.context.as_deref())?;
+    let notify = crate::notify::url_from(args.notify.as_deref()).map_err(UsageError)?;
+    if notify.is_none() && args.notify_every.is_some() {
+        return Err(
+            UsageError("--notify-every needs --notify URL (or VAST_NOTIFY_URL)".into()).into(),
+        );
+    }
+    // A campaign's destination is checked before anything is created too.
+    let output = if args.download {
+        Some(campaign_output(args.output.as_deref(), &t)?)
+    } else {
+        None
+    };
+    let share = if args.upload_to_share {
+        Some(super::results_common::share_selection()?)
+    } else {
+        None
+    };
 
     println!("Checking Kubernetes cluster access...");
     let kube = match access(args.context.as_deref(), &namespace).await {
@@ -74,8 +112,47 @@ pub async fn run(args: RunArgs, globals: &Globals) -> anyhow::Result<ExitStatus>
         "cluster_config": setup.name,
         "created_at": jiff::Timestamp::now().to_string(),
     });
-    let res = resources("run", &params).await?;
-    let status = start_operation_as(&StateDir::new(state_dir), &id, "run", &params, res).await?;
+    let mut params = params;
+    params["notify_every_s"] = json!(args.notify_every.map(|d| d.as_secs()));
+    params["stall_timeout_s"] = json!(args
+        .stall_timeout
+        .map(|d| d.as_secs())
+        .unwrap_or(if args.follow { 30 * 60 } else { 0 }));
+    let operation = if let Some(out) = &output {
+        params["campaign"] = json!(true);
+        params["output"] = json!(out.display().to_string());
+        params["remove_after"] = json!("extract");
+        params["report_from"] = json!("remove");
+        params["summary"] = json!("download");
+        params["verbose"] = json!(globals.verbosity > 0);
+        "campaign"
+    } else if let Some(sh) = &share {
+        params["campaign"] = json!(true);
+        params["project_dir"] = json!(sh.project_dir.as_ref().map(|p| p.display().to_string()));
+        params["vast_dir"] = json!(sh.vast_dir.as_ref().map(|p| p.display().to_string()));
+        params["share_type"] = json!(sh.share_type);
+        params["share_display"] = json!(sh.selected.provider.display_name());
+        params["script"] = json!(sh.selected.provider.script_key());
+        params["plugin_scripts"] = json!(sh.plugin_scripts);
+        params["remove_after"] = json!("upload");
+        params["report_from"] = json!("remove");
+        params["verbose"] = json!(globals.verbosity > 0);
+        "campaign-share"
+    } else {
+        "run"
+    };
+    let mut res = resources(operation, &params).await?;
+    if let Some(sh) = share {
+        res.insert(crate::ops::share::ShareEnv(sh.selected));
+    }
+    if notify.is_some() {
+        res.insert(crate::ops::run::Notifier(notify.clone()));
+    }
+    let status =
+        start_operation_as(&StateDir::new(state_dir), &id, operation, &params, res).await?;
+    if operation != "run" {
+        return Ok(status);
+    }
     if status != ExitStatus::Success {
         return Ok(status);
     }

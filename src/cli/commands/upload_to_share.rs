@@ -6,34 +6,19 @@
 use serde_json::json;
 
 use super::cluster_common::{context_param, resources};
-use super::results_common::{choose, connect, list_runs, Wording};
+use super::results_common::{choose, connect, list_runs, share_selection, Wording};
 use crate::cli::args::UploadToShareArgs;
 use crate::cli::execute::start_operation_as;
-use crate::cli::{ExitStatus, Globals, UsageError};
+use crate::cli::{ExitStatus, Globals};
 use crate::engine::RunId;
 use crate::ops::share::ShareEnv;
 use crate::store::StateDir;
 
 pub async fn run(args: UploadToShareArgs, globals: &Globals) -> anyhow::Result<ExitStatus> {
     // The share configuration first: nothing touches the cluster before it is complete.
-    let cwd = std::env::current_dir()?;
-    let project = crate::project::files::Project::find(&cwd).ok();
-    let project_dir = project.as_ref().map(|p| p.dir.clone());
-    let vast_dir = project
-        .as_ref()
-        .and_then(|p| p.config.parent().map(|d| d.to_path_buf()));
-    let vars = crate::share::Vars::load(vast_dir.as_deref(), project_dir.as_deref())
-        .map_err(|e| UsageError(e.to_string()))?;
-    let (providers, warnings) = crate::share::providers(project_dir.as_deref());
-    for w in warnings {
-        tracing::warn!("{w}");
-    }
-    let selected =
-        crate::share::select(&vars, &providers).map_err(|e| UsageError(e.to_string()))?;
-    let share_type = selected.provider.manifest.share_type.clone();
-    if let Some(url) = &selected.display_url {
-        println!("Share target ({share_type}): {url}");
-    }
+    let sh = share_selection()?;
+    let (selected, share_type) = (sh.selected, sh.share_type);
+    let (project_dir, vast_dir, plugin_scripts) = (sh.project_dir, sh.vast_dir, sh.plugin_scripts);
 
     let a = match connect(globals, args.context.clone()).await? {
         Ok(a) => a,
@@ -60,14 +45,6 @@ pub async fn run(args: UploadToShareArgs, globals: &Globals) -> anyhow::Result<E
         Err(status) => return Ok(status),
     };
     println!("Uploading {} run(s) to {share_type}...", chosen.len());
-    let plugin_scripts: Vec<(String, String)> = if selected.provider.builtin {
-        Vec::new()
-    } else {
-        vec![(
-            selected.provider.script_key(),
-            selected.provider.script.clone(),
-        )]
-    };
     let params = json!({
         "context": context_param(&args.context),
         "namespace": a.namespace,

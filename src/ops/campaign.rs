@@ -1,0 +1,180 @@
+//! What turns a run into an unattended campaign, besides `run.follow`'s re-submission of lost
+//! runs: the end-of-campaign notification (`campaign.notify`, `workflows/campaign*.yaml`) and
+//! the `rerun` operation (`workflows/rerun.yaml`: `rerun.select`, `rerun.create-job`), which
+//! re-submits a run's lost (or failed) scenario runs into the same run.
+//!
+//! Parameters of `rerun`: the target run's own parameters (`vast_file`, `vast_sha256`,
+//! `config`, `runs`, `log_tree`, `context`, `namespace`, `state_dir`), plus `target` (its
+//! run id), `lost`, `failed`.
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, ListParams};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::base::{env, kube_err, register_steps};
+use super::run::{bucket, job_index, project, resubmit, state_dir, Notifier};
+use super::runs::{JobOutcome, JobRecord, RunRecord};
+use crate::engine::{Registry, StepContext, StepError};
+use crate::notify::{Counts, Event, EventKind};
+
+pub fn register(r: &mut Registry) {
+    register_steps!(r;
+        "campaign.notify" => notify,
+        "rerun.select" => select,
+        "rerun.create-job" => create_job,
+    );
+}
+
+/// The verdict counts of a run's record as a notification's counts.
+pub fn counts_of(record: &RunRecord) -> Counts {
+    let v = record.verdicts();
+    Counts {
+        total: record.jobs.len(),
+        succeeded: v.succeeded,
+        failed: v.failed,
+        lost: v.lost,
+        running: 0,
+    }
+}
+
+/// Sends the campaign's `ended` event (when a webhook is configured). A step that succeeded
+/// is never repeated by a resume, so the receiver gets it once (a crash between the POST and
+/// its journal record repeats it, with the same event `id`).
+async fn notify(cx: &StepContext) -> Result<Value, StepError> {
+    let url = cx.resource::<Notifier>().ok().and_then(|n| n.0.clone());
+    let run_id = cx.run_id().as_str().to_string();
+    let record = RunRecord::load(&state_dir(cx)?, &run_id)
+        .map_err(StepError::permanent)?
+        .unwrap_or_default();
+    let counts = counts_of(&record);
+    let report: Value = cx.output("report").unwrap_or_default();
+    let not_taken = report.get("failed").and_then(Value::as_u64).unwrap_or(0);
+    let outcome = if counts.failed + counts.lost == 0 && not_taken == 0 {
+        "succeeded"
+    } else {
+        "succeeded_with_failures"
+    };
+    let mut message = format!(
+        "{} runs: {} succeeded, {} failed, {} lost",
+        counts.total, counts.succeeded, counts.failed, counts.lost
+    );
+    if not_taken > 0 {
+        message.push_str(&format!("; results of {not_taken} run(s) not collected"));
+    }
+    let Some(url) = url else {
+        return Ok(json!({"sent": false, "outcome": outcome}));
+    };
+    let ev = Event::new(EventKind::Ended, &run_id, outcome, counts, message);
+    let sent = crate::notify::send(&url, &ev).await;
+    Ok(json!({"sent": sent, "outcome": outcome}))
+}
+
+/// One run to re-submit: its first Job and the attempt to create.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rerun {
+    pub b: String,
+    pub k: u32,
+}
+
+fn target(cx: &StepContext) -> Result<String, StepError> {
+    cx.param::<String>("target")?
+        .ok_or_else(|| StepError::permanent("parameter 'target' is missing"))
+}
+
+/// Observes the target run's Jobs once (outcomes recorded, evidence stored, Jobs vanished
+/// unobserved recorded lost) and selects the runs whose latest attempt is lost (and failed,
+/// with `failed`). Runs without an outcome yet are never selected.
+async fn select(cx: &StepContext) -> Result<Value, StepError> {
+    let e = env(cx)?;
+    let sd = state_dir(cx)?;
+    let run = target(cx)?;
+    let mut record = RunRecord::load(&sd, &run)
+        .map_err(StepError::permanent)?
+        .ok_or_else(|| {
+            StepError::permanent(format!("run '{run}' has no record in {}", sd.display()))
+        })?;
+    let p = project(cx).await?;
+    if record.jobs.is_empty() {
+        record.jobs = job_index(&run, &p).keys().cloned().collect();
+    }
+    let jobs: Api<Job> = Api::namespaced(e.client.clone(), &e.namespace);
+    let listed = jobs
+        .list(&ListParams::default().labels(&crate::cluster::runs::selector(Some(&run))))
+        .await
+        .map_err(|err| kube_err("listing the run's Jobs", &err))?;
+    let mut s3c = None;
+    for j in &listed.items {
+        let Some(name) = j.metadata.name.clone() else {
+            continue;
+        };
+        if record.finished.contains_key(&name) {
+            continue;
+        }
+        let Some(mut rec) = super::runs::job_record(j) else {
+            continue;
+        };
+        if rec.outcome != JobOutcome::Succeeded {
+            if let Some((key, text)) =
+                super::evidence::gather(&e.client, &e.namespace, j, &mut rec).await
+            {
+                if s3c.is_none() {
+                    s3c = super::results::s3_client(cx).await.ok();
+                }
+                if let Some((_, c)) = &s3c {
+                    super::evidence::store(c, &bucket(&run), key, text, &mut rec).await;
+                }
+            }
+        }
+        record.record(&name, rec);
+    }
+    let present: std::collections::BTreeSet<String> = listed
+        .items
+        .iter()
+        .filter_map(|j| j.metadata.name.clone())
+        .collect();
+    if record.submitted {
+        let gone: Vec<String> = record
+            .latest_outcomes()
+            .filter(|(_, n, r)| r.is_none() && !present.contains(n))
+            .map(|(_, n, _)| n)
+            .collect();
+        for n in gone {
+            let mut r = JobRecord::new(JobOutcome::Lost);
+            r.reason = Some("vanished before its outcome was observed".into());
+            record.record(&n, r);
+        }
+    }
+    record.save(&sd)?;
+    let lost = cx.param::<bool>("lost")?.unwrap_or(true);
+    let failed = cx.param::<bool>("failed")?.unwrap_or(false);
+    let picked: Vec<Rerun> = record
+        .latest_outcomes()
+        .filter_map(|(b, _, r)| {
+            let o = r?.outcome;
+            ((lost && o == JobOutcome::Lost) || (failed && o == JobOutcome::Failed)).then(|| {
+                Rerun {
+                    b: b.to_string(),
+                    k: record.attempt_of(b) + 1,
+                }
+            })
+        })
+        .collect();
+    tracing::info!("Re-submitting {} run(s) of {run}.", picked.len());
+    serde_json::to_value(picked).map_err(|err| StepError::permanent(err.to_string()))
+}
+
+/// Creates the next attempt of one selected run.
+async fn create_job(cx: &StepContext) -> Result<Value, StepError> {
+    let item: Rerun = cx.item()?;
+    let e = env(cx)?;
+    let sd = state_dir(cx)?;
+    let run = target(cx)?;
+    let p = project(cx).await?;
+    let index = job_index(&run, &p);
+    let mut record = RunRecord::load(&sd, &run)
+        .map_err(StepError::permanent)?
+        .unwrap_or_default();
+    let name = resubmit(cx, &run, &e, &p, &index, &mut record, &sd, &item.b, item.k).await?;
+    Ok(json!({"n": name}))
+}
