@@ -103,7 +103,7 @@ async fn select(cx: &StepContext) -> Result<Value, StepError> {
         .list(&ListParams::default().labels(&crate::cluster::runs::selector(Some(&run))))
         .await
         .map_err(|err| kube_err("listing the run's Jobs", &err))?;
-    let mut s3c = None;
+    let mut s3c: super::evidence::LazyS3 = None;
     for j in &listed.items {
         let Some(name) = j.metadata.name.clone() else {
             continue;
@@ -115,16 +115,15 @@ async fn select(cx: &StepContext) -> Result<Value, StepError> {
             continue;
         };
         if rec.outcome != JobOutcome::Succeeded {
-            if let Some((key, text)) =
-                super::evidence::gather(&e.client, &e.namespace, j, &mut rec).await
-            {
-                if s3c.is_none() {
-                    s3c = super::results::s3_client(cx).await.ok();
-                }
-                if let Some((_, c)) = &s3c {
-                    super::evidence::store(c, &bucket(&run), key, text, &mut rec).await;
-                }
-            }
+            super::evidence::keep(
+                &e.client,
+                &e.namespace,
+                &bucket(&run),
+                j,
+                &mut rec,
+                &mut s3c,
+            )
+            .await;
         }
         record.record(&name, rec);
     }

@@ -173,3 +173,37 @@ pub async fn store(
         Err(e) => tracing::warn!("storing failure evidence: {e}"),
     }
 }
+
+/// A port-forwarded S3 client opened on first use (one per caller, kept while it lives).
+pub type LazyS3 = Option<(crate::cluster::portforward::PortForward, aws_sdk_s3::Client)>;
+
+/// [`gather`] and [`store`] for one Job that ended failed or lost: `rec` is refined and, when
+/// the evidence could be written to the run's bucket, names its key. The S3 client is opened
+/// through a port-forward to the robovast pod on first use.
+pub async fn keep(
+    client: &kube::Client,
+    namespace: &str,
+    bucket: &str,
+    job: &Job,
+    rec: &mut JobRecord,
+    s3c: &mut LazyS3,
+) {
+    let Some((key, text)) = gather(client, namespace, job, rec).await else {
+        return;
+    };
+    if s3c.is_none() {
+        match s3::forwarded(client, namespace, super::base::ROBOVAST_POD).await {
+            Ok(c) => *s3c = Some(c),
+            Err(e) => {
+                tracing::warn!(
+                    "failure evidence of '{}' not stored: {e}",
+                    job.metadata.name.as_deref().unwrap_or("?")
+                );
+                return;
+            }
+        }
+    }
+    if let Some((_, c)) = s3c.as_ref() {
+        store(c, bucket, key, text, rec).await;
+    }
+}

@@ -423,7 +423,7 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     let mut pulse = Pulse::new(cx)?;
     // Jobs whose failure or loss was just recorded: evidence, then maybe a re-submission.
     let mut ended: Vec<Job> = Vec::new();
-    let mut s3c: Option<(crate::cluster::portforward::PortForward, aws_sdk_s3::Client)> = None;
+    let mut s3c: super::evidence::LazyS3 = None;
     // Errors since the last progress: kube-runtime re-lists after an error and announces it
     // with an `Init` event, so an API server that fails every list yields Init, error, Init,
     // error, ... Only a change in what is known resets the budget, never a re-list as such.
@@ -516,21 +516,15 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
                 Some(r) => r.clone(),
                 None => continue,
             };
-            if let Some((key, text)) =
-                super::evidence::gather(&e.client, &e.namespace, &j, &mut rec).await
-            {
-                if s3c.is_none() {
-                    match super::results::s3_client(cx).await {
-                        Ok(c) => s3c = Some(c),
-                        Err(err) => {
-                            tracing::warn!("failure evidence of '{name}' not stored: {err}")
-                        }
-                    }
-                }
-                if let Some((_, c)) = &s3c {
-                    super::evidence::store(c, &bucket(&run_id), key, text, &mut rec).await;
-                }
-            }
+            super::evidence::keep(
+                &e.client,
+                &e.namespace,
+                &bucket(&run_id),
+                &j,
+                &mut rec,
+                &mut s3c,
+            )
+            .await;
             match &rec.outcome {
                 runs::JobOutcome::Lost => tracing::warn!(
                     "Job {name} lost: {}",

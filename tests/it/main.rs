@@ -1,6 +1,7 @@
 //! The one integration-test binary: one module per area.
 
 mod architecture;
+mod campaign;
 mod cli_docs;
 mod cluster_faults;
 mod cluster_ops;

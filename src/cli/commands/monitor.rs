@@ -211,6 +211,8 @@ struct Poller {
     state_dir: PathBuf,
     seen: BTreeMap<(String, String), (u64, u64)>,
     rates: BTreeMap<(String, String), Rate>,
+    /// Per context: the S3 client failure evidence is written with (opened on first use).
+    s3: BTreeMap<String, crate::ops::evidence::LazyS3>,
     last: BTreeMap<String, ContextView>,
 }
 
@@ -275,7 +277,38 @@ impl Poller {
             let mut record = records.remove(id);
             let key = (w.label.clone(), id.clone());
             let seen = self.seen.entry(key.clone()).or_default();
+            let before: std::collections::BTreeSet<String> = record
+                .as_ref()
+                .map(|r| r.finished.keys().cloned().collect())
+                .unwrap_or_default();
             let (mut line, changed) = count_run(id, jobs, &mut record, seen);
+            if let Some(r) = record.as_mut().filter(|_| changed) {
+                // Failure evidence of the runs that just ended failed or lost.
+                for j in jobs {
+                    let Some(name) = j.metadata.name.as_ref() else {
+                        continue;
+                    };
+                    if before.contains(name) {
+                        continue;
+                    }
+                    let Some(mut rec) = r.finished.get(name).cloned() else {
+                        continue;
+                    };
+                    if rec.outcome == runs::JobOutcome::Succeeded {
+                        continue;
+                    }
+                    crate::ops::evidence::keep(
+                        &client,
+                        &w.namespace,
+                        id,
+                        j,
+                        &mut rec,
+                        self.s3.entry(w.label.clone()).or_default(),
+                    )
+                    .await;
+                    r.finished.insert(name.clone(), rec);
+                }
+            }
             if changed {
                 if let Some(r) = &record {
                     if let Err(e) = r.save(&self.state_dir) {
@@ -386,6 +419,7 @@ pub async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<ExitSta
         state_dir: globals.state_dir(),
         seen: BTreeMap::new(),
         rates: BTreeMap::new(),
+        s3: BTreeMap::new(),
         last: BTreeMap::new(),
     };
     let tty = std::io::stdout().is_terminal();

@@ -94,7 +94,7 @@ pub async fn run(args: WaitArgs, globals: &Globals) -> anyhow::Result<ExitStatus
     let mut budget = FailureBudget::new(MAX_ERRORS, MAX_ERROR_TIME);
     let mut last_change = Instant::now();
     let mut last_seen: Option<(usize, usize)> = None;
-    let mut s3c = None;
+    let mut s3c: crate::ops::evidence::LazyS3 = None;
     let mut said = String::new();
     let finish = |record: &RunRecord,
                   result: &str,
@@ -177,29 +177,15 @@ pub async fn run(args: WaitArgs, globals: &Globals) -> anyhow::Result<ExitStatus
                 continue;
             };
             if rec.outcome != JobOutcome::Succeeded {
-                if let Some((key, text)) =
-                    crate::ops::evidence::gather(&client, &namespace, j, &mut rec).await
-                {
-                    if s3c.is_none() {
-                        s3c = crate::cluster::s3::forwarded(
-                            &client,
-                            &namespace,
-                            crate::ops::base::ROBOVAST_POD,
-                        )
-                        .await
-                        .ok();
-                    }
-                    if let Some((_, c)) = &s3c {
-                        crate::ops::evidence::store(
-                            c,
-                            &crate::ops::run::bucket(&id),
-                            key,
-                            text,
-                            &mut rec,
-                        )
-                        .await;
-                    }
-                }
+                crate::ops::evidence::keep(
+                    &client,
+                    &namespace,
+                    &crate::ops::run::bucket(&id),
+                    j,
+                    &mut rec,
+                    &mut s3c,
+                )
+                .await;
             }
             record.record(&name, rec);
             changed = true;
