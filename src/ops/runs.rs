@@ -794,3 +794,131 @@ pub fn count_run(
         changed,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+    use serde_json::json;
+
+    fn job(spec: serde_json::Value, status: serde_json::Value) -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": "j"},
+            "spec": spec,
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn failed(reason: &str, message: &str) -> serde_json::Value {
+        json!({"failed": 1, "conditions": [
+            {"type": "FailureTarget", "status": "True", "reason": reason, "message": message},
+            {"type": "Failed", "status": "True", "reason": reason, "message": message}
+        ]})
+    }
+
+    const POLICY: &str =
+        r#"{"backoffLimit": 2, "podFailurePolicy": {"rules": []}, "template": {}}"#;
+
+    #[test]
+    fn jobs_are_classified_succeeded_failed_or_lost() {
+        let spec: serde_json::Value = serde_json::from_str(POLICY).unwrap();
+        let ok = job(
+            spec.clone(),
+            json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}),
+        );
+        assert_eq!(job_record(&ok).unwrap().outcome, JobOutcome::Succeeded);
+        let f = job(
+            spec.clone(),
+            failed("PodFailurePolicy", "Container robovast for pod default/j-x failed with exit code 3 matching FailJob rule at index 1"),
+        );
+        let r = job_record(&f).unwrap();
+        assert_eq!(
+            (r.outcome, r.exit_code, r.reason.as_deref()),
+            (JobOutcome::Failed, Some(3), Some("exit code 3"))
+        );
+        let d = job(
+            spec.clone(),
+            failed(
+                "DeadlineExceeded",
+                "Job was active longer than specified deadline",
+            ),
+        );
+        assert_eq!(job_record(&d).unwrap().outcome, JobOutcome::Lost);
+        let b = job(
+            spec.clone(),
+            failed(
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+            ),
+        );
+        assert_eq!(job_record(&b).unwrap().outcome, JobOutcome::Lost);
+        // Legacy Jobs (backoffLimit 0, no policy): every failure is the scenario's, as upstream.
+        let legacy = job(
+            json!({"backoffLimit": 0, "template": {}}),
+            failed("BackoffLimitExceeded", ""),
+        );
+        assert_eq!(job_record(&legacy).unwrap().outcome, JobOutcome::Failed);
+        let running = job(spec, json!({"active": 1}));
+        assert!(job_record(&running).is_none());
+    }
+
+    #[test]
+    fn pods_refine_why_a_run_was_lost() {
+        let pod = |v: serde_json::Value| -> Pod { serde_json::from_value(v).unwrap() };
+        let oom = pod(
+            json!({"metadata": {"name": "p1", "creationTimestamp": "2026-01-01T00:00:01Z"}, "status": {"phase": "Failed", "containerStatuses": [
+            {"name": "robovast", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+             "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}}),
+        );
+        let mut r = JobRecord::new(JobOutcome::Lost);
+        r.reason = Some("infrastructure failures exceeded the backoff limit".into());
+        refine(&mut r, &[oom]);
+        assert_eq!(
+            (r.reason.as_deref(), r.exit_code),
+            (Some("OOMKilled"), Some(137))
+        );
+        let pre = pod(
+            json!({"metadata": {"name": "p2"}, "status": {"phase": "Failed", "conditions": [
+            {"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet"}]}}),
+        );
+        let (why, _, disrupted) = pod_failure(&pre);
+        assert!(disrupted && why.unwrap().starts_with("preempted"));
+        let mut d = JobRecord::new(JobOutcome::Lost);
+        d.reason = Some("deadline exceeded".into());
+        refine(&mut d, &[]);
+        assert_eq!(
+            d.reason.as_deref(),
+            Some("deadline exceeded (never started)")
+        );
+    }
+
+    #[test]
+    fn the_record_counts_each_runs_latest_attempt() {
+        let mut rec = RunRecord {
+            jobs: vec!["a".into(), "b".into(), "c".into()],
+            ..Default::default()
+        };
+        rec.record("a", JobRecord::new(JobOutcome::Succeeded));
+        rec.record("b", JobRecord::new(JobOutcome::Lost));
+        rec.attempts.insert("b".into(), 2);
+        assert_eq!(rec.latest("b"), "b-a2");
+        let v = rec.verdicts();
+        assert_eq!((v.succeeded, v.lost, v.open, v.resubmitted), (1, 0, 2, 1));
+        rec.record("b-a2", JobRecord::new(JobOutcome::Succeeded));
+        rec.record("c", JobRecord::new(JobOutcome::Failed));
+        let v = rec.verdicts();
+        assert_eq!((v.succeeded, v.failed, v.lost, v.open), (2, 1, 0, 0));
+        // Outcomes, once seen, never change.
+        assert!(!rec.record("a", JobRecord::new(JobOutcome::Failed)));
+        assert_eq!(crate::manifests::job::split_attempt("b-a2"), ("b", 2));
+        assert_eq!(
+            crate::manifests::job::split_attempt("r1-x-3"),
+            ("r1-x-3", 1)
+        );
+        assert_eq!(
+            crate::manifests::job::split_attempt("r1-a-0"),
+            ("r1-a-0", 1)
+        );
+    }
+}
