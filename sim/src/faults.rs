@@ -555,4 +555,57 @@ mod tests {
             "unknown fields are rejected"
         );
     }
+
+    #[test]
+    fn preemption_and_outcome_rules() {
+        let cfg: FaultConfig = serde_json::from_str(
+            r#"{"seed": 5, "preempt": {"fraction": 0.3, "max_hits": null},
+                "pods": [{"match": "cfg-a-", "outcome": "fail", "exit_code": 3, "attempts": 1},
+                         {"match": "oom", "outcome": "oomkilled"}]}"#,
+        )
+        .expect("valid");
+        let draws = |f: &Faults| {
+            (0..100)
+                .map(|i| f.job_pod(&format!("job-{i}"), &[], 0).preempt)
+                .collect::<Vec<_>>()
+        };
+        let a = draws(&Faults::new(cfg.clone()));
+        assert_eq!(a, draws(&Faults::new(cfg.clone())), "same seed, same picks");
+        let n = a.iter().filter(|x| **x).count();
+        assert!((15..=45).contains(&n), "fraction 0.3 of 100 gave {n}");
+        let f = Faults::new(cfg.clone());
+        // API faults do not shift the preemption draws; later attempts never draw
+        assert_eq!(f.api_fault("get", "pods"), None);
+        assert!(!f.job_pod("x", &[], 1).preempt);
+        assert_eq!(draws(&f), a);
+        // rules: by TEST_ID or Job name, first k attempts
+        let f = Faults::new(FaultConfig {
+            preempt: None,
+            ..cfg
+        });
+        assert_eq!(
+            f.job_pod("run-1", &["cfg-a-1"], 0).outcome,
+            Some((ScenarioOutcome::Fail, Some(3)))
+        );
+        assert_eq!(
+            f.job_pod("run-1", &["cfg-a-1"], 1).outcome,
+            Some((ScenarioOutcome::Succeed, None))
+        );
+        assert_eq!(
+            f.job_pod("oom-job", &[], 4).outcome,
+            Some((ScenarioOutcome::Oomkilled, None))
+        );
+        assert_eq!(f.job_pod("other", &["cfg-b-1"], 0), JobPodFault::default());
+        let capped = Faults::new(FaultConfig {
+            preempt: Some(PreemptFault {
+                fraction: 1.0,
+                max_hits: Some(2),
+            }),
+            ..Default::default()
+        });
+        let hits = (0..5)
+            .filter(|i| capped.job_pod(&format!("j{i}"), &[], 0).preempt)
+            .count();
+        assert_eq!(hits, 2);
+    }
 }

@@ -571,3 +571,69 @@ impl JobController {
         self.store.create(&self.pods_key, pod).is_ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(statuses: Value, init: Value, conditions: Value) -> Value {
+        json!({"metadata": {"name": "p", "namespace": "ns"}, "status": {"phase": "Failed",
+            "containerStatuses": statuses, "initContainerStatuses": init, "conditions": conditions}})
+    }
+
+    fn term(name: &str, code: i64) -> Value {
+        json!({"name": name, "state": {"terminated": {"exitCode": code}}})
+    }
+
+    #[test]
+    fn pod_failure_policy_rules_in_order() {
+        let job = json!({"spec": {"podFailurePolicy": {"rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [3]}},
+            {"action": "Count", "onExitCodes": {"operator": "NotIn", "values": [5]}},
+            {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [5]}},
+        ]}}});
+        let disrupted = pod(
+            json!([term("main", 137)]),
+            json!([]),
+            json!([{"type": "DisruptionTarget", "status": "True"}]),
+        );
+        assert_eq!(pod_failure_action(&job, &disrupted), PolicyAction::Ignore);
+        let code3 = pod(
+            json!([term("side", 0), term("main", 3)]),
+            json!([]),
+            json!([]),
+        );
+        assert_eq!(
+            pod_failure_action(&job, &code3),
+            PolicyAction::FailJob(
+                "Container main for pod ns/p failed with exit code 3 matching FailJob rule at index 1"
+                    .into()
+            )
+        );
+        // exit code 0 never matches, not even NotIn; init containers are checked after
+        let init5 = pod(
+            json!([term("main", 0)]),
+            json!([term("s3-init", 5)]),
+            json!([]),
+        );
+        assert_eq!(
+            pod_failure_action(&job, &init5),
+            PolicyAction::FailJob(
+                "Container s3-init for pod ns/p failed with exit code 5 matching FailJob rule at index 3"
+                    .into()
+            )
+        );
+        // a running container (vanished pod) matches no exit code rule
+        let running = pod(
+            json!([{"name": "main", "state": {"running": {}}}]),
+            json!([]),
+            json!([]),
+        );
+        assert_eq!(pod_failure_action(&job, &running), PolicyAction::Count);
+        assert_eq!(
+            pod_failure_action(&json!({"spec": {}}), &code3),
+            PolicyAction::Count
+        );
+    }
+}
