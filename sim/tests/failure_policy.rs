@@ -471,6 +471,44 @@ async fn invalid_pod_failure_policies_are_rejected() {
         }
         other => panic!("expected 422, got {other:?}"),
     }
+    // other invalid rules, as raw bodies
+    for (rule, why) in [
+        (
+            json!({"action": "Count", "onExitCodes": {"operator": "In", "values": [0, 1]}}),
+            "must not be 0 for the In operator",
+        ),
+        (
+            json!({"action": "Count"}),
+            "specifying one of OnExitCodes and OnPodConditions is required",
+        ),
+        (
+            json!({"action": "Retry", "onExitCodes": {"operator": "In", "values": [1]}}),
+            "Unsupported value: \"Retry\"",
+        ),
+        (
+            json!({"action": "Count", "onExitCodes": {"operator": "Is", "values": [1]}}),
+            "Unsupported value: \"Is\"",
+        ),
+        (
+            json!({"action": "Count", "onExitCodes": {"operator": "NotIn", "values": []}}),
+            "values: Required value",
+        ),
+    ] {
+        let body = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "bad"}, "spec": {
+            "podFailurePolicy": {"rules": [rule]},
+            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}});
+        let (code, text) = raw(
+            &client,
+            "POST",
+            "/apis/batch/v1/namespaces/default/jobs",
+            &body.to_string(),
+        )
+        .await;
+        assert_eq!(code, 422, "{text}");
+        let status: Value = serde_json::from_str(&text).unwrap();
+        let message = status["message"].as_str().unwrap_or("");
+        assert!(message.contains(why), "{why}: {message}");
+    }
     // onPodConditions status defaults to True
     let body = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "ok"}, "spec": {
         "podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]},
