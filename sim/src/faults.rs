@@ -388,7 +388,7 @@ impl Faults {
         let st = &mut *st;
         let mut out = JobPodFault::default();
         if let Some(p) = &st.config.preempt {
-            if attempt == 0 && !p.max_hits.is_some_and(|max| st.preempt_hits >= max) {
+            if attempt == 0 && p.max_hits.is_none_or(|max| st.preempt_hits < max) {
                 let hit = if p.fraction >= 1.0 {
                     true
                 } else if p.fraction <= 0.0 || p.fraction.is_nan() {
