@@ -118,6 +118,90 @@ pub fn default_pod(obj: &mut Value) -> Result<(), String> {
     Ok(())
 }
 
+/// Validates a Job's `podFailurePolicy` as the real API server does (the parts the sim
+/// implements) and defaults `onPodConditions[].status` to `True`.
+fn validate_pod_failure_policy(name: &str, job: &mut Value) -> Result<(), String> {
+    let invalid = |field: String, value: &str, why: &str| {
+        format!("Job.batch \"{name}\" is invalid: {field}: Invalid value: \"{value}\": {why}")
+    };
+    let restart = job
+        .pointer("/spec/template/spec/restartPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if restart != "Never" {
+        return Err(invalid(
+            "spec.template.spec.restartPolicy".into(),
+            restart,
+            "only \"Never\" is supported when podFailurePolicy is specified",
+        ));
+    }
+    let per_index = job
+        .pointer("/spec/backoffLimitPerIndex")
+        .is_some_and(|v| !v.is_null());
+    let Some(rules) = job
+        .pointer_mut("/spec/podFailurePolicy/rules")
+        .and_then(Value::as_array_mut)
+    else {
+        return Err(format!(
+            "Job.batch \"{name}\" is invalid: spec.podFailurePolicy.rules: Required value"
+        ));
+    };
+    for (i, rule) in rules.iter_mut().enumerate() {
+        let path = format!("spec.podFailurePolicy.rules[{i}]");
+        let action = rule.get("action").and_then(Value::as_str).unwrap_or("");
+        match action {
+            "Count" | "FailJob" | "Ignore" => {}
+            "FailIndex" if per_index => {}
+            "FailIndex" => {
+                return Err(invalid(
+                    format!("{path}.action"),
+                    action,
+                    "requires the backoffLimitPerIndex to be set",
+                ))
+            }
+            other => {
+                return Err(format!("Job.batch \"{name}\" is invalid: {path}.action: Unsupported value: \"{other}\": supported values: \"Count\", \"FailIndex\", \"FailJob\", \"Ignore\""))
+            }
+        }
+        let codes = rule.get("onExitCodes").is_some_and(|v| !v.is_null());
+        let conds = rule.get("onPodConditions").is_some_and(|v| !v.is_null());
+        if codes == conds {
+            return Err(format!("Job.batch \"{name}\" is invalid: {path}: Invalid value: specifying one of OnExitCodes and OnPodConditions is required"));
+        }
+        if codes {
+            let op = rule
+                .pointer("/onExitCodes/operator")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if op != "In" && op != "NotIn" {
+                return Err(format!("Job.batch \"{name}\" is invalid: {path}.onExitCodes.operator: Unsupported value: \"{op}\": supported values: \"In\", \"NotIn\""));
+            }
+            let values = rule
+                .pointer("/onExitCodes/values")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if values.is_empty() {
+                return Err(format!(
+                    "Job.batch \"{name}\" is invalid: {path}.onExitCodes.values: Required value"
+                ));
+            }
+            if op == "In" && values.iter().any(|v| v.as_i64() == Some(0)) {
+                return Err(format!("Job.batch \"{name}\" is invalid: {path}.onExitCodes.values[{}]: Invalid value: 0: must not be 0 for the In operator", values.iter().position(|v| v.as_i64() == Some(0)).unwrap_or(0)));
+            }
+        }
+        if let Some(patterns) = rule
+            .get_mut("onPodConditions")
+            .and_then(Value::as_array_mut)
+        {
+            for p in patterns {
+                set_default(p, "status", json!("True"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Mutates a new object of the resource with store key `key` (`group/plural`) before it is
 /// stored. Errors are validation messages (422).
 pub fn on_create(_store: &Store, key: &str, obj: &mut Value) -> Result<(), String> {
@@ -142,6 +226,12 @@ pub fn on_create(_store: &Store, key: &str, obj: &mut Value) -> Result<(), Strin
                 return Err(format!(
                     "Job.batch \"{name}\" is invalid: spec.template.spec.restartPolicy: Required value: valid values: \"OnFailure\", \"Never\""
                 ));
+            }
+            if obj
+                .pointer("/spec/podFailurePolicy")
+                .is_some_and(|v| !v.is_null())
+            {
+                validate_pod_failure_policy(&name, obj)?;
             }
             let spec = &mut obj["spec"];
             set_default(spec, "completions", json!(1));

@@ -5,6 +5,9 @@
 //!   [`crate::faults::Faults::set`]);
 //! - `POST /sim/pods/{ns}/{name}/restart?wipe=true|false`: restarts a running pod's containers
 //!   ([`crate::controllers::kubelet::restart_pod`]);
+//! - `GET /sim/stats`: counters since start ([`crate::faults::SimStats`]: preempted pods and
+//!   their Jobs, pods created by the job controller, pod failures ignored/counted by
+//!   `podFailurePolicy`, Jobs failed by a `FailJob` rule);
 //! - `POST /sim/compact` (any method is accepted): forgets the watch history and closes open
 //!   watches ([`crate::store::Store::compact`]).
 //!
@@ -29,6 +32,8 @@ pub enum Route {
     Faults,
     /// `/sim/compact`
     Compact,
+    /// `/sim/stats`
+    Stats,
     /// `/sim/pods/{namespace}/{name}/restart`
     Restart { ns: String, name: String },
 }
@@ -40,6 +45,7 @@ pub fn route(path: &str) -> Option<Route> {
     match segs.as_slice() {
         ["sim", "faults"] => Some(Route::Faults),
         ["sim", "compact"] => Some(Route::Compact),
+        ["sim", "stats"] => Some(Route::Stats),
         ["sim", "pods", ns, name, "restart"] => Some(Route::Restart {
             ns: ns.to_string(),
             name: name.to_string(),
@@ -60,6 +66,8 @@ pub async fn handle(app: &App, route: Route, req: Request<Incoming>) -> Response
             ))
         }
         Route::Restart { ns, name } => restart(app, &ns, &name, req).await,
+        Route::Stats if req.method() == Method::GET => Ok(json_response(200, &app.faults.stats())),
+        Route::Stats => Err(ApiError::new(405, "MethodNotAllowed", "use GET /sim/stats")),
     };
     result.unwrap_or_else(|e| e.response())
 }
@@ -130,6 +138,7 @@ mod tests {
         assert_eq!(route("/sim/faults"), Some(Route::Faults));
         assert_eq!(route("//sim/faults/"), Some(Route::Faults));
         assert_eq!(route("/sim/compact"), Some(Route::Compact));
+        assert_eq!(route("/sim/stats"), Some(Route::Stats));
         assert_eq!(
             route("/sim/pods/default/robovast/restart"),
             Some(Route::Restart {

@@ -27,6 +27,88 @@ pub struct FaultConfig {
     pub portforward: PortForwardFaults,
     /// S3 endpoint faults, evaluated in order; the first rule that fires decides.
     pub s3: Vec<S3FaultRule>,
+    /// Spot-node preemption of the first pod of Jobs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preempt: Option<PreemptFault>,
+    /// Outcomes of Job pods by Job name or `TEST_ID`, in order; the first matching rule
+    /// decides.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<PodOutcomeRule>,
+}
+
+/// Preemption of Job pods, as a GKE spot node's shutdown does it: each Job's first pod is
+/// chosen with probability `fraction` (drawn from a generator of its own, seeded with the
+/// config's `seed`, in the order the first pods are created) and fails once, half-way
+/// through its run time, with a `DisruptionTarget` condition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreemptFault {
+    /// Probability in `[0, 1]` that a Job's first pod is preempted.
+    pub fraction: f64,
+    /// Preempt at most this many pods (default: unlimited).
+    #[serde(default)]
+    pub max_hits: Option<u64>,
+}
+
+/// How a simulated Job pod ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScenarioOutcome {
+    /// Exit code 0.
+    Succeed,
+    /// The main container exits with `exit_code` (default 1), reason `Error`.
+    Fail,
+    /// The main container is killed: exit code 137, reason `OOMKilled`, no results.
+    Oomkilled,
+    /// The pod runs until it is deleted (e.g. by `activeDeadlineSeconds`).
+    Hang,
+}
+
+impl ScenarioOutcome {
+    /// The annotation value (`sim.vast.dev/outcome`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScenarioOutcome::Succeed => "succeed",
+            ScenarioOutcome::Fail => "fail",
+            ScenarioOutcome::Oomkilled => "oomkilled",
+            ScenarioOutcome::Hang => "hang",
+        }
+    }
+}
+
+/// One scenario outcome rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodOutcomeRule {
+    /// A substring of the Job's name or of the `TEST_ID` env value of one of its containers.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    pub outcome: ScenarioOutcome,
+    /// Exit code of `fail` (default 1).
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Only the first `attempts` pods of a matching Job get the outcome, later ones succeed
+    /// (default: all).
+    #[serde(default)]
+    pub attempts: Option<u64>,
+}
+
+/// Counters of the simulated cluster since start (`GET /sim/stats`); not reset by
+/// [`Faults::set`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SimStats {
+    /// Pods failed by the preemption fault.
+    pub preempted: u64,
+    /// `namespace/name` of the Jobs whose pod was preempted, in order.
+    pub preempted_jobs: Vec<String>,
+    /// Pods created by the job controller.
+    pub pods_created_by_jobs: u64,
+    /// Failed pods a Job's `podFailurePolicy` ignored (`Ignore` rule).
+    pub pod_failures_ignored: u64,
+    /// Failed pods counted toward a Job's `backoffLimit`.
+    pub pod_failures_counted: u64,
+    /// Jobs failed by a `FailJob` rule.
+    pub jobs_failed_by_policy: u64,
 }
 
 /// One API fault rule: which requests it matches, how often it fires, what it does.
@@ -136,6 +218,9 @@ struct State {
     api_hits: Vec<u64>,
     s3_hits: Vec<u64>,
     pf_hits: u64,
+    /// Draws of the preemption fault only, so API and S3 faults do not shift them.
+    preempt_rng: StdRng,
+    preempt_hits: u64,
 }
 
 impl State {
@@ -145,6 +230,8 @@ impl State {
             api_hits: vec![0; config.api.len()],
             s3_hits: vec![0; config.s3.len()],
             pf_hits: 0,
+            preempt_rng: StdRng::seed_from_u64(config.seed ^ 0x7072_6565_6d70_7421),
+            preempt_hits: 0,
             config,
         }
     }
@@ -152,6 +239,7 @@ impl State {
 
 pub struct Faults {
     state: Mutex<State>,
+    stats: Mutex<SimStats>,
 }
 
 fn matches(list: &[String], value: &str) -> bool {
@@ -187,6 +275,7 @@ impl Faults {
     pub fn new(config: FaultConfig) -> Self {
         Faults {
             state: Mutex::new(State::new(config)),
+            stats: Mutex::new(SimStats::default()),
         }
     }
 
@@ -277,6 +366,68 @@ impl Faults {
         }
         st.pf_hits += 1;
         Some(limit)
+    }
+}
+
+/// What the faults decide for a new Job pod (see [`Faults::job_pod`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobPodFault {
+    /// The pod is preempted once while it runs.
+    pub preempt: bool,
+    /// Outcome and exit code from the first matching `pods` rule.
+    pub outcome: Option<(ScenarioOutcome, Option<i32>)>,
+}
+
+impl Faults {
+    /// Decides for the `attempt`-th pod (0-based) of Job `job` whose containers have the
+    /// `TEST_ID`s `test_ids`: the first pod of each Job draws for preemption; the first
+    /// `pods` rule whose `match` is a substring of the Job name or of a `TEST_ID` gives the
+    /// outcome (`succeed` from attempt `attempts` on).
+    pub fn job_pod(&self, job: &str, test_ids: &[&str], attempt: u64) -> JobPodFault {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let mut out = JobPodFault::default();
+        if let Some(p) = &st.config.preempt {
+            if attempt == 0 && p.max_hits.is_none_or(|max| st.preempt_hits < max) {
+                let hit = if p.fraction >= 1.0 {
+                    true
+                } else if p.fraction <= 0.0 || p.fraction.is_nan() {
+                    false
+                } else {
+                    st.preempt_rng.random::<f64>() < p.fraction
+                };
+                if hit {
+                    st.preempt_hits += 1;
+                    out.preempt = true;
+                }
+            }
+        }
+        if let Some(rule) =
+            st.config.pods.iter().find(|r| {
+                job.contains(&r.pattern) || test_ids.iter().any(|t| t.contains(&r.pattern))
+            })
+        {
+            out.outcome = Some(if rule.attempts.is_some_and(|k| attempt >= k) {
+                (ScenarioOutcome::Succeed, None)
+            } else {
+                (rule.outcome, rule.exit_code)
+            });
+        }
+        out
+    }
+
+    fn stats_lock(&self) -> std::sync::MutexGuard<'_, SimStats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The counters since start.
+    pub fn stats(&self) -> SimStats {
+        self.stats_lock().clone()
+    }
+
+    /// Updates the counters (called by the controllers).
+    pub fn record(&self, f: impl FnOnce(&mut SimStats)) {
+        f(&mut self.stats_lock())
     }
 }
 
@@ -403,5 +554,58 @@ mod tests {
             serde_json::from_str::<FaultConfig>(r#"{"sed":1}"#).is_err(),
             "unknown fields are rejected"
         );
+    }
+
+    #[test]
+    fn preemption_and_outcome_rules() {
+        let cfg: FaultConfig = serde_json::from_str(
+            r#"{"seed": 5, "preempt": {"fraction": 0.3, "max_hits": null},
+                "pods": [{"match": "cfg-a-", "outcome": "fail", "exit_code": 3, "attempts": 1},
+                         {"match": "oom", "outcome": "oomkilled"}]}"#,
+        )
+        .expect("valid");
+        let draws = |f: &Faults| {
+            (0..100)
+                .map(|i| f.job_pod(&format!("job-{i}"), &[], 0).preempt)
+                .collect::<Vec<_>>()
+        };
+        let a = draws(&Faults::new(cfg.clone()));
+        assert_eq!(a, draws(&Faults::new(cfg.clone())), "same seed, same picks");
+        let n = a.iter().filter(|x| **x).count();
+        assert!((15..=45).contains(&n), "fraction 0.3 of 100 gave {n}");
+        let f = Faults::new(cfg.clone());
+        // API faults do not shift the preemption draws; later attempts never draw
+        assert_eq!(f.api_fault("get", "pods"), None);
+        assert!(!f.job_pod("x", &[], 1).preempt);
+        assert_eq!(draws(&f), a);
+        // rules: by TEST_ID or Job name, first k attempts
+        let f = Faults::new(FaultConfig {
+            preempt: None,
+            ..cfg
+        });
+        assert_eq!(
+            f.job_pod("run-1", &["cfg-a-1"], 0).outcome,
+            Some((ScenarioOutcome::Fail, Some(3)))
+        );
+        assert_eq!(
+            f.job_pod("run-1", &["cfg-a-1"], 1).outcome,
+            Some((ScenarioOutcome::Succeed, None))
+        );
+        assert_eq!(
+            f.job_pod("oom-job", &[], 4).outcome,
+            Some((ScenarioOutcome::Oomkilled, None))
+        );
+        assert_eq!(f.job_pod("other", &["cfg-b-1"], 0), JobPodFault::default());
+        let capped = Faults::new(FaultConfig {
+            preempt: Some(PreemptFault {
+                fraction: 1.0,
+                max_hits: Some(2),
+            }),
+            ..Default::default()
+        });
+        let hits = (0..5)
+            .filter(|i| capped.job_pod(&format!("j{i}"), &[], 0).preempt)
+            .count();
+        assert_eq!(hits, 2);
     }
 }

@@ -11,7 +11,7 @@
 //!   to [`control`] or [`api`], writes kubeconfigs;
 //! - [`api`]: the Kubernetes API: HTTP routing, discovery/OpenAPI, verbs, watch, `Status`
 //!   errors;
-//! - [`control`]: the sim's control endpoints (`/sim/faults`, `/sim/compact`,
+//! - [`control`]: the sim's control endpoints (`/sim/faults`, `/sim/stats`, `/sim/compact`,
 //!   `/sim/pods/{ns}/{name}/restart`);
 //! - [`store`]: the object store (resourceVersion, watch history, finalizers) and the store
 //!   keys of the built-in resources;
@@ -23,7 +23,8 @@
 //! - [`pod`]: a pod as the data plane sees it (env and volumes resolved);
 //! - [`dataplane`]: per-pod S3 endpoint, HTTP file server, port-forward and exec websockets,
 //!   simulated scenario results;
-//! - [`faults`]: fault injection (API errors, latency, resets, stream drops, S3 errors), seeded;
+//! - [`faults`]: fault injection (API errors, latency, resets, stream drops, S3 errors, pod
+//!   preemption, scenario outcomes by rule), seeded, and the sim's counters (`SimStats`);
 //! - [`config`]: the sim's configuration (YAML file, flags).
 //!
 //! Layering: each module imports only modules that come after it in `server`, `control`,

@@ -108,7 +108,7 @@ impl Sim {
         let app = Arc::new(App {
             store: store.clone(),
             registry,
-            faults,
+            faults: faults.clone(),
             dataplane: dataplane.clone(),
             addr,
             shutdown: cancel.clone(),
@@ -119,6 +119,7 @@ impl Sim {
             tasks.push(tokio::spawn(crate::controllers::run(
                 store,
                 dataplane,
+                faults,
                 config.clone(),
                 cancel.clone(),
             )));

@@ -447,3 +447,104 @@ async fn scenario_pods_fail_as_their_init_container_and_upload_would() {
         "{msg}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preempted_and_oomkilled_scenario_pods_write_no_results() {
+    let (sim, client) = start_with(vast_sim::config::SimConfig::default()).await;
+    let pods = deploy_robovast(&client).await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let direct = sim
+        .dataplane()
+        .endpoint("default", "robovast", 9000)
+        .expect("S3 endpoint");
+    let s3 = s3_client(&format!("http://{direct}"));
+    s3.create_bucket()
+        .bucket("run-z")
+        .send()
+        .await
+        .expect("bucket");
+    upload_inputs(&s3, "run-z").await;
+    let keys = |prefix: &'static str| {
+        let s3 = s3.clone();
+        async move {
+            let l = s3
+                .list_objects_v2()
+                .bucket("run-z")
+                .prefix(prefix)
+                .send()
+                .await
+                .expect("list");
+            l.contents()
+                .iter()
+                .map(|o| o.key().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    sim.faults().set(
+        serde_json::from_value(serde_json::json!({
+            "preempt": {"fraction": 1.0, "max_hits": 1},
+            "pods": [{"match": "oom", "outcome": "oomkilled"},
+                     {"match": "bad", "outcome": "fail", "exit_code": 3}]
+        }))
+        .expect("fault config"),
+    );
+    // preempted (no results), then replaced (results)
+    let mut spot = scenario_job("spot", "run-z", 1000);
+    spot.spec.as_mut().unwrap().pod_failure_policy = Some(
+        serde_json::from_value(serde_json::json!({"rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]}))
+        .expect("policy"),
+    );
+    jobs.create(&PostParams::default(), &spot)
+        .await
+        .expect("job");
+    job_pod(&pods, "spot", "Failed").await;
+    assert!(
+        keys("spot/").await.is_empty(),
+        "a preempted pod uploads nothing"
+    );
+    job_pod(&pods, "spot", "Succeeded").await;
+    assert!(keys("spot/0/")
+        .await
+        .contains(&"spot/0/test.xml".to_string()));
+    // OOMKilled: no results; failed with an exit code: results with a failure
+    jobs.create(&PostParams::default(), &scenario_job("oom", "run-z", 100))
+        .await
+        .expect("job");
+    jobs.create(&PostParams::default(), &scenario_job("bad", "run-z", 100))
+        .await
+        .expect("job");
+    let oom = job_pod(&pods, "oom", "Failed").await;
+    let t = terminated(
+        oom.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref()),
+        "robovast",
+    );
+    assert_eq!((t.exit_code, t.reason.as_deref()), (137, Some("OOMKilled")));
+    let bad = job_pod(&pods, "bad", "Failed").await;
+    let t = terminated(
+        bad.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref()),
+        "robovast",
+    );
+    assert_eq!(t.exit_code, 3);
+    assert!(
+        keys("oom/").await.is_empty(),
+        "an OOMKilled pod uploads nothing"
+    );
+    let xml = s3
+        .get_object()
+        .bucket("run-z")
+        .key("bad/0/test.xml")
+        .send()
+        .await
+        .expect("results of the failed scenario")
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes();
+    assert!(String::from_utf8_lossy(&xml).contains("failures=\"1\""));
+}

@@ -502,8 +502,25 @@ async fn resource_request(
         None | Some("status") => {}
         Some("exec") | Some("portforward") => return pod_upgrade(app, &t, req).await,
         Some("log") if t.rt.plural == "pods" && t.rt.group.is_empty() => {
-            get_object(app, &t)?;
-            let mut r = Response::new(full(Bytes::new()));
+            let pod = get_object(app, &t)?;
+            let params: Vec<(String, String)> =
+                url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                    .into_owned()
+                    .collect();
+            let param = |k: &str| {
+                params
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.as_str())
+            };
+            let mut lines = crate::controllers::kubelet::pod_log(&pod, param("container"))
+                .map_err(ApiError::bad_request)?;
+            if let Some(n) = param("tailLines").and_then(|v| v.parse::<usize>().ok()) {
+                lines.drain(..lines.len().saturating_sub(n));
+            }
+            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            let mut r = Response::new(full(Bytes::from(text)));
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static("text/plain"),

@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::{
-    annotation, condition, pod_requests, set_condition, Resources, ANN_DURATION, ANN_OUTCOME,
+    annotation, condition, pod_requests, set_condition, Resources, ANN_DURATION, ANN_EXIT_CODE,
+    ANN_OUTCOME, ANN_PREEMPT,
 };
 use crate::config::PodTiming;
 use crate::dataplane::{self, DataPlane};
+use crate::faults::Faults;
 use crate::pod::{PodOutcome, ResolvedPod, ResolvedVolume};
 use crate::store::{self, keys, now_rfc3339, Store};
 
@@ -26,6 +28,40 @@ struct PodRun {
     bound_at: Instant,
     ends_at: Option<Instant>,
     resolved: Option<ResolvedPod>,
+    /// At `ends_at` the pod is preempted instead of finishing.
+    preempt: bool,
+}
+
+/// How a Job pod ends (from its `sim.vast.dev/outcome` and `exit-code` annotations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Succeed,
+    Fail(i64),
+    OomKilled,
+}
+
+/// Message of a spot node's shutdown (GKE), on `DisruptionTarget` and `status.message`.
+pub const PREEMPTION_MESSAGE: &str = "Pod was terminated in response to imminent node shutdown.";
+
+fn is_hang(pod: &Value) -> bool {
+    annotation(pod, ANN_OUTCOME) == Some("hang")
+}
+
+/// The container whose state carries a Job pod's outcome: the one with `S3_BUCKET` in its
+/// env (vast's scenario container), else the first.
+pub fn main_container(pod: &Value) -> Option<String> {
+    let cs = pod.pointer("/spec/containers").and_then(Value::as_array)?;
+    let has_bucket = |c: &&Value| {
+        c.get("env").and_then(Value::as_array).is_some_and(|env| {
+            env.iter()
+                .any(|e| e.get("name").and_then(Value::as_str) == Some("S3_BUCKET"))
+        })
+    };
+    cs.iter()
+        .find(has_bucket)
+        .or(cs.first())
+        .and_then(|c| c.get("name").and_then(Value::as_str))
+        .map(str::to_string)
 }
 
 pub struct Kubelet {
@@ -35,6 +71,7 @@ pub struct Kubelet {
     runs: HashMap<String, PodRun>,
     reported_unschedulable: HashSet<String>,
     pods_key: Arc<str>,
+    faults: Arc<Faults>,
     /// PVCs seen on the last pass ((namespace, name) -> uid): one that disappears (or comes
     /// back with another uid) has its data removed, as its volume would be.
     pvcs: HashMap<(String, String), String>,
@@ -93,7 +130,12 @@ fn container_status(
 }
 
 impl Kubelet {
-    pub fn new(store: Arc<Store>, dataplane: Arc<DataPlane>, timing: PodTiming) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        dataplane: Arc<DataPlane>,
+        timing: PodTiming,
+        faults: Arc<Faults>,
+    ) -> Self {
         Kubelet {
             store,
             dataplane,
@@ -101,6 +143,7 @@ impl Kubelet {
             runs: HashMap::new(),
             reported_unschedulable: HashSet::new(),
             pods_key: Arc::from(keys::PODS),
+            faults,
             pvcs: HashMap::new(),
         }
     }
@@ -139,6 +182,7 @@ impl Kubelet {
                         bound_at: now,
                         ends_at: None,
                         resolved: None,
+                        preempt: false,
                     });
                     let start_at = bound_at.bound_at + Duration::from_millis(self.timing.start_ms);
                     if now >= start_at {
@@ -154,9 +198,13 @@ impl Kubelet {
                         bound_at: now,
                         ends_at: None,
                         resolved: None,
+                        preempt: false,
                     });
                     if let Some(end) = run.ends_at {
-                        if now >= end {
+                        if now >= end && run.preempt {
+                            run.ends_at = None;
+                            self.preempt(pod);
+                        } else if now >= end {
                             self.finish(pod).await;
                         } else {
                             *next = (*next).min(end);
@@ -351,13 +399,22 @@ impl Kubelet {
         let duration = annotation(pod, ANN_DURATION)
             .and_then(|d| d.parse::<u64>().ok())
             .or_else(|| owned_by_job(pod).then_some(self.timing.job_duration_ms));
-        let ends_at = duration.map(|ms| now + Duration::from_millis(ms));
+        // a preempted pod is stopped half-way through its run time (also when it would hang)
+        let preempt = owned_by_job(pod) && annotation(pod, ANN_PREEMPT) == Some("true");
+        let ends_at = if preempt {
+            Some(now + Duration::from_millis(duration.unwrap_or(self.timing.job_duration_ms) / 2))
+        } else if is_hang(pod) {
+            None
+        } else {
+            duration.map(|ms| now + Duration::from_millis(ms))
+        };
         if let Some(end) = ends_at {
             *next = (*next).min(end);
         }
         if let Some(run) = self.runs.get_mut(&uid) {
             run.ends_at = ends_at;
             run.resolved = Some(resolved);
+            run.preempt = preempt;
         }
         let _ = self.store.modify(&self.pods_key, &ns, &name, |cur| {
             let mut p = cur.clone();
@@ -528,45 +585,54 @@ impl Kubelet {
             store::name_of(pod).to_string(),
             store::uid_of(pod).to_string(),
         );
-        let outcome = match annotation(pod, ANN_OUTCOME) {
-            Some("fail") | Some("failed") | Some("failure") => PodOutcome::Failed,
-            Some(_) => PodOutcome::Succeeded,
-            None if owned_by_job(pod) && self.timing.job_outcome == "fail" => PodOutcome::Failed,
-            None => PodOutcome::Succeeded,
+        let ending = match annotation(pod, ANN_OUTCOME) {
+            Some("fail") | Some("failed") | Some("failure") => Ending::Fail(
+                annotation(pod, ANN_EXIT_CODE)
+                    .and_then(|c| c.trim().parse::<i64>().ok())
+                    .filter(|c| *c != 0)
+                    .unwrap_or(1),
+            ),
+            Some("oomkilled") | Some("OOMKilled") => Ending::OomKilled,
+            Some(_) => Ending::Succeed,
+            None if owned_by_job(pod) && self.timing.job_outcome == "fail" => Ending::Fail(1),
+            None => Ending::Succeed,
         };
-        let mut outcome = outcome;
-        // (scenario container, why it failed) when the results could not be uploaded
-        let mut upload_failure: Option<(String, String)> = None;
+        let mut ending = ending;
+        let main_name = main_container(pod).unwrap_or_default();
+        // the message of the scenario container when the results could not be uploaded
+        let mut upload_failure: Option<String> = None;
         if let Some(run) = self.runs.get_mut(&uid) {
             run.ends_at = None;
-            if owned_by_job(pod) {
-                if let Some(resolved) = &run.resolved {
-                    if let Err(e) = self
-                        .dataplane
-                        .write_scenario_results(resolved, outcome)
-                        .await
-                    {
-                        tracing::warn!(pod = %name, namespace = %ns, error = %e, "data plane: writing scenario results failed");
-                        // vast's entrypoint fails its container when the upload fails
-                        if DataPlane::is_scenario_pod(resolved) {
-                            outcome = PodOutcome::Failed;
-                            let main = resolved
-                                .containers
-                                .iter()
-                                .find(|c| c.env.contains_key("S3_BUCKET"))
-                                .map(|c| c.name.clone())
-                                .unwrap_or_default();
-                            upload_failure =
-                                Some((main, format!("vast: uploading results failed: {e}")));
+            let outcome = match ending {
+                Ending::Succeed => Some(PodOutcome::Succeeded),
+                Ending::Fail(_) => Some(PodOutcome::Failed),
+                // the container was killed: its post-run upload never happens
+                Ending::OomKilled => None,
+            };
+            if let (true, Some(resolved), Some(outcome)) =
+                (owned_by_job(pod), &run.resolved, outcome)
+            {
+                if let Err(e) = self
+                    .dataplane
+                    .write_scenario_results(resolved, outcome)
+                    .await
+                {
+                    tracing::warn!(pod = %name, namespace = %ns, error = %e, "data plane: writing scenario results failed");
+                    // vast's entrypoint fails its container when the upload fails
+                    if DataPlane::is_scenario_pod(resolved) {
+                        if ending == Ending::Succeed {
+                            ending = Ending::Fail(1);
                         }
+                        upload_failure = Some(format!("vast: uploading results failed: {e}"));
                     }
                 }
             }
         }
         let ts = now_rfc3339();
-        let (phase, code, reason) = match outcome {
-            PodOutcome::Succeeded => ("Succeeded", 0, "Completed"),
-            PodOutcome::Failed => ("Failed", 1, "Error"),
+        let (phase, code, reason) = match ending {
+            Ending::Succeed => ("Succeeded", 0, "Completed"),
+            Ending::Fail(code) => ("Failed", code, "Error"),
+            Ending::OomKilled => ("Failed", 137, "OOMKilled"),
         };
         let _ = self.store.modify(&self.pods_key, &ns, &name, |cur| {
             let mut p = cur.clone();
@@ -574,8 +640,10 @@ impl Kubelet {
             let main: Vec<Value> = container_names(cur, "containers")
                 .iter()
                 .map(|(n, img)| {
+                    // the outcome is the main container's; the others exit 0
+                    let (code, reason) = if *n == main_name { (code, reason) } else { (0, "Completed") };
                     let mut state = json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": ts}});
-                    if let Some((_, msg)) = upload_failure.as_ref().filter(|(main, _)| main == n) {
+                    if let Some(msg) = upload_failure.as_ref().filter(|_| *n == main_name) {
                         state["terminated"]["message"] = json!(msg);
                     }
                     container_status(n, img, &uid, false, state, 0)
@@ -588,6 +656,55 @@ impl Kubelet {
             }
             Ok(p)
         });
+    }
+
+    /// A spot node's shutdown, as GKE reports it: `DisruptionTarget` (`TerminationByKubelet`),
+    /// phase `Failed`, `reason: Terminated`, containers killed (137, `Error`); no results are
+    /// uploaded. Counted in the sim's stats.
+    fn preempt(&mut self, pod: &Value) {
+        let (ns, name, uid) = (
+            store::namespace_of(pod).to_string(),
+            store::name_of(pod).to_string(),
+            store::uid_of(pod).to_string(),
+        );
+        let ts = now_rfc3339();
+        let res = self.store.modify(&self.pods_key, &ns, &name, |cur| {
+            let mut p = cur.clone();
+            let started = cur.pointer("/status/startTime").cloned().unwrap_or(json!(ts));
+            let main: Vec<Value> = container_names(cur, "containers")
+                .iter()
+                .map(|(n, img)| {
+                    let state = json!({"terminated": {"exitCode": 137, "reason": "Error", "startedAt": started, "finishedAt": ts}});
+                    container_status(n, img, &uid, false, state, 0)
+                })
+                .collect();
+            p["status"]["phase"] = json!("Failed");
+            p["status"]["reason"] = json!("Terminated");
+            p["status"]["message"] = json!(PREEMPTION_MESSAGE);
+            p["status"]["containerStatuses"] = json!(main);
+            set_condition(&mut p, condition("DisruptionTarget", true, "TerminationByKubelet", PREEMPTION_MESSAGE, &ts));
+            for c in ["ContainersReady", "Ready"] {
+                set_condition(&mut p, condition(c, false, "PodFailed", "", &ts));
+            }
+            Ok(p)
+        });
+        if matches!(res, Ok(Some(_))) {
+            let job = pod
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .and_then(|refs| {
+                    refs.iter()
+                        .find(|r| r.get("kind").and_then(Value::as_str) == Some("Job"))
+                })
+                .and_then(|r| r.get("name").and_then(Value::as_str))
+                .unwrap_or("")
+                .to_string();
+            self.faults.record(|s| {
+                s.preempted += 1;
+                s.preempted_jobs.push(job);
+            });
+            tracing::info!(pod = %name, namespace = %ns, "pod preempted (simulated spot node shutdown)");
+        }
     }
 }
 
@@ -669,4 +786,159 @@ pub async fn restart_pod(
             source,
         })?;
     set_ready(true, false)?.ok_or_else(not_found)
+}
+
+/// Whether an env var name looks like a credential (left out of the logged parameters).
+fn secret_name(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    ["KEY", "SECRET", "PASSWORD", "TOKEN", "CREDENTIAL"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
+/// The log of one container of a pod, as lines (`GET .../pods/{name}/log`). `container`
+/// defaults to the only container; a name the pod does not have, or none for a pod with
+/// several containers, is an error with the real API server's message (a 400). Job pods
+/// log what their simulated scenario does: its start, its parameters (literal env values,
+/// credentials left out) and how it ended; other pods have an empty log.
+pub fn pod_log(pod: &Value, container: Option<&str>) -> Result<Vec<String>, String> {
+    let name = store::name_of(pod);
+    let names = |list: &str| -> Vec<String> {
+        container_names(pod, list)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    };
+    let (main, init) = (names("containers"), names("initContainers"));
+    let container = match container.filter(|c| !c.is_empty()) {
+        Some(c) if main.iter().chain(&init).any(|n| n == c) => c.to_string(),
+        Some(c) => return Err(format!("container {c} is not valid for pod {name}")),
+        None if main.len() == 1 => main[0].clone(),
+        None => {
+            let mut msg = format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                main.join(" ")
+            );
+            if !init.is_empty() {
+                msg.push_str(&format!(
+                    " or one of the init containers: [{}]",
+                    init.join(" ")
+                ));
+            }
+            return Err(msg);
+        }
+    };
+    if !owned_by_job(pod) {
+        return Ok(Vec::new());
+    }
+    let is_init = init.contains(&container);
+    let list = if is_init {
+        "initContainerStatuses"
+    } else {
+        "containerStatuses"
+    };
+    let state = pod
+        .pointer(&format!("/status/{list}"))
+        .and_then(Value::as_array)
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.get("name").and_then(Value::as_str) == Some(container.as_str()))
+        })
+        .and_then(|c| c.get("state"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let terminated = state.get("terminated");
+    if state.get("running").is_none() && terminated.is_none() {
+        return Ok(Vec::new());
+    }
+    let code = terminated
+        .and_then(|t| t.get("exitCode"))
+        .and_then(Value::as_i64);
+    let reason = terminated
+        .and_then(|t| t.get("reason"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let message = terminated
+        .and_then(|t| t.get("message"))
+        .and_then(Value::as_str);
+    let mut lines = Vec::new();
+    if is_init {
+        lines.push(format!("vast-sim: init container {container} started"));
+        if let Some(m) = message {
+            lines.push(m.to_string());
+        }
+        match code {
+            Some(0) => lines.push(format!("vast-sim: init container {container} completed")),
+            Some(c) => lines.push(format!(
+                "vast-sim: init container {container} failed with exit code {c}"
+            )),
+            None => {}
+        }
+        return Ok(lines);
+    }
+    if main_container(pod).as_deref() != Some(container.as_str()) {
+        lines.push(format!("vast-sim: container {container} started"));
+        if let Some(c) = code {
+            lines.push(format!(
+                "vast-sim: container {container} exited with code {c}"
+            ));
+        }
+        return Ok(lines);
+    }
+    let spec = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.get("name").and_then(Value::as_str) == Some(container.as_str()))
+        });
+    let env: Vec<(String, String)> = spec
+        .and_then(|c| c.get("env"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e.get("name")?.as_str()?.to_string(),
+                e.get("value")?.as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let test_id = env
+        .iter()
+        .find(|(k, _)| k == "TEST_ID")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| name.to_string());
+    lines.push(format!("vast-sim: starting scenario {test_id}"));
+    let params: Vec<String> = env
+        .iter()
+        .filter(|(k, _)| !secret_name(k))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    lines.push(format!("vast-sim: parameters: {}", params.join(" ")));
+    let Some(code) = code else {
+        return Ok(lines);
+    };
+    if let Some(m) = message {
+        lines.push(m.to_string());
+    }
+    let preempted = pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("type").and_then(Value::as_str) == Some("DisruptionTarget")
+                    && c.get("status").and_then(Value::as_str) == Some("True")
+            })
+        });
+    lines.push(if preempted {
+        "vast-sim: scenario finished: preempted".to_string()
+    } else if reason == "OOMKilled" {
+        "vast-sim: scenario finished: OOMKilled".to_string()
+    } else if code == 0 {
+        "vast-sim: scenario finished: succeeded".to_string()
+    } else {
+        format!("vast-sim: scenario finished: failed with exit code {code}")
+    });
+    Ok(lines)
 }

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SimConfig;
 use crate::dataplane::DataPlane;
+use crate::faults::Faults;
 use crate::store::{keys, Store};
 
 /// Annotation: run time of a simulated pod in milliseconds (on the pod, its Job or template).
@@ -29,6 +30,10 @@ pub const ANN_DURATION: &str = "sim.vast.dev/duration-ms";
 pub const ANN_OUTCOME: &str = "sim.vast.dev/outcome";
 /// Annotation on a Job: its first N pods fail, later ones follow `outcome`.
 pub const ANN_FAIL_ATTEMPTS: &str = "sim.vast.dev/fail-attempts";
+/// Annotation: exit code of the main container when the outcome is `fail` (default 1).
+pub const ANN_EXIT_CODE: &str = "sim.vast.dev/exit-code";
+/// Annotation the job controller puts on a pod chosen by the preemption fault.
+pub const ANN_PREEMPT: &str = "sim.vast.dev/preempt";
 
 /// Resource quantities: cpu in millicores, memory in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -217,11 +222,17 @@ pub fn create_nodes(store: &Store, config: &SimConfig) -> Result<(), crate::stor
 pub async fn run(
     store: Arc<Store>,
     dataplane: Arc<DataPlane>,
+    faults: Arc<Faults>,
     config: SimConfig,
     cancel: CancellationToken,
 ) {
-    let mut kubelet = kubelet::Kubelet::new(store.clone(), dataplane, config.pods.clone());
-    let mut jobs = job::JobController::new(store.clone(), config.pods.clone());
+    let mut kubelet = kubelet::Kubelet::new(
+        store.clone(),
+        dataplane,
+        config.pods.clone(),
+        faults.clone(),
+    );
+    let mut jobs = job::JobController::new(store.clone(), config.pods.clone(), faults);
     loop {
         let now = Instant::now();
         let mut next = now + Duration::from_secs(1);
