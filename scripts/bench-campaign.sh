@@ -97,7 +97,8 @@ resubmitted = sum(k - 1 for k in rec.get("attempts", {}).values())
 dirs = 0
 for root, ds, fs in os.walk(results):
     depth = os.path.relpath(root, results).count(os.sep)
-    if depth == 2 and fs + ds:
+    parts = os.path.relpath(root, results).split(os.sep)
+    if depth == 2 and fs + ds and parts[-1].isdigit() and not parts[1].startswith("_"):
         dirs += 1
 preempted = stats.get("preempted", 0)
 replaced = stats.get("pods_created_by_jobs", 0) - jobs - resubmitted

@@ -104,15 +104,19 @@ async fn sim_stats(c: &Cluster) -> Value {
     serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("/sim/stats: {e}: {t}"))
 }
 
-/// Directories `<config>/<n>` with files under `dir/<bucket>`.
+/// Result directories `<config>/<n>` (not `_config/`) with files under `dir`.
 fn result_dirs(dir: &Path) -> usize {
     let mut n = 0;
     let Ok(configs) = std::fs::read_dir(dir) else {
         return 0;
     };
-    for c in configs.flatten().filter(|e| e.path().is_dir()) {
+    for c in configs
+        .flatten()
+        .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('_'))
+    {
         for r in std::fs::read_dir(c.path()).unwrap().flatten() {
-            if r.path().is_dir() && std::fs::read_dir(r.path()).unwrap().next().is_some() {
+            let numbered = r.file_name().to_string_lossy().chars().all(|ch| ch.is_ascii_digit());
+            if numbered && r.path().is_dir() && std::fs::read_dir(r.path()).unwrap().next().is_some() {
                 n += 1;
             }
         }
