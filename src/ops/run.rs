@@ -316,6 +316,7 @@ async fn create_job(cx: &StepContext) -> Result<Value, StepError> {
         context: e.context.as_deref(),
         total_jobs: p.configs.len() * p.runs as usize,
         log_tree: cx.param::<bool>("log_tree")?.unwrap_or(false),
+        spot: cx.param::<bool>("spot")?.unwrap_or(false),
     };
     let job =
         render_job(&ctx, conf, item.r).map_err(|err| StepError::permanent(err.to_string()))?;

@@ -141,6 +141,7 @@ fn job_context<'a>(v: &'a VastFile, ctx: Option<&'a str>) -> JobContext<'a> {
         context: ctx,
         total_jobs: 6,
         log_tree: true,
+        spot: false,
     }
 }
 
