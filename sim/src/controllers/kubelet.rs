@@ -547,7 +547,7 @@ impl Kubelet {
                         .await
                     {
                         tracing::warn!(pod = %name, namespace = %ns, error = %e, "data plane: writing scenario results failed");
-                        // vast's entrypoint fails its container when the upload fails
+                        // vast's entrypoint fails its container when the upload fails (exit 75)
                         if DataPlane::is_scenario_pod(resolved) {
                             outcome = PodOutcome::Failed;
                             let main = resolved
@@ -577,6 +577,8 @@ impl Kubelet {
                     let mut state = json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": ts}});
                     if let Some((_, msg)) = upload_failure.as_ref().filter(|(main, _)| main == n) {
                         state["terminated"]["message"] = json!(msg);
+                        // the entrypoint's EX_TEMPFAIL: the scenario succeeded, the upload did not
+                        state["terminated"]["exitCode"] = json!(75);
                     }
                     container_status(n, img, &uid, false, state, 0)
                 })
