@@ -440,7 +440,7 @@ async fn scenario_pods_fail_as_their_init_container_and_upload_would() {
             .and_then(|s| s.container_statuses.as_ref()),
         "robovast",
     );
-    assert_eq!(main.exit_code, 1);
+    assert_eq!(main.exit_code, 75, "EX_TEMPFAIL, as vast's entrypoint");
     let msg = main.message.unwrap_or_default();
     assert!(
         msg.contains("uploading results failed") && msg.contains("NoSuchBucket"),

@@ -69,6 +69,7 @@ static CONFIGS: [ClusterConfig; 4] = [
         options: &[
             STORAGE_SIZE,
             ClusterOption { name: "disk_type", default: "pd-standard", help: "GCE persistent disk type" },
+            ClusterOption { name: "spot", default: "false", help: "`true`: the scenario Jobs run on spot VMs only (node selector and toleration `cloud.google.com/gke-spot`); `true` or `false`" },
         ],
         instance_type_command: "INSTANCE_TYPE=$(curl -s -m 5 -H 'Metadata-Flavor: Google' http://metadata.google.internal/computeMetadata/v1/instance/machine-type 2>/dev/null | awk -F/ '{print $NF}' || true)",
     },
@@ -171,6 +172,7 @@ impl ClusterConfig {
                 });
             }
             let ok = (k != "storage_size" || crate::project::vast_file::valid_quantity(v, false))
+                && (k != "spot" || v == "true" || v == "false")
                 && !v.is_empty()
                 && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
@@ -290,8 +292,31 @@ mod tests {
         let bad: BTreeMap<_, _> = [("size".to_string(), "1".to_string())].into();
         assert_eq!(
             gcp.resolve_options(&bad).unwrap_err().to_string(),
-            "unknown option 'size' for cluster config 'gcp'; valid options: namespace, storage_size, disk_type"
+            "unknown option 'size' for cluster config 'gcp'; valid options: namespace, storage_size, disk_type, spot"
         );
+        assert_eq!(o.get("spot").map(String::as_str), Some("false"));
+        for ok in ["true", "false"] {
+            let spot: BTreeMap<_, _> = [("spot".to_string(), ok.to_string())].into();
+            assert_eq!(gcp.resolve_options(&spot).unwrap()["spot"], ok);
+        }
+        for bad in ["yes", "True", "1", ""] {
+            let spot: BTreeMap<_, _> = [("spot".to_string(), bad.to_string())].into();
+            assert!(gcp.resolve_options(&spot).is_err(), "{bad:?}");
+        }
+        // gcp only; the setup manifest does not change.
+        let spot: BTreeMap<_, _> = [("spot".to_string(), "true".to_string())].into();
+        assert!(cluster_config("rke2")
+            .unwrap()
+            .resolve_options(&spot)
+            .is_err());
+        assert_eq!(
+            gcp.manifest_yaml(&spot, "ns1").unwrap(),
+            gcp.manifest_yaml(&BTreeMap::new(), "ns1").unwrap()
+        );
+        assert!(gcp
+            .readme(&spot, "ns1")
+            .unwrap()
+            .contains("and `spot` (`true`;"));
         let minikube = cluster_config("minikube").unwrap();
         assert_eq!(
             minikube.resolve_options(&bad).unwrap_err().to_string(),

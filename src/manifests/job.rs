@@ -2,6 +2,18 @@
 //! with our fixes: collision-free names, an init container that fails loudly when a required
 //! file is missing, S3 credentials from a Secret, secondary containers as native sidecars with
 //! their resources and the `.vast` env.
+//!
+//! Failures (Kubernetes ≥ 1.31 `podFailurePolicy`, see [`pod_failure_policy`]): a pod disrupted
+//! by the cluster (preemption, eviction, node drain: condition `DisruptionTarget`) is replaced
+//! without counting; the scenario's own failure ([`is_scenario_failure`]) fails the Job at once;
+//! any other pod failure (OOM kill, SIGTERM, failed upload, failed `s3-init`) is retried up to
+//! `.vast` `execution.retries` times (`backoffLimit`).
+//!
+//! Attempts: a Job re-created by vast after it failed is attempt k ≥ 2, named
+//! [`job_name_attempt`] and labelled [`ATTEMPT_LABEL`]; [`base_job_name`] maps it back.
+//!
+//! Placement: `.vast` `node_selector`, `tolerations`, `priority_class` and `gpu` (resolved for
+//! the `--context`), merged with the cluster's own (gcp `spot=true`: [`SPOT_LABEL`]).
 
 use k8s_openapi::api::batch::v1::Job;
 use serde_json::{json, Value};
@@ -11,13 +23,60 @@ use super::cluster_config::{MC_IMAGE, S3_ENDPOINT, S3_SECRET};
 use super::kueue::LOCAL_QUEUE;
 use super::{ManifestError, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::project::configs::Configuration;
-use crate::project::resources::{resolve_resources, ResolvedResources};
+use crate::project::resources::{
+    resolve_placement, resolve_resources, ResolvedPlacement, ResolvedResources,
+};
 use crate::project::vast_file::Execution;
 
 /// Label every Job and pod of vast carries.
 pub const JOBGROUP: &str = "scenario-runs";
 /// Seconds a finished Job is kept.
 pub const TTL_SECONDS: i32 = 60;
+/// The main (scenario) container of every Job's pod.
+pub const MAIN_CONTAINER: &str = "robovast";
+/// Label of a Job and its pods: the attempt number (`"1"`, `"2"`, …). Always set, so a label
+/// selector can pick one attempt; a Job without it (older vast) is attempt 1.
+pub const ATTEMPT_LABEL: &str = "vast.dev/attempt";
+/// GKE's node label of spot VMs (and the key of their taint).
+pub const SPOT_LABEL: &str = "cloud.google.com/gke-spot";
+/// Exit status of the entrypoint when the scenario succeeded but its results could not be
+/// uploaded (`EX_TEMPFAIL`): an infrastructure failure.
+pub const EXIT_UPLOAD_FAILED: i32 = 75;
+/// Exit codes of the main container that mean "the infrastructure failed", not the scenario:
+/// [`EXIT_UPLOAD_FAILED`], 137 (SIGKILL: OOM kill, or the kubelet's kill after the grace
+/// period) and 143 (SIGTERM: the entrypoint's trap when the pod is stopped). 0 is listed in
+/// the pod failure policy too: a failed pod whose scenario succeeded is not the scenario's
+/// failure.
+pub const INFRASTRUCTURE_EXIT_CODES: [i32; 3] = [EXIT_UPLOAD_FAILED, 137, 143];
+
+/// Whether the main container's `exit_code` is the scenario's own failure (the Job fails at
+/// once, never retried): any non-zero code except [`INFRASTRUCTURE_EXIT_CODES`]. The
+/// entrypoint exits with the scenario's status (`scenario_execution_ros`: 1 on a failed
+/// scenario), 1 for a missing PRE_/POST_COMMAND, 126/127 for a broken image, 128+n when the
+/// scenario process died of signal n (a crash); SIGINT (130) never comes from Kubernetes.
+pub fn is_scenario_failure(exit_code: i32) -> bool {
+    exit_code != 0 && !INFRASTRUCTURE_EXIT_CODES.contains(&exit_code)
+}
+
+/// The Jobs' `podFailurePolicy`, rules in order (the first match wins):
+/// 1. `Ignore` a pod with condition `DisruptionTarget=True` (preemption of a spot VM,
+///    eviction, node drain, Kueue or priority preemption): it is replaced without counting
+///    towards `backoffLimit`;
+/// 2. `FailJob` when the main container exited with a code not in `[0]` +
+///    [`INFRASTRUCTURE_EXIT_CODES`] ([`is_scenario_failure`]): re-running a failed scenario
+///    gives the same failure.
+///
+/// Everything else counts towards `backoffLimit` (`.vast` `execution.retries`): an OOM kill,
+/// a SIGTERM without the disruption condition, a failed upload, a failed `s3-init` (the rule
+/// names the main container only, so init failures are retried).
+pub fn pod_failure_policy() -> Value {
+    let mut not_in = vec![0];
+    not_in.extend(INFRASTRUCTURE_EXIT_CODES);
+    json!({"rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "FailJob", "onExitCodes": {"containerName": MAIN_CONTAINER, "operator": "NotIn", "values": not_in}},
+    ]})
+}
 
 /// Everything a Job depends on besides the configuration and run number.
 #[derive(Debug, Clone)]
@@ -31,6 +90,9 @@ pub struct JobContext<'a> {
     pub total_jobs: usize,
     /// `--log-tree/-t`.
     pub log_tree: bool,
+    /// The cluster setup asked for spot VMs (gcp `spot=true`): every pod selects and tolerates
+    /// GKE's spot nodes.
+    pub spot: bool,
 }
 
 /// `run-id` label value: lowercase, `_` → `-`, only alnum/`-`/`.`, at most 63.
@@ -54,23 +116,64 @@ fn hex_hash(s: &str, n: usize) -> String {
 /// run-id hash (the full id, timestamp and random suffix included); different configs in the
 /// config hash.
 pub fn job_name(run_id: &str, config: &str, run: u32) -> String {
+    name_with(run_id, config, run, 30, "")
+}
+
+/// `r<hash>-<prefix of at most max_prefix chars><hash>-<run><suffix>`.
+fn name_with(run_id: &str, config: &str, run: u32, max_prefix: usize, suffix: &str) -> String {
     let prefix: String = config
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .map(|c| c.to_ascii_lowercase())
-        .take(30)
+        .take(max_prefix)
         .collect();
     let prefix = prefix.trim_matches('-');
     let sep = if prefix.is_empty() { "" } else { "-" };
     format!(
-        "r{}-{prefix}{sep}{}-{run}",
+        "r{}-{prefix}{sep}{}-{run}{suffix}",
         hex_hash(run_id, 8),
         hex_hash(config, 6)
     )
 }
 
-/// The Job of attempt `attempt` (1-based) of the run whose first Job is `base`: `base` itself,
-/// then `base-a<k>` (a [`job_name`] is at most 58 characters, so `-a99` still fits in 63).
+/// Name of attempt `attempt` of a Job: attempt 0 or 1 is [`job_name`]; attempt k ≥ 2 is
+/// `job_name(..)` + `-a<k>`, a DNS label of at most 63 characters. Only when that would be
+/// longer (a run number and an attempt with 13 digits together, e.g. attempt ≥ 1000 of run
+/// u32::MAX) is the config prefix shortened, and then [`base_job_name`] of it is not
+/// `job_name(..)`; every attempt up to 999 of any run keeps the full base name.
+pub fn job_name_attempt(run_id: &str, config: &str, run: u32, attempt: u32) -> String {
+    if attempt <= 1 {
+        return job_name(run_id, config, run);
+    }
+    let suffix = format!("-a{attempt}");
+    let full = name_with(run_id, config, run, 30, &suffix);
+    let over = full.len().saturating_sub(63);
+    if over == 0 {
+        return full;
+    }
+    name_with(run_id, config, run, 30usize.saturating_sub(over), &suffix)
+}
+
+/// Splits a Job name into its base (attempt 1's name) and attempt number: `<base>-a<k>` with
+/// k ≥ 2 gives `(base, k)`, any other name `(name, 1)`. Unambiguous because a base name ends
+/// with `-<run number>`, never with `-a<digits>`.
+pub fn base_job_name(name: &str) -> (&str, u32) {
+    let Some((base, k)) = name.rsplit_once("-a") else {
+        return (name, 1);
+    };
+    let base_ends_with_run = base
+        .rsplit_once('-')
+        .is_some_and(|(_, run)| !run.is_empty() && run.bytes().all(|b| b.is_ascii_digit()));
+    let canonical = k.bytes().all(|b| b.is_ascii_digit()) && !k.starts_with('0');
+    match k.parse::<u32>() {
+        Ok(n) if n >= 2 && canonical && base_ends_with_run => (base, n),
+        _ => (name, 1),
+    }
+}
+
+/// The Job of attempt `attempt` of the run whose first Job is `base` (a [`job_name`]): `base`
+/// itself, then `base-a<k>`; equal to [`job_name_attempt`] for every attempt up to 999 (the run
+/// record names attempts from the first Job's name).
 pub fn attempt_job_name(base: &str, attempt: u32) -> String {
     if attempt <= 1 {
         base.to_string()
@@ -79,30 +182,22 @@ pub fn attempt_job_name(base: &str, attempt: u32) -> String {
     }
 }
 
-/// The first Job and the attempt number of a Job name ([`attempt_job_name`] reversed).
-pub fn split_attempt(name: &str) -> (&str, u32) {
-    if let Some((base, k)) = name.rsplit_once("-a") {
-        if let Ok(k) = k.parse::<u32>() {
-            if k >= 2 && !k.to_string().starts_with('0') {
-                return (base, k);
-            }
-        }
-    }
-    (name, 1)
-}
-
 /// Full readable name (pod annotation `job-name-full`).
 pub fn job_full_name(run_id: &str, config: &str, run: u32) -> String {
     format!("{run_id}-{}-{run}", config.replace(['/', '_'], "-"))
 }
 
-fn resources_json(r: &ResolvedResources) -> Value {
+/// Requests = limits (`gpu`: `nvidia.com/gpu`, omitted when 0).
+fn resources_json(r: &ResolvedResources, gpu: u32) -> Value {
     let mut m = serde_json::Map::new();
     if let Some(c) = &r.cpu {
         m.insert("cpu".into(), json!(c));
     }
     if let Some(mem) = &r.memory {
         m.insert("memory".into(), json!(mem));
+    }
+    if gpu > 0 {
+        m.insert("nvidia.com/gpu".into(), json!(gpu.to_string()));
     }
     if m.is_empty() {
         json!({})
@@ -150,16 +245,76 @@ fetch scenario.osc /config/scenario.osc\n",
     s
 }
 
-/// The Job for `config` × `run`.
+/// The pod template's placement fields: the cluster's (spot) merged with the `.vast` ones;
+/// the `.vast` `node_selector` wins on the same key, a toleration is listed once.
+fn placement_json(spot: bool, p: &ResolvedPlacement) -> serde_json::Map<String, Value> {
+    let mut selector = serde_json::Map::new();
+    let mut tolerations: Vec<Value> = Vec::new();
+    if spot {
+        selector.insert(SPOT_LABEL.into(), json!("true"));
+        tolerations.push(
+            json!({"key": SPOT_LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule"}),
+        );
+    }
+    for (k, v) in &p.node_selector {
+        selector.insert(k.clone(), json!(v));
+    }
+    for t in &p.tolerations {
+        let mut o = serde_json::Map::new();
+        for (k, v) in [
+            ("key", &t.key),
+            ("operator", &t.operator),
+            ("value", &t.value),
+            ("effect", &t.effect),
+        ] {
+            if let Some(v) = v {
+                o.insert(k.into(), json!(v));
+            }
+        }
+        if let Some(s) = t.toleration_seconds {
+            o.insert("tolerationSeconds".into(), json!(s));
+        }
+        let o = Value::Object(o);
+        if !tolerations.contains(&o) {
+            tolerations.push(o);
+        }
+    }
+    let mut out = serde_json::Map::new();
+    if !selector.is_empty() {
+        out.insert("nodeSelector".into(), Value::Object(selector));
+    }
+    if !tolerations.is_empty() {
+        out.insert("tolerations".into(), Value::Array(tolerations));
+    }
+    if let Some(pc) = &p.priority_class {
+        out.insert("priorityClassName".into(), json!(pc));
+    }
+    out
+}
+
+/// The Job for `config` × `run` (attempt 1: [`render_job_attempt`]).
 pub fn render_job(
     ctx: &JobContext<'_>,
     config: &Configuration,
     run: u32,
 ) -> Result<Job, ManifestError> {
+    render_job_attempt(ctx, config, run, 1)
+}
+
+/// Attempt `attempt` (≥ 1; 0 is taken as 1) of the Job for `config` × `run`: named
+/// [`job_name_attempt`], the Job and its pod template labelled [`ATTEMPT_LABEL`].
+pub fn render_job_attempt(
+    ctx: &JobContext<'_>,
+    config: &Configuration,
+    run: u32,
+    attempt: u32,
+) -> Result<Job, ManifestError> {
+    let attempt = attempt.max(1);
     let ex = ctx.execution;
     let main_res = resolve_resources(&ex.resources, ctx.context)?;
+    let placement = resolve_placement(&ex.placement, ctx.context)?;
     let run_label = label_safe(ctx.run_id);
-    let name = job_name(ctx.run_id, &config.name, run);
+    let name = job_name_attempt(ctx.run_id, &config.name, run, attempt);
     let prefix = format!("{}/{run}", config.name);
 
     let mut env = vec![
@@ -214,35 +369,43 @@ pub fn render_job(
             "restartPolicy": "Always",
             "command": ["/bin/bash", "/config/secondary_entrypoint.sh"],
             "env": env,
-            "resources": resources_json(&res),
+            "resources": resources_json(&res, 0),
             "securityContext": security,
             "volumeMounts": mounts(true),
         }));
     }
 
+    let attempt_label = attempt.to_string();
     let labels = json!({
         "jobgroup": JOBGROUP,
         "run-id": run_label,
         "kueue.x-k8s.io/queue-name": LOCAL_QUEUE,
         MANAGED_BY_LABEL: MANAGED_BY,
+        ATTEMPT_LABEL: attempt_label,
     });
     let mut spec = json!({
-        "backoffLimit": 0,
+        "backoffLimit": ex.retries,
+        "podFailurePolicy": pod_failure_policy(),
         "ttlSecondsAfterFinished": TTL_SECONDS,
         "template": {
             "metadata": {
-                "labels": {"jobgroup": JOBGROUP, "run-id": run_label, MANAGED_BY_LABEL: MANAGED_BY},
+                "labels": {
+                    "jobgroup": JOBGROUP,
+                    "run-id": run_label,
+                    MANAGED_BY_LABEL: MANAGED_BY,
+                    ATTEMPT_LABEL: attempt_label,
+                },
                 "annotations": {"job-name-full": job_full_name(ctx.run_id, &config.name, run)},
             },
             "spec": {
                 "restartPolicy": "Never",
                 "initContainers": init_containers,
                 "containers": [{
-                    "name": "robovast",
+                    "name": MAIN_CONTAINER,
                     "image": ex.image,
                     "command": ["/bin/bash", "/config/entrypoint.sh"],
                     "env": env,
-                    "resources": resources_json(&main_res),
+                    "resources": resources_json(&main_res, placement.gpu),
                     "securityContext": security,
                     "volumeMounts": mounts(true),
                 }],
@@ -259,6 +422,9 @@ pub fn render_job(
     if let Some(t) = ex.timeout {
         spec["activeDeadlineSeconds"] = json!(t);
     }
+    if let Some(pod) = spec["template"]["spec"].as_object_mut() {
+        pod.extend(placement_json(ctx.spot, &placement));
+    }
     let job = json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -274,19 +440,6 @@ pub fn render_job(
         config: name,
         message: e.to_string(),
     })
-}
-
-/// MERGE-SHIM: replaced by the manifests branch.
-pub fn render_job_attempt(
-    ctx: &JobContext<'_>,
-    config: &Configuration,
-    run: u32,
-    attempt: u32,
-) -> Result<Job, ManifestError> {
-    let mut j = render_job(ctx, config, run)?;
-    let base = job_name(ctx.run_id, &config.name, run);
-    j.metadata.name = Some(attempt_job_name(&base, attempt));
-    Ok(j)
 }
 
 /// All Jobs of a run, run-number-major (every config for run 0, then run 1, …).
@@ -331,5 +484,153 @@ mod tests {
         };
         assert!(valid(&a) && valid(&b));
         assert_eq!(label_safe("Run_2026.x!"), "run-2026.x");
+    }
+
+    fn dns_label(s: &str) -> bool {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    }
+
+    #[test]
+    fn attempt_names_round_trip() {
+        let id = "run-2026-11-28-034512-k3f9";
+        let base = job_name(id, "test-1-1", 3);
+        assert_eq!(job_name_attempt(id, "test-1-1", 3, 1), base);
+        assert_eq!(job_name_attempt(id, "test-1-1", 3, 0), base);
+        let a2 = job_name_attempt(id, "test-1-1", 3, 2);
+        assert_eq!(a2, format!("{base}-a2"));
+        assert_eq!(base_job_name(&a2), (base.as_str(), 2));
+        assert_eq!(base_job_name(&base), (base.as_str(), 1));
+        let long = "Very_Long-Config.Name-".repeat(5);
+        let dashes = format!("{}x", "-".repeat(40));
+        for config in ["test-1-1", long.as_str(), "a", "-", dashes.as_str()] {
+            for run in [0, 7, u32::MAX] {
+                for attempt in [1, 2, 11, 999, 1000, u32::MAX] {
+                    let n = job_name_attempt(id, config, run, attempt);
+                    assert!(dns_label(&n), "{n} ({})", n.len());
+                    let (b, k) = base_job_name(&n);
+                    assert_eq!(k, attempt, "{n}");
+                    if attempt <= 999 {
+                        assert_eq!(b, job_name(id, config, run), "{n}");
+                    }
+                }
+            }
+        }
+        // The longest case shortens the config prefix and still differs per config.
+        let x = job_name_attempt(id, &format!("{long}x"), u32::MAX, u32::MAX);
+        let y = job_name_attempt(id, &format!("{long}y"), u32::MAX, u32::MAX);
+        assert!(x.len() <= 63 && x != y, "{x} {y}");
+        // Names that are not attempts.
+        for n in [
+            "r1-x-a2",
+            "r1-x-0-a1",
+            "r1-x-0-a02",
+            "r1-x-0-a+2",
+            "r1-x-0-a",
+            "plain",
+        ] {
+            assert_eq!(base_job_name(n), (n, 1), "{n}");
+        }
+        assert_eq!(base_job_name("r1-x-0-a10"), ("r1-x-0", 10));
+    }
+
+    #[test]
+    fn exit_codes_and_failure_policy() {
+        for c in [1, 2, 3, 126, 127, 130, 134, 139] {
+            assert!(is_scenario_failure(c), "{c}");
+        }
+        for c in [0, EXIT_UPLOAD_FAILED, 137, 143] {
+            assert!(!is_scenario_failure(c), "{c}");
+        }
+        let p = pod_failure_policy();
+        assert_eq!(p["rules"][0]["action"], "Ignore");
+        assert_eq!(
+            p["rules"][0]["onPodConditions"],
+            json!([{"type": "DisruptionTarget", "status": "True"}])
+        );
+        assert_eq!(
+            p["rules"][1],
+            json!({"action": "FailJob", "onExitCodes": {"containerName": "robovast", "operator": "NotIn", "values": [0, 75, 137, 143]}})
+        );
+    }
+
+    fn render(vast: &str, context: Option<&str>, spot: bool, attempt: u32) -> Value {
+        let text = format!(
+            "version: 1\nexecution:\n  image: i:1\n  runs: 1\n  scenario_file: s.osc\n{vast}"
+        );
+        let v = crate::project::VastFile::parse(std::path::Path::new("x.vast"), &text).unwrap();
+        let ctx = JobContext {
+            run_id: "run-1",
+            namespace: "ns",
+            execution: &v.execution,
+            context,
+            total_jobs: 1,
+            log_tree: false,
+            spot,
+        };
+        let c = Configuration {
+            name: "c".into(),
+            entry: "c".into(),
+            parameters: Vec::new(),
+        };
+        serde_json::to_value(render_job_attempt(&ctx, &c, 0, attempt).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn retries_attempt_label_and_policy_in_the_job() {
+        let j = render("", None, false, 1);
+        assert_eq!(j["spec"]["backoffLimit"], 2);
+        assert_eq!(j["spec"]["podFailurePolicy"], pod_failure_policy());
+        assert_eq!(j["spec"]["template"]["spec"]["restartPolicy"], "Never");
+        assert_eq!(j["metadata"]["labels"][ATTEMPT_LABEL], "1");
+        assert!(j["spec"].get("activeDeadlineSeconds").is_none());
+        let pod = &j["spec"]["template"]["spec"];
+        for k in ["nodeSelector", "tolerations", "priorityClassName"] {
+            assert!(pod.get(k).is_none(), "{k}");
+        }
+        assert_eq!(pod["containers"][0]["resources"], json!({}));
+        let j = render("  retries: 0\n  timeout: 600\n", None, false, 3);
+        assert_eq!(j["spec"]["backoffLimit"], 0);
+        assert_eq!(j["spec"]["activeDeadlineSeconds"], 600);
+        assert_eq!(j["metadata"]["labels"][ATTEMPT_LABEL], "3");
+        assert_eq!(
+            j["spec"]["template"]["metadata"]["labels"][ATTEMPT_LABEL],
+            "3"
+        );
+        assert_eq!(
+            j["metadata"]["name"],
+            format!("{}-a3", job_name("run-1", "c", 0))
+        );
+    }
+
+    #[test]
+    fn spot_merges_with_the_vast_placement() {
+        let j = render("", None, true, 1);
+        let pod = &j["spec"]["template"]["spec"];
+        assert_eq!(pod["nodeSelector"], json!({SPOT_LABEL: "true"}));
+        let spot_toleration = json!({"key": SPOT_LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule"});
+        assert_eq!(pod["tolerations"], json!([spot_toleration]));
+        // The .vast node_selector wins on the same key; an identical toleration is listed once.
+        let vast = "  node_selector: {cloud.google.com/gke-spot: \"false\", pool: sim}\n  tolerations:\n    - {key: cloud.google.com/gke-spot, operator: Equal, value: true, effect: NoSchedule}\n    - {key: gpu, operator: Exists}\n  priority_class: low\n  gpu: 2\n  resources: {cpu: 2}\n";
+        let j = render(vast, None, true, 1);
+        let pod = &j["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["nodeSelector"],
+            json!({SPOT_LABEL: "false", "pool": "sim"})
+        );
+        assert_eq!(
+            pod["tolerations"],
+            json!([spot_toleration, {"key": "gpu", "operator": "Exists"}])
+        );
+        assert_eq!(pod["priorityClassName"], "low");
+        let want = json!({"cpu": "2", "nvidia.com/gpu": "2"});
+        assert_eq!(
+            pod["containers"][0]["resources"],
+            json!({"requests": want, "limits": want})
+        );
     }
 }

@@ -156,6 +156,8 @@ pub fn prepare_run(output: &Path, input: &PrepareInput<'_>) -> Result<Prepared, 
         context: input.context.as_deref(),
         total_jobs: input.configs.len() * input.runs as usize,
         log_tree: input.log_tree,
+        // `spot` is a gcp option only (resolve_options rejects it elsewhere).
+        spot: input.options.get("spot").is_some_and(|v| v == "true"),
     };
     render_job(&ctx, &input.configs[0], 0)?;
     let total = ctx.total_jobs;

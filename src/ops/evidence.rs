@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::Pod;
 use super::runs::{refine, JobRecord};
 use crate::cluster::runs::{job_pods, log_tail};
 use crate::cluster::s3;
-use crate::manifests::job::split_attempt;
+use crate::manifests::job::base_job_name;
 
 /// Lines of each container's log kept.
 pub const LOG_LINES: i64 = 200;
@@ -35,7 +35,7 @@ pub fn results_prefix(job: &Job) -> Option<String> {
 
 /// The evidence file's key for Job `job_name` under `prefix`.
 pub fn evidence_key(prefix: &str, job_name: &str) -> String {
-    match split_attempt(job_name).1 {
+    match base_job_name(job_name).1 {
         1 => format!("{prefix}/logs/vast-failure.txt"),
         k => format!("{prefix}/logs/vast-failure-a{k}.txt"),
     }

@@ -29,7 +29,7 @@ use crate::engine::retry::FailureBudget;
 use crate::engine::{Registry, StepContext, StepError};
 use crate::manifests::cluster_config::cluster_config;
 use crate::manifests::job::{
-    job_name, label_safe, render_job, render_job_attempt, split_attempt, JobContext,
+    job_name, label_safe, render_job, render_job_attempt, base_job_name, JobContext,
 };
 use crate::project::configs::Configuration;
 use crate::project::template::{self, Mode};
@@ -311,14 +311,7 @@ async fn create_job(cx: &StepContext) -> Result<Value, StepError> {
         .configs
         .get(item.c)
         .ok_or_else(|| StepError::permanent(format!("no configuration #{} in the plan", item.c)))?;
-    let ctx = JobContext {
-        run_id,
-        namespace: &e.namespace,
-        execution: &p.vast.execution,
-        context: e.context.as_deref(),
-        total_jobs: p.configs.len() * p.runs as usize,
-        log_tree: cx.param::<bool>("log_tree")?.unwrap_or(false),
-    };
+    let ctx = job_context(cx, run_id, &e, &p)?;
     let job =
         render_job(&ctx, conf, item.r).map_err(|err| StepError::permanent(err.to_string()))?;
     let jobs: Api<Job> = Api::namespaced(e.client.clone(), &e.namespace);
@@ -330,6 +323,24 @@ async fn create_job(cx: &StepContext) -> Result<Value, StepError> {
         }
         Err(err) => Err(kube_err(format!("creating Job '{}'", item.n), &err)),
     }
+}
+
+/// What every Job of the run is rendered with (the run's parameters and project).
+fn job_context<'a>(
+    cx: &StepContext,
+    run_id: &'a str,
+    e: &'a super::base::ClusterEnv,
+    p: &'a Loaded,
+) -> Result<JobContext<'a>, StepError> {
+    Ok(JobContext {
+        run_id,
+        namespace: &e.namespace,
+        execution: &p.vast.execution,
+        context: e.context.as_deref(),
+        total_jobs: p.configs.len() * p.runs as usize,
+        log_tree: cx.param::<bool>("log_tree")?.unwrap_or(false),
+        spot: cx.param::<bool>("spot")?.unwrap_or(false),
+    })
 }
 
 async fn adopt(jobs: &Api<Job>, name: &str, run_id: &str) -> Result<(), StepError> {
@@ -397,7 +408,7 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
         return Ok(json!({"detached": true}));
     }
     let p = project(cx).await?;
-    let retries: u32 = 2; // MERGE: p.vast.execution.retries
+    let retries = p.vast.execution.retries;
     let index = job_index(cx.run_id().as_str(), &p);
     if record.jobs.is_empty() {
         record.jobs = index.keys().cloned().collect();
@@ -539,7 +550,7 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
             record.finished.insert(name.clone(), rec);
             dirty = true;
             if lost {
-                let (base, k) = split_attempt(&name);
+                let (base, k) = base_job_name(&name);
                 if record.attempt_of(base) == k && k <= retries {
                     let base = base.to_string();
                     let created =
@@ -644,16 +655,15 @@ pub async fn resubmit(
         .configs
         .get(c)
         .ok_or_else(|| StepError::permanent(format!("no configuration #{c} in the plan")))?;
-    let ctx = JobContext {
-        run_id,
-        namespace: &e.namespace,
-        execution: &p.vast.execution,
-        context: e.context.as_deref(),
-        total_jobs: p.configs.len() * p.runs as usize,
-        log_tree: cx.param::<bool>("log_tree")?.unwrap_or(false),
-    };
+    let ctx = job_context(cx, run_id, e, p)?;
     let job = render_job_attempt(&ctx, conf, r, attempt)
         .map_err(|err| StepError::permanent(err.to_string()))?;
+    if job.metadata.name.as_deref() != Some(name.as_str()) {
+        return Err(StepError::permanent(format!(
+            "attempt {attempt} of '{base}' would be named {:?}, not '{name}'",
+            job.metadata.name
+        )));
+    }
     let jobs: Api<Job> = Api::namespaced(e.client.clone(), &e.namespace);
     match jobs.create(&PostParams::default(), &job).await {
         Ok(_) => {}

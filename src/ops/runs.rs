@@ -911,13 +911,13 @@ mod tests {
         assert_eq!((v.succeeded, v.failed, v.lost, v.open), (2, 1, 0, 0));
         // Outcomes, once seen, never change.
         assert!(!rec.record("a", JobRecord::new(JobOutcome::Failed)));
-        assert_eq!(crate::manifests::job::split_attempt("b-a2"), ("b", 2));
+        assert_eq!(crate::manifests::job::base_job_name("b-a2"), ("b", 2));
         assert_eq!(
-            crate::manifests::job::split_attempt("r1-x-3"),
+            crate::manifests::job::base_job_name("r1-x-3"),
             ("r1-x-3", 1)
         );
         assert_eq!(
-            crate::manifests::job::split_attempt("r1-a-0"),
+            crate::manifests::job::base_job_name("r1-a-0"),
             ("r1-a-0", 1)
         );
     }

@@ -3,14 +3,16 @@
 //!
 //! Rules: scalars win on every cluster; a per-cluster list uses the entry for the given
 //! context; no matching entry is an error; a list without a context asks for `--context/-x`.
-//! The active context is never used as a silent fallback.
+//! The active context is never used as a silent fallback. The placement fields
+//! (`node_selector`, `tolerations`, `priority_class`, `gpu`: [`resolve_placement`]) follow the
+//! same rules with the same messages.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
-use super::vast_file::{ResourceValue, Resources};
+use super::vast_file::{PerCluster, Placement, ResourceValue, Resources, Toleration};
 
 /// A resource value that cannot be resolved for the requested context.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,8 +76,58 @@ pub fn resolve_resources(
     })
 }
 
+/// Any [`PerCluster`] value resolved by the rules of [`resolve_resource_value`].
+pub fn resolve_per_cluster<T: Clone>(
+    value: Option<&PerCluster<T>>,
+    context: Option<&str>,
+) -> Result<Option<T>, ResolveError> {
+    match value {
+        None => Ok(None),
+        Some(PerCluster::Scalar(v)) => Ok(Some(v.clone())),
+        Some(PerCluster::PerCluster(list)) if list.is_empty() => Ok(None),
+        Some(PerCluster::PerCluster(list)) => {
+            let keys: Vec<String> = list.iter().map(|(k, _)| k.clone()).collect();
+            let Some(ctx) = context else {
+                return Err(ResolveError::NoContext { keys });
+            };
+            list.iter()
+                .find(|(k, _)| k == ctx)
+                .map(|(_, v)| Some(v.clone()))
+                .ok_or_else(|| ResolveError::NoMatch {
+                    context: ctx.to_string(),
+                    keys,
+                })
+        }
+    }
+}
+
+/// The placement of a Job's pod for one context; empty values mean "not set".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolvedPlacement {
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+    pub priority_class: Option<String>,
+    /// `nvidia.com/gpu` of the main container; 0 = none.
+    pub gpu: u32,
+}
+
+/// Resolves every placement field for `context`.
+pub fn resolve_placement(
+    p: &Placement,
+    context: Option<&str>,
+) -> Result<ResolvedPlacement, ResolveError> {
+    Ok(ResolvedPlacement {
+        node_selector: resolve_per_cluster(p.node_selector.as_ref(), context)?.unwrap_or_default(),
+        tolerations: resolve_per_cluster(p.tolerations.as_ref(), context)?.unwrap_or_default(),
+        priority_class: resolve_per_cluster(p.priority_class.as_ref(), context)?,
+        gpu: resolve_per_cluster(p.gpu.as_ref(), context)?.unwrap_or(0),
+    })
+}
+
 /// `get_config_context_names`: every context key of a per-cluster list under a `cpu` or
-/// `memory` key anywhere in the YAML file. Unreadable or invalid file → empty set.
+/// `memory` key anywhere in the YAML file, and (ours) under the placement keys
+/// `node_selector`, `priority_class`, `gpu` and `tolerations` (there only entries whose value
+/// is a list: a plain toleration can be a single-key mapping too). Unreadable or invalid file → empty set.
 pub fn config_context_names(path: &Path) -> BTreeSet<String> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return BTreeSet::new();
@@ -101,12 +153,27 @@ fn walk(v: &Value, out: &mut BTreeSet<String>) {
     match v {
         Value::Mapping(m) => {
             for (k, val) in m {
-                if matches!(k.as_str(), Some("cpu" | "memory")) {
+                let key = k.as_str();
+                if matches!(
+                    key,
+                    Some(
+                        "cpu"
+                            | "memory"
+                            | "node_selector"
+                            | "priority_class"
+                            | "gpu"
+                            | "tolerations"
+                    )
+                ) {
                     if let Value::Sequence(items) = val {
                         let all_single = !items.is_empty()
-                            && items
-                                .iter()
-                                .all(|i| matches!(i, Value::Mapping(m) if m.len() == 1));
+                            && items.iter().all(|i| match i {
+                                Value::Mapping(m) if key == Some("tolerations") => {
+                                    m.len() == 1 && m.values().all(Value::is_sequence)
+                                }
+                                Value::Mapping(m) => m.len() == 1,
+                                _ => false,
+                            });
                         if all_single {
                             for i in items {
                                 if let Value::Mapping(m) = i {
@@ -289,6 +356,35 @@ mod tests {
         assert!(require_context_for_multi_cluster(None, Some(&p)).is_ok());
         assert!(require_context_for_multi_cluster(None, None).is_ok());
         assert!(config_context_names(&dir.path().join("missing")).is_empty());
+    }
+
+    #[test]
+    fn placement_follows_the_same_rules() {
+        let text = "version: 1\nexecution:\n  image: i\n  runs: 1\n  scenario_file: s\n  gpu: [{gke: 1}, {local: 0}]\n  node_selector: {pool: a}\n  tolerations:\n    - gke: [{key: a, operator: Exists}]\n    - local: []\n  priority_class: [{gke: high}]\n";
+        let v = crate::project::VastFile::parse(Path::new("x.vast"), text).unwrap();
+        let p = &v.execution.placement;
+        let gke = resolve_placement(p, Some("gke")).unwrap();
+        assert_eq!(gke.gpu, 1);
+        assert_eq!(gke.node_selector["pool"], "a");
+        assert_eq!(gke.tolerations.len(), 1);
+        assert_eq!(gke.priority_class.as_deref(), Some("high"));
+        let err = resolve_placement(p, Some("local")).unwrap_err();
+        assert_eq!(err.to_string(), "No resource entry found for context 'local'. Available contexts in the per-cluster list: ['gke']. Add a 'local' entry or use a plain scalar value.");
+        assert!(matches!(
+            resolve_placement(p, None),
+            Err(ResolveError::NoContext { .. })
+        ));
+        assert_eq!(
+            resolve_placement(&Default::default(), None).unwrap(),
+            ResolvedPlacement::default()
+        );
+        // Their contexts count for --context/-x; a plain toleration list does not.
+        assert_eq!(
+            context_names_in_text(text).into_iter().collect::<Vec<_>>(),
+            vec!["gke", "local"]
+        );
+        let plain = "execution:\n  tolerations:\n    - operator: Exists\n    - {key: a, operator: Exists}\n";
+        assert!(context_names_in_text(plain).is_empty());
     }
 
     #[test]

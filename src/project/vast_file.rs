@@ -5,8 +5,15 @@
 //! `metadata`, `general`, `configuration`, `execution` and `analysis` are rejected, and so are
 //! unknown keys inside `execution` and `configuration[]` entries (upstream silently ignores the
 //! latter; a typo there would otherwise be lost). `execution.local` is accepted and ignored.
+//!
+//! `execution.retries` (0..=10, default [`DEFAULT_RETRIES`]) becomes each Job's `backoffLimit`.
+//! The placement fields `node_selector`, `tolerations`, `priority_class` and `gpu` take the
+//! same two forms as `resources` values ([`PerCluster`]): the plain value, used on every
+//! cluster, or a per-cluster list of `{<context>: value}` entries resolved by `--context/-x`
+//! (`project::resources`). For `tolerations` the plain value is itself a list: a list whose
+//! entries are all single `<context>: [tolerations]` mappings is the per-cluster form.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -112,6 +119,41 @@ pub enum ResourceValue {
     PerCluster(Vec<(String, String)>),
 }
 
+/// A value given once for every cluster, or per cluster as `[{<context>: value}, …]` (the same
+/// two forms as a [`ResourceValue`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PerCluster<T> {
+    Scalar(T),
+    PerCluster(Vec<(String, T)>),
+}
+
+/// One Kubernetes toleration (`execution.tolerations`); validated: `operator` is `Equal` or
+/// `Exists`, `effect` is `NoSchedule`, `PreferNoSchedule` or `NoExecute`, `Exists` takes no
+/// `value`, an empty `key` needs `Exists`, `tolerationSeconds` needs `NoExecute`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Toleration {
+    pub key: Option<String>,
+    pub operator: Option<String>,
+    pub value: Option<String>,
+    pub effect: Option<String>,
+    pub toleration_seconds: Option<i64>,
+}
+
+/// Where the Jobs' pods run: `execution.node_selector`, `tolerations`, `priority_class`, `gpu`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Placement {
+    pub node_selector: Option<PerCluster<BTreeMap<String, String>>>,
+    pub tolerations: Option<PerCluster<Vec<Toleration>>>,
+    pub priority_class: Option<PerCluster<String>>,
+    /// `nvidia.com/gpu` of the main container (0 = none).
+    pub gpu: Option<PerCluster<u32>>,
+}
+
+/// `execution.retries` when not given.
+pub const DEFAULT_RETRIES: u32 = 2;
+/// The largest `execution.retries` accepted.
+pub const MAX_RETRIES: u32 = 10;
+
 /// `resources: {cpu, memory}`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Resources {
@@ -137,6 +179,9 @@ pub struct Execution {
     /// In file order; values stringified.
     pub env: Vec<(String, String)>,
     pub timeout: Option<u64>,
+    /// Pod retries of a Job after an infrastructure failure (the Job's `backoffLimit`).
+    pub retries: u32,
+    pub placement: Placement,
     pub run_as_user: i64,
     pub pre_command: Option<String>,
     pub post_command: Option<String>,
@@ -182,6 +227,16 @@ struct RawExecution {
     env: Option<Vec<Mapping>>,
     #[serde(default)]
     timeout: Option<u64>,
+    #[serde(default)]
+    retries: Option<i64>,
+    #[serde(default)]
+    node_selector: Option<Value>,
+    #[serde(default)]
+    tolerations: Option<Value>,
+    #[serde(default)]
+    priority_class: Option<Value>,
+    #[serde(default)]
+    gpu: Option<Value>,
     #[serde(default)]
     run_as_user: Option<i64>,
     #[serde(default)]
@@ -481,6 +536,30 @@ impl Parser<'_> {
         if e.timeout == Some(0) {
             return Err(self.err(&ex("timeout"), "must be a positive number of seconds"));
         }
+        let retries = match e.retries {
+            None => DEFAULT_RETRIES,
+            Some(r) if (0..=MAX_RETRIES as i64).contains(&r) => r as u32,
+            Some(r) => {
+                return Err(self.err(
+                    &ex("retries"),
+                    &format!("must be an integer from 0 to {MAX_RETRIES}, got {r}"),
+                ))
+            }
+        };
+        let placement = Placement {
+            node_selector: self.per_cluster(
+                e.node_selector.as_ref(),
+                "node_selector",
+                |v, at| self.node_selector(v, at),
+            )?,
+            tolerations: self.tolerations(e.tolerations.as_ref())?,
+            priority_class: self.per_cluster(
+                e.priority_class.as_ref(),
+                "priority_class",
+                |v, at| self.priority_class(v, at),
+            )?,
+            gpu: self.per_cluster(e.gpu.as_ref(), "gpu", |v, at| self.gpu(v, at))?,
+        };
         let filters = e.test_files_filter.unwrap_or_default();
         for f in &filters {
             if let Err(err) = globset::Glob::new(f) {
@@ -511,6 +590,8 @@ impl Parser<'_> {
             secondary_containers,
             env,
             timeout: e.timeout,
+            retries,
+            placement,
             run_as_user: e.run_as_user.unwrap_or(1000),
             pre_command: e.pre_command,
             post_command: e.post_command,
@@ -594,6 +675,205 @@ impl Parser<'_> {
                 Ok(Some(ResourceValue::Scalar(check(&s)?)))
             }
         }
+    }
+
+    /// A placement field in the two forms of [`PerCluster`]: a list of single-key mappings is
+    /// per-cluster (an empty list or null is "not set"), anything else is the plain value.
+    /// `parse` checks one value; `ctx` names the context in its messages.
+    fn per_cluster<T>(
+        &self,
+        v: Option<&Value>,
+        key: &str,
+        parse: impl Fn(&Value, &str) -> Result<T, String>,
+    ) -> Result<Option<PerCluster<T>>, VastError> {
+        let at = ["execution", key];
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Sequence(items)) if items.is_empty() => Ok(None),
+            Some(Value::Sequence(items)) => {
+                let mut out = Vec::new();
+                for item in items {
+                    let Some((ctx, val)) = item.as_mapping().and_then(single_key) else {
+                        return Err(self.err(
+                            &at,
+                            "per-cluster list entries must be single `<context>: <value>` mappings",
+                        ));
+                    };
+                    let parsed = parse(&val, &format!("value for context '{ctx}'"))
+                        .map_err(|m| self.err(&at, &m))?;
+                    out.push((ctx, parsed));
+                }
+                Ok(Some(PerCluster::PerCluster(out)))
+            }
+            Some(other) => parse(other, "value")
+                .map(|x| Some(PerCluster::Scalar(x)))
+                .map_err(|m| self.err(&at, &m)),
+        }
+    }
+
+    fn node_selector(&self, v: &Value, what: &str) -> Result<BTreeMap<String, String>, String> {
+        let Value::Mapping(m) = v else {
+            return Err(format!(
+                "{what} must be a mapping of node label to value (or a per-cluster list of `<context>: {{label: value}}`)"
+            ));
+        };
+        let mut out = BTreeMap::new();
+        for (k, val) in m {
+            let Some(k) = k.as_str() else {
+                return Err(format!("{what}: label names must be strings"));
+            };
+            if let Err(why) = check_label_key(k) {
+                return Err(format!("{what}: invalid node label '{k}': {why}"));
+            }
+            let Some(s) = scalar_string(val) else {
+                return Err(format!("{what}: the value of '{k}' must be a string"));
+            };
+            if !valid_label_value(&s) {
+                return Err(format!("{what}: invalid value '{s}' of node label '{k}': at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"));
+            }
+            out.insert(k.to_string(), s);
+        }
+        Ok(out)
+    }
+
+    fn priority_class(&self, v: &Value, what: &str) -> Result<String, String> {
+        match v {
+            Value::String(s) if is_dns_subdomain(s) => Ok(s.clone()),
+            Value::String(s) => Err(format!("{what}: invalid PriorityClass name '{s}': lowercase letters, digits, '-' and '.', at most 253")),
+            other => Err(format!("{what} must be a PriorityClass name, got {}", short(other))),
+        }
+    }
+
+    fn gpu(&self, v: &Value, what: &str) -> Result<u32, String> {
+        match v {
+            Value::Number(n) => n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    format!("{what} must be a non-negative integer (GPUs per Job), got {n}")
+                }),
+            other => Err(format!(
+                "{what} must be a non-negative integer (GPUs per Job), got {}",
+                short(other)
+            )),
+        }
+    }
+
+    /// `tolerations`: a list of tolerations, or a per-cluster list of `<context>: [...]`
+    /// (every entry a single-key mapping whose value is a list).
+    fn tolerations(
+        &self,
+        v: Option<&Value>,
+    ) -> Result<Option<PerCluster<Vec<Toleration>>>, VastError> {
+        let at = ["execution", "tolerations"];
+        let Some(Value::Sequence(items)) = v else {
+            return match v {
+                None | Some(Value::Null) => Ok(None),
+                Some(_) => Err(self.err(
+                    &at,
+                    "must be a list of tolerations or a per-cluster list of `<context>: [tolerations]`",
+                )),
+            };
+        };
+        let per_cluster_entry = |i: &Value| {
+            i.as_mapping()
+                .and_then(single_key)
+                .is_some_and(|(_, v)| v.is_sequence())
+        };
+        let n = items.iter().filter(|i| per_cluster_entry(i)).count();
+        if n > 0 && n < items.len() {
+            return Err(self.err(
+                &at,
+                "mixes `<context>: [tolerations]` entries with plain tolerations; use one form",
+            ));
+        }
+        if n == 0 {
+            if items.is_empty() {
+                return Ok(None);
+            }
+            return self
+                .toleration_list(items, "")
+                .map(|l| Some(PerCluster::Scalar(l)))
+                .map_err(|m| self.err(&at, &m));
+        }
+        self.per_cluster(v, "tolerations", |val, what| match val {
+            Value::Sequence(l) => self.toleration_list(l, &format!("{what}: ")),
+            _ => Err(format!("{what} must be a list of tolerations")),
+        })
+    }
+
+    fn toleration_list(&self, items: &[Value], what: &str) -> Result<Vec<Toleration>, String> {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                self.toleration(t)
+                    .map_err(|m| format!("{what}toleration {i}: {m}"))
+            })
+            .collect()
+    }
+
+    fn toleration(&self, v: &Value) -> Result<Toleration, String> {
+        let Value::Mapping(m) = v else {
+            return Err(
+                "must be a mapping with `key`, `operator`, `value`, `effect`, `tolerationSeconds`"
+                    .into(),
+            );
+        };
+        let mut t = Toleration::default();
+        for (k, val) in m {
+            let k = k.as_str().unwrap_or_default();
+            // `value: true` is the string "true" (as Kubernetes needs it); other fields are text.
+            let text = || match val {
+                Value::String(s) => Ok(s.clone()),
+                Value::Bool(_) | Value::Number(_) if k == "value" => Ok(short(val)),
+                _ => Err(format!("`{k}` must be a string, got {}", short(val))),
+            };
+            match k {
+                "key" => t.key = Some(text()?),
+                "value" => t.value = Some(text()?),
+                "operator" => {
+                    let o = text()?;
+                    if o != "Equal" && o != "Exists" {
+                        return Err(format!("invalid operator '{o}'; expected `Equal` or `Exists`"));
+                    }
+                    t.operator = Some(o);
+                }
+                "effect" => {
+                    let e = text()?;
+                    if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&e.as_str()) {
+                        return Err(format!(
+                            "invalid effect '{e}'; expected `NoSchedule`, `PreferNoSchedule` or `NoExecute`"
+                        ));
+                    }
+                    t.effect = Some(e);
+                }
+                "tolerationSeconds" => {
+                    t.toleration_seconds = Some(val.as_i64().ok_or_else(|| {
+                        format!("`tolerationSeconds` must be an integer, got {}", short(val))
+                    })?)
+                }
+                other => {
+                    return Err(format!(
+                        "unknown key `{other}`, expected `key`, `operator`, `value`, `effect` or `tolerationSeconds`"
+                    ))
+                }
+            }
+        }
+        let exists = t.operator.as_deref() == Some("Exists");
+        if exists && t.value.as_deref().is_some_and(|v| !v.is_empty()) {
+            return Err("`value` must be empty when `operator` is `Exists`".into());
+        }
+        if t.key.as_deref().unwrap_or_default().is_empty() && !exists {
+            return Err("a toleration without `key` needs `operator: Exists`".into());
+        }
+        if let Some(k) = t.key.as_deref().filter(|k| !k.is_empty()) {
+            check_label_key(k).map_err(|why| format!("invalid key '{k}': {why}"))?;
+        }
+        if t.toleration_seconds.is_some() && t.effect.as_deref() != Some("NoExecute") {
+            return Err("`tolerationSeconds` needs `effect: NoExecute`".into());
+        }
+        Ok(t)
     }
 
     fn secondary(&self, i: usize, v: &Value) -> Result<SecondaryContainer, VastError> {
@@ -700,6 +980,49 @@ fn is_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// A DNS-1123 subdomain (PriorityClass names).
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !p.starts_with('-')
+                && !p.ends_with('-')
+        })
+}
+
+/// A label name part or value: at most 63 of alnum, `-`, `_`, `.`, alnum at both ends.
+fn valid_label_value(s: &str) -> bool {
+    s.is_empty() || valid_label_name(s)
+}
+
+fn valid_label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+/// A Kubernetes label key: `[<DNS subdomain prefix>/]<name>`.
+fn check_label_key(k: &str) -> Result<(), &'static str> {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    if prefix.is_some_and(|p| !is_dns_subdomain(p)) {
+        return Err("the prefix before '/' must be a DNS subdomain (e.g. cloud.google.com)");
+    }
+    if !valid_label_name(name) {
+        return Err("the name must be at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit");
+    }
+    Ok(())
 }
 
 fn valid_env_name(s: &str) -> bool {
@@ -839,6 +1162,124 @@ mod tests {
             .to_string()
             .starts_with("cannot read /nonexistent/x.vast:"));
         assert_eq!((e.field(), e.line()), (None, None));
+    }
+
+    fn err(extra: &str) -> String {
+        VastFile::parse(Path::new("x.vast"), &format!("{MIN}{extra}"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    fn exec(extra: &str) -> Execution {
+        VastFile::parse(Path::new("x.vast"), &format!("{MIN}{extra}"))
+            .unwrap()
+            .execution
+    }
+
+    #[test]
+    fn retries_default_bounds_and_errors() {
+        assert_eq!(exec("").retries, DEFAULT_RETRIES);
+        assert_eq!(exec("  retries: 0\n").retries, 0);
+        assert_eq!(exec("  retries: 10\n").retries, 10);
+        assert_eq!(
+            err("  retries: 11\n"),
+            "x.vast:6: execution.retries: must be an integer from 0 to 10, got 11"
+        );
+        assert_eq!(
+            err("  retries: -1\n"),
+            "x.vast:6: execution.retries: must be an integer from 0 to 10, got -1"
+        );
+        let e = err("  retries: two\n");
+        assert!(
+            e.starts_with("x.vast:6: execution.retries: invalid type"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn placement_forms() {
+        let e = exec("  node_selector: {pool: sim, cloud.google.com/gke-spot: true}\n  tolerations:\n    - operator: Exists\n    - {key: k, operator: Equal, value: 1, effect: NoExecute, tolerationSeconds: 30}\n  priority_class: campaign.low\n  gpu: 0\n");
+        let p = &e.placement;
+        assert_eq!(
+            p.node_selector,
+            Some(PerCluster::Scalar(
+                [
+                    ("cloud.google.com/gke-spot".to_string(), "true".to_string()),
+                    ("pool".into(), "sim".into())
+                ]
+                .into()
+            ))
+        );
+        let Some(PerCluster::Scalar(t)) = &p.tolerations else {
+            panic!("{p:?}")
+        };
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].operator.as_deref(), Some("Exists"));
+        assert_eq!(
+            (t[1].value.as_deref(), t[1].toleration_seconds),
+            (Some("1"), Some(30))
+        );
+        assert_eq!(
+            p.priority_class,
+            Some(PerCluster::Scalar("campaign.low".into()))
+        );
+        assert_eq!(p.gpu, Some(PerCluster::Scalar(0)));
+
+        let e = exec("  node_selector:\n    - gke: {pool: spot}\n    - local: {}\n  tolerations:\n    - gke: [{key: a, operator: Exists}]\n    - local: []\n  priority_class: [{gke: high}]\n  gpu: [{gke: 1}, {local: 0}]\n");
+        let p = &e.placement;
+        assert_eq!(
+            p.node_selector,
+            Some(PerCluster::PerCluster(vec![
+                (
+                    "gke".into(),
+                    [("pool".to_string(), "spot".to_string())].into()
+                ),
+                ("local".into(), BTreeMap::new()),
+            ]))
+        );
+        let Some(PerCluster::PerCluster(t)) = &p.tolerations else {
+            panic!("{p:?}")
+        };
+        assert_eq!((t[0].0.as_str(), t[0].1.len(), t[1].1.len()), ("gke", 1, 0));
+        assert_eq!(
+            p.gpu,
+            Some(PerCluster::PerCluster(vec![
+                ("gke".into(), 1),
+                ("local".into(), 0)
+            ]))
+        );
+        // Not set: absent, null, an empty list.
+        let e = exec("  node_selector:\n  tolerations: []\n  gpu: []\n");
+        assert_eq!(e.placement, Placement::default());
+    }
+
+    #[test]
+    fn placement_errors_name_file_line_and_field() {
+        let cases: &[(&str, &str)] = &[
+            ("  node_selector: pool\n", "x.vast:6: execution.node_selector: value must be a mapping of node label to value (or a per-cluster list of `<context>: {label: value}`)"),
+            ("  node_selector: {\"bad key!\": x}\n", "x.vast:6: execution.node_selector: value: invalid node label 'bad key!': the name must be at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"),
+            ("  node_selector: {pool: \"a b\"}\n", "x.vast:6: execution.node_selector: value: invalid value 'a b' of node label 'pool': at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"),
+            ("  node_selector:\n    - gke: pool\n", "x.vast:6: execution.node_selector: value for context 'gke' must be a mapping of node label to value (or a per-cluster list of `<context>: {label: value}`)"),
+            ("  node_selector:\n    - {gke: {a: b}, local: {a: c}}\n", "x.vast:6: execution.node_selector: per-cluster list entries must be single `<context>: <value>` mappings"),
+            ("  tolerations:\n    - {key: a, operator: In}\n", "x.vast:6: execution.tolerations: toleration 0: invalid operator 'In'; expected `Equal` or `Exists`"),
+            ("  tolerations:\n    - {key: a, effect: NoRun}\n", "x.vast:6: execution.tolerations: toleration 0: invalid effect 'NoRun'; expected `NoSchedule`, `PreferNoSchedule` or `NoExecute`"),
+            ("  tolerations:\n    - gke:\n        - {key: a, operator: Exists, value: x}\n", "x.vast:6: execution.tolerations: value for context 'gke': toleration 0: `value` must be empty when `operator` is `Exists`"),
+            ("  tolerations:\n    - {value: x}\n", "x.vast:6: execution.tolerations: toleration 0: a toleration without `key` needs `operator: Exists`"),
+            ("  tolerations:\n    - {key: a, tolerationSeconds: 5}\n", "x.vast:6: execution.tolerations: toleration 0: `tolerationSeconds` needs `effect: NoExecute`"),
+            ("  tolerations:\n    - {key: a, operator: Exists}\n    - {key: b, op: Exists}\n", "x.vast:6: execution.tolerations: toleration 1: unknown key `op`, expected `key`, `operator`, `value`, `effect` or `tolerationSeconds`"),
+            ("  tolerations:\n    - gke: [{key: a, operator: Exists}]\n    - {key: b, operator: Exists}\n", "x.vast:6: execution.tolerations: mixes `<context>: [tolerations]` entries with plain tolerations; use one form"),
+            ("  tolerations: {key: a}\n", "x.vast:6: execution.tolerations: must be a list of tolerations or a per-cluster list of `<context>: [tolerations]`"),
+            ("  tolerations:\n    - {key: 3, operator: Exists}\n", "x.vast:6: execution.tolerations: toleration 0: `key` must be a string, got 3"),
+            ("  priority_class: Low_Priority\n", "x.vast:6: execution.priority_class: value: invalid PriorityClass name 'Low_Priority': lowercase letters, digits, '-' and '.', at most 253"),
+            ("  priority_class: 3\n", "x.vast:6: execution.priority_class: value must be a PriorityClass name, got 3"),
+            ("  gpu: -1\n", "x.vast:6: execution.gpu: value must be a non-negative integer (GPUs per Job), got -1"),
+            ("  gpu: 1.5\n", "x.vast:6: execution.gpu: value must be a non-negative integer (GPUs per Job), got 1.5"),
+            ("  gpu: [{gke: two}]\n", "x.vast:6: execution.gpu: value for context 'gke' must be a non-negative integer (GPUs per Job), got two"),
+            ("  gpu: [gke]\n", "x.vast:6: execution.gpu: per-cluster list entries must be single `<context>: <value>` mappings"),
+        ];
+        for (extra, want) in cases {
+            assert_eq!(&err(extra), want, "{extra}");
+        }
     }
 
     #[test]

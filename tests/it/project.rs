@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use vast::manifests::cluster_config::cluster_configs;
-use vast::manifests::job::{render_jobs, JobContext};
+use vast::manifests::job::{render_job_attempt, render_jobs, JobContext};
 use vast::manifests::kueue::{queue_objects, Quota};
 use vast::manifests::prepare::{prepare_run, PrepareError, PrepareInput};
 use vast::manifests::{cluster_config, to_yaml};
@@ -37,7 +37,7 @@ fn broken_vast_corpus() {
         ("bad_cpu", "bad_cpu.vast:7: execution.resources.cpu: invalid cpu quantity 'lots'"),
         ("bad_per_cluster", "bad_per_cluster.vast:7: execution.resources.cpu: per-cluster list entries must be single `<context>: <value>` mappings"),
         ("bad_secondary_name", "bad_secondary_name.vast:6: execution.secondary_containers: entry 0: container name 'Nav_Stack' must be lowercase letters, digits and '-' (at most 63)"),
-        ("unknown_execution_key", "unknown_execution_key.vast:6: execution: unknown key `gpus`, expected one of `image`, `runs`, `scenario_file`, `resources`, `secondary_containers`, `env`, `timeout`, `run_as_user`, `pre_command`, `post_command`, `test_files_filter`, `local`"),
+        ("unknown_execution_key", "unknown_execution_key.vast:6: execution: unknown key `gpus`, expected one of `image`, `runs`, `scenario_file`, `resources`, `secondary_containers`, `env`, `timeout`, `retries`, `node_selector`, `tolerations`, `priority_class`, `gpu`, `run_as_user`, `pre_command`, `post_command`, `test_files_filter`, `local`"),
         ("zero_runs", "zero_runs.vast:4: execution.runs: must be a positive integer, got 0"),
         ("relative_pre_command", "relative_pre_command.vast:6: execution.pre_command: must be an absolute path inside the container (e.g. /config/files/x.sh), got 'files/pre.sh'"),
         ("duplicate_config", "duplicate_config.vast:3: configuration[1].name: duplicate configuration name 'a'"),
@@ -54,6 +54,9 @@ fn broken_vast_corpus() {
         ("empty_variation_values", "empty_variation_values.vast:8: configuration[0].variations[1].ParameterVariationList: Parameter 'values' must be a non-empty list for ParameterVariationList"),
         ("gaussian_without_seed", "gaussian_without_seed.vast:5: configuration[0].variations[0].ParameterVariationDistributionGaussian: Parameter 'seed' is required"),
         ("generated_duplicate", "generated_duplicate.vast:6: configuration[1].name: two configurations are both named 'a-1'; rename a configuration entry"),
+        ("bad_retries", "bad_retries.vast:6: execution.retries: must be an integer from 0 to 10, got 20"),
+        ("bad_toleration", "bad_toleration.vast:6: execution.tolerations: value for context 'gke': toleration 0: invalid operator 'Equals'; expected `Equal` or `Exists`"),
+        ("bad_gpu", "bad_gpu.vast:7: execution.gpu: value for context 'local' must be a non-negative integer (GPUs per Job), got -2"),
         ("reserved_container", "reserved_container.vast:6: execution.secondary_containers: container name 'robovast' is reserved by vast"),
     ];
     let dir = fixtures().join("broken");
@@ -141,6 +144,7 @@ fn job_context<'a>(v: &'a VastFile, ctx: Option<&'a str>) -> JobContext<'a> {
         context: ctx,
         total_jobs: 6,
         log_tree: true,
+        spot: false,
     }
 }
 
@@ -219,6 +223,61 @@ fn snapshot_jobs() {
     insta::assert_yaml_snapshot!("job_names", names);
     insta::assert_snapshot!("job_speed_1_run_0", to_yaml(&jobs[0]).unwrap());
     insta::assert_snapshot!("job_fixed_run_1", to_yaml(&jobs[5]).unwrap());
+}
+
+/// A `.vast` with per-cluster placement, rendered for two contexts (one on a gcp setup with
+/// `spot=true`): the snapshots show nodeSelector, tolerations, priorityClassName, the GPU
+/// resources, backoffLimit and podFailurePolicy of a Job, and a later attempt's name and label.
+const PLACEMENT_VAST: &str = "version: 1
+configuration:
+  - name: drive
+execution:
+  image: ghcr.io/example/sim:1
+  runs: 1
+  scenario_file: scenario.osc
+  retries: 3
+  timeout: 3600
+  resources:
+    cpu: [{gke-spot: 4}, {lab: 2}]
+    memory: 8Gi
+  gpu: [{gke-spot: 1}, {lab: 0}]
+  node_selector:
+    - gke-spot: {cloud.google.com/gke-accelerator: nvidia-l4}
+    - lab: {kubernetes.io/hostname: lab-1}
+  tolerations:
+    - gke-spot:
+        - {key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}
+    - lab:
+        - {key: dedicated, operator: Equal, value: sim, effect: NoExecute, tolerationSeconds: 60}
+  priority_class: [{gke-spot: campaign-low}, {lab: lab-default}]
+";
+
+fn placement_jobs() -> Vec<(String, serde_json::Value)> {
+    let v = VastFile::parse(Path::new("placement.vast"), PLACEMENT_VAST).unwrap();
+    let configs = generate(&v).unwrap();
+    let mut out = Vec::new();
+    for (context, spot, attempt) in [("gke-spot", true, 2), ("lab", false, 1)] {
+        let ctx = JobContext {
+            spot,
+            total_jobs: 1,
+            ..job_context(&v, Some(context))
+        };
+        let job = render_job_attempt(&ctx, &configs[0], 0, attempt).unwrap();
+        out.push((context.to_string(), serde_json::to_value(job).unwrap()));
+    }
+    // Wrong or missing context: resource-style errors.
+    let err = render_jobs(&job_context(&v, Some("aks")), &configs, 1).unwrap_err();
+    assert!(err
+        .to_string()
+        .starts_with("No resource entry found for context 'aks'."));
+    out
+}
+
+#[test]
+fn snapshot_jobs_with_per_cluster_placement() {
+    for (context, job) in placement_jobs() {
+        insta::assert_snapshot!(format!("job_placement_{context}"), to_yaml(&job).unwrap());
+    }
 }
 
 #[test]
@@ -428,6 +487,8 @@ fn manifests_validate_against_kubernetes_schemas() {
         .iter()
         .map(|j| serde_json::to_value(j).unwrap())
         .collect();
+    let mut ejobs = ejobs;
+    ejobs.extend(placement_jobs().into_iter().map(|(_, j)| j));
     let p = tmp.path().join("example-jobs.yaml");
     std::fs::write(&p, vast::manifests::yaml_stream(&ejobs).unwrap()).unwrap();
     files.push(p);

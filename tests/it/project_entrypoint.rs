@@ -136,7 +136,10 @@ fn missing_pre_command_fails_but_uploads_logs() {
 #[test]
 fn failed_upload_fails_the_container() {
     let o = run(0, 1, None);
-    assert_eq!(o.code, Some(1));
+    assert_eq!(o.code, Some(vast::manifests::job::EXIT_UPLOAD_FAILED));
+    // A failed scenario keeps its own status even when the upload fails too.
+    let o = run(3, 1, None);
+    assert_eq!(o.code, Some(3));
 }
 
 /// The Jobs' `s3-init` script (paths under `/config` redirected to a temp dir) with a stub `mc`

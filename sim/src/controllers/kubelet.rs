@@ -621,7 +621,8 @@ impl Kubelet {
                     // vast's entrypoint fails its container when the upload fails
                     if DataPlane::is_scenario_pod(resolved) {
                         if ending == Ending::Succeed {
-                            ending = Ending::Fail(1);
+                            // the entrypoint's EX_TEMPFAIL: the scenario succeeded, the upload did not
+                            ending = Ending::Fail(75);
                         }
                         upload_failure = Some(format!("vast: uploading results failed: {e}"));
                     }

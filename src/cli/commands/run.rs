@@ -110,6 +110,7 @@ pub async fn run(args: RunArgs, globals: &Globals) -> anyhow::Result<ExitStatus>
         "follow": args.follow,
         "cleanup": args.cleanup,
         "cluster_config": setup.name,
+        "spot": setup.kwargs.get("spot").is_some_and(|v| v == "true"),
         "created_at": jiff::Timestamp::now().to_string(),
     });
     let mut params = params;

@@ -12,7 +12,9 @@ vast_upload() {
       echo "[vast] upload complete" >&2
     else
       echo "[vast] error: uploading results to $S3_BUCKET/$S3_PREFIX failed" >&2
-      [ "$rc" -eq 0 ] && rc=1
+      # 75 (EX_TEMPFAIL): the scenario succeeded, the infrastructure failed; the Job's pod
+      # failure policy retries it (manifests::job::EXIT_UPLOAD_FAILED).
+      [ "$rc" -eq 0 ] && rc=75
     fi
   else
     echo "[vast] error: cannot upload results (S3_BUCKET unset or mc missing)" >&2
