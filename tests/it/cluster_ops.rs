@@ -609,3 +609,57 @@ async fn run_cleanup_flag_removes_earlier_runs_only() {
     assert!(!w.jobs.contains_key(&first), "{w:?}");
     assert_eq!(w.jobs[&second].len(), 5, "{w:?}");
 }
+
+/// gcp `spot=true` is kept with the saved setup and puts every Job of a run on GKE spot nodes
+/// (node selector and toleration); only `true`/`false` are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcp_spot_setup_puts_the_jobs_on_spot_nodes() {
+    let c = start(SimConfig::default()).await;
+    let out = c
+        .vast(&["execution", "cluster", "setup", "gcp", "-o", "spot=yes"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("invalid value 'yes' for option 'spot'"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = c
+        .vast(&["execution", "cluster", "setup", "gcp", "-o", "spot=true"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let saved =
+        std::fs::read_to_string(c.project.join(".robovast_cluster_config.vast-sim")).unwrap();
+    assert!(
+        saved.contains("spot: 'true'") || saved.contains("spot: \"true\""),
+        "{saved}"
+    );
+    let out = c.vast(&["execution", "cluster", "run", "-r", "1"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = run_id_of(&text(&out.stdout));
+    let jobs: Api<Job> = Api::namespaced(c.client(), NS);
+    let list = jobs
+        .list(&ListParams::default().labels(&format!("run-id={}", id.to_lowercase())))
+        .await
+        .unwrap();
+    assert!(!list.items.is_empty());
+    for j in list.items {
+        let spec = j.spec.unwrap();
+        assert_eq!(spec.backoff_limit, Some(2));
+        assert!(spec.pod_failure_policy.is_some());
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(
+            pod.node_selector.unwrap()["cloud.google.com/gke-spot"],
+            "true"
+        );
+        let t = &pod.tolerations.unwrap()[0];
+        assert_eq!(
+            (t.key.as_deref(), t.value.as_deref(), t.effect.as_deref()),
+            (
+                Some("cloud.google.com/gke-spot"),
+                Some("true"),
+                Some("NoSchedule")
+            )
+        );
+    }
+}
