@@ -29,7 +29,7 @@ use crate::engine::retry::FailureBudget;
 use crate::engine::{Registry, StepContext, StepError};
 use crate::manifests::cluster_config::cluster_config;
 use crate::manifests::job::{
-    job_name, label_safe, render_job, render_job_attempt, base_job_name, JobContext,
+    base_job_name, job_name, label_safe, render_job, render_job_attempt, JobContext,
 };
 use crate::project::configs::Configuration;
 use crate::project::template::{self, Mode};

@@ -415,6 +415,9 @@ pub fn pod_failure(pod: &k8s_openapi::api::core::v1::Pod) -> (Option<String>, Op
     if let Some((_, code, reason)) = main.first() {
         let r = match reason.as_deref() {
             Some("OOMKilled") => "OOMKilled".to_string(),
+            _ if *code == crate::manifests::job::EXIT_UPLOAD_FAILED => {
+                format!("results upload failed (exit code {code})")
+            }
             _ => format!("exit code {code}"),
         };
         return (Some(r), Some(*code), false);

@@ -115,8 +115,15 @@ fn result_dirs(dir: &Path) -> usize {
         .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('_'))
     {
         for r in std::fs::read_dir(c.path()).unwrap().flatten() {
-            let numbered = r.file_name().to_string_lossy().chars().all(|ch| ch.is_ascii_digit());
-            if numbered && r.path().is_dir() && std::fs::read_dir(r.path()).unwrap().next().is_some() {
+            let numbered = r
+                .file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|ch| ch.is_ascii_digit());
+            if numbered
+                && r.path().is_dir()
+                && std::fs::read_dir(r.path()).unwrap().next().is_some()
+            {
                 n += 1;
             }
         }
@@ -246,7 +253,7 @@ async fn campaign_of_200_runs_on_spot_nodes_survives_preemption_and_a_sigkill() 
 async fn scenario_failures_are_failed_at_once_and_losses_are_resubmitted() {
     let c = start(sim_config(
         json!({"seed": 1, "pods": [
-            {"match": "test-fixed-values", "outcome": "fail", "exit_code": 3, "attempts": 1},
+            {"match": "test-fixed-values", "outcome": "fail", "exit_code": 3},
             {"match": "test-1-2-0", "outcome": "oomkilled"}
         ]}),
         100,
@@ -333,7 +340,13 @@ async fn scenario_failures_are_failed_at_once_and_losses_are_resubmitted() {
         "{report}"
     );
 
-    // rerun --failed: the failed run's next attempt succeeds (the fault hit its first pod only).
+    // rerun --failed: the scenario is fixed (its fault removed), its next attempt succeeds.
+    c.sim.faults().set(
+        serde_json::from_value(json!({"seed": 1, "pods": [
+            {"match": "test-1-2-0", "outcome": "oomkilled"}
+        ]}))
+        .unwrap(),
+    );
     let r = c
         .vast(&["execution", "cluster", "rerun", &id, "--failed"])
         .await;
