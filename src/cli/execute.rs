@@ -85,6 +85,10 @@ pub async fn execute(
     watcher.abort();
     match result {
         Ok(Outcome::Succeeded) => {
+            if let Some(m) = campaign_shortfall(dir, &id) {
+                eprintln!("run {id} finished: {m}");
+                return Ok(ExitStatus::Failure);
+            }
             eprintln!("run {id} succeeded");
             Ok(ExitStatus::Success)
         }
@@ -97,6 +101,10 @@ pub async fn execute(
             eprintln!("run {id} had already succeeded; nothing to do");
             if failed > 0 {
                 eprintln!("({failed} item(s) of it failed; start the command again to retry them)");
+                return Ok(ExitStatus::Failure);
+            }
+            if let Some(m) = campaign_shortfall(dir, &id) {
+                eprintln!("({m})");
                 return Ok(ExitStatus::Failure);
             }
             Ok(ExitStatus::Success)
@@ -122,6 +130,21 @@ pub async fn execute(
             "run {id} stopped; it is resumable with `vast resume {id}`"
         ))),
     }
+}
+
+/// A campaign (a run with a `notify` step) whose scenario runs did not all succeed, or whose
+/// results were not all collected: its message (the campaign exits 1, like `wait`).
+fn campaign_shortfall(dir: &StateDir, id: &str) -> Option<String> {
+    let out = step_output(dir, id, "notify")?;
+    if out.get("outcome").and_then(|o| o.as_str()) == Some("succeeded") {
+        return None;
+    }
+    Some(
+        out.get("message")
+            .and_then(|m| m.as_str())
+            .unwrap_or("some runs failed or were lost")
+            .to_string(),
+    )
 }
 
 /// First Ctrl-C / SIGTERM: cancel cooperatively. Second: exit 130 at once (the journal is

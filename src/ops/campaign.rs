@@ -63,11 +63,11 @@ async fn notify(cx: &StepContext) -> Result<Value, StepError> {
         message.push_str(&format!("; results of {not_taken} run(s) not collected"));
     }
     let Some(url) = url else {
-        return Ok(json!({"sent": false, "outcome": outcome}));
+        return Ok(json!({"sent": false, "outcome": outcome, "message": message}));
     };
-    let ev = Event::new(EventKind::Ended, &run_id, outcome, counts, message);
+    let ev = Event::new(EventKind::Ended, &run_id, outcome, counts, message.clone());
     let sent = crate::notify::send(&url, &ev).await;
-    Ok(json!({"sent": sent, "outcome": outcome}))
+    Ok(json!({"sent": sent, "outcome": outcome, "message": message}))
 }
 
 /// One run to re-submit: its first Job and the attempt to create.

@@ -899,22 +899,25 @@ mod tests {
     #[test]
     fn the_record_counts_each_runs_latest_attempt() {
         let mut rec = RunRecord {
-            jobs: vec!["a".into(), "b".into(), "c".into()],
+            jobs: vec!["r1-a-0".into(), "r1-b-0".into(), "r1-c-0".into()],
             ..Default::default()
         };
-        rec.record("a", JobRecord::new(JobOutcome::Succeeded));
-        rec.record("b", JobRecord::new(JobOutcome::Lost));
-        rec.attempts.insert("b".into(), 2);
-        assert_eq!(rec.latest("b"), "b-a2");
+        rec.record("r1-a-0", JobRecord::new(JobOutcome::Succeeded));
+        rec.record("r1-b-0", JobRecord::new(JobOutcome::Lost));
+        rec.attempts.insert("r1-b-0".into(), 2);
+        assert_eq!(rec.latest("r1-b-0"), "r1-b-0-a2");
         let v = rec.verdicts();
         assert_eq!((v.succeeded, v.lost, v.open, v.resubmitted), (1, 0, 2, 1));
-        rec.record("b-a2", JobRecord::new(JobOutcome::Succeeded));
-        rec.record("c", JobRecord::new(JobOutcome::Failed));
+        rec.record("r1-b-0-a2", JobRecord::new(JobOutcome::Succeeded));
+        rec.record("r1-c-0", JobRecord::new(JobOutcome::Failed));
         let v = rec.verdicts();
         assert_eq!((v.succeeded, v.failed, v.lost, v.open), (2, 1, 0, 0));
         // Outcomes, once seen, never change.
-        assert!(!rec.record("a", JobRecord::new(JobOutcome::Failed)));
-        assert_eq!(crate::manifests::job::base_job_name("b-a2"), ("b", 2));
+        assert!(!rec.record("r1-a-0", JobRecord::new(JobOutcome::Failed)));
+        assert_eq!(
+            crate::manifests::job::base_job_name("r1-b-0-a2"),
+            ("r1-b-0", 2)
+        );
         assert_eq!(
             crate::manifests::job::base_job_name("r1-x-3"),
             ("r1-x-3", 1)

@@ -322,6 +322,13 @@ async fn scenario_failures_are_failed_at_once_and_losses_are_resubmitted() {
     let body = text(&bucket[&ev]);
     assert!(body.contains("exit code: 3"), "{body}");
 
+    // runs show lists the classes, reasons and evidence.
+    let show = c.vast(&["runs", "show", &id]).await;
+    let so = text(&show.stdout);
+    assert!(
+        so.contains("1 failed, 1 lost") && so.contains("evidence: s3://"),
+        "{so}"
+    );
     // wait: some failed or stayed lost → 1.
     let w = c
         .vast(&["execution", "cluster", "wait", "--run-id", &id, "--json"])
@@ -585,4 +592,48 @@ async fn unreachable_notification_receiver_does_not_fail_the_campaign() {
     );
     let id = started(&text(&out.stderr)).unwrap();
     assert_eq!(result_dirs(&out_dir.join(vast::ops::run::bucket(&id))), 1);
+}
+
+/// A campaign whose scenario failed still collects every result (the failed run's with its
+/// evidence) and exits 1, as `wait` would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_with_a_failed_scenario_collects_everything_and_exits_1() {
+    let c = start(sim_config(
+        json!({"seed": 1, "pods": [{"match": "test-fixed-values", "outcome": "fail", "exit_code": 2}]}),
+        100,
+    ))
+    .await;
+    c.setup_cli("rke2").await;
+    let out_dir = c.tmp.path().join("dl");
+    let out_s = out_dir.display().to_string();
+    let out = c
+        .vast(&[
+            "execution",
+            "cluster",
+            "run",
+            "-r",
+            "1",
+            "--follow",
+            "--download",
+            "-o",
+            &out_s,
+        ])
+        .await;
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}\n{stderr}",
+        text(&out.stdout)
+    );
+    assert!(stderr.contains("4 succeeded, 1 failed, 0 lost"), "{stderr}");
+    let id = started(&stderr).unwrap();
+    let run_dir = out_dir.join(vast::ops::run::bucket(&id));
+    assert_eq!(result_dirs(&run_dir), 5);
+    assert!(
+        run_dir
+            .join("test-fixed-values/0/logs/vast-failure.txt")
+            .is_file(),
+        "the evidence came home with the results"
+    );
 }

@@ -260,14 +260,84 @@ fn show(dir: &StateDir, id: &str, json: bool) -> anyhow::Result<ExitStatus> {
         view.status = "interrupted".into();
         view.message = format!("the executing process stopped; resume with `vast resume {id}`");
     }
+    let record = if matches!(
+        view.operation.as_str(),
+        "run" | "campaign" | "campaign-share"
+    ) {
+        crate::ops::runs::RunRecord::load(dir.root(), id)
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
     if json {
         let mut v = serde_json::to_value(&view)?;
         v["executing_pid"] = json!(pid);
+        if let Some(r) = &record {
+            v["scenario_runs"] = scenario_runs_json(r);
+        }
         print_json(&v)?;
     } else {
         print_run(&view, pid)?;
+        if let Some(r) = &record {
+            print!("{}", scenario_runs_text(r));
+        }
     }
     Ok(ExitStatus::Success)
+}
+
+/// The failed and lost scenario runs of a record: (latest Job, record).
+fn not_succeeded(r: &crate::ops::runs::RunRecord) -> Vec<(String, crate::ops::runs::JobRecord)> {
+    r.latest_outcomes()
+        .filter_map(|(_, n, rec)| {
+            rec.filter(|x| x.outcome != crate::ops::runs::JobOutcome::Succeeded)
+                .map(|x| (n, x.clone()))
+        })
+        .collect()
+}
+
+fn scenario_runs_json(r: &crate::ops::runs::RunRecord) -> Value {
+    let v = r.verdicts();
+    let runs: Vec<Value> = not_succeeded(r)
+        .into_iter()
+        .map(|(n, x)| {
+            json!({"job": n, "outcome": x.outcome.as_str(), "reason": x.reason,
+                   "exit_code": x.exit_code, "evidence": x.evidence})
+        })
+        .collect();
+    json!({"total": r.jobs.len(), "succeeded": v.succeeded, "failed": v.failed, "lost": v.lost,
+           "without_verdict": v.open, "resubmitted": v.resubmitted, "not_succeeded": runs})
+}
+
+fn scenario_runs_text(r: &crate::ops::runs::RunRecord) -> String {
+    let v = r.verdicts();
+    let mut out = format!(
+        "scenario runs: {} total, {} succeeded, {} failed, {} lost, {} without a verdict yet",
+        r.jobs.len(),
+        v.succeeded,
+        v.failed,
+        v.lost,
+        v.open
+    );
+    if v.resubmitted > 0 {
+        out.push_str(&format!(", {} attempt(s) re-submitted", v.resubmitted));
+    }
+    out.push('\n');
+    for (n, x) in not_succeeded(r) {
+        out.push_str(&format!(
+            "  {} {n}: {}{}\n",
+            x.outcome.as_str(),
+            x.reason.as_deref().unwrap_or("unknown"),
+            x.evidence
+                .as_deref()
+                .map(|k| format!(
+                    " (evidence: s3://{}/{k})",
+                    crate::ops::run::bucket(&r.run_id)
+                ))
+                .unwrap_or_default()
+        ));
+    }
+    out
 }
 
 fn events(dir: &StateDir, id: &str, json: bool) -> anyhow::Result<ExitStatus> {
