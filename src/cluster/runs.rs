@@ -147,16 +147,50 @@ async fn delete_selected<K>(api: &Api<K>, lp: &ListParams) -> Result<usize, kube
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug + kube::Resource,
 {
-    let n = api.list(lp).await?.items.len();
+    // Names only: a run's Jobs as full objects are megabytes per thousand.
+    let n = api.list_metadata(lp).await?.items.len();
     if n > 0 {
-        api.delete_collection(&delete_now(), lp).await?;
+        delete_collection_unread(api, lp).await?;
     }
-    for o in api.list(lp).await?.items {
-        if let Some(name) = o.meta().name.as_deref() {
+    for o in api.list_metadata(lp).await?.items {
+        if let Some(name) = o.metadata.name.as_deref() {
             strip_finalizers_named(api, name).await?;
         }
     }
     Ok(n)
+}
+
+/// One delete-collection call whose answer is drained, never parsed: an API server answers
+/// with every deleted object (10,000 Jobs are ~100 MB of JSON, several times that as parsed
+/// values), and only the status matters. Error answers become `kube::Error::Api` as usual.
+async fn delete_collection_unread<K>(api: &Api<K>, lp: &ListParams) -> Result<(), kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug + kube::Resource,
+{
+    use http_body_util::BodyExt;
+    let req = kube::core::Request::new(api.resource_url())
+        .delete_collection(&delete_now(), lp)
+        .map_err(kube::Error::BuildRequest)?;
+    let res = api
+        .clone()
+        .into_client()
+        .send(req.map(kube::client::Body::from))
+        .await?;
+    let status = res.status();
+    let mut body = res.into_body();
+    if status.is_client_error() || status.is_server_error() {
+        let bytes = body.collect().await?.to_bytes();
+        let text = String::from_utf8_lossy(&bytes);
+        let st = serde_json::from_str::<kube::core::Status>(&text).unwrap_or_else(|_| {
+            kube::core::Status::failure(text.trim(), "Failed to parse error data")
+                .with_code(status.as_u16())
+        });
+        return Err(kube::Error::Api(st.boxed()));
+    }
+    while let Some(frame) = body.frame().await {
+        frame?;
+    }
+    Ok(())
 }
 
 /// Deletes the selected Jobs in one call, then strips the finalizers of any still terminating.

@@ -422,7 +422,10 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     // every Job every second: the API server's load does not grow with polling.
     let stream = watcher(
         jobs.clone(),
-        watcher::Config::default().labels(&crate::cluster::runs::selector(Some(&run_id))),
+        // Small pages: the first list of 10,000 Jobs is read 50 Jobs at a time, never held whole.
+        watcher::Config::default()
+            .labels(&crate::cluster::runs::selector(Some(&run_id)))
+            .page_size(50),
     )
     .default_backoff();
     futures::pin_mut!(stream);
