@@ -54,8 +54,13 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "== ${JOBS} runs, ${PREEMPT} of the scenario pods preempted once; sim: ${NODES} nodes × ${NODE_CPU} cpu, pods run ${JOB_DURATION_MS} ms"
+# A real API server keeps about 5 minutes of events (etcd compaction) for watches and list
+# continue tokens; the sim counts events instead. 10,000 churning Jobs make ~100,000 events in
+# that time; 30,000 is enough for a paged list of 10,000 Jobs to finish (the default 10,000
+# can expire one mid-way) without holding the sim's memory to 100,000 events.
+printf 'watch_history: 30000\n' >"$work/sim.yaml"
 VAST_SIM_FAULTS="{\"seed\":1,\"preempt\":{\"fraction\":${PREEMPT}}}" \
-  "$sim" serve --kubeconfig "$work/kubeconfig" --nodes "$NODES" --node-cpu "$NODE_CPU" \
+  "$sim" serve --config "$work/sim.yaml" --kubeconfig "$work/kubeconfig" --nodes "$NODES" --node-cpu "$NODE_CPU" \
   --node-memory "$NODE_MEMORY" --job-duration-ms "$JOB_DURATION_MS" \
   --data-dir "$work/sim-data" >"$work/sim.log" 2>&1 &
 sim_pid=$!

@@ -111,10 +111,12 @@ pub async fn execute(
         }
         Ok(Outcome::Failed(m)) => {
             eprintln!("Error: run {id} failed: {m}\n(after fixing the cause: vast resume {id})");
+            notify_stopped(engine, dir, &id, &m).await;
             Ok(ExitStatus::Failure)
         }
         Ok(Outcome::Paused(m)) => {
             eprintln!("run {id} paused: {m}");
+            notify_stopped(engine, dir, &id, &m).await;
             Ok(ExitStatus::Failure)
         }
         Ok(Outcome::Interrupted) => {
@@ -129,6 +131,17 @@ pub async fn execute(
         Err(e) => Err(anyhow::Error::new(e).context(format!(
             "run {id} stopped; it is resumable with `vast resume {id}`"
         ))),
+    }
+}
+
+/// A campaign's webhook hears that it stopped with an error.
+async fn notify_stopped(engine: &Engine, dir: &StateDir, id: &str, message: &str) {
+    let url = engine
+        .resources
+        .get::<crate::ops::run::Notifier>()
+        .and_then(|n| n.0.clone());
+    if let Some(url) = url {
+        crate::ops::campaign::notify_stopped(&url, dir.root(), id, message).await;
     }
 }
 

@@ -70,6 +70,23 @@ async fn notify(cx: &StepContext) -> Result<Value, StepError> {
     Ok(json!({"sent": sent, "outcome": outcome, "message": message}))
 }
 
+/// Sends the `failed` event of a campaign that stopped with an error (the CLI calls it when
+/// a run with a webhook ends failed or paused); best effort like every notification.
+pub async fn notify_stopped(url: &str, state_dir: &std::path::Path, run_id: &str, message: &str) {
+    let record = RunRecord::load(state_dir, run_id)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let ev = Event::new(
+        EventKind::Failed,
+        run_id,
+        "failed",
+        counts_of(&record),
+        format!("{message} (resumable: vast resume {run_id})"),
+    );
+    crate::notify::send(url, &ev).await;
+}
+
 /// One run to re-submit: its first Job and the attempt to create.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Rerun {

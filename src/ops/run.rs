@@ -422,10 +422,11 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     // every Job every second: the API server's load does not grow with polling.
     let stream = watcher(
         jobs.clone(),
-        // Small pages: the first list of 10,000 Jobs is read 50 Jobs at a time, never held whole.
+        // Pages of 250: the first list of 10,000 Jobs is never held whole (constant memory), and
+        // few enough requests that the continue token stays valid while the Jobs churn.
         watcher::Config::default()
             .labels(&crate::cluster::runs::selector(Some(&run_id)))
-            .page_size(50),
+            .page_size(250),
     )
     .default_backoff();
     futures::pin_mut!(stream);
@@ -564,9 +565,12 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
                 }
             }
         }
-        let Some((open, _)) = w.counts(&record) else {
+        // O(1) per event: the vanished runs (a walk over every run) are computed only when
+        // nothing is open any more.
+        if !w.listed {
             continue;
-        };
+        }
+        let open = w.open.len();
         let total = record.jobs.len();
         cx.progress((total - open.min(total)) as u64, total as u64);
         pulse.beat(&record, &w).await;
@@ -723,9 +727,9 @@ impl Pulse {
             self.last_change = std::time::Instant::now();
             self.stalled = false;
         }
-        let counts = counts(record, w);
         if let Some(stall) = self.stall {
             if !self.stalled && self.last_change.elapsed() >= stall {
+                let counts = counts(record, w);
                 self.stalled = true;
                 let ev = crate::notify::Event::new(
                     crate::notify::EventKind::Stalled,
@@ -741,6 +745,7 @@ impl Pulse {
         if let Some(every) = self.every {
             if self.last_beat.elapsed() >= every {
                 self.last_beat = std::time::Instant::now();
+                let counts = counts(record, w);
                 let ev = crate::notify::Event::new(
                     crate::notify::EventKind::Heartbeat,
                     &self.run_id,

@@ -646,15 +646,6 @@ impl Watch {
         self.present.remove(name);
     }
 
-    /// (unfinished Jobs, Jobs gone without an observed outcome), once the first list arrived.
-    pub fn counts(&self, record: &RunRecord) -> Option<(usize, usize)> {
-        if !self.listed {
-            return None;
-        }
-        let vanished = self.vanished(record).len();
-        Some((self.open.len(), vanished))
-    }
-
     /// The runs whose latest Job is gone from the cluster without an observed outcome:
     /// (first Job, latest Job).
     pub fn vanished(&self, record: &RunRecord) -> Vec<(String, String)> {

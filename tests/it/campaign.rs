@@ -428,23 +428,35 @@ async fn wait_exit_codes() {
         .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let ok_id = crate::cluster_support::run_id_of(&text(&out.stdout));
-    let w = c
-        .vast(&[
-            "execution",
-            "cluster",
-            "wait",
-            "--run-id",
-            &ok_id,
-            "--timeout",
-            "60s",
-        ])
-        .await;
+    // Half of its Job listings fail: wait retries at the next poll.
+    c.sim.faults().set(serde_json::from_value(json!({"seed": 3, "api": [
+        {"verbs": ["list"], "resources": ["jobs"], "rate": 0.5, "action": {"status": {"codes": [503]}}}
+    ]})).unwrap());
+    let mut cmd = c.command(&[
+        "execution",
+        "cluster",
+        "wait",
+        "--run-id",
+        &ok_id,
+        "--timeout",
+        "60s",
+    ]);
+    cmd.env("VAST_WAIT_POLL_MS", "100");
+    let w = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
     assert_eq!(
         w.status.code(),
         Some(0),
         "{}\n{}",
         text(&w.stdout),
         text(&w.stderr)
+    );
+    c.sim.faults().set(
+        serde_json::from_value(
+            json!({"seed": 1, "pods": [{"match": "test-2-2", "outcome": "hang"}]}),
+        )
+        .unwrap(),
     );
     // 3: a run that hangs (its deadline is 600 s) outlives --timeout.
     let out = c

@@ -133,63 +133,71 @@ pub async fn run(args: WaitArgs, globals: &Globals) -> anyhow::Result<ExitStatus
                 record.jobs = fresh.jobs;
             }
         }
-        let listed = jobs
-            .list(&ListParams::default().labels(&crate::cluster::runs::selector(Some(&id))))
-            .await;
-        let listed = match listed {
-            Ok(l) => {
-                budget.progress();
-                l.items
-            }
-            Err(e) => {
-                let text = crate::cluster::error::message(&e);
-                if let Err(spent) = budget.failure() {
-                    let msg = format!("cannot reach the cluster: {spent}; last error: {text}");
-                    break (
-                        finish(&record, "unreachable", ExitStatus::Failure, 0, 0, msg),
-                        ExitStatus::Failure,
-                    );
+        // One pass over the run's Jobs, a page at a time (constant memory at any size): the
+        // outcomes seen are recorded with their evidence, the rest counted.
+        let mut pass = Pass::default();
+        let mut lp = ListParams::default()
+            .labels(&crate::cluster::runs::selector(Some(&id)))
+            .limit(PAGE);
+        let listed = loop {
+            let page = match jobs.list(&lp).await {
+                Ok(p) => p,
+                Err(e) => break Err(e),
+            };
+            for j in &page.items {
+                pass.see(j);
+                let Some(name) = j.metadata.name.clone() else {
+                    continue;
+                };
+                if record.finished.contains_key(&name) {
+                    continue;
                 }
-                tracing::warn!("listing the run's Jobs: {text} (retrying)");
-                tokio::time::sleep(poll).await;
-                continue;
+                let Some(mut rec) = job_record(j) else {
+                    continue;
+                };
+                if rec.outcome != JobOutcome::Succeeded {
+                    crate::ops::evidence::keep(
+                        &client,
+                        &namespace,
+                        &crate::ops::run::bucket(&id),
+                        j,
+                        &mut rec,
+                        &mut s3c,
+                    )
+                    .await;
+                }
+                record.record(&name, rec);
+                pass.changed = true;
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(c) => lp = lp.continue_token(&c),
+                None => break Ok(()),
             }
         };
-        let mut changed = false;
-        let (mut running, mut pending) = (0, 0);
-        let present: BTreeSet<String> = listed
-            .iter()
-            .filter_map(|j| j.metadata.name.clone())
-            .collect();
-        for j in &listed {
-            match job_state(j) {
-                JobState::Running => running += 1,
-                JobState::Pending => pending += 1,
-                _ => {}
+        if let Err(e) = listed {
+            if pass.changed {
+                let _ = record.save(&state_dir);
             }
-            let Some(name) = j.metadata.name.clone() else {
-                continue;
-            };
-            if record.finished.contains_key(&name) {
-                continue;
+            let text = crate::cluster::error::message(&e);
+            if let Err(spent) = budget.failure() {
+                let msg = format!("cannot reach the cluster: {spent}; last error: {text}");
+                break (
+                    finish(&record, "unreachable", ExitStatus::Failure, 0, 0, msg),
+                    ExitStatus::Failure,
+                );
             }
-            let Some(mut rec) = job_record(j) else {
-                continue;
-            };
-            if rec.outcome != JobOutcome::Succeeded {
-                crate::ops::evidence::keep(
-                    &client,
-                    &namespace,
-                    &crate::ops::run::bucket(&id),
-                    j,
-                    &mut rec,
-                    &mut s3c,
-                )
-                .await;
-            }
-            record.record(&name, rec);
-            changed = true;
+            tracing::warn!("listing the run's Jobs: {text} (retrying)");
+            tokio::time::sleep(poll).await;
+            continue;
         }
+        budget.progress();
+        let Pass {
+            running,
+            pending,
+            present,
+            changed,
+            pending_uids,
+        } = pass;
         if changed {
             if let Err(e) = record.save(&state_dir) {
                 tracing::warn!("cannot update the run's record: {e}");
@@ -276,7 +284,7 @@ pub async fn run(args: WaitArgs, globals: &Globals) -> anyhow::Result<ExitStatus
         }
         if let Some(st) = args.stall_timeout {
             if last_change.elapsed() >= st {
-                let why = kueue_reason(&client, &namespace, &listed).await;
+                let why = kueue_reason(&client, &namespace, &pending_uids).await;
                 let msg = format!(
                     "stalled: no Job started or finished for {}; {why}",
                     humanize(st)
@@ -310,18 +318,13 @@ pub async fn run(args: WaitArgs, globals: &Globals) -> anyhow::Result<ExitStatus
 }
 
 /// Why the run's pending Jobs wait, as Kueue says it (the first pending Job's reason).
-async fn kueue_reason(client: &kube::Client, namespace: &str, listed: &[Job]) -> String {
-    let pending: Vec<&Job> = listed
-        .iter()
-        .filter(|j| job_state(j) == JobState::Pending)
-        .collect();
+async fn kueue_reason(client: &kube::Client, namespace: &str, pending: &[String]) -> String {
     if pending.is_empty() {
         return "no Job is pending (running Jobs made no progress)".into();
     }
     let reasons = super::monitor::kueue_pending(client, namespace).await;
-    for j in &pending {
-        let uid = j.metadata.uid.clone().unwrap_or_default();
-        if let Some((Some(r), _)) = reasons.get(&uid) {
+    for uid in pending {
+        if let Some((Some(r), _)) = reasons.get(uid) {
             return format!("{} Job(s) pending; Kueue: {r}", pending.len());
         }
     }
@@ -329,6 +332,38 @@ async fn kueue_reason(client: &kube::Client, namespace: &str, listed: &[Job]) ->
         "{} Job(s) pending; Kueue gave no reason (is the ClusterQueue active?)",
         pending.len()
     )
+}
+
+/// Jobs listed per request.
+const PAGE: u32 = 250;
+
+/// What one pass over the run's Jobs counted.
+#[derive(Default)]
+struct Pass {
+    running: usize,
+    pending: usize,
+    present: BTreeSet<String>,
+    changed: bool,
+    /// uids of the pending Jobs (for Kueue's reason).
+    pending_uids: Vec<String>,
+}
+
+impl Pass {
+    fn see(&mut self, j: &Job) {
+        match job_state(j) {
+            JobState::Running => self.running += 1,
+            JobState::Pending => {
+                self.pending += 1;
+                if let Some(u) = &j.metadata.uid {
+                    self.pending_uids.push(u.clone());
+                }
+            }
+            _ => {}
+        }
+        if let Some(n) = &j.metadata.name {
+            self.present.insert(n.clone());
+        }
+    }
 }
 
 fn humanize(d: Duration) -> String {
