@@ -116,39 +116,46 @@ async fn select(cx: &StepContext) -> Result<Value, StepError> {
         record.jobs = job_index(&run, &p).keys().cloned().collect();
     }
     let jobs: Api<Job> = Api::namespaced(e.client.clone(), &e.namespace);
-    let listed = jobs
-        .list(&ListParams::default().labels(&crate::cluster::runs::selector(Some(&run))))
-        .await
-        .map_err(|err| kube_err("listing the run's Jobs", &err))?;
+    // A page at a time (constant memory at any size).
     let mut s3c: super::evidence::LazyS3 = None;
-    for j in &listed.items {
-        let Some(name) = j.metadata.name.clone() else {
-            continue;
-        };
-        if record.finished.contains_key(&name) {
-            continue;
+    let mut present = std::collections::BTreeSet::new();
+    let mut lp = ListParams::default()
+        .labels(&crate::cluster::runs::selector(Some(&run)))
+        .limit(250);
+    loop {
+        let page = jobs
+            .list(&lp)
+            .await
+            .map_err(|err| kube_err("listing the run's Jobs", &err))?;
+        for j in &page.items {
+            let Some(name) = j.metadata.name.clone() else {
+                continue;
+            };
+            present.insert(name.clone());
+            if record.finished.contains_key(&name) {
+                continue;
+            }
+            let Some(mut rec) = super::runs::job_record(j) else {
+                continue;
+            };
+            if rec.outcome != JobOutcome::Succeeded {
+                super::evidence::keep(
+                    &e.client,
+                    &e.namespace,
+                    &bucket(&run),
+                    j,
+                    &mut rec,
+                    &mut s3c,
+                )
+                .await;
+            }
+            record.record(&name, rec);
         }
-        let Some(mut rec) = super::runs::job_record(j) else {
-            continue;
-        };
-        if rec.outcome != JobOutcome::Succeeded {
-            super::evidence::keep(
-                &e.client,
-                &e.namespace,
-                &bucket(&run),
-                j,
-                &mut rec,
-                &mut s3c,
-            )
-            .await;
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => lp = lp.continue_token(&c),
+            None => break,
         }
-        record.record(&name, rec);
     }
-    let present: std::collections::BTreeSet<String> = listed
-        .items
-        .iter()
-        .filter_map(|j| j.metadata.name.clone())
-        .collect();
     if record.submitted {
         let gone: Vec<String> = record
             .latest_outcomes()
