@@ -188,6 +188,23 @@ async fn campaign_of_200_runs_on_spot_nodes_survives_preemption_and_a_sigkill() 
     };
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
     child.wait().unwrap();
+    // While vast is down, a Job that has no outcome yet vanishes (deleted, as a TTL or a
+    // person would): the resumed campaign finds it gone unobserved, lost, and re-submits it.
+    let jobs: Api<Job> = Api::namespaced(c.client(), NS);
+    let rec = record(&c, &id);
+    let listed = jobs
+        .list(&ListParams::default().labels(&format!("run-id={}", vast::ops::run::bucket(&id))))
+        .await
+        .unwrap();
+    let victim = listed
+        .items
+        .iter()
+        .filter_map(|j| j.metadata.name.clone())
+        .find(|n| !rec.finished.contains_key(n))
+        .expect("a Job without an outcome at the kill");
+    jobs.delete(&victim, &kube::api::DeleteParams::background())
+        .await
+        .unwrap();
 
     let mut resume = c.command(&["resume", &id]);
     resume.env("VAST_NOTIFY_URL", &url);
@@ -209,6 +226,8 @@ async fn campaign_of_200_runs_on_spot_nodes_survives_preemption_and_a_sigkill() 
         (200, 0, 0, 0),
         "{v:?}"
     );
+    assert_eq!(rec.attempt_of(&victim), 2, "the vanished run was re-submitted once");
+    assert_eq!(v.resubmitted, 1);
     // No run has two successful attempts counted.
     for b in &rec.jobs {
         let ok = (1..=rec.attempt_of(b))
