@@ -49,6 +49,12 @@ pub enum TemplateError {
     },
     #[error("cannot serialise {what}: {message}")]
     Yaml { what: String, message: String },
+    #[error("{}: execution.test_files_filter: pattern '{pattern}' matches no file under {}", file.display(), dir.display())]
+    NoMatch {
+        file: PathBuf,
+        pattern: String,
+        dir: PathBuf,
+    },
 }
 
 fn io<'a>(
@@ -120,6 +126,7 @@ pub fn collect_test_files(vast: &VastFile) -> Result<Vec<String>, TemplateError>
         message: e.to_string(),
     })?;
     let mut out = Vec::new();
+    let mut matched = vec![false; filters.len()];
     let mut stack = vec![vast.dir.clone()];
     while let Some(dir) = stack.pop() {
         let rd = std::fs::read_dir(&dir).map_err(io("list", &dir))?;
@@ -142,10 +149,23 @@ pub fn collect_test_files(vast: &VastFile) -> Result<Vec<String>, TemplateError>
                 .map(|c| c.as_os_str().to_string_lossy())
                 .collect::<Vec<_>>()
                 .join("/");
-            if set.is_match(&rel) {
+            let hits = set.matches(&rel);
+            if !hits.is_empty() {
+                for i in hits {
+                    matched[i] = true;
+                }
                 out.push(rel);
             }
         }
+    }
+    // A pattern that matches nothing is a mistake (a PRE_COMMAND would then name a file that
+    // is never shipped): an error naming the pattern, before anything is created.
+    if let Some(i) = matched.iter().position(|m| !m) {
+        return Err(TemplateError::NoMatch {
+            file: vast.path.clone(),
+            pattern: filters[i].clone(),
+            dir: vast.dir.clone(),
+        });
     }
     out.sort();
     Ok(out)
@@ -522,6 +542,15 @@ mod tests {
         assert_eq!(with(&["*.sh"]), ["files/a.sh", "sub/files/c.sh", "top.sh"]);
         assert_eq!(with(&["/*.sh"]), ["top.sh"]);
         assert!(with(&[]).is_empty());
+        // A pattern that matches nothing is an error naming it (hidden directories included).
+        v.execution.test_files_filter = vec!["files/*.sh".into(), "files/*.yaml".into()];
+        let e = collect_test_files(&v).unwrap_err().to_string();
+        assert!(
+            e.contains("t.vast: execution.test_files_filter: pattern 'files/*.yaml' matches no file"),
+            "{e}"
+        );
+        v.execution.test_files_filter = vec!["/x.sh".into()];
+        assert!(collect_test_files(&v).is_err(), ".git/x.sh is not shipped");
     }
 
     #[test]

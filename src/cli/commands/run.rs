@@ -54,6 +54,7 @@ pub async fn run(args: RunArgs, globals: &Globals) -> anyhow::Result<ExitStatus>
     let (vast, _) = load_vast(globals)?;
     select_config(&mut load_configs(&vast)?, args.config.as_deref())?;
     check_resources(&vast, args.context.as_deref())?;
+    crate::project::template::collect_test_files(&vast).map_err(|e| UsageError(e.to_string()))?;
     let notify = crate::notify::url_from(args.notify.as_deref()).map_err(UsageError)?;
     if notify.is_none() && args.notify_every.is_some() {
         return Err(
