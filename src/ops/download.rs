@@ -463,6 +463,14 @@ async fn extract_step(cx: &StepContext) -> Result<Value, StepError> {
     if !src.is_dir() {
         std::fs::create_dir_all(&src).map_err(|e| io_err("create", &src, e))?;
     }
+    if dest.exists() && !dest.is_dir() {
+        // Never moved aside or replaced: it is the user's.
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(StepError::permanent(format!(
+            "{} exists and is not a directory; move it away (or choose another --output) and resume",
+            dest.display()
+        )));
+    }
     if dest.exists() {
         // Only --force gets here with an existing directory (the command skips it otherwise).
         let old = out.join(format!(".{}.vast-old", item.run));

@@ -546,7 +546,9 @@ mod tests {
         v.execution.test_files_filter = vec!["files/*.sh".into(), "files/*.yaml".into()];
         let e = collect_test_files(&v).unwrap_err().to_string();
         assert!(
-            e.contains("t.vast: execution.test_files_filter: pattern 'files/*.yaml' matches no file"),
+            e.contains(
+                "t.vast: execution.test_files_filter: pattern 'files/*.yaml' matches no file"
+            ),
             "{e}"
         );
         v.execution.test_files_filter = vec!["/x.sh".into()];

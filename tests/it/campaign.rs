@@ -226,7 +226,11 @@ async fn campaign_of_200_runs_on_spot_nodes_survives_preemption_and_a_sigkill() 
         (200, 0, 0, 0),
         "{v:?}"
     );
-    assert_eq!(rec.attempt_of(&victim), 2, "the vanished run was re-submitted once");
+    assert_eq!(
+        rec.attempt_of(&victim),
+        2,
+        "the vanished run was re-submitted once"
+    );
     assert_eq!(v.resubmitted, 1);
     // No run has two successful attempts counted.
     for b in &rec.jobs {

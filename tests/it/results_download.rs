@@ -191,6 +191,30 @@ async fn direct_mode_on_a_minikube_like_setup_and_skip_removal() {
         "{}",
         text(&out.stdout)
     );
+    // A user's file where the run's directory goes is never moved or replaced.
+    let dest = c.project.join("out").join(&run);
+    let aside = c.project.join("out").join("aside");
+    std::fs::rename(&dest, &aside).unwrap();
+    std::fs::write(&dest, "mine").unwrap();
+    let out = c
+        .vast(&["execution", "cluster", "download", "-o", "out"])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("is not a directory")
+            || text(&out.stderr).contains("is not a directory"),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "mine");
+    assert!(!c
+        .project
+        .join("out")
+        .join(format!(".{run}.vast-old"))
+        .exists());
+    std::fs::remove_file(&dest).unwrap();
+    std::fs::rename(&aside, &dest).unwrap();
     // --force downloads again (through the archive this time) and replaces it.
     std::fs::write(c.project.join("out").join(&run).join("stale.txt"), "x").unwrap();
     let out = c
