@@ -5,21 +5,33 @@
 # campaign (configurations uploaded to the run's bucket, one Job per configuration x run,
 # admitted by Kueue, watched until all finished), `monitor --once`, `download` the results,
 # and show the run as the engine recorded it (`vast runs show`).
-# Needs: cargo (and kubectl, only to show the cluster). Leaves nothing behind but ./target.
+# Needs: cargo (and kubectl, only to show the cluster). Leaves nothing behind but the cargo
+# target directory (`CARGO_TARGET_DIR` is honoured). On failure the sim's log is shown.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
 
-echo "== building vast and vast-sim"
-cargo build --quiet --bin vast && cargo build --quiet -p vast-sim --bin vast-sim
-vast="$repo/target/debug/vast"
-sim="$repo/target/debug/vast-sim"
+echo "== building vast and vast-sim (cargo's progress below; a first build takes minutes)"
+cargo build --bin vast && cargo build -p vast-sim --bin vast-sim
+target="${CARGO_TARGET_DIR:-$repo/target}"
+case "$target" in /*) ;; *) target="$repo/$target" ;; esac
+vast="$target/debug/vast"
+sim="$target/debug/vast-sim"
+for b in "$vast" "$sim"; do
+  [ -x "$b" ] || { echo "demo: $b was not built (CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-unset})" >&2; exit 1; }
+done
 
 work="$(mktemp -d)"
 sim_pid=""
 cleanup() {
+  status=$?
+  if [ "$status" -ne 0 ] && [ -s "$work/sim.log" ]; then
+    echo "== demo failed (exit $status); the simulated cluster's log (last 40 lines):" >&2
+    tail -40 "$work/sim.log" >&2
+  fi
   [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null
   rm -rf "$work"
+  exit "$status"
 }
 trap cleanup EXIT
 
@@ -27,6 +39,7 @@ echo "== starting the simulated cluster"
 "$sim" serve --kubeconfig "$work/kubeconfig" >"$work/sim.log" 2>&1 &
 sim_pid=$!
 for _ in $(seq 1 100); do [ -s "$work/kubeconfig" ] && break; sleep 0.1; done
+[ -s "$work/kubeconfig" ] || { echo "demo: the simulated cluster did not start" >&2; exit 1; }
 export KUBECONFIG="$work/kubeconfig"
 if command -v kubectl >/dev/null 2>&1; then kubectl get nodes; fi
 
@@ -41,6 +54,9 @@ if command -v kubectl >/dev/null 2>&1; then kubectl get pods,clusterqueues,local
 
 echo "== vast execution cluster run --follow"
 "$vast" execution cluster run --follow
+
+echo "== vast execution cluster wait (for CI: exit 0 all succeeded, 1 failed or lost, 3 timeout, 4 stalled)"
+"$vast" execution cluster wait --timeout 1m
 
 echo "== vast execution cluster monitor --once"
 "$vast" execution cluster monitor --once
