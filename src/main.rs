@@ -52,6 +52,9 @@ fn init_tracing(verbose: u8, quiet: u8, format: LogFormat, color: ColorChoice) {
         1 => "warn,vast=debug,vast_state=debug",
         _ => "warn,vast=trace,vast_state=trace",
     };
+    // kube-client logs every failed request at ERROR ("failed with error client error
+    // (Connect)") before vast has classified it; vast reports each cause once itself.
+    let level = format!("{level},kube_client::client::builder=off");
     let filter = EnvFilter::try_from_env("VAST_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -41,6 +41,26 @@ pub fn context_names() -> Result<Vec<String>, KubeconfigError> {
         .collect())
 }
 
+/// The context name and API server URL the kubeconfig gives for `context` (default: its current
+/// context), for messages; None when the kubeconfig does not say.
+pub fn server_of(context: Option<&str>) -> Option<(String, String)> {
+    let kc = kube::config::Kubeconfig::read().ok()?;
+    let name = context
+        .map(String::from)
+        .or_else(|| kc.current_context.clone())?;
+    let ctx = kc.contexts.iter().find(|c| c.name == name)?;
+    let cluster = ctx.context.as_ref()?.cluster.clone();
+    let server = kc
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster)?
+        .cluster
+        .as_ref()?
+        .server
+        .clone()?;
+    Some((name, server))
+}
+
 /// The client for `context` (default: the kubeconfig's current context).
 pub async fn client(context: Option<&str>) -> Result<Client, ClientError> {
     let options = KubeConfigOptions {

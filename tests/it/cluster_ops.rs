@@ -663,3 +663,38 @@ async fn gcp_spot_setup_puts_the_jobs_on_spot_nodes() {
         );
     }
 }
+
+/// An unreachable cluster is a configuration problem: `setup` says so in one line naming the
+/// context and server, creates no run to resume, and kube-client's own ERROR lines stay out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_cluster_is_one_clear_line_and_no_run() {
+    let c = start(SimConfig::default()).await;
+    let kc = c.tmp.path().join("unreachable-kubeconfig");
+    std::fs::write(
+        &kc,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"http://127.0.0.1:9\"}\ncontexts:\n- name: lab\n  context: {cluster: c, user: u}\ncurrent-context: lab\nusers:\n- name: u\n  user: {}\n",
+    )
+    .unwrap();
+    let mut cmd = c.command(&["execution", "cluster", "setup", "rke2"]);
+    cmd.env("KUBECONFIG", &kc);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Connection refused")
+            && stderr.contains("context 'lab', server http://127.0.0.1:9"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("failed with error"), "{stderr}");
+    assert!(
+        !stderr.contains("vast resume"),
+        "no run to resume: {stderr}"
+    );
+    let runs = c.state.join("runs");
+    assert!(
+        !runs.exists() || std::fs::read_dir(&runs).unwrap().next().is_none(),
+        "no run was created"
+    );
+}

@@ -125,7 +125,15 @@ pub async fn access(
     namespace: &str,
 ) -> Result<(kube::Client, String), String> {
     let client = connect(context).await?;
-    let line = check_access(&client, namespace).await?;
+    let line = check_access(&client, namespace).await.map_err(|m| {
+        // One line naming where vast tried to connect.
+        match crate::cluster::client::server_of(context) {
+            Some((ctx, server)) if m.starts_with("Failed to check") => {
+                format!("{m} (context '{ctx}', server {server})")
+            }
+            _ => m,
+        }
+    })?;
     Ok((client, line))
 }
 
@@ -143,13 +151,20 @@ pub async fn check_access(client: &kube::Client, namespace: &str) -> Result<Stri
     ))
 }
 
+/// The deepest cause of an error ("tcp connect error: Connection refused (os error 111)"),
+/// without the layers that repeat it.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
 fn access_error(e: kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("Kubernetes API error: {} - {}", s.code, s.reason),
-        other => format!(
-            "Failed to check Kubernetes access: {}",
-            crate::cluster::error::message(&other)
-        ),
+        other => format!("Failed to check Kubernetes access: {}", innermost(&other)),
     }
 }
 

@@ -43,6 +43,19 @@ pub async fn run(args: SetupArgs, globals: &Globals) -> anyhow::Result<ExitStatu
         );
         return Ok(ExitStatus::Failure);
     }
+    // A cluster that cannot be reached is a configuration problem, not a run to resume: an
+    // unknown context or unreadable kubeconfig is a usage error (2), an unreachable server 1.
+    super::cluster_common::connect(args.context.as_deref())
+        .await
+        .map_err(UsageError)?;
+    match super::cluster_common::access(args.context.as_deref(), &namespace).await {
+        Ok((_, line)) => tracing::info!("{line}"),
+        Err(m) => {
+            eprintln!("✗ Error: {m}");
+            eprintln!("  Kubernetes cluster is required for RoboVAST execution.");
+            return Ok(ExitStatus::Failure);
+        }
+    }
     let params = json!({
         "context": context_param(&args.context),
         "namespace": namespace,
