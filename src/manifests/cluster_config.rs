@@ -130,14 +130,7 @@ pub fn parse_option(s: &str) -> Result<(String, String), ManifestError> {
 
 /// A namespace must be a DNS-1123 label (it is written into manifests and READMEs).
 pub fn validate_namespace(ns: &str) -> Result<(), ManifestError> {
-    let b = ns.as_bytes();
-    let ok = !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-';
-    if ok {
+    if crate::project::vast_file::is_dns_label(ns) {
         Ok(())
     } else {
         Err(ManifestError::Namespace(ns.to_string()))

@@ -486,14 +486,7 @@ mod tests {
         assert_eq!(label_safe("Run_2026.x!"), "run-2026.x");
     }
 
-    fn dns_label(s: &str) -> bool {
-        !s.is_empty()
-            && s.len() <= 63
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !s.starts_with('-')
-            && !s.ends_with('-')
-    }
+    use crate::project::vast_file::is_dns_label as dns_label;
 
     #[test]
     fn attempt_names_round_trip() {

@@ -45,24 +45,7 @@ pub fn resolve_resource_value(
     value: Option<&ResourceValue>,
     context: Option<&str>,
 ) -> Result<Option<String>, ResolveError> {
-    match value {
-        None => Ok(None),
-        Some(ResourceValue::Scalar(s)) => Ok(Some(s.clone())),
-        Some(ResourceValue::PerCluster(list)) if list.is_empty() => Ok(None),
-        Some(ResourceValue::PerCluster(list)) => {
-            let keys: Vec<String> = list.iter().map(|(k, _)| k.clone()).collect();
-            let Some(ctx) = context else {
-                return Err(ResolveError::NoContext { keys });
-            };
-            list.iter()
-                .find(|(k, _)| k == ctx)
-                .map(|(_, v)| Some(v.clone()))
-                .ok_or_else(|| ResolveError::NoMatch {
-                    context: ctx.to_string(),
-                    keys,
-                })
-        }
-    }
+    resolve_per_cluster(value, context)
 }
 
 /// `resolve_resources`: resolves `cpu` and `memory`; unset values are dropped.

@@ -113,14 +113,10 @@ pub struct ConfigEntry {
 }
 
 /// A resource value: a scalar used on every cluster, or a per-cluster list `[{ctx: value}]`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ResourceValue {
-    Scalar(String),
-    PerCluster(Vec<(String, String)>),
-}
+pub type ResourceValue = PerCluster<String>;
 
-/// A value given once for every cluster, or per cluster as `[{<context>: value}, …]` (the same
-/// two forms as a [`ResourceValue`]).
+/// A value given once for every cluster, or per cluster as `[{<context>: value}, …]`
+/// (resources, placement).
 #[derive(Debug, Clone, PartialEq)]
 pub enum PerCluster<T> {
     Scalar(T),
@@ -973,7 +969,9 @@ fn check_config_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn is_dns_label(s: &str) -> bool {
+/// A DNS-1123 label: 1–63 lowercase letters, digits and '-', not starting or ending with '-'
+/// (node label values' names, namespaces, Job names).
+pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -982,17 +980,9 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// A DNS-1123 subdomain (PriorityClass names).
+/// A DNS-1123 subdomain (PriorityClass names): dot-separated DNS labels, at most 253.
 fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|p| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !p.starts_with('-')
-                && !p.ends_with('-')
-        })
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 /// A label name part or value: at most 63 of alnum, `-`, `_`, `.`, alnum at both ends.
