@@ -164,16 +164,36 @@ pub async fn send(url: &str, event: &Event) -> bool {
     false
 }
 
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<bytes::Bytes>,
+>;
+
+/// One client per process: the system's TLS roots are read once, not per event.
+fn client() -> Result<&'static HttpClient, String> {
+    static CLIENT: std::sync::OnceLock<Result<HttpClient, String>> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_native_roots()
+                .map_err(|e| format!("no TLS roots: {e}"))?
+                .https_or_http()
+                .enable_http1()
+                .build();
+            Ok(
+                // No idle connections kept: events are minutes apart, and a pooled
+                // connection must never outlive the runtime that opened it.
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .pool_max_idle_per_host(0)
+                    .build(https),
+            )
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
 async fn post(url: &str, event: &Event, body: Vec<u8>) -> Result<u16, String> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| format!("no TLS roots: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(https);
+    let client = client()?;
     let title = format!("vast {}: {}", event.run_id, event.outcome);
     let (tags, priority) = match event.kind {
         EventKind::Ended if event.outcome == "succeeded" => ("white_check_mark", "3"),

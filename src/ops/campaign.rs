@@ -16,7 +16,7 @@ use super::base::{env, kube_err, register_steps};
 use super::run::{bucket, job_index, project, resubmit, state_dir, Notifier};
 use super::runs::{JobOutcome, JobRecord, RunRecord};
 use crate::engine::{Registry, StepContext, StepError};
-use crate::notify::{Counts, Event, EventKind};
+use crate::notify::{Event, EventKind};
 
 pub fn register(r: &mut Registry) {
     register_steps!(r;
@@ -26,28 +26,16 @@ pub fn register(r: &mut Registry) {
     );
 }
 
-/// The verdict counts of a run's record as a notification's counts.
-pub fn counts_of(record: &RunRecord) -> Counts {
-    let v = record.verdicts();
-    Counts {
-        total: record.jobs.len(),
-        succeeded: v.succeeded,
-        failed: v.failed,
-        lost: v.lost,
-        running: 0,
-    }
-}
-
-/// Sends the campaign's `ended` event (when a webhook is configured). A step that succeeded
-/// is never repeated by a resume, so the receiver gets it once (a crash between the POST and
-/// its journal record repeats it, with the same event `id`).
+/// Sends the campaign's `ended` event (when a webhook is configured), once: a delivered event
+/// is noted in the step's cursor, and a succeeded step is never repeated by a resume (only a
+/// crash between the POST and that note repeats it, with the same event `id`).
 async fn notify(cx: &StepContext) -> Result<Value, StepError> {
     let url = cx.resource::<Notifier>().ok().and_then(|n| n.0.clone());
     let run_id = cx.run_id().as_str().to_string();
     let record = RunRecord::load(&state_dir(cx)?, &run_id)
         .map_err(StepError::permanent)?
         .unwrap_or_default();
-    let counts = counts_of(&record);
+    let counts = record.notify_counts(0);
     let report: Value = cx.output("report").unwrap_or_default();
     let not_taken = report.get("failed").and_then(Value::as_u64).unwrap_or(0);
     let outcome = if counts.failed + counts.lost == 0 && not_taken == 0 {
@@ -65,8 +53,16 @@ async fn notify(cx: &StepContext) -> Result<Value, StepError> {
     let Some(url) = url else {
         return Ok(json!({"sent": false, "outcome": outcome, "message": message}));
     };
+    // Sent once: the cursor says so after the POST, so a re-run of this step (another attempt
+    // after a later failure, a resume after a crash past this point) does not send it again.
+    if cx.cursor::<bool>()?.unwrap_or(false) {
+        return Ok(json!({"sent": true, "outcome": outcome, "message": message}));
+    }
     let ev = Event::new(EventKind::Ended, &run_id, outcome, counts, message.clone());
     let sent = crate::notify::send(&url, &ev).await;
+    if sent {
+        cx.save_cursor(&true)?;
+    }
     Ok(json!({"sent": sent, "outcome": outcome, "message": message}))
 }
 
@@ -81,7 +77,7 @@ pub async fn notify_stopped(url: &str, state_dir: &std::path::Path, run_id: &str
         EventKind::Failed,
         run_id,
         "failed",
-        counts_of(&record),
+        record.notify_counts(0),
         format!("{message} (resumable: vast resume {run_id})"),
     );
     crate::notify::send(url, &ev).await;
@@ -118,6 +114,7 @@ async fn select(cx: &StepContext) -> Result<Value, StepError> {
     let jobs: Api<Job> = Api::namespaced(e.client.clone(), &e.namespace);
     // A page at a time (constant memory at any size).
     let mut s3c: super::evidence::LazyS3 = None;
+    let run_bucket = bucket(&run);
     let mut present = std::collections::BTreeSet::new();
     let mut lp = ListParams::default()
         .labels(&crate::cluster::runs::selector(Some(&run)))
@@ -128,28 +125,18 @@ async fn select(cx: &StepContext) -> Result<Value, StepError> {
             .await
             .map_err(|err| kube_err("listing the run's Jobs", &err))?;
         for j in &page.items {
-            let Some(name) = j.metadata.name.clone() else {
-                continue;
-            };
-            present.insert(name.clone());
-            if record.finished.contains_key(&name) {
-                continue;
+            if let Some(name) = &j.metadata.name {
+                present.insert(name.clone());
             }
-            let Some(mut rec) = super::runs::job_record(j) else {
-                continue;
-            };
-            if rec.outcome != JobOutcome::Succeeded {
-                super::evidence::keep(
-                    &e.client,
-                    &e.namespace,
-                    &bucket(&run),
-                    j,
-                    &mut rec,
-                    &mut s3c,
-                )
-                .await;
-            }
-            record.record(&name, rec);
+            super::evidence::observe(
+                &e.client,
+                &e.namespace,
+                &run_bucket,
+                j,
+                &mut record,
+                &mut s3c,
+            )
+            .await;
         }
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(c) => lp = lp.continue_token(&c),

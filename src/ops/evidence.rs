@@ -207,3 +207,28 @@ pub async fn keep(
         store(c, bucket, key, text, rec).await;
     }
 }
+
+/// Records the outcome of `job` in `record` when it finished and none is recorded yet, with its
+/// evidence when it failed or was lost ([`keep`]); returns whether the record changed.
+pub async fn observe(
+    client: &kube::Client,
+    namespace: &str,
+    bucket: &str,
+    job: &Job,
+    record: &mut super::runs::RunRecord,
+    s3c: &mut LazyS3,
+) -> bool {
+    let Some(name) = job.metadata.name.as_deref() else {
+        return false;
+    };
+    if record.finished.contains_key(name) {
+        return false;
+    }
+    let Some(mut rec) = super::runs::job_record(job) else {
+        return false;
+    };
+    if rec.outcome != super::runs::JobOutcome::Succeeded {
+        keep(client, namespace, bucket, job, &mut rec, s3c).await;
+    }
+    record.record(name, rec)
+}

@@ -729,7 +729,7 @@ impl Pulse {
         }
         if let Some(stall) = self.stall {
             if !self.stalled && self.last_change.elapsed() >= stall {
-                let counts = counts(record, w);
+                let counts = record.notify_counts(w.running.len());
                 self.stalled = true;
                 let ev = crate::notify::Event::new(
                     crate::notify::EventKind::Stalled,
@@ -745,7 +745,7 @@ impl Pulse {
         if let Some(every) = self.every {
             if self.last_beat.elapsed() >= every {
                 self.last_beat = std::time::Instant::now();
-                let counts = counts(record, w);
+                let counts = record.notify_counts(w.running.len());
                 let ev = crate::notify::Event::new(
                     crate::notify::EventKind::Heartbeat,
                     &self.run_id,
@@ -760,18 +760,6 @@ impl Pulse {
                 tokio::spawn(async move { crate::notify::send(&url, &ev).await });
             }
         }
-    }
-}
-
-/// The notification counts of a run.
-pub fn counts(record: &RunRecord, w: &Watch) -> crate::notify::Counts {
-    let v = record.verdicts();
-    crate::notify::Counts {
-        total: record.jobs.len(),
-        succeeded: v.succeeded,
-        failed: v.failed,
-        lost: v.lost,
-        running: w.running.len(),
     }
 }
 

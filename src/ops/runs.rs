@@ -69,9 +69,7 @@ impl JobRecord {
 }
 
 /// The name of attempt `attempt` (1-based) of the run whose first Job is `base`.
-pub fn attempt_name(base: &str, attempt: u32) -> String {
-    crate::manifests::job::attempt_job_name(base, attempt)
-}
+pub use crate::manifests::job::attempt_job_name as attempt_name;
 
 /// What vast knows of a run's Jobs, kept in `<state dir>/work/<run-id>/record.json` (replaced
 /// atomically; written by `run` and updated by `run --follow` and `monitor`). Finished Jobs
@@ -221,22 +219,40 @@ impl RunRecord {
         out
     }
 
+    /// Adds what `other` knows (another process's view of the same run): outcomes are only
+    /// added, attempt numbers only grow, `submitted` only becomes true, the Job list is kept.
+    pub fn merge(&mut self, other: RunRecord) {
+        for (k, v) in other.finished {
+            self.finished.entry(k).or_insert(v);
+        }
+        self.submitted |= other.submitted;
+        if self.jobs.is_empty() {
+            self.jobs = other.jobs;
+        }
+        for (k, v) in other.attempts {
+            let e = self.attempts.entry(k).or_insert(v);
+            *e = (*e).max(v);
+        }
+    }
+
+    /// The verdict counts as a notification carries them (`running`: Jobs running now).
+    pub fn notify_counts(&self, running: usize) -> crate::notify::Counts {
+        let v = self.verdicts();
+        crate::notify::Counts {
+            total: self.jobs.len(),
+            succeeded: v.succeeded,
+            failed: v.failed,
+            lost: v.lost,
+            running,
+        }
+    }
+
     /// Merges `self` into the record on disk (finished Jobs are only ever added) and writes it
     /// through a temporary file renamed into place.
     pub fn save(&self, state_dir: &Path) -> Result<(), PathError> {
         let mut merged = self.clone();
         if let Ok(Some(old)) = RunRecord::load(state_dir, &self.run_id) {
-            for (k, v) in old.finished {
-                merged.finished.entry(k).or_insert(v);
-            }
-            merged.submitted |= old.submitted;
-            if merged.jobs.is_empty() {
-                merged.jobs = old.jobs;
-            }
-            for (k, v) in old.attempts {
-                let e = merged.attempts.entry(k).or_insert(v);
-                *e = (*e).max(v);
-            }
+            merged.merge(old);
         }
         let dir = work_dir(state_dir, &self.run_id);
         std::fs::create_dir_all(&dir).map_err(|e| PathError::new("create", &dir, e))?;

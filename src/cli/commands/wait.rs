@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::cli::{args::WaitArgs, output::print_json, ExitStatus, Globals, UsageError};
 use crate::engine::retry::FailureBudget;
-use crate::ops::runs::{job_record, job_state, JobOutcome, JobState, RunRecord};
+use crate::ops::runs::{job_state, JobOutcome, JobState, RunRecord};
 use crate::store::StateDir;
 
 /// Errors in a row (or the time over which they spread) after which `wait` gives up a
@@ -90,6 +90,7 @@ pub async fn run(args: WaitArgs, globals: &Globals) -> anyhow::Result<ExitStatus
             .unwrap_or(2000u64)
             .max(10),
     );
+    let bucket = crate::ops::run::bucket(&id);
     let started = Instant::now();
     let mut budget = FailureBudget::new(MAX_ERRORS, MAX_ERROR_TIME);
     let mut last_change = Instant::now();
@@ -121,17 +122,7 @@ pub async fn run(args: WaitArgs, globals: &Globals) -> anyhow::Result<ExitStatus
     let (report, status) = loop {
         // What the executor recorded since (outcomes, attempts).
         if let Ok(Some(fresh)) = RunRecord::load(&state_dir, &id) {
-            for (k, v) in fresh.finished {
-                record.finished.entry(k).or_insert(v);
-            }
-            for (k, v) in fresh.attempts {
-                let e = record.attempts.entry(k).or_insert(v);
-                *e = (*e).max(v);
-            }
-            record.submitted |= fresh.submitted;
-            if record.jobs.is_empty() {
-                record.jobs = fresh.jobs;
-            }
+            record.merge(fresh);
         }
         // One pass over the run's Jobs, a page at a time (constant memory at any size): the
         // outcomes seen are recorded with their evidence, the rest counted.
@@ -146,28 +137,15 @@ pub async fn run(args: WaitArgs, globals: &Globals) -> anyhow::Result<ExitStatus
             };
             for j in &page.items {
                 pass.see(j);
-                let Some(name) = j.metadata.name.clone() else {
-                    continue;
-                };
-                if record.finished.contains_key(&name) {
-                    continue;
-                }
-                let Some(mut rec) = job_record(j) else {
-                    continue;
-                };
-                if rec.outcome != JobOutcome::Succeeded {
-                    crate::ops::evidence::keep(
-                        &client,
-                        &namespace,
-                        &crate::ops::run::bucket(&id),
-                        j,
-                        &mut rec,
-                        &mut s3c,
-                    )
-                    .await;
-                }
-                record.record(&name, rec);
-                pass.changed = true;
+                pass.changed |= crate::ops::evidence::observe(
+                    &client,
+                    &namespace,
+                    &bucket,
+                    j,
+                    &mut record,
+                    &mut s3c,
+                )
+                .await;
             }
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(c) => lp = lp.continue_token(&c),
