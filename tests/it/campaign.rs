@@ -672,3 +672,104 @@ async fn campaign_with_a_failed_scenario_collects_everything_and_exits_1() {
         "the evidence came home with the results"
     );
 }
+
+/// The `rerun` workflow's steps are idempotent: run twice (every body executed a second
+/// time), and crashed after every journal record and resumed, each rerun creates exactly the
+/// next attempt of the lost run: never a duplicate, never a gap, never an unrecorded Job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_steps_run_twice_and_crashed_create_each_attempt_once() {
+    use vast::engine::{EngineOptions, Outcome};
+    let c = start(sim_config(
+        json!({"seed": 1, "pods": [{"match": "test-1-2-0", "outcome": "oomkilled"}]}),
+        100,
+    ))
+    .await;
+    set_retries(&c, 0);
+    c.setup_cli("rke2").await;
+    let out = c.vast(&["execution", "cluster", "run", "-r", "1"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = crate::cluster_support::run_id_of(&text(&out.stdout));
+    let bucket = vast::ops::run::bucket(&id);
+    let view = vast::store::StateDir::new(c.state.clone())
+        .snapshot(&id)
+        .unwrap()
+        .unwrap();
+    let old: Value = serde_json::from_str(&view.params).unwrap();
+    let mut params = json!({"target": id, "lost": true, "failed": false});
+    for k in [
+        "context",
+        "namespace",
+        "state_dir",
+        "vast_file",
+        "vast_sha256",
+        "config",
+        "runs",
+        "log_tree",
+        "cluster_config",
+        "created_at",
+    ] {
+        params[k] = old[k].clone();
+    }
+    let jobs: Api<Job> = Api::namespaced(c.client(), NS);
+    // Every run's Jobs in the cluster are exactly its attempts 1..=k of the record.
+    let check = |what: String| {
+        let jobs = jobs.clone();
+        let c = &c;
+        let id = id.clone();
+        let bucket = bucket.clone();
+        async move {
+            let rec = record(c, &id);
+            let names: std::collections::BTreeSet<String> = jobs
+                .list(&ListParams::default().labels(&format!("run-id={bucket}")))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter_map(|j| j.metadata.name)
+                .collect();
+            let want: std::collections::BTreeSet<String> = rec
+                .jobs
+                .iter()
+                .flat_map(|b| (1..=rec.attempt_of(b)).map(|k| vast::ops::runs::attempt_name(b, k)))
+                .collect();
+            assert_eq!(names, want, "{what}");
+            rec
+        }
+    };
+    c.wait_jobs_done(&bucket, 30).await;
+    let opts = EngineOptions {
+        run_twice: true,
+        ..Default::default()
+    };
+    let (_, o) = c.execute("rerun", &params, opts).await;
+    assert_eq!(o, Outcome::Succeeded);
+    let rec = check("run twice".into()).await;
+    let lost = rec
+        .jobs
+        .iter()
+        .find(|b| rec.attempt_of(b) == 2)
+        .cloned()
+        .expect("one run re-submitted");
+    let mut attempt = 2;
+    for n in 1..12u64 {
+        c.wait_jobs_done(&bucket, 30).await;
+        let opts = EngineOptions {
+            crash_after: Some(n),
+            ..Default::default()
+        };
+        let (rid, o) = c.execute("rerun", &params, opts).await;
+        if matches!(&o, Outcome::Failed(m) if m.contains("injected crash")) {
+            let o = c.resume_with(&rid, c.resources()).await;
+            assert_eq!(o, Outcome::Succeeded, "n={n}");
+        } else {
+            assert_eq!(o, Outcome::Succeeded, "n={n}");
+        }
+        attempt += 1;
+        let rec = check(format!("crash after {n}")).await;
+        assert_eq!(
+            rec.attempt_of(&lost),
+            attempt,
+            "n={n}: one new attempt per rerun"
+        );
+    }
+}
