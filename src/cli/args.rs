@@ -358,7 +358,8 @@ pub struct WaitArgs {
     /// Give up after this long (exit 3), e.g. `2h`, `90m`.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub timeout: Option<std::time::Duration>,
-    /// Exit 4 when no Job started or finished for this long (e.g. nothing admitted by Kueue).
+    /// Exit 4 when no Job started or finished for this long (e.g. nothing admitted by Kueue;
+    /// default 24h, so a wait without --timeout still ends).
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub stall_timeout: Option<std::time::Duration>,
     /// Print the final counts as one JSON document.

@@ -147,66 +147,6 @@ pub fn render(views: &[ContextView], multi: bool) -> Vec<String> {
     out
 }
 
-/// Kueue's view of pending Jobs: Job UID → (reason, position in its ClusterQueue).
-pub async fn kueue_pending(
-    client: &kube::Client,
-    namespace: &str,
-) -> BTreeMap<String, (Option<String>, Option<usize>)> {
-    let mut out = BTreeMap::new();
-    let Ok(list) = crate::cluster::kueue::workloads(client, Some(namespace))
-        .list(&ListParams::default())
-        .await
-    else {
-        return out;
-    };
-    let mut pending: Vec<(String, String, String)> = Vec::new();
-    for w in &list.items {
-        let status = w.data.get("status");
-        let conds = status
-            .and_then(|s| s.get("conditions"))
-            .and_then(|c| c.as_array())
-            .cloned()
-            .unwrap_or_default();
-        let cond = |t: &str| {
-            conds
-                .iter()
-                .find(|c| c.get("type").and_then(|x| x.as_str()) == Some(t))
-        };
-        let admitted = cond("Admitted")
-            .is_some_and(|c| c.get("status").and_then(|s| s.as_str()) == Some("True"));
-        let finished = cond("Finished")
-            .is_some_and(|c| c.get("status").and_then(|s| s.as_str()) == Some("True"));
-        if admitted || finished {
-            continue;
-        }
-        let reason = cond("QuotaReserved")
-            .or_else(|| cond("Admitted"))
-            .and_then(|c| c.get("message").and_then(|m| m.as_str()))
-            .map(String::from);
-        let created = w
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.to_string())
-            .unwrap_or_default();
-        for o in w.metadata.owner_references.iter().flatten() {
-            if o.kind == "Job" {
-                pending.push((
-                    created.clone(),
-                    o.uid.clone(),
-                    reason.clone().unwrap_or_default(),
-                ));
-            }
-        }
-    }
-    pending.sort();
-    for (i, (_, uid, reason)) in pending.into_iter().enumerate() {
-        let reason = Some(reason).filter(|r| !r.is_empty());
-        out.insert(uid, (reason, Some(i + 1)));
-    }
-    out
-}
-
 struct Poller {
     state_dir: PathBuf,
     seen: BTreeMap<(String, String), (u64, u64)>,
@@ -248,7 +188,7 @@ impl Poller {
             .list(&ListParams::default().labels(&crate::cluster::runs::selector(None)))
             .await
             .map_err(|e| crate::cluster::error::message(&e))?;
-        let kueue = kueue_pending(&client, &w.namespace).await;
+        let kueue = crate::cluster::kueue::pending_reasons(&client, &w.namespace).await;
         let mut by_run: BTreeMap<String, Vec<&Job>> = BTreeMap::new();
         for j in &listed.items {
             let id = j

@@ -260,7 +260,7 @@ pub async fn run(args: WaitArgs, globals: &Globals) -> anyhow::Result<ExitStatus
                 );
             }
         }
-        if let Some(st) = args.stall_timeout {
+        if let Some(st) = args.stall_timeout.or(Some(DEFAULT_STALL)) {
             if last_change.elapsed() >= st {
                 let why = kueue_reason(&client, &namespace, &pending_uids).await;
                 let msg = format!(
@@ -300,7 +300,7 @@ async fn kueue_reason(client: &kube::Client, namespace: &str, pending: &[String]
     if pending.is_empty() {
         return "no Job is pending (running Jobs made no progress)".into();
     }
-    let reasons = super::monitor::kueue_pending(client, namespace).await;
+    let reasons = crate::cluster::kueue::pending_reasons(client, namespace).await;
     for uid in pending {
         if let Some((Some(r), _)) = reasons.get(uid) {
             return format!("{} Job(s) pending; Kueue: {r}", pending.len());
@@ -311,6 +311,9 @@ async fn kueue_reason(client: &kube::Client, namespace: &str, pending: &[String]
         pending.len()
     )
 }
+
+/// `--stall-timeout` when not given: the bound of a wait nothing else ends.
+const DEFAULT_STALL: Duration = Duration::from_secs(24 * 3600);
 
 /// Jobs listed per request.
 const PAGE: u32 = 250;
