@@ -773,3 +773,51 @@ async fn rerun_steps_run_twice_and_crashed_create_each_attempt_once() {
         );
     }
 }
+
+/// Every step of the campaign workflow runs twice (each body executed a second time, the
+/// engine's idempotence check): the campaign still ends with one Job per run, every result
+/// downloaded once and the remote copy removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_steps_run_twice() {
+    use vast::engine::{EngineOptions, Outcome};
+    let c = start(sim_config(
+        json!({"seed": 2, "preempt": {"fraction": 0.3}}),
+        100,
+    ))
+    .await;
+    c.setup_in_process("rke2").await;
+    let out_dir = c.tmp.path().join("twice");
+    let mut params = c.run_params(1, true);
+    for (k, v) in [
+        ("campaign", json!(true)),
+        ("output", json!(out_dir.display().to_string())),
+        ("remove_after", json!("extract")),
+        ("report_from", json!("remove")),
+        ("summary", json!("download")),
+    ] {
+        params[k] = v;
+    }
+    let opts = EngineOptions {
+        run_twice: true,
+        ..Default::default()
+    };
+    let mut resources = c.resources();
+    resources.insert(vast::ops::results::Display(
+        vast::results::progress::Mode::detect(false),
+    ));
+    let (id, o) = c
+        .execute_with(
+            &vast::engine::RunId::generate("run"),
+            "campaign",
+            &params,
+            opts,
+            resources,
+        )
+        .await;
+    assert_eq!(o, Outcome::Succeeded);
+    let rec = record(&c, &id);
+    assert_eq!(rec.verdicts().succeeded, 5);
+    assert!(rec.attempts.is_empty(), "nothing was re-submitted: {rec:?}");
+    assert_eq!(result_dirs(&out_dir.join(vast::ops::run::bucket(&id))), 5);
+    assert!(c.bucket(&vast::ops::run::bucket(&id)).await.is_empty());
+}
