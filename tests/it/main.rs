@@ -8,6 +8,7 @@ mod cluster_ops;
 mod cluster_resume;
 mod cluster_support;
 mod doctor;
+mod e2e;
 mod engine;
 mod engine_cli;
 mod engine_concurrency;
