@@ -79,9 +79,7 @@ pub async fn resources_for(
         .get("verbose")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    r.insert(results::Display(crate::results::progress::Mode::detect(
-        verbose,
-    )));
+    r.insert(results::Display(crate::progress::Mode::detect(verbose)));
     if matches!(operation, "run" | "campaign" | "campaign-share") {
         // The webhook is never a parameter: read again from the environment on resume (the
         // command may replace it with `--notify`).
