@@ -432,7 +432,10 @@ async fn archive(cx: &StepContext) -> Result<Value, StepError> {
         let usable = !force || ours;
         if st.state == "succeeded" && usable {
             if let Some(info) = complete_archive(&scripts, &item, &path, &st).await? {
-                if let Some(b) = bar.as_mut() {
+                if cursor.builds > 0 {
+                    // Every build ends with its final line, also one done before the first poll.
+                    let b = bar.get_or_insert_with(|| compress_bar(&item.run, info.objects, mode));
+                    b.set_total(info.objects);
                     b.set_message(&format!("{} written", progress::size(info.size)));
                     b.finish_at(info.objects);
                 }
@@ -458,15 +461,7 @@ async fn archive(cx: &StepContext) -> Result<Value, StepError> {
         }
         if st.is_running() {
             if let Some(total) = st.progress_u64("total_objects") {
-                let b = bar.get_or_insert_with(|| {
-                    Progress::count(
-                        &format!("{}  compressing", item.run),
-                        "objects",
-                        total,
-                        0,
-                        mode,
-                    )
-                });
+                let b = bar.get_or_insert_with(|| compress_bar(&item.run, total, mode));
                 b.set_total(total);
                 b.set_message(&format!(
                     "{} written",
@@ -504,6 +499,11 @@ async fn archive(cx: &StepContext) -> Result<Value, StepError> {
             .await
             .map_err(pod_err)?;
     }
+}
+
+/// The compress phase of run `run`: objects of `total` put into the archive.
+fn compress_bar(run: &str, total: u64, mode: Mode) -> Progress {
+    Progress::count(&format!("{run}  compressing"), "objects", total, 0, mode)
 }
 
 /// The archive of a succeeded task, if its file is there with the reported size.
