@@ -354,8 +354,8 @@ impl Progress {
         self.finish_at(self.done);
     }
 
-    /// The final line at `done`: the bar's last state stays on the terminal (above the other
-    /// bars), a line in the other modes.
+    /// The final line at `done` (the plain line, with the time taken): on a terminal it
+    /// replaces the bar, above the other bars.
     pub fn finish_at(&mut self, done: u64) {
         if self.finished {
             return;
