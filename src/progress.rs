@@ -11,7 +11,7 @@
 //! - **Lines** (not a terminal, e.g. CI logs): a plain line when the work starts, at every
 //!   10 % and at least every 10 s while it moves, and one when it ends; never a redraw
 //!   ([`Lines`], a pure formatter driven by an explicit clock, so it is testable).
-//! - **Verbose** (`-v`): the same lines as log records, at every percent or 5 s.
+//! - **Verbose** (`-v`): the same lines as log records (a transfer's at every percent or 5 s).
 //!
 //! Progress goes to stderr; what a command reports (status lines of a run, summaries) goes to
 //! stdout. `monitor`'s block of lines is its output, so its [`Redraw`] draws on stdout (wrapped
@@ -107,7 +107,7 @@ impl Pace {
         step: 10,
         every: Duration::from_secs(10),
     };
-    /// Log records with `-v`: every percent or 5 s.
+    /// Transfers' log records with `-v`: every percent or 5 s.
     pub const VERBOSE: Pace = Pace {
         step: 1,
         every: Duration::from_secs(5),
@@ -297,7 +297,8 @@ impl Progress {
     }
 
     fn new(label: &str, unit: Unit, total: u64, already: u64, mode: Mode) -> Self {
-        let pace = if mode == Mode::Verbose {
+        // Transfers log every percent with -v (as before indicatif); counts keep the 10 % pace.
+        let pace = if mode == Mode::Verbose && unit == Unit::Bytes {
             Pace::VERBOSE
         } else {
             Pace::LINES
