@@ -3,8 +3,10 @@
 //! - off a terminal, plain lines at every 10 % or 10 s, never a redraw: the formatter driven by
 //!   a fake clock (a snapshot), and real `run --follow` and `download` runs whose progress
 //!   lines are checked with the numbers redacted (a snapshot of each phase's final line);
-//! - on a terminal, `monitor`'s in-place redraw in tmux at 60 and 200 columns, with lines long
-//!   enough to wrap at 60: after many redraws no stale or duplicated line is left.
+//! - on a terminal (tmux on a private socket; skipped with a message when tmux is absent):
+//!   `run --follow`'s bar, replaced by one final line; `monitor`'s in-place redraw at 60 and
+//!   200 columns, with lines long enough to wrap at 60: after many redraws no stale or
+//!   duplicated line is left.
 
 use std::path::Path;
 use std::process::Command;
@@ -288,6 +290,90 @@ fn quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
 
+/// Runs `vast <args>` in the project of `c` in a tmux terminal of `width` x 40; the screens
+/// seen until it ended, and the last one (which ends with `EXIT=<code>`).
+async fn in_tmux(c: &Cluster, tmux: &Tmux, width: u16, args: &str) -> (Vec<String>, String) {
+    let script = format!(
+        "cd {} && unset VAST_STATE_DIR VAST_LOG FAILPOINTS && KUBECONFIG={} VAST_HELM=/nonexistent/helm {} {args}; echo EXIT=$?; sleep 600",
+        quote(&c.project),
+        quote(&c.kubeconfig),
+        quote(Path::new(VAST)),
+    );
+    let session = format!("s{}", rand_suffix());
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        &width.to_string(),
+        "-y",
+        "40",
+        &script,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut frames = Vec::new();
+    loop {
+        let screen = tmux.run(&["capture-pane", "-p", "-S", "-", "-t", &session]);
+        if screen.contains("EXIT=") {
+            return (frames, screen);
+        }
+        frames.push(screen);
+        assert!(
+            Instant::now() < deadline,
+            "vast {args} did not end: {}",
+            frames.last().cloned().unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// On a terminal `run --follow` shows a bar (finished/total, ok/fail/lost) that log records
+/// never tear, and leaves one final line in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_shows_a_bar_on_a_terminal_and_leaves_one_final_line() {
+    if !Tmux::installed() {
+        eprintln!("SKIPPED: tmux is not installed (the CI script, .ci/run, installs it)");
+        return;
+    }
+    let mut cfg = SimConfig::default();
+    cfg.pods.job_duration_ms = 2500;
+    let c = start(cfg).await;
+    c.setup_cli("rke2").await;
+    let tmux = Tmux {
+        socket: c.tmp.path().join("tmux.sock"),
+    };
+    let (frames, last) = in_tmux(&c, &tmux, 120, "execution cluster run --follow -r 1").await;
+    assert!(last.contains("EXIT=0"), "{last}");
+    let bar = |l: &str| l.contains("jobs finished") && l.contains("[") && l.contains("(0 ok");
+    assert!(
+        frames.iter().any(|f| f.lines().any(bar)),
+        "no bar while the Jobs ran: {frames:#?}"
+    );
+    let finals: Vec<&str> = last
+        .lines()
+        .filter(|l| l.contains("/5 jobs finished"))
+        .collect();
+    assert_eq!(finals.len(), 1, "{last}");
+    assert!(
+        finals[0].contains("100%  5/5 jobs finished  (5 ok, 0 fail, 0 lost)  in "),
+        "{last}"
+    );
+    for once in [
+        "All 5 jobs created. Starting execution...",
+        "All jobs finished.",
+        "RUN STATISTICS",
+    ] {
+        assert_eq!(last.matches(once).count(), 1, "{once}: {last}");
+    }
+}
+
 /// Two detached runs of 5 Jobs, then `monitor -i 0.2` in a tmux terminal `width` columns wide
 /// until every Job finished; the screens seen while it redrew and the last one.
 async fn monitor_in_tmux(width: u16) -> (Vec<String>, Vec<String>, String) {
@@ -304,40 +390,11 @@ async fn monitor_in_tmux(width: u16) -> (Vec<String>, Vec<String>, String) {
         assert!(out.status.success(), "{}", text(&out.stderr));
         ids.push(run_id_of(&text(&out.stdout)));
     }
-    let script = format!(
-        "cd {} && unset VAST_STATE_DIR VAST_LOG FAILPOINTS && KUBECONFIG={} VAST_HELM=/nonexistent/helm {} execution cluster monitor -i 0.2; echo MONITOR-EXIT=$?; sleep 600",
-        quote(&c.project),
-        quote(&c.kubeconfig),
-        quote(Path::new(VAST)),
-    );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "mon",
-        "-x",
-        &width.to_string(),
-        "-y",
-        "40",
-        &script,
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut frames = Vec::new();
-    let last = loop {
-        let screen = tmux.run(&["capture-pane", "-p", "-t", "mon"]);
-        if screen.contains("MONITOR-EXIT=") {
-            break screen;
-        }
-        if ids.iter().any(|id| screen.contains(id.as_str())) {
-            frames.push(screen);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "monitor did not end: {}",
-            frames.last().cloned().unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    };
+    let (frames, last) = in_tmux(&c, &tmux, width, "execution cluster monitor -i 0.2").await;
+    let frames = frames
+        .into_iter()
+        .filter(|f| ids.iter().any(|id| f.contains(id.as_str())))
+        .collect();
     (ids, frames, last)
 }
 
@@ -371,7 +428,7 @@ async fn monitor_redraw_at(width: u16) {
         assert_eq!(last.matches(id.as_str()).count(), 1, "{last}");
     }
     assert_eq!(last.matches("All jobs finished.").count(), 1, "{last}");
-    assert!(last.contains("MONITOR-EXIT=0"), "{last}");
+    assert!(last.contains("EXIT=0"), "{last}");
     // No leftover fragment of an earlier frame: the last screen is the header, the final
     // frame (each line over one or two rows), the end message and the exit line.
     let rows: Vec<&str> = last.lines().filter(|l| !l.trim().is_empty()).collect();
