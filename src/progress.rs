@@ -12,6 +12,7 @@
 //!   10 % and at least every 10 s while it moves, and one when it ends; never a redraw
 //!   ([`Lines`], a pure formatter driven by an explicit clock, so it is testable).
 //! - **Verbose** (`-v`): the same lines as log records (a transfer's at every percent or 5 s).
+//! - **Quiet** (`-q`): nothing, neither progress nor a run's status lines.
 //!
 //! Progress goes to stderr; what a command reports (status lines of a run, summaries) goes to
 //! stdout. `monitor`'s block of lines is its output, so its [`Redraw`] draws on stdout (wrapped
@@ -36,12 +37,17 @@ pub enum Mode {
     Lines,
     /// Log records (`-v`).
     Verbose,
+    /// Nothing (`-q`: only errors and the final result).
+    Quiet,
 }
 
 impl Mode {
-    /// The mode for this process: `-v` gives log records, a terminal on stderr bars, else lines.
-    pub fn detect(verbose: bool) -> Mode {
-        if verbose {
+    /// The mode for this process: `-q` shows nothing, `-v` gives log records, a terminal on
+    /// stderr bars, else lines.
+    pub fn detect(verbose: bool, quiet: bool) -> Mode {
+        if quiet {
+            Mode::Quiet
+        } else if verbose {
             Mode::Verbose
         } else if std::io::stderr().is_terminal() {
             Mode::Bar
@@ -388,6 +394,7 @@ impl Progress {
     fn emit(&self, line: &str) {
         match self.mode {
             Mode::Verbose => tracing::info!("{line}"),
+            Mode::Quiet => {}
             _ => suspend(|| eprintln!("{line}")),
         }
     }
@@ -404,6 +411,7 @@ impl Drop for Progress {
 pub fn status(mode: Mode, run: &str, what: &str) {
     match mode {
         Mode::Verbose => tracing::info!("{run}  {what}"),
+        Mode::Quiet => {}
         _ => suspend(|| println!("{run}  {what}")),
     }
 }

@@ -803,7 +803,7 @@ async fn campaign_steps_run_twice() {
     };
     let mut resources = c.resources();
     resources.insert(vast::ops::results::Display(vast::progress::Mode::detect(
-        false,
+        false, false,
     )));
     let (id, o) = c
         .execute_with(

@@ -247,6 +247,17 @@ async fn follow_and_download_print_plain_progress_lines_off_a_terminal() {
     }
     assert!(lines.iter().all(|l| !l.contains("0.0 MiB")), "{lines:#?}");
     insta::assert_snapshot!("progress_real_commands", finals.join("\n"));
+
+    // -q: no progress at all.
+    let out = c
+        .vast(&["-q", "execution", "cluster", "run", "--follow", "-r", "1"])
+        .await;
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        !err.contains("jobs finished") && !text(&out.stdout).contains("jobs finished"),
+        "progress with -q: {err}"
+    );
 }
 
 /// tmux on a private socket, if installed.

@@ -116,6 +116,7 @@ pub async fn run(args: RunArgs, globals: &Globals) -> anyhow::Result<ExitStatus>
     });
     let mut params = params;
     params["verbose"] = json!(globals.verbosity > 0);
+    params["quiet"] = json!(globals.verbosity < 0);
     params["notify_every_s"] = json!(args.notify_every.map(|d| d.as_secs()));
     params["stall_timeout_s"] = json!(args
         .stall_timeout
