@@ -10,6 +10,7 @@
 //!   steps, journaling every transition through [`store`] (backed by the `vast-state` crate);
 //! - [`cluster`] talks to Kubernetes and the in-cluster S3; [`ops`] binds the steps of each
 //!   operation to the names used in `workflows/`; [`share`] holds the share providers;
+//! - [`progress`] shows all progress (bars on a terminal, plain lines elsewhere);
 //! - [`notify`] POSTs campaign events to a webhook (best effort, bounded);
 //! - [`cli`] is the command line (clap types, one file per command, output).
 //!
@@ -22,6 +23,7 @@ pub mod manifests;
 pub mod notify;
 pub mod ops;
 pub mod pod;
+pub mod progress;
 pub mod project;
 pub mod results;
 pub mod share;

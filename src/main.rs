@@ -58,7 +58,8 @@ fn init_tracing(verbose: u8, quiet: u8, format: LogFormat, color: ColorChoice) {
     let filter = EnvFilter::try_from_env("VAST_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Each record whole, with any progress bar cleared first and redrawn after.
+        .with_writer(vast::progress::LogWriter)
         .with_ansi(cli::output::color_enabled(
             color,
             std::io::IsTerminal::is_terminal(&std::io::stderr()),

@@ -27,8 +27,8 @@ use super::base::{env, io_err, register_steps, ROBOVAST_POD};
 use super::results::{self, display, previous, ArchiveInfo, PlanItem, RunResult};
 use crate::cluster::portforward::PortForward;
 use crate::engine::{Registry, StepContext, StepError};
+use crate::progress::{self, Mode, Progress};
 use crate::results::fetch::{self, FetchCursor, FetchError, FetchSink};
-use crate::results::progress::{self, Mode, Transfer};
 
 pub fn register(r: &mut Registry) {
     register_steps!(r;
@@ -63,7 +63,7 @@ struct FetchState {
 struct Sink<'a> {
     cx: &'a StepContext,
     state: Mutex<FetchState>,
-    bar: Mutex<Transfer>,
+    bar: Mutex<Progress>,
     stalled_reconnects: u32,
 }
 
@@ -134,7 +134,12 @@ async fn fetch_step(cx: &StepContext) -> Result<Value, StepError> {
     let sink = Sink {
         cx,
         state: Mutex::new(state.clone()),
-        bar: Mutex::new(Transfer::new(&info.run, info.size, offset, mode)),
+        bar: Mutex::new(Progress::bytes(
+            &format!("{}  downloading", info.run),
+            info.size,
+            offset,
+            mode,
+        )),
         stalled_reconnects: super::base::budget(cx, "stalled_reconnects", 5),
     };
     let path = format!("/{}.tar.gz", info.run);
@@ -155,7 +160,7 @@ async fn fetch_step(cx: &StepContext) -> Result<Value, StepError> {
             sink.bar
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .finish(done.size);
+                .finish_at(done.size);
             std::fs::rename(&part, &local).map_err(|e| io_err("rename into", &local, e))?;
             Ok(json!(RunResult {
                 archive: Some(info),
@@ -248,7 +253,12 @@ async fn fetch_direct(cx: &StepContext, item: &PlanItem) -> Result<Value, StepEr
     let total: u64 = objects.iter().map(|o| o.size).sum();
     let done = Arc::new(AtomicU64::new(0));
     let received = Arc::new(AtomicU64::new(0));
-    let bar = Mutex::new(Transfer::new(&item.run, total, 0, mode));
+    let bar = Mutex::new(Progress::bytes(
+        &format!("{}  downloading", item.run),
+        total,
+        0,
+        mode,
+    ));
     let mut todo = Vec::new();
     for o in &objects {
         let Some(rel) = safe_key(&o.key) else {
@@ -285,7 +295,9 @@ async fn fetch_direct(cx: &StepContext, item: &PlanItem) -> Result<Value, StepEr
     for r in results {
         r?;
     }
-    bar.lock().unwrap_or_else(|p| p.into_inner()).finish(total);
+    bar.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .finish_at(total);
     Ok(json!(RunResult {
         run: item.run.clone(),
         detail: Some(json!({
@@ -526,23 +538,16 @@ async fn extract(
     let top = info.bucket.clone();
     let total = info.objects;
     let res = tokio::task::spawn_blocking(move || {
-        let mut last = -1i64;
-        let mut progress = |entries: u64, _bytes: u64| {
-            if total == 0 || mode != Mode::Bar {
-                return;
-            }
-            let pct = (entries * 100 / total.max(1)) as i64;
-            if pct > last {
-                last = pct;
-                print!(
-                    "\r\x1b[2K{run}  extracting  [{}]  {:5.1}%  {entries}/{total} files",
-                    progress::bar(entries as f64 / total as f64),
-                    entries as f64 * 100.0 / total as f64
-                );
-                let _ = std::io::Write::flush(&mut std::io::stdout());
-            }
-        };
-        crate::results::extract::extract_safe(&archive, &staging, &top, &mut progress)
+        // Entries of the archive (the objects, plus directories): the count stops at the
+        // number of objects, the final line says how many files were written.
+        let mut bar = Progress::count(&format!("{run}  extracting"), "files", total, 0, mode);
+        let mut progress = |entries: u64, _bytes: u64| bar.update(entries.min(total));
+        let res = crate::results::extract::extract_safe(&archive, &staging, &top, &mut progress);
+        if let Ok(summary) = &res {
+            bar.set_total(summary.files);
+            bar.finish_at(summary.files);
+        }
+        res
     })
     .await
     .map_err(|e| StepError::transient(e.to_string()))?;

@@ -79,8 +79,12 @@ pub async fn resources_for(
         .get("verbose")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    r.insert(results::Display(crate::results::progress::Mode::detect(
-        verbose,
+    let quiet = params
+        .get("quiet")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    r.insert(results::Display(crate::progress::Mode::detect(
+        verbose, quiet,
     )));
     if matches!(operation, "run" | "campaign" | "campaign-share") {
         // The webhook is never a parameter: read again from the environment on resume (the

@@ -33,7 +33,7 @@ use crate::cluster::s3;
 use crate::engine::{Registry, StepContext, StepError};
 use crate::manifests::job::label_safe;
 use crate::pod::{self, PodError, PodScripts};
-use crate::results::progress::{self, Mode};
+use crate::progress::{self, Mode, Progress};
 
 pub fn register(r: &mut Registry) {
     register_steps!(r;
@@ -422,7 +422,8 @@ async fn archive(cx: &StepContext) -> Result<Value, StepError> {
     let force = cx.param::<bool>("force_archive")?.unwrap_or(false);
     let mut cursor: ArchiveCursor = cx.cursor()?.unwrap_or_default();
     let max_builds = super::base::budget(cx, "builds", 3);
-    let mut last_objects = None;
+    // The compress phase as a bar of objects (created at the first progress seen).
+    let mut bar: Option<Progress> = None;
     let mut watch = TaskWatch::new("the archiver");
     loop {
         let st = scripts.status(&state).await.map_err(pod_err)?;
@@ -431,6 +432,13 @@ async fn archive(cx: &StepContext) -> Result<Value, StepError> {
         let usable = !force || ours;
         if st.state == "succeeded" && usable {
             if let Some(info) = complete_archive(&scripts, &item, &path, &st).await? {
+                if cursor.builds > 0 {
+                    // Every build ends with its final line, also one done before the first poll.
+                    let b = bar.get_or_insert_with(|| compress_bar(&item.run, info.objects, mode));
+                    b.set_total(info.objects);
+                    b.set_message(&format!("{} written", progress::size(info.size)));
+                    b.finish_at(info.objects);
+                }
                 if cursor.builds == 0 {
                     progress::status(mode, &item.run, "reusing the existing remote archive");
                 } else {
@@ -440,7 +448,7 @@ async fn archive(cx: &StepContext) -> Result<Value, StepError> {
                         &format!(
                             "compressed to {}.tar.gz ({})",
                             item.run,
-                            progress::mib(info.size)
+                            progress::size(info.size)
                         ),
                     );
                 }
@@ -452,19 +460,14 @@ async fn archive(cx: &StepContext) -> Result<Value, StepError> {
             }
         }
         if st.is_running() {
-            let done = st.progress_u64("objects");
-            if done != last_objects {
-                last_objects = done;
-                progress::status(
-                    mode,
-                    &item.run,
-                    &format!(
-                        "streaming S3 to tar.gz... {}/{} objects, {}",
-                        done.unwrap_or(0),
-                        st.progress_u64("total_objects").unwrap_or(0),
-                        progress::mib(st.progress_u64("written").unwrap_or(0))
-                    ),
-                );
+            if let Some(total) = st.progress_u64("total_objects") {
+                let b = bar.get_or_insert_with(|| compress_bar(&item.run, total, mode));
+                b.set_total(total);
+                b.set_message(&format!(
+                    "{} written",
+                    progress::size(st.progress_u64("written").unwrap_or(0))
+                ));
+                b.update(st.progress_u64("objects").unwrap_or(0));
             }
             sleep(cx, Duration::from_millis(500)).await?;
             continue;
@@ -496,6 +499,11 @@ async fn archive(cx: &StepContext) -> Result<Value, StepError> {
             .await
             .map_err(pod_err)?;
     }
+}
+
+/// The compress phase of run `run`: objects of `total` put into the archive.
+fn compress_bar(run: &str, total: u64, mode: Mode) -> Progress {
+    Progress::count(&format!("{run}  compressing"), "objects", total, 0, mode)
 }
 
 /// The archive of a succeeded task, if its file is there with the reported size.

@@ -31,6 +31,7 @@ use crate::manifests::cluster_config::cluster_config;
 use crate::manifests::job::{
     base_job_name, job_name, label_safe, render_job, render_job_attempt, JobContext,
 };
+use crate::progress::Progress;
 use crate::project::configs::Configuration;
 use crate::project::template::{self, Mode};
 use crate::project::vast_file::VastFile;
@@ -443,16 +444,21 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     // with an `Init` event, so an API server that fails every list yields Init, error, Init,
     // error, ... Only a change in what is known resets the budget, never a re-list as such.
     let mut budget = FailureBudget::new(WATCH_MAX_ERRORS, WATCH_MAX_ERROR_TIME);
+    // Runs with a verdict of all runs, with ok/fail/lost counts (a bar on a terminal, lines
+    // at 10 % or 10 s otherwise, log records with -v), refreshed at most every 250 ms.
+    let mode = super::results::display(cx);
+    let mut bar: Option<Progress> = None;
+    let mut last_bar = std::time::Instant::now();
     let unknown = loop {
         let before = w.known(&record);
         let mut seen = |w: &mut Watch, record: &mut RunRecord, j: &Job| {
             if w.seen(record, j) {
-                let bad = j
-                    .metadata
-                    .name
-                    .as_ref()
-                    .and_then(|n| record.finished.get(n))
-                    .is_some_and(|r| r.outcome != runs::JobOutcome::Succeeded);
+                let name = j.metadata.name.as_deref().unwrap_or_default();
+                let outcome = record.finished.get(name).map(|r| r.outcome);
+                if outcome == Some(runs::JobOutcome::Succeeded) {
+                    tracing::debug!("Job {name} succeeded.");
+                }
+                let bad = outcome.is_some_and(|o| o != runs::JobOutcome::Succeeded);
                 if bad {
                     ended.push(j.clone());
                 }
@@ -545,7 +551,7 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
                     "Job {name} lost: {}",
                     rec.reason.as_deref().unwrap_or("unknown")
                 ),
-                _ => tracing::info!(
+                _ => tracing::debug!(
                     "Job {name} failed: {}",
                     rec.reason.as_deref().unwrap_or("unknown")
                 ),
@@ -573,6 +579,20 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
         let open = w.open.len();
         let total = record.jobs.len();
         cx.progress((total - open.min(total)) as u64, total as u64);
+        if bar.is_none() || open == 0 || last_bar.elapsed() >= Duration::from_millis(250) {
+            last_bar = std::time::Instant::now();
+            let v = record.verdicts();
+            let done = (v.succeeded + v.failed + v.lost) as u64;
+            let b = bar.get_or_insert_with(|| {
+                Progress::count(&run_id, "jobs finished", total as u64, done, mode)
+            });
+            b.set_total(total as u64);
+            b.set_message(&format!(
+                "({} ok, {} fail, {} lost)",
+                v.succeeded, v.failed, v.lost
+            ));
+            b.update(done);
+        }
         pulse.beat(&record, &w).await;
         if dirty && (open == 0 || last_save.elapsed() >= Duration::from_secs(2)) {
             record.save(&sd)?;
@@ -604,11 +624,20 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
             continue;
         }
         if open != last_remaining {
-            tracing::info!("Waiting for {open} out of {total} jobs to finish...");
+            tracing::debug!("Waiting for {open} out of {total} jobs to finish...");
             last_remaining = open;
         }
     };
     record.save(&sd)?;
+    if let Some(b) = bar.as_mut() {
+        let v = record.verdicts();
+        b.set_message(&format!(
+            "({} ok, {} fail, {} lost)",
+            v.succeeded, v.failed, v.lost
+        ));
+        b.finish_at((v.succeeded + v.failed + v.lost) as u64);
+    }
+    drop(bar);
     tracing::info!("All jobs finished.");
     let stats = stats_of(&record, unknown, started.elapsed().as_secs_f64());
     let sel = crate::cluster::runs::selector(Some(&run_id));

@@ -26,7 +26,7 @@ use super::results::{display, pod_err, previous, scripts, PlanItem, RunResult, T
 use crate::cluster::objects;
 use crate::engine::{Registry, StepContext, StepError};
 use crate::pod;
-use crate::results::progress::{self, Transfer};
+use crate::progress::{self, Progress};
 use crate::share::Selected;
 
 pub fn register(r: &mut Registry) {
@@ -133,7 +133,7 @@ async fn upload(cx: &StepContext) -> Result<Value, StepError> {
     let state = pod::state_path(&format!("{}.share-{share_type}", item.run));
     let mut cursor: UploadCursor = cx.cursor()?.unwrap_or_default();
     let max_starts = super::base::budget(cx, "starts", 3);
-    let mut bar: Option<Transfer> = None;
+    let mut bar: Option<Progress> = None;
     let mut announced = false;
     let mut watch = TaskWatch::new("the upload");
     loop {
@@ -142,12 +142,12 @@ async fn upload(cx: &StepContext) -> Result<Value, StepError> {
         watch.observe(&st, ours && st.state != "absent")?;
         if ours && st.state == "succeeded" {
             if let Some(b) = bar.as_mut() {
-                b.finish(info.size);
+                b.finish_at(info.size);
             }
             progress::status(
                 mode,
                 &item.run,
-                &format!("uploaded ({})  ✓", progress::mib(info.size)),
+                &format!("uploaded ({})  ✓", progress::size(info.size)),
             );
             return Ok(json!(RunResult {
                 detail: Some(
@@ -166,8 +166,8 @@ async fn upload(cx: &StepContext) -> Result<Value, StepError> {
                 // The rate counts what this process saw move (a resumed vast attaches to an
                 // upload that may be far along).
                 let b = bar.get_or_insert_with(|| {
-                    Transfer::new(
-                        &item.run,
+                    Progress::bytes(
+                        &format!("{}  uploading", item.run),
                         total,
                         done.max(st.progress_u64("resumed_from").unwrap_or(0)),
                         mode,

@@ -802,9 +802,9 @@ async fn campaign_steps_run_twice() {
         ..Default::default()
     };
     let mut resources = c.resources();
-    resources.insert(vast::ops::results::Display(
-        vast::results::progress::Mode::detect(false),
-    ));
+    resources.insert(vast::ops::results::Display(vast::progress::Mode::detect(
+        false, false,
+    )));
     let (id, o) = c
         .execute_with(
             &vast::engine::RunId::generate("run"),

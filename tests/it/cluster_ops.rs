@@ -559,7 +559,8 @@ async fn ctrl_c_in_follow_keeps_the_jobs_and_resume_finishes() {
                     id = x.to_string();
                 }
             }
-            if l.contains("Waiting for 5 out of 5 jobs to finish") {
+            // The follow's first progress line (stderr is not a terminal): it is watching.
+            if l.starts_with(&format!("{id}  ")) && l.contains("/5 jobs finished") {
                 break;
             }
         }

@@ -1009,8 +1009,12 @@ async fn gdrive_upload_survives_kills_of_vast_and_a_pod_restart() {
         out.contains("✓ Uploaded 1 run(s) to gdrive successfully!"),
         "{out}"
     );
+    // Progress lines of the transfer (not a terminal: a line at every 10 % or 10 s).
     assert!(
-        out.contains(&format!("{id}  [")),
+        out.lines()
+            .any(|l| l.starts_with(&format!("{id}  uploading  "))
+                && l.contains("% ")
+                && l.contains(" MiB/")),
         "no progress line in: {out}"
     );
     let t = task();

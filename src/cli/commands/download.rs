@@ -133,6 +133,7 @@ pub async fn run(args: DownloadArgs, globals: &Globals) -> anyhow::Result<ExitSt
         "no_keep_archive": args.no_keep_archive,
         "direct": direct,
         "verbose": globals.verbosity > 0,
+        "quiet": globals.verbosity < 0,
         "remove_after": "extract",
         "report_from": if args.remote_compress_only { "archive" } else { "remove" },
         "summary": if args.remote_compress_only { "compress" } else { "download" },

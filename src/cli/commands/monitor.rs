@@ -8,6 +8,10 @@
 //! ([`RunRecord`], shared with `run --follow`), so Jobs deleted by `ttlSecondsAfterFinished`
 //! stay counted; Jobs that vanished unobserved are shown as `unknown`, never as successful.
 //!
+//! On a terminal the lines are redrawn in place ([`crate::progress::Redraw`]: a line longer
+//! than the terminal is counted with its wrapped height, so no redraw leaves stale lines);
+//! otherwise each poll's lines are printed, followed by an empty line.
+//!
 //! An unreachable context keeps the monitor going only for [`MAX_UNREACHABLE`] of failed polls
 //! (a [`FailureBudget`] that a successful poll resets): then it is given up, and once nothing
 //! else keeps the monitor going it exits 1 naming the context and its last error.
@@ -372,7 +376,7 @@ pub async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<ExitSta
         println!("Monitoring scenario run jobs on {what} (press Ctrl+C to stop)...");
         println!();
     }
-    let mut previous_lines = 0usize;
+    let mut redraw = (tty && !args.once && !args.json).then(crate::progress::Redraw::stdout);
     // Per context: failed polls since the last successful one, and why it was given up.
     let mut budgets: Vec<FailureBudget> = watched
         .iter()
@@ -407,17 +411,8 @@ pub async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<ExitSta
                 "{}",
                 serde_json::to_string(&serde_json::json!({"contexts": views}))?
             )?;
-        } else if tty && !args.once {
-            for _ in 0..previous_lines {
-                write!(out, "\x1b[A")?;
-            }
-            for l in &lines {
-                write!(out, "\r\x1b[2K{l}\n")?;
-            }
-            for _ in lines.len()..previous_lines {
-                write!(out, "\r\x1b[2K\n")?;
-            }
-            previous_lines = previous_lines.max(lines.len());
+        } else if let Some(r) = redraw.as_mut() {
+            r.show(&lines);
         } else {
             for l in &lines {
                 writeln!(out, "{l}")?;
@@ -447,6 +442,9 @@ pub async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<ExitSta
             gave_up.is_none() && (!v.reachable || v.runs.iter().any(|r| r.running + r.pending > 0))
         });
         if !active {
+            if let Some(r) = redraw.take() {
+                r.leave();
+            }
             let gave_up: Vec<&String> = given_up.iter().flatten().collect();
             if !gave_up.is_empty() {
                 for g in gave_up {
@@ -463,6 +461,9 @@ pub async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<ExitSta
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs_f64(args.interval)) => {}
             _ = tokio::signal::ctrl_c() => {
+                if let Some(r) = redraw.take() {
+                    r.leave();
+                }
                 println!();
                 return Ok(ExitStatus::Success);
             }

@@ -115,6 +115,8 @@ pub async fn run(args: RunArgs, globals: &Globals) -> anyhow::Result<ExitStatus>
         "created_at": jiff::Timestamp::now().to_string(),
     });
     let mut params = params;
+    params["verbose"] = json!(globals.verbosity > 0);
+    params["quiet"] = json!(globals.verbosity < 0);
     params["notify_every_s"] = json!(args.notify_every.map(|d| d.as_secs()));
     params["stall_timeout_s"] = json!(args
         .stall_timeout
@@ -126,7 +128,6 @@ pub async fn run(args: RunArgs, globals: &Globals) -> anyhow::Result<ExitStatus>
         params["remove_after"] = json!("extract");
         params["report_from"] = json!("remove");
         params["summary"] = json!("download");
-        params["verbose"] = json!(globals.verbosity > 0);
         "campaign"
     } else if let Some(sh) = &share {
         params["campaign"] = json!(true);
@@ -138,7 +139,6 @@ pub async fn run(args: RunArgs, globals: &Globals) -> anyhow::Result<ExitStatus>
         params["plugin_scripts"] = json!(sh.plugin_scripts);
         params["remove_after"] = json!("upload");
         params["report_from"] = json!("remove");
-        params["verbose"] = json!(globals.verbosity > 0);
         "campaign-share"
     } else {
         "run"

@@ -60,6 +60,7 @@ pub async fn run(args: UploadToShareArgs, globals: &Globals) -> anyhow::Result<E
         "keep_remote_archive": args.keep_archive,
         "skip_removal": args.skip_removal,
         "verbose": globals.verbosity > 0,
+        "quiet": globals.verbosity < 0,
         "remove_after": "upload",
         "report_from": "remove",
     });
