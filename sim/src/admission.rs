@@ -1,7 +1,9 @@
 //! Defaulting and mutating admission on create, as the real API server and Kueue's webhook
 //! do it: pod and Job defaults, Job selectors and labels, Kueue's suspension of queued Jobs,
-//! Service cluster IPs, Secret `stringData`, namespace and PVC status. Below both the API
-//! ([`crate::api`] calls [`on_create`] for every create) and the controllers, which write to
+//! Service cluster IPs, Secret `stringData`, namespace and PVC status; and on every write
+//! ([`on_write`]) the normalisation of decoding into Go structs (empty `metadata` maps
+//! dropped) and the spec defaults again. Below both the API ([`crate::api`] calls
+//! [`on_create`] for every create, [`on_write`] for every write) and the controllers, which write to
 //! the store directly (the job controller defaults its pods with [`default_pod`], Kueue reads
 //! [`QUEUE_LABEL`]); it depends on the store only.
 

@@ -1,7 +1,8 @@
 //! The Kubernetes REST API: routing of `/api`, `/apis`, discovery and OpenAPI, the verbs on
 //! stored objects (get, list, create, update, patch, delete, deletecollection, watch, the
-//! `status` subresource), the pod `exec`/`portforward` upgrades handed to the data plane,
-//! fault injection per request, and `Status` errors ([`ApiError`]).
+//! `status` subresource), protobuf creates ([`protobuf`]), pod logs ([`logs`]),
+//! `SelfSubjectAccessReview`s (always allowed), the pod `exec`/`portforward` upgrades handed to
+//! the data plane, fault injection per request, and `Status` errors ([`ApiError`]).
 //!
 //! The sim's own control endpoints (`/sim/...`) are not here but in [`crate::control`], which
 //! uses this module's [`App`], [`ApiError`] and response helpers; the server sends each

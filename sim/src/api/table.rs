@@ -1,6 +1,7 @@
 //! Server-side printing: `meta.k8s.io/v1` `Table` answers for clients that ask for them
 //! (`Accept: application/json;as=Table;...`, as `kubectl get` does), with the columns kubectl
-//! shows for the kinds vast uses and Name/Age for the rest.
+//! shows for the kinds vast uses and Name/Age for the rest; a pod's STATUS as kubectl's
+//! printer computes it (`Init:Error`, `Init:0/1`, waiting and terminated reasons).
 
 use serde_json::{json, Value};
 

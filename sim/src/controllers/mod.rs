@@ -1,6 +1,8 @@
 //! The controllers of the simulated cluster, run in one loop that wakes on every store change
 //! and on the next timed transition: garbage collection and namespace termination ([`gc`]),
-//! Kueue ([`kueue`]), the job controller ([`job`]), and the scheduler/kubelet ([`kubelet`]);
+//! the service account controller (a `default` ServiceAccount per namespace), the endpoints
+//! controller ([`endpoints`]), Kueue ([`kueue`]), the job controller ([`job`]), and the
+//! scheduler/kubelet ([`kubelet`]); [`events`] records their Events and prunes old ones;
 //! [`resolve`] resolves a pod's env and volumes for the data plane.
 //!
 //! The controllers work on the store directly (store keys from [`crate::store::keys`],
