@@ -202,18 +202,31 @@ fn reasons(events: &Value, kind: &str, name_prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// Items 1, 2 and the DELETE answers through the official Python client: `watch=True`,
-/// exec with `stdout=True`, `list_node`/`read_node` deserialise, delete gives a Status.
+/// Item 2: the official Python client's `list_node`/`read_node` deserialise (every
+/// `NodeSystemInfo` field is required by its models).
 #[tokio::test]
-async fn python_client_watch_exec_nodes_and_delete() {
+async fn python_client_reads_nodes() {
+    if !have_python("kubernetes") {
+        return;
+    }
+    let c = Cluster::start().await;
+    let kc = c.kubeconfig();
+    let out = python(&["nodes", kc.to_str().expect("utf-8 path")]).await;
+    assert_eq!(out["nodes"], json!(["sim-node-0", "sim-node-1"]), "{out}");
+    assert_eq!(out["kube_proxy_version"], "v1.33.0-vast-sim");
+    assert!(out["machine_id"].as_str().is_some_and(|m| m.len() == 32));
+}
+
+/// Item 1 and the DELETE answers through the official Python client: `watch=True` sees
+/// events, exec with `stdout=True` returns the output, delete gives a Status (a pod itself).
+#[tokio::test]
+async fn python_client_watch_exec_and_delete() {
     if !have_python("kubernetes") {
         return;
     }
     let c = Cluster::start().await;
     let kc = c.kubeconfig();
     let out = python(&["k8s", kc.to_str().expect("utf-8 path")]).await;
-    assert_eq!(out["nodes"], json!(["sim-node-0", "sim-node-1"]), "{out}");
-    assert_eq!(out["kube_proxy_version"], "v1.33.0-vast-sim");
     assert!(out["watch"]
         .as_array()
         .expect("events")
@@ -333,8 +346,8 @@ async fn patch_delete_and_log_answers() {
         return;
     }
     let c = Cluster::start().await;
-    c.run(&["create", "configmap", "p", "--from-literal=a=b"], None)
-        .await;
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: p\ndata:\n  a: b\n";
+    c.run(&["create", "-f", "-"], Some(cm)).await;
     let (code, st) = c
         .raw(
             "PATCH",
