@@ -593,7 +593,7 @@ async fn logs_follow_init_error_and_events() {
     c.run(&["apply", "-f", "-"], Some(QUEUE)).await;
     c.run(
         &["create", "-f", "-"],
-        Some(&scenario_job("slow", 2500, "")),
+        Some(&scenario_job("slow", 4000, "")),
     )
     .await;
     // a second Job waits for quota: Kueue's Pending event
