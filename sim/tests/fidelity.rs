@@ -500,6 +500,14 @@ async fn kubectl_can_i_get_all_endpoints_leases_serviceaccounts_explain() {
         .await;
     assert_eq!(ep["subsets"][0]["ports"][0]["port"], 8080, "{ep}");
     assert_eq!(ep["subsets"][0]["addresses"][0]["targetRef"]["name"], "web");
+    let api = c.json(&["get", "endpoints", "kubernetes"]).await;
+    let url = c.sim.url();
+    let port = url.trim_end_matches('/').rsplit(':').next().expect("port");
+    assert_eq!(
+        api["subsets"][0]["ports"][0]["port"].to_string(),
+        port,
+        "{api}"
+    );
     let lease = "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: leader\nspec:\n  holderIdentity: me\n  leaseDurationSeconds: 15\n";
     c.run(&["apply", "-f", "-"], Some(lease)).await;
     let l = c.json(&["get", "lease", "leader"]).await;
@@ -704,6 +712,13 @@ async fn logs_follow_init_error_and_events() {
     }
     let pending = reasons(&events, "Workload", "job-queued-");
     assert!(pending.iter().any(|r| r == "Pending"), "{pending:?}");
+    let listed = c
+        .run(&["events", "--for", &format!("pod/{pod}")], None)
+        .await;
+    assert!(
+        listed.contains("Scheduled") && listed.contains("Started"),
+        "{listed}"
+    );
     let describe = c.run(&["describe", "pod", &pod], None).await;
     let section = describe.split("Events:").nth(1).unwrap_or("");
     assert!(

@@ -127,3 +127,68 @@ pub fn prune(store: &Store) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(store: &Store, name: &str) -> Arc<Value> {
+        store
+            .create(
+                &Arc::from(keys::PODS),
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "ns"}}),
+            )
+            .expect("pod")
+    }
+
+    #[test]
+    fn repeats_aggregate_and_the_ring_is_bounded() {
+        let store = Store::new(100);
+        let p = pod(&store, "p");
+        record(&store, &p, false, "Pulled", "same", Source::Kubelet);
+        record(&store, &p, false, "Pulled", "same", Source::Kubelet);
+        let (_, evs) = store.list(keys::EVENTS, Some("ns"));
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0]["count"], 2);
+        for i in 0..MAX_PER_NAMESPACE + 5 {
+            record(
+                &store,
+                &p,
+                false,
+                "Started",
+                &format!("m{i}"),
+                Source::Kubelet,
+            );
+        }
+        let (_, evs) = store.list(keys::EVENTS, Some("ns"));
+        assert_eq!(evs.len(), MAX_PER_NAMESPACE);
+        assert!(
+            !evs.iter().any(|e| e["message"] == "same"),
+            "oldest go first"
+        );
+        assert!(evs
+            .iter()
+            .any(|e| e["message"] == format!("m{}", MAX_PER_NAMESPACE + 4)));
+    }
+
+    #[test]
+    fn prune_drops_events_of_gone_objects_and_old_ones() {
+        let store = Store::new(100);
+        let kept = pod(&store, "kept");
+        let gone = pod(&store, "gone");
+        record(&store, &kept, false, "Started", "fresh", Source::Kubelet);
+        record(&store, &gone, false, "Started", "orphan", Source::Kubelet);
+        let old = json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "old", "namespace": "ns"},
+            "involvedObject": {"kind": "Pod", "name": "kept", "uid": store::uid_of(&kept)},
+            "reason": "Started", "message": "old", "lastTimestamp": "2020-01-01T00:00:00Z"});
+        store.create(&Arc::from(keys::EVENTS), old).expect("event");
+        store
+            .delete(&Arc::from(keys::PODS), "ns", "gone", None, None, None)
+            .expect("delete");
+        prune(&store);
+        let (_, evs) = store.list(keys::EVENTS, Some("ns"));
+        let messages: Vec<&str> = evs.iter().filter_map(|e| e["message"].as_str()).collect();
+        assert_eq!(messages, ["fresh"]);
+    }
+}
