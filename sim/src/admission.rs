@@ -1,7 +1,9 @@
 //! Defaulting and mutating admission on create, as the real API server and Kueue's webhook
 //! do it: pod and Job defaults, Job selectors and labels, Kueue's suspension of queued Jobs,
-//! Service cluster IPs, Secret `stringData`, namespace and PVC status. Below both the API
-//! ([`crate::api`] calls [`on_create`] for every create) and the controllers, which write to
+//! Service cluster IPs, Secret `stringData`, namespace and PVC status; and on every write
+//! ([`on_write`]) the normalisation of decoding into Go structs (empty `metadata` maps
+//! dropped) and the spec defaults again. Below both the API ([`crate::api`] calls
+//! [`on_create`] for every create, [`on_write`] for every write) and the controllers, which write to
 //! the store directly (the job controller defaults its pods with [`default_pod`], Kueue reads
 //! [`QUEUE_LABEL`]); it depends on the store only.
 
@@ -200,6 +202,48 @@ fn validate_pod_failure_policy(name: &str, job: &mut Value) -> Result<(), String
         }
     }
     Ok(())
+}
+
+/// Defaulting and normalisation of every write (create, update, patch, apply), as the API
+/// server's decoding into Go structs does: empty `omitempty` maps and lists of `metadata`
+/// (labels, annotations, finalizers, ownerReferences) disappear, and the spec defaults of
+/// pods, Job templates and Service ports fill what a patch left out. Idempotent.
+pub fn on_write(key: &str, obj: &mut Value) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in ["labels", "annotations", "finalizers", "ownerReferences"] {
+            let empty = match meta.get(field) {
+                Some(Value::Object(m)) => m.is_empty(),
+                Some(Value::Array(a)) => a.is_empty(),
+                Some(Value::Null) => true,
+                _ => false,
+            };
+            if empty {
+                meta.remove(field);
+            }
+        }
+    }
+    match key {
+        keys::PODS if obj.get("spec").is_some_and(Value::is_object) => {
+            default_pod_spec(&mut obj["spec"], "Always")
+        }
+        keys::JOBS
+            if obj
+                .pointer("/spec/template/spec")
+                .is_some_and(Value::is_object) =>
+        {
+            default_pod_spec(&mut obj["spec"]["template"]["spec"], "Never")
+        }
+        keys::SERVICES => {
+            if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+                for p in ports {
+                    set_default(p, "protocol", json!("TCP"));
+                    let port = p.get("port").cloned().unwrap_or(Value::Null);
+                    set_default(p, "targetPort", port);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Mutates a new object of the resource with store key `key` (`group/plural`) before it is

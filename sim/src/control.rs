@@ -115,7 +115,7 @@ fn wipe_param(query: Option<&str>) -> bool {
     url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .filter(|(k, _)| k == "wipe")
         .last()
-        .is_some_and(|(_, v)| v == "true" || v == "1")
+        .is_some_and(|(_, v)| crate::selector::parse_bool(&v) == Some(true))
 }
 
 /// 404 for a missing pod, 400 for one that is not running, 500 otherwise.

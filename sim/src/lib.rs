@@ -9,8 +9,8 @@
 //! Code map:
 //! - [`server`]: `Sim::start(config)`: binds the listener, wires everything, sends each request
 //!   to [`control`] or [`api`], writes kubeconfigs;
-//! - [`api`]: the Kubernetes API: HTTP routing, discovery/OpenAPI, verbs, watch, `Status`
-//!   errors;
+//! - [`api`]: the Kubernetes API: HTTP routing, discovery/OpenAPI, verbs, watch, pod logs,
+//!   protobuf creates, `Status` errors;
 //! - [`control`]: the sim's control endpoints (`/sim/faults`, `/sim/stats`, `/sim/compact`,
 //!   `/sim/pods/{ns}/{name}/restart`);
 //! - [`store`]: the object store (resourceVersion, watch history, finalizers) and the store
@@ -18,8 +18,8 @@
 //! - [`admission`]: defaulting and mutation of new objects, shared by the API and the
 //!   controllers;
 //! - [`selector`]: label and field selectors;
-//! - [`controllers`]: garbage collection, scheduler/kubelet, job controller, Kueue, pod
-//!   resolution;
+//! - [`controllers`]: garbage collection, service accounts, endpoints, scheduler/kubelet, job
+//!   controller, Kueue, Events, pod resolution;
 //! - [`pod`]: a pod as the data plane sees it (env and volumes resolved);
 //! - [`dataplane`]: per-pod S3 endpoint, HTTP file server, port-forward and exec websockets,
 //!   simulated scenario results;

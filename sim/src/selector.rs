@@ -1,9 +1,21 @@
 //! Label and field selectors: the `labelSelector=` and `fieldSelector=` query parameters of
 //! the API ([`crate::api`]), and a Service's selector when a host name is resolved to its pod
 //! ([`crate::controllers::resolve::service_resolver`]). Pure parsing and matching on JSON
-//! objects; no dependencies inside the crate.
+//! objects; no dependencies inside the crate. Also [`parse_bool`], the boolean query
+//! parameters of the API and the data plane (`watch=True`, `stdout=1`).
 
 use serde_json::Value;
+
+/// A boolean query parameter as Go's `strconv.ParseBool` reads it (the API server parses
+/// query parameters with it): `1 t T TRUE true True` and `0 f F FALSE false False`; anything
+/// else is `None`. The official Python client sends `True`.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
 
 /// Errors parsing a selector.
 #[derive(Debug, thiserror::Error)]

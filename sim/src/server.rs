@@ -103,7 +103,7 @@ impl Sim {
         dataplane.set_default_result_bytes(config.pods.result_bytes);
         dataplane
             .set_service_resolver(crate::controllers::resolve::service_resolver(store.clone()));
-        init_cluster(&store, &registry, &config)?;
+        init_cluster(&store, &registry, &config, addr)?;
         let cancel = CancellationToken::new();
         let app = Arc::new(App {
             store: store.clone(),
@@ -136,7 +136,12 @@ impl Sim {
     }
 }
 
-fn init_cluster(store: &Store, registry: &Registry, config: &SimConfig) -> Result<(), Error> {
+fn init_cluster(
+    store: &Store,
+    registry: &Registry,
+    config: &SimConfig,
+    addr: SocketAddr,
+) -> Result<(), Error> {
     let ns_key: Arc<str> = Arc::from(keys::NAMESPACES);
     for ns in INITIAL_NAMESPACES {
         let obj = json!({
@@ -153,6 +158,12 @@ fn init_cluster(store: &Store, registry: &Registry, config: &SimConfig) -> Resul
                  "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]},
     });
     store.create(&Arc::from(keys::SERVICES), svc)?;
+    let ep = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": addr.ip().to_string()}], "ports": [{"name": "https", "port": addr.port(), "protocol": "TCP"}]}],
+    });
+    store.create(&Arc::from(keys::ENDPOINTS), ep)?;
     crate::controllers::create_nodes(store, config)?;
     let crd_key: Arc<str> = Arc::from(keys::CRDS);
     let now = store::now_rfc3339();

@@ -22,6 +22,8 @@ pub mod keys {
     pub const SECRETS: &str = "/secrets";
     pub const PVCS: &str = "/persistentvolumeclaims";
     pub const EVENTS: &str = "/events";
+    pub const SERVICEACCOUNTS: &str = "/serviceaccounts";
+    pub const ENDPOINTS: &str = "/endpoints";
     pub const JOBS: &str = "batch/jobs";
     pub const CRDS: &str = "apiextensions.k8s.io/customresourcedefinitions";
     pub const WORKLOADS: &str = "kueue.x-k8s.io/workloads";

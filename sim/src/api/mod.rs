@@ -1,7 +1,8 @@
 //! The Kubernetes REST API: routing of `/api`, `/apis`, discovery and OpenAPI, the verbs on
 //! stored objects (get, list, create, update, patch, delete, deletecollection, watch, the
-//! `status` subresource), the pod `exec`/`portforward` upgrades handed to the data plane,
-//! fault injection per request, and `Status` errors ([`ApiError`]).
+//! `status` subresource), protobuf creates ([`protobuf`]), pod logs ([`logs`]),
+//! `SelfSubjectAccessReview`s (always allowed), the pod `exec`/`portforward` upgrades handed to
+//! the data plane, fault injection per request, and `Status` errors ([`ApiError`]).
 //!
 //! The sim's own control endpoints (`/sim/...`) are not here but in [`crate::control`], which
 //! uses this module's [`App`], [`ApiError`] and response helpers; the server sends each
@@ -9,7 +10,9 @@
 //! [`crate::selector`] and the data plane, and calls into the controllers only to resolve a
 //! pod for `exec`/`portforward` ([`crate::controllers::resolve::resolve_pod`]).
 
+pub mod logs;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod table;
 pub mod watch;
@@ -184,7 +187,7 @@ impl Query {
     pub fn parse(q: Option<&str>) -> Self {
         let mut out = Query::default();
         for (k, v) in url::form_urlencoded::parse(q.unwrap_or("").as_bytes()) {
-            let t = v == "true" || v == "1";
+            let t = crate::selector::parse_bool(&v).unwrap_or(false);
             match &*k {
                 "labelSelector" => out.label_selector = Some(v.into_owned()),
                 "fieldSelector" => out.field_selector = Some(v.into_owned()),
@@ -502,30 +505,7 @@ async fn resource_request(
         None | Some("status") => {}
         Some("exec") | Some("portforward") => return pod_upgrade(app, &t, req).await,
         Some("log") if t.rt.plural == "pods" && t.rt.group.is_empty() => {
-            let pod = get_object(app, &t)?;
-            let params: Vec<(String, String)> =
-                url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-                    .into_owned()
-                    .collect();
-            let param = |k: &str| {
-                params
-                    .iter()
-                    .rev()
-                    .find(|(n, _)| n == k)
-                    .map(|(_, v)| v.as_str())
-            };
-            let mut lines = crate::controllers::kubelet::pod_log(&pod, param("container"))
-                .map_err(ApiError::bad_request)?;
-            if let Some(n) = param("tailLines").and_then(|v| v.parse::<usize>().ok()) {
-                lines.drain(..lines.len().saturating_sub(n));
-            }
-            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-            let mut r = Response::new(full(Bytes::from(text)));
-            r.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("text/plain"),
-            );
-            return Ok(r);
+            return logs::pod_log(app, &t, req.uri().query()).await;
         }
         Some(other) => {
             return Err(ApiError::new(
@@ -535,13 +515,36 @@ async fn resource_request(
             ))
         }
     }
-    if req
+    let content_type = req
         .headers()
         .get(hyper::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.contains("protobuf") || ct.contains("cbor"))
-    {
-        return Err(ApiError::new(415, "UnsupportedMediaType", "vast-sim does not decode protobuf or CBOR request bodies; send JSON (kubectl: use create/apply -f instead of generator subcommands such as create configmap)"));
+        .unwrap_or("")
+        .to_string();
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        // protobuf creates of the kinds kubectl's generator subcommands send; anything else
+        // as a server without protobuf for the type (custom resources) answers
+        let unsupported = |why: String| {
+            ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({why})"),
+            )
+        };
+        if verb != "create" || t.sub.is_some() || content_type.contains("cbor") {
+            return Err(unsupported(format!("{content_type} for {verb}")));
+        }
+        let body = match protobuf::decode(&read_body(req).await?) {
+            Ok(b) => b,
+            Err(e @ protobuf::Error::Malformed(_)) => {
+                return Err(ApiError::bad_request(e.to_string()))
+            }
+            Err(e) => return Err(unsupported(e.to_string())),
+        };
+        if &*t.rt.key == SSAR {
+            return self_subject_access_review(&t, verb, Some(body));
+        }
+        return create(app, &t, body, q.dry_run).map(|o| json_response(201, &*versioned(&o, &t)));
     }
     if t.sub.as_deref() == Some("status") && !t.rt.status {
         return Err(ApiError::new(
@@ -549,6 +552,13 @@ async fn resource_request(
             "NotFound",
             format!("{} has no status subresource", qualified(&t.rt)),
         ));
+    }
+    if &*t.rt.key == SSAR {
+        let body = match verb {
+            "create" => Some(parse_body(&read_body(req).await?)?),
+            _ => None,
+        };
+        return self_subject_access_review(&t, verb, body);
     }
     match verb {
         "get" if q.table => get_object(app, &t).map(|o| {
@@ -597,6 +607,38 @@ async fn resource_request(
             format!("method not allowed on {}", qualified(&t.rt)),
         )),
     }
+}
+
+/// Store key of `SelfSubjectAccessReview`s (answered, never stored).
+const SSAR: &str = "authorization.k8s.io/selfsubjectaccessreviews";
+
+/// `kubectl auth can-i`: the sim has no authorization, so every review is allowed (as for a
+/// cluster admin); the review is answered, never stored.
+fn self_subject_access_review(
+    t: &Target,
+    verb: &str,
+    body: Option<Value>,
+) -> Result<Response<Body>, ApiError> {
+    let Some(mut body) = body.filter(|_| verb == "create" && t.name.is_none()) else {
+        return Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!(
+                "the server does not allow this method on the requested resource ({verb} {})",
+                qualified(&t.rt)
+            ),
+        ));
+    };
+    if !body.get("spec").is_some_and(Value::is_object) {
+        return Err(ApiError::invalid(
+            "SelfSubjectAccessReview.authorization.k8s.io \"\" is invalid: spec: Required value",
+        ));
+    }
+    body["apiVersion"] = json!("authorization.k8s.io/v1");
+    body["kind"] = json!("SelfSubjectAccessReview");
+    body["metadata"] = json!({"creationTimestamp": null});
+    body["status"] = json!({"allowed": true, "reason": "vast-sim authorizes every request"});
+    Ok(json_response(201, &body))
 }
 
 /// The object as the requested version sees it (CRDs may be served in several versions).
@@ -822,6 +864,7 @@ fn create(app: &App, t: &Target, mut body: Value, dry_run: bool) -> Result<Arc<V
         }
     }
     admission::on_create(&app.store, &t.rt.key, &mut body).map_err(ApiError::invalid)?;
+    admission::on_write(&t.rt.key, &mut body);
     if let Some(m) = body.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
         m.remove("uid");
@@ -907,6 +950,7 @@ fn update(app: &App, t: &Target, mut body: Value) -> Result<Arc<Value>, ApiError
             }
         }
         let mut new = split_status(t, cur, body);
+        admission::on_write(&t.rt.key, &mut new);
         if new.get("metadata").and_then(|m| m.get("managedFields")).is_none() {
             if let Some(mf) = cur.pointer("/metadata/managedFields") {
                 new["metadata"]["managedFields"] = mf.clone();
@@ -961,6 +1005,26 @@ fn patch_object(
             format!("the body of the request was in an unknown format: {ct}"),
         ));
     }
+    if ct == "application/strategic-merge-patch+json" && t.rt.custom {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+        ));
+    }
+    if ct != "application/json-patch+json" && !body.is_object() {
+        // what decoding the patched document into the kind's Go struct reports
+        return Err(ApiError::bad_request(format!(
+            "json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
+            match &body {
+                Value::Array(_) => "array",
+                Value::String(_) => "string",
+                Value::Number(_) => "number",
+                Value::Bool(_) => "bool",
+                _ => "null",
+            }
+        )));
+    }
     let manager = q.field_manager.clone().unwrap_or_default();
     if apply && manager.is_empty() {
         return Err(ApiError::invalid("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
@@ -1011,9 +1075,15 @@ fn patch_object(
                         .map_err(|e| conflict(&t.rt, &name, e))?
             }
         }
+        if !new.is_object() {
+            return Err(ApiError::bad_request(
+                "the patched document is not a JSON object",
+            ));
+        }
         for field in ["apiVersion", "kind"] {
             new[field] = cur[field].clone();
         }
+        admission::on_write(&t.rt.key, &mut new);
         Ok(split_status(t, cur, new))
     };
     if q.dry_run {
@@ -1078,7 +1148,7 @@ fn delete_one(
     name: &str,
     policy: &str,
     body: &Value,
-) -> Result<Arc<Value>, ApiError> {
+) -> Result<(Arc<Value>, bool), ApiError> {
     if &*t.rt.key == keys::NAMESPACES {
         let res = app.store.modify(&t.rt.key, "", name, |cur| {
             let mut c = cur.clone();
@@ -1090,7 +1160,7 @@ fn delete_one(
             .store
             .delete(&t.rt.key, "", name, Some("kubernetes"), None, None)
             .map_err(|e| ApiError::from_store(&t.rt, e))?;
-        return Ok(obj);
+        return Ok((obj, false));
     }
     let extra = match policy {
         "Foreground" => Some("foregroundDeletion"),
@@ -1113,7 +1183,26 @@ fn delete_one(
             }
         }
     }
-    Ok(obj)
+    Ok((obj, removed))
+}
+
+/// The answer to a DELETE as the generic registry's `finalizeDelete` gives it: the object
+/// while it is still there (finalizers) and for kinds that return the deleted object (pods,
+/// namespaces, CRDs), else a `Success` Status naming it.
+fn delete_answer(t: &Target, obj: &Arc<Value>, removed: bool) -> Response<Body> {
+    let returns_object = matches!(&*t.rt.key, keys::PODS | keys::NAMESPACES | keys::CRDS);
+    if !removed || returns_object {
+        return json_response(200, &*versioned(obj, t));
+    }
+    let mut details =
+        json!({"name": store::name_of(obj), "kind": t.rt.plural, "uid": store::uid_of(obj)});
+    if !t.rt.group.is_empty() {
+        details["group"] = json!(t.rt.group);
+    }
+    json_response(
+        200,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
+    )
 }
 
 fn delete(app: &App, t: &Target, body: &Value, q: &Query) -> Result<Response<Body>, ApiError> {
@@ -1124,10 +1213,12 @@ fn delete(app: &App, t: &Target, body: &Value, q: &Query) -> Result<Response<Bod
             .get("dryRun")
             .is_some_and(|d| d.as_array().is_some_and(|a| !a.is_empty()))
     {
-        return get_object(app, t).map(|o| json_response(200, &*o));
+        let obj = get_object(app, t)?;
+        let removed = store::finalizers_of(&obj).is_empty() && policy == "Background";
+        return Ok(delete_answer(t, &obj, removed));
     }
-    let obj = delete_one(app, t, t.ns_str(), &name, policy, body)?;
-    Ok(json_response(200, &*versioned(&obj, t)))
+    let (obj, removed) = delete_one(app, t, t.ns_str(), &name, policy, body)?;
+    Ok(delete_answer(t, &obj, removed))
 }
 
 fn delete_collection(
@@ -1153,7 +1244,7 @@ fn delete_collection(
             policy,
             body,
         ) {
-            Ok(d) => deleted.push(d),
+            Ok((d, _)) => deleted.push(d),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }

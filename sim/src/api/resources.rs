@@ -6,6 +6,18 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::{json, Value};
 
+/// The verbs of a stored resource.
+pub const ALL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
 /// One served resource.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResourceType {
@@ -17,6 +29,12 @@ pub struct ResourceType {
     pub namespaced: bool,
     pub status: bool,
     pub short_names: Vec<String>,
+    /// Served for a CustomResourceDefinition (no strategic merge patch, no protobuf).
+    pub custom: bool,
+    /// Discovery categories (`all` for the kinds `kubectl get all` shows).
+    pub categories: Vec<String>,
+    /// Verbs in discovery.
+    pub verbs: &'static [&'static str],
     /// Store key: `group/plural`.
     pub key: Arc<str>,
 }
@@ -40,6 +58,9 @@ impl ResourceType {
             namespaced,
             status,
             short_names: short.iter().map(|s| s.to_string()).collect(),
+            custom: false,
+            categories: Vec::new(),
+            verbs: ALL_VERBS,
             key: Arc::from(format!("{group}/{plural}")),
         }
     }
@@ -106,6 +127,16 @@ impl Registry {
                 false,
                 &["sa"],
             ),
+            t("", "v1", "endpoints", "Endpoints", true, false, &["ep"]),
+            t(
+                "coordination.k8s.io",
+                "v1",
+                "leases",
+                "Lease",
+                true,
+                false,
+                &[],
+            ),
             t(
                 "storage.k8s.io",
                 "v1",
@@ -126,6 +157,24 @@ impl Registry {
                 &["crd", "crds"],
             ),
         ];
+        let mut builtin = builtin;
+        for rt in builtin.iter_mut() {
+            if matches!(&*rt.key, "/pods" | "/services" | "batch/jobs") {
+                rt.categories = vec!["all".into()];
+            }
+        }
+        // answered at once, never stored (`kubectl auth can-i`)
+        let mut review = t(
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+            false,
+            false,
+            &[],
+        );
+        review.verbs = &["create"];
+        builtin.push(review);
         Registry {
             types: RwLock::new(builtin.into_iter().map(Arc::new).collect()),
         }
@@ -200,6 +249,17 @@ impl Registry {
             namespaced,
             status,
             short_names,
+            custom: true,
+            verbs: ALL_VERBS,
+            categories: names
+                .get("categories")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
             key: Arc::from(format!("{group}/{plural}")),
         });
         let mut types = self.types.write().unwrap_or_else(|e| e.into_inner());
@@ -266,22 +326,16 @@ impl Registry {
         if types.is_empty() {
             return None;
         }
-        let verbs = json!([
-            "create",
-            "delete",
-            "deletecollection",
-            "get",
-            "list",
-            "patch",
-            "update",
-            "watch"
-        ]);
         let mut resources = Vec::new();
         for t in &types {
-            resources.push(json!({
+            let mut r = json!({
                 "name": t.plural, "singularName": t.singular, "namespaced": t.namespaced, "kind": t.kind,
-                "verbs": verbs, "shortNames": t.short_names,
-            }));
+                "verbs": t.verbs, "shortNames": t.short_names,
+            });
+            if !t.categories.is_empty() {
+                r["categories"] = json!(t.categories);
+            }
+            resources.push(r);
             if t.status {
                 resources.push(json!({
                     "name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced,
@@ -325,7 +379,10 @@ impl Registry {
     }
 
     /// `GET /openapi/v3/{api/v1 | apis/g/v}`: enough OpenAPI for kubectl to see that the server
-    /// validates fields itself (`fieldValidation` on every PATCH), with no schemas.
+    /// validates fields itself (`fieldValidation` on every PATCH), and each kind's top-level
+    /// schema (its fields, `metadata` in full) for `kubectl explain`. The PATCH operations
+    /// declare no request content types, so `kubectl apply` takes its strategic merge keys
+    /// from its own compiled-in types, not from these shallow schemas.
     pub fn openapi_v3_doc(&self, group: &str, version: &str) -> Option<Value> {
         let mut paths = serde_json::Map::new();
         for t in self
@@ -353,13 +410,172 @@ impl Registry {
         if paths.is_empty() {
             return None;
         }
+        let mut schemas = serde_json::Map::new();
+        schemas.insert(OBJECT_META.into(), object_meta_schema());
+        for t in self
+            .all()
+            .into_iter()
+            .filter(|t| t.group == group && t.versions.iter().any(|v| v == version))
+        {
+            let prefix = if group.is_empty() { "core" } else { group };
+            schemas.insert(
+                format!("{prefix}.{version}.{}", t.kind),
+                kind_schema(&t, version),
+            );
+        }
         Some(json!({
             "openapi": "3.0.0",
             "info": {"title": "Kubernetes (vast-sim)", "version": "v1.33.0"},
             "paths": paths,
-            "components": {"schemas": {}},
+            "components": {"schemas": schemas},
         }))
     }
+}
+
+/// Schema name of `ObjectMeta` in the OpenAPI documents.
+const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+
+fn field(ty: &str, description: &str) -> Value {
+    match ty {
+        "map" => {
+            json!({"type": "object", "additionalProperties": {"type": "string", "default": ""}, "description": description})
+        }
+        "array" => {
+            json!({"type": "array", "items": {"type": "object"}, "description": description})
+        }
+        "strings" => {
+            json!({"type": "array", "items": {"type": "string", "default": ""}, "description": description})
+        }
+        "object" => {
+            json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true, "description": description})
+        }
+        t => json!({"type": t, "description": description}),
+    }
+}
+
+fn object_meta_schema() -> Value {
+    let props = [
+        ("name", "string", "Name must be unique within a namespace."),
+        ("generateName", "string", "An optional prefix, used by the server, to generate a unique name ONLY IF the Name field has not been provided."),
+        ("namespace", "string", "Namespace defines the space within which each name must be unique."),
+        ("uid", "string", "UID is the unique in time and space value for this object."),
+        ("resourceVersion", "string", "An opaque value that represents the internal version of this object."),
+        ("generation", "integer", "A sequence number representing a specific generation of the desired state."),
+        ("creationTimestamp", "string", "CreationTimestamp is a timestamp representing the server time when this object was created."),
+        ("deletionTimestamp", "string", "DeletionTimestamp is RFC 3339 date and time at which this resource will be deleted."),
+        ("labels", "map", "Map of string keys and values that can be used to organize and categorize (scope and select) objects."),
+        ("annotations", "map", "Annotations is an unstructured key value map stored with a resource that may be set by external tools to store and retrieve arbitrary metadata."),
+        ("finalizers", "strings", "Must be empty before the object is deleted from the registry."),
+        ("ownerReferences", "array", "List of objects depended by this object."),
+        ("managedFields", "array", "ManagedFields maps workflow-id and version to the set of fields that are managed by that workflow."),
+    ];
+    let properties: serde_json::Map<String, Value> = props
+        .iter()
+        .map(|(n, t, d)| (n.to_string(), field(t, d)))
+        .collect();
+    json!({
+        "description": "ObjectMeta is metadata that all persisted resources must have, which includes all objects users must create.",
+        "type": "object",
+        "properties": properties,
+    })
+}
+
+/// A kind's top-level schema: `apiVersion`, `kind`, `metadata`, and its own fields.
+fn kind_schema(t: &ResourceType, version: &str) -> Value {
+    let own: &[(&str, &str, &str)] = match (t.group.as_str(), t.plural.as_str()) {
+        ("", "configmaps") => &[
+            ("data", "map", "Data contains the configuration data."),
+            ("binaryData", "map", "BinaryData contains the binary data."),
+            ("immutable", "boolean", "Immutable, if set to true, ensures that data stored in the ConfigMap cannot be updated."),
+        ],
+        ("", "secrets") => &[
+            ("data", "map", "Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'. The serialized form of the secret data is a base64 encoded string."),
+            ("stringData", "map", "stringData allows specifying non-binary secret data in string form."),
+            ("type", "string", "Used to facilitate programmatic handling of secret data."),
+            ("immutable", "boolean", "Immutable, if set to true, ensures that data stored in the Secret cannot be updated."),
+        ],
+        ("", "serviceaccounts") => &[
+            ("automountServiceAccountToken", "boolean", "AutomountServiceAccountToken indicates whether pods running as this service account should have an API token automatically mounted."),
+            ("imagePullSecrets", "array", "ImagePullSecrets is a list of references to secrets in the same namespace to use for pulling any images in pods that reference this ServiceAccount."),
+            ("secrets", "array", "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use."),
+        ],
+        ("", "events") => &[
+            ("involvedObject", "object", "The object that this event is about."),
+            ("reason", "string", "This should be a short, machine understandable string that gives the reason for the transition into the object's current status."),
+            ("message", "string", "A human-readable description of the status of this operation."),
+            ("type", "string", "Type of this event (Normal, Warning), new types could be added in the future"),
+            ("count", "integer", "The number of times this event has occurred."),
+            ("firstTimestamp", "string", "The time at which the event was first recorded."),
+            ("lastTimestamp", "string", "The time at which the most recent occurrence of this event was recorded."),
+            ("source", "object", "The component reporting this event."),
+        ],
+        ("", "endpoints") => &[(
+            "subsets",
+            "array",
+            "The set of all endpoints is the union of all subsets.",
+        )],
+        ("storage.k8s.io", "storageclasses") => &[
+            ("provisioner", "string", "provisioner indicates the type of the provisioner."),
+            ("parameters", "map", "parameters holds the parameters for the provisioner that should create volumes of this storage class."),
+            ("reclaimPolicy", "string", "reclaimPolicy controls the reclaimPolicy for dynamically provisioned PersistentVolumes of this storage class."),
+            ("volumeBindingMode", "string", "volumeBindingMode indicates how PersistentVolumeClaims should be provisioned and bound."),
+        ],
+        _ => &[],
+    };
+    let mut properties = serde_json::Map::new();
+    properties.insert(
+        "apiVersion".into(),
+        field(
+            "string",
+            "APIVersion defines the versioned schema of this representation of an object.",
+        ),
+    );
+    properties.insert(
+        "kind".into(),
+        field(
+            "string",
+            "Kind is a string value representing the REST resource this object represents.",
+        ),
+    );
+    properties.insert(
+        "metadata".into(),
+        json!({"allOf": [{"$ref": format!("#/components/schemas/{OBJECT_META}")}], "default": {},
+               "description": "Standard object's metadata."}),
+    );
+    for (n, ty, d) in own {
+        properties.insert(n.to_string(), field(ty, d));
+    }
+    if own.is_empty() && !matches!(t.plural.as_str(), "selfsubjectaccessreviews") {
+        properties.insert(
+            "spec".into(),
+            field("object", &format!("Spec of the {}.", t.kind)),
+        );
+    }
+    if t.status {
+        properties.insert(
+            "status".into(),
+            field(
+                "object",
+                &format!("Most recently observed status of the {}.", t.kind),
+            ),
+        );
+    }
+    if t.plural == "selfsubjectaccessreviews" {
+        properties.insert(
+            "spec".into(),
+            field(
+                "object",
+                "Spec holds information about the request being evaluated.",
+            ),
+        );
+        properties.insert("status".into(), field("object", "Status is filled in by the server and indicates whether the request is allowed or not"));
+    }
+    json!({
+        "description": format!("{} (vast-sim serves the top-level fields of each kind; nested fields are not described).", t.kind),
+        "type": "object",
+        "properties": properties,
+        "x-kubernetes-group-version-kind": [{"group": t.group, "kind": t.kind, "version": version}],
+    })
 }
 
 fn group_doc(group: &str, versions: &[String]) -> Value {

@@ -1,6 +1,7 @@
 //! Server-side printing: `meta.k8s.io/v1` `Table` answers for clients that ask for them
 //! (`Accept: application/json;as=Table;...`, as `kubectl get` does), with the columns kubectl
-//! shows for the kinds vast uses and Name/Age for the rest.
+//! shows for the kinds vast uses and Name/Age for the rest; a pod's STATUS as kubectl's
+//! printer computes it (`Init:Error`, `Init:0/1`, waiting and terminated reasons).
 
 use serde_json::{json, Value};
 
@@ -125,6 +126,102 @@ fn columns(rt: &ResourceType) -> Vec<(&'static str, u8)> {
     }
 }
 
+/// READY (ready, total), STATUS and RESTARTS of a pod as kubectl's printer computes them
+/// (`printPod` in `pkg/printers/internalversion`): the phase or `status.reason`, then the
+/// first init container that has not completed (`Init:Error`, `Init:CrashLoopBackOff`,
+/// `Init:0/2`), else the last container's waiting or terminated reason, `Terminating` while
+/// deleting.
+fn pod_status(o: &Value) -> (usize, usize, String, i64) {
+    let list = |p: &str| {
+        o.pointer(p)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let total = list("/spec/containers").len();
+    let n_init = list("/spec/initContainers").len();
+    let mut reason = match s(o, "/status/reason") {
+        "" => match s(o, "/status/phase") {
+            "" => "Pending".to_string(),
+            p => p.to_string(),
+        },
+        r => r.to_string(),
+    };
+    let mut restarts = 0;
+    let mut ready = 0;
+    let mut initializing = false;
+    for (i, c) in list("/status/initContainerStatuses").iter().enumerate() {
+        restarts += c["restartCount"].as_i64().unwrap_or(0);
+        let term = c.pointer("/state/terminated");
+        let code = term.and_then(|t| t["exitCode"].as_i64());
+        if code == Some(0) {
+            continue;
+        }
+        if let Some(t) = term {
+            reason = match t["reason"].as_str().unwrap_or("") {
+                "" => match t["signal"].as_i64().unwrap_or(0) {
+                    0 => format!("Init:ExitCode:{}", code.unwrap_or(0)),
+                    sig => format!("Init:Signal:{sig}"),
+                },
+                r => format!("Init:{r}"),
+            };
+        } else {
+            match c.pointer("/state/waiting/reason").and_then(Value::as_str) {
+                Some(w) if !w.is_empty() && w != "PodInitializing" => reason = format!("Init:{w}"),
+                _ => reason = format!("Init:{i}/{n_init}"),
+            }
+        }
+        initializing = true;
+        break;
+    }
+    let initialized = o
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Initialized" && c["status"] == "True")
+        });
+    if !initializing || initialized {
+        restarts = 0;
+        let mut has_running = false;
+        for c in list("/status/containerStatuses").iter().rev() {
+            restarts += c["restartCount"].as_i64().unwrap_or(0);
+            let waiting = c.pointer("/state/waiting/reason").and_then(Value::as_str);
+            let term = c.pointer("/state/terminated");
+            if let Some(w) = waiting.filter(|w| !w.is_empty()) {
+                reason = w.to_string();
+            } else if let Some(t) = term {
+                reason = match t["reason"].as_str().unwrap_or("") {
+                    "" => match t["signal"].as_i64().unwrap_or(0) {
+                        0 => format!("ExitCode:{}", t["exitCode"].as_i64().unwrap_or(0)),
+                        sig => format!("Signal:{sig}"),
+                    },
+                    r => r.to_string(),
+                };
+            } else if c["ready"] == true && c.pointer("/state/running").is_some() {
+                has_running = true;
+                ready += 1;
+            }
+        }
+        if reason == "Completed" && has_running {
+            reason = if cond(o, "Ready") {
+                "Running"
+            } else {
+                "NotReady"
+            }
+            .to_string();
+        }
+    }
+    let phase = s(o, "/status/phase");
+    if o.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|d| !d.is_null())
+        && !matches!(phase, "Succeeded" | "Failed")
+    {
+        reason = "Terminating".to_string();
+    }
+    (ready, total, reason, restarts)
+}
+
 fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
     let name = json!(s(o, "/metadata/name"));
     let created = age(o
@@ -137,37 +234,7 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
     };
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "pods") => {
-            let statuses = o
-                .pointer("/status/containerStatuses")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let total = o
-                .pointer("/spec/containers")
-                .and_then(Value::as_array)
-                .map_or(0, |c| c.len());
-            let ready = statuses.iter().filter(|c| c["ready"] == true).count();
-            let restarts: i64 = statuses
-                .iter()
-                .map(|c| c["restartCount"].as_i64().unwrap_or(0))
-                .sum();
-            let waiting = statuses
-                .iter()
-                .find_map(|c| c.pointer("/state/waiting/reason").and_then(Value::as_str));
-            let terminated = statuses.iter().find_map(|c| {
-                c.pointer("/state/terminated/reason")
-                    .and_then(Value::as_str)
-            });
-            let status = if o.pointer("/metadata/deletionTimestamp").is_some() {
-                "Terminating"
-            } else {
-                waiting
-                    .or(terminated)
-                    .unwrap_or(match s(o, "/status/phase") {
-                        "" => "Pending",
-                        p => p,
-                    })
-            };
+            let (ready, total, status, restarts) = pod_status(o);
             let ip = match s(o, "/status/podIP") {
                 "" => "<none>",
                 ip => ip,

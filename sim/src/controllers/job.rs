@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::events::{self, Source};
 use super::{
     annotation, condition, condition_true, set_condition, ANN_DURATION, ANN_EXIT_CODE,
     ANN_FAIL_ATTEMPTS, ANN_OUTCOME, ANN_PREEMPT,
@@ -421,6 +422,46 @@ impl JobController {
                 }
             }
         }
+        if suspended && !condition_true(job, "Suspended") {
+            events::record(
+                &self.store,
+                job,
+                false,
+                "Suspended",
+                "Job suspended",
+                Source::JobController,
+            );
+        } else if !suspended && condition_true(job, "Suspended") {
+            events::record(
+                &self.store,
+                job,
+                false,
+                "Resumed",
+                "Job resumed",
+                Source::JobController,
+            );
+        }
+        if let Some((kind, reason, message)) = &finish {
+            if *kind == "Complete" {
+                events::record(
+                    &self.store,
+                    job,
+                    false,
+                    "Completed",
+                    "Job completed",
+                    Source::JobController,
+                );
+            } else {
+                events::record(
+                    &self.store,
+                    job,
+                    true,
+                    reason,
+                    message,
+                    Source::JobController,
+                );
+            }
+        }
         let mut created = 0;
         for _ in 0..to_create {
             let attempt = self.tracked.get(&job_uid).map_or(0, |t| t.created);
@@ -568,7 +609,18 @@ impl JobController {
             tracing::warn!(job = name, namespace = ns, error = %e, "cannot create pod for job");
             return false;
         }
-        self.store.create(&self.pods_key, pod).is_ok()
+        let created = self.store.create(&self.pods_key, pod).is_ok();
+        if created {
+            events::record(
+                &self.store,
+                job,
+                false,
+                "SuccessfulCreate",
+                &format!("Created pod: {pod_name}"),
+                Source::JobController,
+            );
+        }
+        created
     }
 }
 

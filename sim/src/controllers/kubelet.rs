@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::events::{self, Source};
 use super::{
     annotation, condition, pod_requests, set_condition, Resources, ANN_DURATION, ANN_EXIT_CODE,
     ANN_OUTCOME, ANN_PREEMPT,
@@ -311,6 +312,7 @@ impl Kubelet {
                 let e = used.entry(node.clone()).or_default();
                 e.0 = e.0.plus(req);
                 e.1 += 1;
+                let message = format!("Successfully assigned {ns}/{name} to {node}");
                 let res = self.store.modify(&self.pods_key, ns, name, |cur| {
                     let mut p = cur.clone();
                     p["spec"]["nodeName"] = json!(node);
@@ -319,8 +321,17 @@ impl Kubelet {
                     set_condition(&mut p, condition("PodScheduled", true, "", "", &now));
                     Ok(p)
                 });
-                if let Err(e) = res {
-                    tracing::debug!(pod = name, error = %e, "bind failed");
+                match res {
+                    Ok(Some(p)) => events::record(
+                        &self.store,
+                        &p,
+                        false,
+                        "Scheduled",
+                        &message,
+                        Source::Scheduler,
+                    ),
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(pod = name, error = %e, "bind failed"),
                 }
             }
             None => {
@@ -348,15 +359,14 @@ impl Kubelet {
                         );
                         Ok(p)
                     });
-                    let event = json!({
-                        "apiVersion": "v1", "kind": "Event",
-                        "metadata": {"name": format!("{name}.{}", &uid.replace('-', "")[..12.min(uid.len())]), "namespace": ns},
-                        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": ns, "uid": uid},
-                        "reason": "FailedScheduling", "message": message, "type": "Warning",
-                        "source": {"component": "default-scheduler"}, "reportingComponent": "default-scheduler",
-                        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-                    });
-                    let _ = self.store.create(&Arc::from(keys::EVENTS), event);
+                    events::record(
+                        &self.store,
+                        pod,
+                        true,
+                        "FailedScheduling",
+                        &message,
+                        Source::Scheduler,
+                    );
                 }
             }
         }
@@ -374,6 +384,20 @@ impl Kubelet {
             Ok(r) => r,
             Err(e) => {
                 let msg = e.to_string();
+                let reported = pod
+                    .pointer("/status/containerStatuses/0/state/waiting/message")
+                    .and_then(Value::as_str)
+                    == Some(msg.as_str());
+                if !reported {
+                    events::record(
+                        &self.store,
+                        pod,
+                        true,
+                        "Failed",
+                        &format!("Error: {msg}"),
+                        Source::Kubelet,
+                    );
+                }
                 let _ = self.store.modify(&self.pods_key, &ns, &name, |cur| {
                     let mut p = cur.clone();
                     let statuses: Vec<Value> = container_names(cur, "containers")
@@ -416,6 +440,9 @@ impl Kubelet {
             run.resolved = Some(resolved);
             run.preempt = preempt;
         }
+        let mut started: Vec<(String, String)> = container_names(pod, "initContainers");
+        started.extend(container_names(pod, "containers"));
+        self.container_events(pod, &started);
         let _ = self.store.modify(&self.pods_key, &ns, &name, |cur| {
             let mut p = cur.clone();
             let init: Vec<Value> = container_names(cur, "initContainers")
@@ -443,6 +470,22 @@ impl Kubelet {
         });
     }
 
+    /// The kubelet's events for containers it starts: `Pulled`, `Created`, `Started`.
+    fn container_events(&self, pod: &Value, containers: &[(String, String)]) {
+        for (c, image) in containers {
+            for (reason, message) in [
+                (
+                    "Pulled",
+                    format!("Container image \"{image}\" already present on machine"),
+                ),
+                ("Created", format!("Created container: {c}")),
+                ("Started", format!("Started container {c}")),
+            ] {
+                events::record(&self.store, pod, false, reason, &message, Source::Kubelet);
+            }
+        }
+    }
+
     /// The init container that fetches the scenario's files (the one with `S3_BUCKET` in its
     /// env, else the first) exits 1 with `message`: as with `restartPolicy: Never` on a real
     /// kubelet, the pod is Failed, later init containers and the containers never start. A pod
@@ -460,6 +503,25 @@ impl Kubelet {
             .or(resolved.init_containers.first())
             .map(|c| c.name.clone());
         let ts = now_rfc3339();
+        // the containers that ran: the init containers up to the failing one, or (without
+        // init containers) the scenario container
+        let inits = container_names(pod, "initContainers");
+        let ran: Vec<(String, String)> = match &failing {
+            Some(f) => {
+                let upto = inits.iter().position(|(n, _)| n == f).map_or(0, |i| i + 1);
+                inits[..upto].to_vec()
+            }
+            None => container_names(pod, "containers")
+                .into_iter()
+                .filter(|(n, _)| {
+                    resolved
+                        .containers
+                        .iter()
+                        .any(|c| &c.name == n && c.env.contains_key("S3_BUCKET"))
+                })
+                .collect(),
+        };
+        self.container_events(pod, &ran);
         let terminated = json!({"terminated": {"exitCode": 1, "reason": "Error", "message": message, "startedAt": ts, "finishedAt": ts}});
         let waiting = json!({"waiting": {"reason": "PodInitializing"}});
         let _ = self.store.modify(&self.pods_key, &ns, &name, |cur| {
@@ -795,6 +857,34 @@ fn secret_name(name: &str) -> bool {
     ["KEY", "SECRET", "PASSWORD", "TOKEN", "CREDENTIAL"]
         .iter()
         .any(|w| n.contains(w))
+}
+
+/// Whether the log of a container (the only one when `container` is `None`) is complete:
+/// the container has terminated, or the pod has ended without it ever running.
+pub fn log_ended(pod: &Value, container: Option<&str>) -> bool {
+    if matches!(phase(pod), "Succeeded" | "Failed") {
+        return true;
+    }
+    let names: Vec<String> = container_names(pod, "containers")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let Some(c) = container
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .or_else(|| (names.len() == 1).then(|| names[0].clone()))
+    else {
+        return true;
+    };
+    ["containerStatuses", "initContainerStatuses"]
+        .iter()
+        .filter_map(|l| {
+            pod.pointer(&format!("/status/{l}"))
+                .and_then(Value::as_array)
+        })
+        .flatten()
+        .find(|s| s.get("name").and_then(Value::as_str) == Some(c.as_str()))
+        .is_some_and(|s| s.pointer("/state/terminated").is_some())
 }
 
 /// The log of one container of a pod, as lines (`GET .../pods/{name}/log`). `container`

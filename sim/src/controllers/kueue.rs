@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use super::events::{self, Source};
 use super::{condition, condition_true, pod_requests, set_condition, Resources};
 use crate::admission::QUEUE_LABEL;
 use crate::store::{self, keys, now_rfc3339, Store};
@@ -161,7 +162,10 @@ pub fn reconcile(store: &Store) {
                     },
                     "status": {"conditions": []},
                 });
-                let _ = store.create(&wl_key, w);
+                if let Ok(w) = store.create(&wl_key, w) {
+                    let msg = format!("Created Workload: {ns}/{}", store::name_of(&w));
+                    events::record(store, job, false, "CreatedWorkload", &msg, Source::Kueue);
+                }
             }
             Some(w) if finished && !is_finished(w) => {
                 let ok = super::condition_true(job, "Complete");
@@ -235,6 +239,9 @@ pub fn reconcile(store: &Store) {
             }
             None if !is_admitted(w) => {
                 let msg = format!("LocalQueue {queue} doesn't exist");
+                if pending_message(w) != Some(msg.as_str()) {
+                    events::record(store, w, false, "Pending", &msg, Source::Kueue);
+                }
                 let _ = store.modify(&wl_key, store::namespace_of(w), store::name_of(w), |cur| {
                     let mut c = cur.clone();
                     set_condition(
@@ -298,6 +305,7 @@ pub fn reconcile(store: &Store) {
                     .and_then(Value::as_str)
                     != Some(msg.as_str())
                 {
+                    events::record(store, w, false, "Pending", &msg, Source::Kueue);
                     let _ =
                         store.modify(&wl_key, store::namespace_of(w), store::name_of(w), |cur| {
                             let mut c = cur.clone();
@@ -355,8 +363,39 @@ fn admit(
         }
         Ok(c)
     });
+    let waited = w
+        .pointer("/metadata/creationTimestamp")
+        .and_then(Value::as_str)
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map_or(0, |t| {
+            (jiff::Timestamp::now().as_second() - t.as_second()).max(0)
+        });
+    events::record(
+        store,
+        w,
+        false,
+        "QuotaReserved",
+        &format!("Quota reserved in ClusterQueue {cq}, wait time since queued was {waited}s"),
+        Source::Kueue,
+    );
+    events::record(
+        store,
+        w,
+        false,
+        "Admitted",
+        &format!("Admitted by ClusterQueue {cq}, wait time since reservation was 0s"),
+        Source::Kueue,
+    );
     for owner in store::owner_uids(w) {
         if let Some(job) = jobs.get(owner.as_str()) {
+            events::record(
+                store,
+                job,
+                false,
+                "Started",
+                &format!("Admitted by clusterQueue {cq}"),
+                Source::Kueue,
+            );
             set_suspend(
                 store,
                 job_key,
@@ -366,6 +405,16 @@ fn admit(
             );
         }
     }
+}
+
+/// The message of a Workload's `QuotaReserved=False` condition, if any.
+fn pending_message(w: &Value) -> Option<&str> {
+    w.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some("QuotaReserved"))?
+        .get("message")?
+        .as_str()
 }
 
 fn evict(

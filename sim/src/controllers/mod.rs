@@ -1,12 +1,16 @@
 //! The controllers of the simulated cluster, run in one loop that wakes on every store change
 //! and on the next timed transition: garbage collection and namespace termination ([`gc`]),
-//! Kueue ([`kueue`]), the job controller ([`job`]), and the scheduler/kubelet ([`kubelet`]);
+//! the service account controller (a `default` ServiceAccount per namespace), the endpoints
+//! controller ([`endpoints`]), Kueue ([`kueue`]), the job controller ([`job`]), and the
+//! scheduler/kubelet ([`kubelet`]); [`events`] records their Events and prunes old ones;
 //! [`resolve`] resolves a pod's env and volumes for the data plane.
 //!
 //! The controllers work on the store directly (store keys from [`crate::store::keys`],
 //! defaults from [`crate::admission`]) and import nothing from the API; the API and the
 //! control endpoints ([`crate::control`]) call into them.
 
+pub mod endpoints;
+pub mod events;
 pub mod gc;
 pub mod job;
 pub mod kubelet;
@@ -207,7 +211,20 @@ pub fn create_nodes(store: &Store, config: &SimConfig) -> Result<(), crate::stor
                 "capacity": res, "allocatable": res,
                 "conditions": [condition("Ready", true, "KubeletReady", "kubelet is posting ready status", &now)],
                 "addresses": [{"type": "InternalIP", "address": format!("10.0.0.{}", i + 10)}, {"type": "Hostname", "address": name}],
-                "nodeInfo": {"kubeletVersion": "v1.33.0-vast-sim", "operatingSystem": "linux", "architecture": "amd64", "containerRuntimeVersion": "vast-sim://1"},
+                // every field of NodeSystemInfo is required in the OpenAPI schema (the
+                // official Python client refuses a Node without them)
+                "nodeInfo": {
+                    "machineID": format!("{:032x}", 0x5e_u128 << 64 | i as u128),
+                    "systemUUID": format!("00000000-0000-4000-8000-{:012x}", i),
+                    "bootID": format!("b0000000-0000-4000-8000-{:012x}", i),
+                    "kernelVersion": "6.1.0-vast-sim",
+                    "osImage": "vast-sim (Debian GNU/Linux 12)",
+                    "containerRuntimeVersion": "vast-sim://1",
+                    "kubeletVersion": "v1.33.0-vast-sim",
+                    "kubeProxyVersion": "v1.33.0-vast-sim",
+                    "operatingSystem": "linux",
+                    "architecture": "amd64",
+                },
             }
         });
         match store.create(&key, node) {
@@ -216,6 +233,19 @@ pub fn create_nodes(store: &Store, config: &SimConfig) -> Result<(), crate::stor
         }
     }
     Ok(())
+}
+
+/// The service account controller: every active namespace has a `default` ServiceAccount.
+fn service_accounts(store: &Store) {
+    let (_, namespaces) = store.list(keys::NAMESPACES, None);
+    let key: Arc<str> = Arc::from(keys::SERVICEACCOUNTS);
+    for ns in namespaces.iter().filter(|n| !crate::store::is_deleting(n)) {
+        let name = crate::store::name_of(ns);
+        if store.get(&key, name, "default").is_none() {
+            let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": name}});
+            let _ = store.create(&key, sa);
+        }
+    }
 }
 
 /// Runs the controllers until `cancel`.
@@ -233,10 +263,17 @@ pub async fn run(
         faults.clone(),
     );
     let mut jobs = job::JobController::new(store.clone(), config.pods.clone(), faults);
+    let mut pruned = Instant::now();
     loop {
         let now = Instant::now();
         let mut next = now + Duration::from_secs(1);
         gc::reconcile(&store);
+        service_accounts(&store);
+        endpoints::reconcile(&store);
+        if now.duration_since(pruned) >= Duration::from_secs(2) {
+            events::prune(&store);
+            pruned = now;
+        }
         kueue::reconcile(&store);
         jobs.reconcile(now, &mut next);
         kubelet.reconcile(now, &mut next).await;

@@ -742,7 +742,7 @@ impl DataPlane {
         let mut argv = Vec::new();
         let mut container = None;
         let (mut stdin, mut stdout, mut stderr) = (false, true, true);
-        let flag = |v: &str| v == "true" || v == "1";
+        let flag = |v: &str| crate::selector::parse_bool(v).unwrap_or(false);
         for (k, v) in ws::query_pairs(&req) {
             match k.as_str() {
                 "command" => argv.push(v),

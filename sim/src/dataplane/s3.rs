@@ -1,6 +1,8 @@
 //! The S3 endpoint of a pod's MinIO container: s3s-fs behind SigV4, with MinIO's answers where
-//! s3s-fs differs (409 `BucketNotEmpty`, `NoSuchBucket` for object calls on missing buckets)
-//! and seeded S3 faults.
+//! s3s-fs differs (409 `BucketNotEmpty` and `BucketAlreadyOwnedByYou`, `NoSuchBucket` for
+//! object calls on missing buckets, conditional GETs: `If-Match`/`If-Unmodified-Since` 412,
+//! `If-None-Match`/`If-Modified-Since` 304, `partNumber` GETs of multipart objects from the
+//! part sizes recorded at completion) and seeded S3 faults.
 //!
 //! Why s3s-fs: it is Rust-native (no extra process, starts in microseconds, one per pod), checks
 //! SigV4 for real, and passes multipart, ranged GET, ListObjectsV2 pagination and DeleteObjects
@@ -55,6 +57,22 @@ impl MinioLike {
         self.root.join(bucket).is_dir()
     }
 
+    /// Where the part sizes of a completed multipart object are kept: a hidden file in the
+    /// data root beside s3s-fs's own `.upload_id-*` files (not a bucket, not an object).
+    fn parts_file(&self, bucket: &str, key: &str) -> PathBuf {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(format!("{bucket}/{key}").as_bytes());
+        self.root
+            .join(format!(".vast-sim-parts-{}", hex::encode(h)))
+    }
+
+    /// The part sizes recorded when the object was completed (checked by the caller against
+    /// the object's length: a later PUT of the key makes them stale).
+    fn part_sizes(&self, bucket: &str, key: &str) -> Option<Vec<u64>> {
+        let bytes = std::fs::read(self.parts_file(bucket, key)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
     fn require_bucket(&self, bucket: &str) -> S3Result<()> {
         if self.bucket_exists(bucket) {
             Ok(())
@@ -87,6 +105,66 @@ fn range_start(content_range: &str) -> Option<u64> {
         .ok()
 }
 
+/// Seconds since the epoch (HTTP dates have second precision).
+fn epoch_seconds(t: &Timestamp) -> Option<i64> {
+    let mut buf = Vec::new();
+    t.format(TimestampFormat::EpochSeconds, &mut buf).ok()?;
+    let s = String::from_utf8(buf).ok()?;
+    s.parse::<f64>().ok().map(|f| f.floor() as i64)
+}
+
+/// `If-Match`/`If-Unmodified-Since` (412) and `If-None-Match`/`If-Modified-Since` (304) of a
+/// GET, as S3 and MinIO evaluate them: a matching `If-Match` overrides `If-Unmodified-Since`,
+/// a non-matching `If-None-Match` overrides `If-Modified-Since`.
+fn check_conditions(
+    out: &GetObjectOutput,
+    (if_match, if_none_match, if_modified_since, if_unmodified_since): (
+        Option<IfMatch>,
+        Option<IfNoneMatch>,
+        Option<IfModifiedSince>,
+        Option<IfUnmodifiedSince>,
+    ),
+) -> S3Result<()> {
+    let etag_matches = |c: &ETagCondition| match (c, &out.e_tag) {
+        (ETagCondition::Any, _) => true,
+        (ETagCondition::ETag(want), Some(have)) => want.value() == have.value(),
+        (ETagCondition::ETag(_), None) => false,
+    };
+    let modified = out.last_modified.as_ref().and_then(epoch_seconds);
+    let since = |t: &Timestamp| epoch_seconds(t);
+    match &if_match {
+        Some(c) if !etag_matches(c) => {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold"
+            ))
+        }
+        Some(_) => {}
+        None => {
+            if let (Some(m), Some(t)) = (modified, if_unmodified_since.as_ref().and_then(since)) {
+                if m > t {
+                    return Err(s3_error!(
+                        PreconditionFailed,
+                        "At least one of the pre-conditions you specified did not hold"
+                    ));
+                }
+            }
+        }
+    }
+    match &if_none_match {
+        Some(c) if etag_matches(c) => return Err(s3_error!(NotModified)),
+        Some(_) => {}
+        None => {
+            if let (Some(m), Some(t)) = (modified, if_modified_since.as_ref().and_then(since)) {
+                if m <= t {
+                    return Err(s3_error!(NotModified));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// True when `dir` holds at least one regular file at any depth (empty directories left
 /// behind by deleted `a/b` keys do not count, as in MinIO).
 fn has_any_file(dir: &Path) -> std::io::Result<bool> {
@@ -111,6 +189,13 @@ impl S3 for MinioLike {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
+        // one owner (the pod's credentials): re-creating a bucket is MinIO's 409
+        if self.bucket_exists(&req.input.bucket) {
+            return Err(s3_error!(
+                BucketAlreadyOwnedByYou,
+                "Your previous request to create the named bucket succeeded and you already own it."
+            ));
+        }
         self.fs.create_bucket(req).await
     }
     async fn delete_bucket(
@@ -168,7 +253,51 @@ impl S3 for MinioLike {
     ) -> S3Result<S3Response<GetObjectOutput>> {
         self.require_bucket(&req.input.bucket)?;
         let path = object_path(&self.root, &req.input.bucket, &req.input.key);
+        let mut req = req;
+        // `partNumber=N`: the bytes of part N (as a range), with the part count
+        let mut parts_count = None;
+        if let Some(n) = req.input.part_number.take() {
+            let len = path
+                .as_ref()
+                .and_then(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len())
+                .ok_or_else(|| s3_error!(NoSuchKey, "The specified key does not exist."))?;
+            let sizes = self
+                .part_sizes(&req.input.bucket, &req.input.key)
+                .filter(|s| s.iter().sum::<u64>() == len)
+                .unwrap_or_else(|| vec![len]);
+            let idx = usize::try_from(n)
+                .ok()
+                .filter(|i| (1..=sizes.len()).contains(i))
+                .ok_or_else(|| {
+                    let mut e = s3s::S3Error::with_message(
+                        s3s::S3ErrorCode::Custom("InvalidPartNumber".into()),
+                        "The requested partnumber is not satisfiable",
+                    );
+                    e.set_status_code(hyper::StatusCode::RANGE_NOT_SATISFIABLE);
+                    e
+                })?;
+            let first: u64 = sizes[..idx - 1].iter().sum();
+            let size = sizes[idx - 1];
+            if size > 0 {
+                req.input.range = Some(Range::Int {
+                    first,
+                    last: Some(first + size - 1),
+                });
+            }
+            parts_count = i32::try_from(sizes.len()).ok();
+        }
+        let conditions = (
+            req.input.if_match.take(),
+            req.input.if_none_match.take(),
+            req.input.if_modified_since.take(),
+            req.input.if_unmodified_since.take(),
+        );
         let mut resp = self.fs.get_object(req).await?;
+        check_conditions(&resp.output, conditions)?;
+        if parts_count.is_some() {
+            resp.output.parts_count = parts_count;
+        }
         // s3s-fs streams the body in 4 KiB reads (one blocking-pool round trip each); serve
         // the same byte range in 1 MiB reads instead.
         if let Some(path) = path {
@@ -261,7 +390,34 @@ impl S3 for MinioLike {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         self.require_bucket(&req.input.bucket)?;
-        self.fs.complete_multipart_upload(req).await
+        // the part sizes, for `partNumber` GETs (s3s-fs forgets them)
+        let sizes: Option<Vec<u64>> = req
+            .input
+            .multipart_upload
+            .as_ref()
+            .and_then(|m| m.parts.as_ref())
+            .and_then(|parts| {
+                parts
+                    .iter()
+                    .map(|p| {
+                        let n = p.part_number.unwrap_or(0);
+                        let f = self
+                            .root
+                            .join(format!(".upload_id-{}.part-{n}", req.input.upload_id));
+                        std::fs::metadata(f).map(|m| m.len()).ok()
+                    })
+                    .collect::<Option<Vec<u64>>>()
+            });
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let resp = self.fs.complete_multipart_upload(req).await?;
+        if let Some(sizes) = sizes {
+            if let Ok(json) = serde_json::to_vec(&sizes) {
+                if let Err(e) = std::fs::write(self.parts_file(&bucket, &key), json) {
+                    tracing::warn!(error = %e, "recording the part sizes of a multipart object");
+                }
+            }
+        }
+        Ok(resp)
     }
     async fn abort_multipart_upload(
         &self,
