@@ -16,6 +16,7 @@ mod exec;
 mod http;
 mod portforward;
 mod s3;
+mod spdy;
 mod ws;
 
 use std::collections::{BTreeMap, HashMap};
@@ -657,6 +658,14 @@ impl DataPlane {
         Ok(())
     }
 
+    /// Where each of the pod's ports is served.
+    fn endpoint_addrs(&self, pod: &ResolvedPod) -> std::collections::HashMap<u16, SocketAddr> {
+        self.lookup(pod)
+            .iter()
+            .map(|(p, e)| (*p, e.addr()))
+            .collect()
+    }
+
     fn lookup(&self, pod: &ResolvedPod) -> BTreeMap<u16, Endpoint> {
         let pods = lock(&self.pods);
         pods.get(&(pod.namespace.clone(), pod.name.clone()))
@@ -664,16 +673,52 @@ impl DataPlane {
             .unwrap_or_default()
     }
 
-    /// Websocket port-forward (`v4.channel.k8s.io`), or a `Status` error response.
+    /// Port-forward over a websocket (`v4.channel.k8s.io`), SPDY (`portforward.k8s.io`) or SPDY
+    /// tunnelled in a websocket (`SPDY/3.1+portforward.k8s.io`), or a `Status` error response.
     pub async fn handle_portforward(
         &self,
         pod: &ResolvedPod,
         req: Request<Incoming>,
     ) -> Response<Full<Bytes>> {
-        let (resp, _proto) = match ws::accept(&req, &[ws::V4, ws::V5]) {
+        let desc = format!("{}_{}", pod.name, pod.namespace);
+        if spdy::is_upgrade(&req) {
+            // kubectl's SPDY (≤ 1.29, or websockets turned off): ports come with the streams.
+            let (resp, _) = match spdy::accept(&req, &[spdy::PORTFORWARD]) {
+                Ok(x) => x,
+                Err(resp) => return *resp,
+            };
+            let endpoints = self.endpoint_addrs(pod);
+            let faults = self.faults.clone();
+            tokio::spawn(async move {
+                match hyper::upgrade::on(req).await {
+                    Ok(up) => {
+                        let session = spdy::serve(spdy::Transport::Raw(up));
+                        portforward::run_spdy(session, endpoints, faults, desc).await
+                    }
+                    Err(e) => tracing::warn!(error = %e, "port-forward upgrade failed"),
+                }
+            });
+            return resp;
+        }
+        let (resp, proto) = match ws::accept(&req, &[ws::V4, ws::V5, spdy::WS_PORTFORWARD]) {
             Ok(x) => x,
             Err(resp) => return *resp,
         };
+        if proto == spdy::WS_PORTFORWARD {
+            // kubectl ≥ 1.30: SPDY frames inside websocket messages.
+            let endpoints = self.endpoint_addrs(pod);
+            let faults = self.faults.clone();
+            tokio::spawn(async move {
+                match ws::upgrade(req).await {
+                    Ok(ws) => {
+                        let session = spdy::serve(spdy::Transport::Websocket(Box::new(ws)));
+                        portforward::run_spdy(session, endpoints, faults, desc).await
+                    }
+                    Err(e) => tracing::warn!(error = %e, "port-forward upgrade failed"),
+                }
+            });
+            return resp;
+        }
         let mut ports: Vec<u16> = Vec::new();
         for (k, v) in ws::query_pairs(&req) {
             if k != "ports" {
@@ -719,7 +764,6 @@ impl DataPlane {
             })
             .collect();
         let faults = self.faults.clone();
-        let desc = format!("{}_{}", pod.name, pod.namespace);
         tokio::spawn(async move {
             match ws::upgrade(req).await {
                 Ok(ws) => portforward::run(ws, targets, faults, desc).await,
@@ -729,16 +773,24 @@ impl DataPlane {
         resp
     }
 
-    /// Websocket exec (`v5.channel.k8s.io` preferred, `v4` accepted), or a `Status` error.
+    /// Exec over a websocket (`v5.channel.k8s.io` preferred, `v4` accepted) or SPDY (`v4` …
+    /// `channel.k8s.io`), or a `Status` error.
     pub async fn handle_exec(
         &self,
         pod: &ResolvedPod,
         req: Request<Incoming>,
     ) -> Response<Full<Bytes>> {
-        let (resp, _proto) = match ws::accept(&req, &[ws::V5, ws::V4]) {
+        let over_spdy = spdy::is_upgrade(&req);
+        let accepted = if over_spdy {
+            spdy::accept(&req, spdy::EXEC)
+        } else {
+            ws::accept(&req, &[ws::V5, ws::V4])
+        };
+        let (resp, _proto) = match accepted {
             Ok(x) => x,
             Err(resp) => return *resp,
         };
+        let mut tty = false;
         let mut argv = Vec::new();
         let mut container = None;
         let (mut stdin, mut stdout, mut stderr) = (false, true, true);
@@ -750,6 +802,7 @@ impl DataPlane {
                 "stdin" => stdin = flag(&v),
                 "stdout" => stdout = flag(&v),
                 "stderr" => stderr = flag(&v),
+                "tty" => tty = flag(&v),
                 _ => {}
             }
         }
@@ -779,6 +832,15 @@ impl DataPlane {
             }
         };
         tokio::spawn(async move {
+            if over_spdy {
+                match hyper::upgrade::on(req).await {
+                    Ok(up) => {
+                        exec::run_spdy(spdy::serve(spdy::Transport::Raw(up)), spec, tty).await
+                    }
+                    Err(e) => tracing::warn!(error = %e, "exec upgrade failed"),
+                }
+                return;
+            }
             match ws::upgrade(req).await {
                 Ok(ws) => exec::run(ws, spec).await,
                 Err(e) => tracing::warn!(error = %e, "exec upgrade failed"),
