@@ -290,3 +290,95 @@ async fn kubectl_exec_over_spdy_and_websocket_streams_stdin_output_and_exit_code
         assert_eq!((out.len(), code), (3_000_001, 0), "spdy: {spdy}");
     }
 }
+
+/// Exec and `kubectl cp` see the pod's filesystem: its mounts at their paths, a script on
+/// stdin opening `/data/...`, `tar` of a pod path (what `kubectl cp` runs), and nothing of the
+/// host's other directories.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_and_kubectl_cp_see_the_pods_filesystem() {
+    if !vast_sim::dataplane::exec_isolated() {
+        eprintln!("skipped: this machine allows no mount namespace (exec rewrites paths)");
+        return;
+    }
+    let env = Env::start().await;
+    let archiver = ["robovast", "-c", "archiver", "--"];
+    let cmd = |extra: &[&'static str]| {
+        let mut v: Vec<&str> = archiver.to_vec();
+        v.extend_from_slice(extra);
+        v
+    };
+    let (_, err, code) = env
+        .exec(
+            false,
+            &cmd(&[
+                "sh",
+                "-c",
+                "mkdir -p /data/run && echo result > /data/run/out.txt",
+            ]),
+            None,
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let (out, _, _) = env
+        .exec(false, &cmd(&["find", "/data", "-name", "*.txt"]), None)
+        .await;
+    assert_eq!(out.trim(), "/data/run/out.txt");
+    let (out, err, code) = env
+        .exec(
+            true,
+            &cmd(&["python3", "-"]),
+            Some("print(open('/data/run/out.txt').read().strip())\n"),
+        )
+        .await;
+    assert_eq!((out.trim(), code), ("result", 0), "{err}");
+    // The host's directories (the test's temporary directory, the repository) are not there.
+    let host_dir = env.dir.path().display().to_string();
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let probe = format!("test -e '{host_dir}' || test -e '{repo}' && echo visible || echo hidden");
+    let (out, _, _) = env
+        .exec(
+            false,
+            &["robovast", "-c", "archiver", "--", "sh", "-c", &probe],
+            None,
+        )
+        .await;
+    assert_eq!(out.trim(), "hidden");
+    // kubectl cp out of the pod (tar in the container).
+    let dest = env.dir.path().join("copied.txt");
+    let dest_s = dest.display().to_string();
+    let mut cp = env.kubectl(
+        false,
+        &[
+            "cp",
+            "-c",
+            "archiver",
+            "robovast:/data/run/out.txt",
+            &dest_s,
+        ],
+    );
+    let out = cp.output().await.expect("kubectl cp runs");
+    assert!(
+        out.status.success(),
+        "kubectl cp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&dest).expect("copied"), "result\n");
+    // And into the pod.
+    std::fs::write(env.dir.path().join("in.txt"), "input\n").expect("write");
+    let src = env.dir.path().join("in.txt").display().to_string();
+    let out = env
+        .kubectl(
+            false,
+            &["cp", "-c", "archiver", &src, "robovast:/data/in.txt"],
+        )
+        .output()
+        .await
+        .expect("kubectl cp runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (out, _, _) = env.exec(false, &cmd(&["cat", "/data/in.txt"]), None).await;
+    assert_eq!(out, "input\n");
+}

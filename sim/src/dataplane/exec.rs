@@ -26,6 +26,8 @@ pub(crate) struct ExecSpec {
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
+    /// The pod's filesystem view (a mount namespace), if the machine allows one.
+    pub isolation: Option<super::isolate::Isolation>,
 }
 
 const STDIN: u8 = 0;
@@ -113,6 +115,9 @@ async fn execute(
         .stdin(pipe(spec.stdin && stdin.is_some()))
         .stdout(pipe(spec.stdout))
         .stderr(pipe(spec.stderr));
+    if let Some(iso) = &spec.isolation {
+        super::isolate::apply(&mut cmd, iso).map_err(|e| format!("isolating the exec: {e}"))?;
+    }
     let mut child = cmd.spawn().map_err(|e| {
         format!("failed to exec in container: starting container process caused: exec: {program:?}: {e}")
     })?;

@@ -14,6 +14,7 @@
 
 mod exec;
 mod http;
+mod isolate;
 mod portforward;
 mod s3;
 mod spdy;
@@ -874,15 +875,66 @@ impl DataPlane {
                 ports.push((S3_PORT, a));
             }
         }
-        let rewrite = |s: &str| rewrite_localhost(&ports, &rewrite_paths(&map, s));
+        let rootfs = self
+            .pod_dir(&pod.namespace, &pod.name)
+            .join("rootfs")
+            .join(&c.name);
+        // The pod's own filesystem view where the machine allows a mount namespace; else the
+        // command line's mount paths are rewritten to the host's directories.
+        let isolation = if isolate::available() {
+            let tmp = self.pod_dir(&pod.namespace, &pod.name).join("tmp");
+            let bin = self.pod_dir(&pod.namespace, &pod.name).join("bin");
+            let mut mounts = Vec::new();
+            for m in &c.mounts {
+                let mp = m.mount_path.trim_end_matches('/');
+                if !mp.is_empty() {
+                    mounts.push((mp.to_string(), self.mount_dir(pod, m)?, m.read_only));
+                }
+            }
+            match isolate::plan(&rootfs, &tmp, &bin, &mounts) {
+                Some(iso) => {
+                    let prepared = iso.clone();
+                    tokio::task::spawn_blocking(move || {
+                        std::fs::create_dir_all(&tmp)?;
+                        isolate::prepare(&prepared)
+                    })
+                    .await
+                    .map_err(|e| Error::Other(format!("preparing the exec root: {e}")))?
+                    .map_err(|e| Error::io("preparing the exec root", &rootfs, e))?;
+                    Some(iso)
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        let isolated = isolation.is_some();
+        let rewrite = |s: &str| {
+            if isolated {
+                rewrite_localhost(&ports, s)
+            } else {
+                rewrite_localhost(&ports, &rewrite_paths(&map, s))
+            }
+        };
         let mut argv: Vec<String> = argv.iter().map(|a| rewrite(a)).collect();
         if argv.first().map(String::as_str) == Some("python") {
             argv[0] = "python3".into();
         }
         let mut env: BTreeMap<String, String> = BTreeMap::new();
-        for k in ["PATH", "HOME", "LANG", "USER", "TMPDIR"] {
-            if let Ok(v) = std::env::var(k) {
-                env.insert(k.into(), v);
+        if isolated {
+            env.insert(
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            );
+            env.insert("HOME".into(), "/root".into());
+            if let Ok(v) = std::env::var("LANG") {
+                env.insert("LANG".into(), v);
+            }
+        } else {
+            for k in ["PATH", "HOME", "LANG", "USER", "TMPDIR"] {
+                if let Ok(v) = std::env::var(k) {
+                    env.insert(k.into(), v);
+                }
             }
         }
         for (k, v) in &c.env {
@@ -898,14 +950,11 @@ impl DataPlane {
             EXEC_MARKER_VAR.into(),
             self.exec_marker(&pod.namespace, &pod.name),
         );
-        let cwd = self
-            .pod_dir(&pod.namespace, &pod.name)
-            .join("rootfs")
-            .join(&c.name);
         Ok(exec::ExecSpec {
             argv,
             env: env.into_iter().collect(),
-            cwd,
+            cwd: rootfs,
+            isolation,
             stdin,
             stdout,
             stderr,
@@ -914,6 +963,12 @@ impl DataPlane {
 }
 
 /// Env var set on every exec'd process, so the processes of a pod can be found and killed.
+/// Whether exec'd processes see the pod's own filesystem (a private mount namespace) on this
+/// machine; otherwise mount paths in their command lines are rewritten to the host's.
+pub fn exec_isolated() -> bool {
+    isolate::available()
+}
+
 pub const EXEC_MARKER_VAR: &str = "VAST_SIM_POD";
 
 /// Kill (SIGKILL) every process of ours whose environment carries `VAST_SIM_POD=<marker>`,
