@@ -483,7 +483,18 @@ async fn exec_maps_paths_env_and_s3() {
     );
     let lines: Vec<&str> = o.lines().collect();
     assert_eq!(lines[0], "hello from exec");
-    assert_eq!(lines[1], vol.join("work").display().to_string());
+    // In its own mount namespace the process sees the pod's paths; without one, the host's.
+    let isolated = vast_sim::dataplane::exec_isolated();
+    let seen = |p: &str| {
+        if isolated {
+            p.to_string()
+        } else {
+            vol.join(p.trim_start_matches("/data/"))
+                .display()
+                .to_string()
+        }
+    };
+    assert_eq!(lines[1], seen("/data/work"));
     assert_eq!(
         mtime(),
         before,
@@ -498,7 +509,7 @@ async fn exec_maps_paths_env_and_s3() {
         None,
     )
     .await;
-    assert_eq!(o.trim(), vol.join("run-9.tar.gz").display().to_string());
+    assert_eq!(o.trim(), seen("/data/run-9.tar.gz"));
     // S3_ENDPOINT points at the pod's S3 listener; `python` runs python3; boto3-free check
     // with the stdlib: the endpoint answers (403 without credentials) over localhost too.
     let direct = sim.s3_direct("robovast");

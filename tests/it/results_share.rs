@@ -251,6 +251,17 @@ fn archive_of(c: &Cluster, run: &str) -> PathBuf {
     c.pod_data().join("archives").join(format!("{run}.tar.gz"))
 }
 
+/// A directory the archiver container can write, as (its path in the pod, its host path): in
+/// the pod's data volume where exec sees the pod's filesystem, else a host directory.
+fn pod_target(c: &Cluster, name: &str) -> (String, PathBuf) {
+    if vast_sim::dataplane::exec_isolated() {
+        (format!("/data/{name}"), c.pod_data().join(name))
+    } else {
+        let host = c.tmp.path().join(name);
+        (host.display().to_string(), host)
+    }
+}
+
 fn bucket_dir(c: &Cluster, run: &str) -> PathBuf {
     c.pod_data().join("minio").join(run)
 }
@@ -661,8 +672,7 @@ async fn localdir_plugin_from_the_search_path_and_the_project() {
     let id = c.finished_run("rke2").await;
     let objects = c.bucket(&id).await;
     let examples = format!("{ROOT}/examples/share-providers");
-    let target = c.tmp.path().join("target-1");
-    let target_s = target.display().to_string();
+    let (target_s, target) = pod_target(&c, "target-1");
     let out = output(upload_cmd(
         &c,
         &["--skip-removal", "--keep-archive", "--run-id", &id],
@@ -708,8 +718,7 @@ async fn localdir_plugin_from_the_search_path_and_the_project() {
         Path::new(&format!("{examples}/localdir")),
         &plugins.join("localdir"),
     );
-    let target2 = c.tmp.path().join("target-2");
-    let target2_s = target2.display().to_string();
+    let (target2_s, target2) = pod_target(&c, "target-2");
     let out = output(upload_cmd(
         &c,
         &[],
@@ -1179,10 +1188,10 @@ async fn every_upload_step_is_idempotent_and_survives_a_crash_at_every_record() 
     let plugin =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/share-providers/localdir");
     let provider = vast::share::load_plugin(&plugin).unwrap();
-    let target = c.tmp.path().join("share-target");
+    let (target_s, target) = pod_target(&c, "share-target");
     std::fs::create_dir_all(&target).unwrap();
     let selected = vast::share::Selected {
-        pod_env: [("LOCALDIR_TARGET".to_string(), target.display().to_string())].into(),
+        pod_env: [("LOCALDIR_TARGET".to_string(), target_s)].into(),
         display_url: None,
         provider: provider.clone(),
     };

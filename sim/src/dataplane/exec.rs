@@ -1,5 +1,6 @@
-//! Exec sessions: one host process per websocket, stdin on channel 0, stdout on 1, stderr on 2,
-//! the exit status as a `metav1.Status` on channel 3 (v5 adds the close signal on 255).
+//! Exec sessions: one host process per session. Over a websocket stdin is channel 0, stdout 1,
+//! stderr 2 and the exit status a `metav1.Status` on channel 3 (v5 adds the close signal on
+//! 255); over SPDY each of them is a stream the client opens (`streamtype` header).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -7,11 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::spdy::{Session, Stream};
 use super::ws::Ws;
 
 /// A resolved exec request.
@@ -23,6 +26,8 @@ pub(crate) struct ExecSpec {
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
+    /// The pod's filesystem view (a mount namespace), if the machine allows one.
+    pub isolation: Option<super::isolate::Isolation>,
 }
 
 const STDIN: u8 = 0;
@@ -42,7 +47,8 @@ fn frame(ch: u8, data: &[u8]) -> Message {
     Message::Binary(v.into())
 }
 
-fn status_frame(exit: Result<i32, String>) -> Message {
+/// The exit status as the `metav1.Status` the error channel carries.
+fn status_json(exit: &Result<i32, String>) -> String {
     let body = match exit {
         Ok(0) => serde_json::json!({"metadata": {}, "status": "Success"}),
         Ok(code) => serde_json::json!({
@@ -55,13 +61,19 @@ fn status_frame(exit: Result<i32, String>) -> Message {
             "metadata": {}, "status": "Failure", "message": message, "reason": "InternalError", "code": 500,
         }),
     };
-    frame(ERROR, body.to_string().as_bytes())
+    body.to_string()
+}
+
+/// What the process writes.
+enum Output {
+    Stdout(Bytes),
+    Stderr(Bytes),
 }
 
 async fn pump<R: AsyncRead + Unpin>(
     mut r: R,
-    ch: u8,
-    tx: mpsc::Sender<Message>,
+    wrap: fn(Bytes) -> Output,
+    tx: mpsc::Sender<Output>,
     progress: Arc<AtomicU64>,
 ) {
     let mut buf = vec![0u8; 32 * 1024];
@@ -70,7 +82,11 @@ async fn pump<R: AsyncRead + Unpin>(
             Ok(0) | Err(_) => return,
             Ok(n) => {
                 progress.fetch_add(n as u64, Ordering::Relaxed);
-                if tx.send(frame(ch, &buf[..n])).await.is_err() {
+                if tx
+                    .send(wrap(Bytes::copy_from_slice(&buf[..n])))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -78,102 +94,65 @@ async fn pump<R: AsyncRead + Unpin>(
     }
 }
 
-/// Run one exec session to its end.
-pub(crate) async fn run(ws: Ws, spec: ExecSpec) {
-    let (mut sink, mut stream) = ws.split();
-    let (tx, mut rx) = mpsc::channel::<Message>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            if sink.send(m).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.send(super::ws::normal_close()).await;
-    });
-
+/// Runs `spec`'s process to its end, whatever the transport: stdin from `stdin` (its end is
+/// EOF), stdout and stderr into `out` until the pipes close, or stay silent for [`DRAIN_IDLE`]
+/// after the process exited. Returns the exit code, or why the process could not run.
+async fn execute(
+    spec: &ExecSpec,
+    stdin: Option<mpsc::Receiver<Bytes>>,
+    out: mpsc::Sender<Output>,
+) -> Result<i32, String> {
     let Some((program, args)) = spec.argv.split_first() else {
-        let _ = tx.send(status_frame(Err("no command given".into()))).await;
-        drop(tx);
-        let _ = writer.await;
-        return;
+        return Err("no command given".into());
     };
     let mut cmd = tokio::process::Command::new(program);
+    let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
     cmd.args(args)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .current_dir(&spec.cwd)
         .process_group(0)
-        .stdin(if spec.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(if spec.stdout {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stderr(if spec.stderr {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let msg = format!(
-                "failed to exec in container: starting container process caused: exec: {program:?}: {e}"
-            );
-            let _ = tx.send(status_frame(Err(msg))).await;
-            drop(tx);
-            let _ = writer.await;
-            return;
-        }
-    };
+        .stdin(pipe(spec.stdin && stdin.is_some()))
+        .stdout(pipe(spec.stdout))
+        .stderr(pipe(spec.stderr));
+    if let Some(iso) = &spec.isolation {
+        super::isolate::apply(&mut cmd, iso).map_err(|e| format!("isolating the exec: {e}"))?;
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        format!("failed to exec in container: starting container process caused: exec: {program:?}: {e}")
+    })?;
 
-    // Client -> process: stdin frames, stdin close (v5), websocket close.
-    let mut stdin = child.stdin.take();
-    let reader = tokio::spawn(async move {
-        while let Some(msg) = stream.next().await {
-            let data = match msg {
-                Ok(Message::Binary(d)) => d,
-                Ok(Message::Close(_)) | Err(_) => break,
-                Ok(_) => continue,
-            };
-            match data.first() {
-                Some(&STDIN) if data.len() > 1 => {
-                    if let Some(w) = stdin.as_mut() {
-                        if w.write_all(&data[1..]).await.is_err() {
-                            stdin = None;
-                        }
-                    }
+    // Client -> process; the end of `stdin` closes the process's stdin.
+    let feeder = match (child.stdin.take(), stdin) {
+        (Some(mut w), Some(mut rx)) => Some(tokio::spawn(async move {
+            while let Some(chunk) = rx.recv().await {
+                if w.write_all(&chunk).await.is_err() {
+                    break;
                 }
-                Some(&CLOSE) if data.get(1) == Some(&STDIN) => stdin = None,
-                _ => {}
             }
-        }
-        // v4 clients signal stdin EOF by closing the websocket.
-        drop(stdin);
-    });
+        })),
+        _ => None,
+    };
 
     let progress = Arc::new(AtomicU64::new(0));
     let mut pumps = Vec::new();
-    if let Some(out) = child.stdout.take() {
+    if let Some(o) = child.stdout.take() {
         pumps.push(tokio::spawn(pump(
-            out,
-            STDOUT,
-            tx.clone(),
+            o,
+            Output::Stdout,
+            out.clone(),
             progress.clone(),
         )));
     }
-    if let Some(err) = child.stderr.take() {
+    if let Some(e) = child.stderr.take() {
         pumps.push(tokio::spawn(pump(
-            err,
-            STDERR,
-            tx.clone(),
+            e,
+            Output::Stderr,
+            out.clone(),
             progress.clone(),
         )));
     }
+    drop(out);
 
     let exit = match child.wait().await {
         Ok(st) => {
@@ -205,8 +184,141 @@ pub(crate) async fn run(ws: Ws, spec: ExecSpec) {
             last = now;
         }
     }
-    let _ = tx.send(status_frame(exit)).await;
+    if let Some(f) = feeder {
+        f.abort();
+    }
+    exit
+}
+
+/// Run one websocket exec session to its end.
+pub(crate) async fn run(ws: Ws, spec: ExecSpec) {
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if sink.send(m).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(super::ws::normal_close()).await;
+    });
+
+    // Client -> process: stdin frames, stdin close (v5), websocket close (v4's EOF).
+    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(32);
+    let reader = tokio::spawn(async move {
+        let mut stdin = Some(stdin_tx);
+        while let Some(msg) = stream.next().await {
+            let data = match msg {
+                Ok(Message::Binary(d)) => d,
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => continue,
+            };
+            match data.first() {
+                Some(&STDIN) if data.len() > 1 => {
+                    if let Some(w) = stdin.as_ref() {
+                        if w.send(data.slice(1..)).await.is_err() {
+                            stdin = None;
+                        }
+                    }
+                }
+                Some(&CLOSE) if data.get(1) == Some(&STDIN) => stdin = None,
+                _ => {}
+            }
+        }
+    });
+
+    // Process -> client: stdout on 1, stderr on 2.
+    let (out_tx, mut out_rx) = mpsc::channel::<Output>(64);
+    let forward = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(o) = out_rx.recv().await {
+                let m = match o {
+                    Output::Stdout(b) => frame(STDOUT, &b),
+                    Output::Stderr(b) => frame(STDERR, &b),
+                };
+                if tx.send(m).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let exit = execute(&spec, Some(stdin_rx), out_tx).await;
+    let _ = forward.await;
+    let _ = tx.send(frame(ERROR, status_json(&exit).as_bytes())).await;
     drop(tx);
     let _ = writer.await;
     reader.abort();
+}
+
+/// How long the kubelet waits for a client to open the streams an exec needs.
+const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Run one SPDY exec session (`v4.channel.k8s.io` and older): the client opens an `error`
+/// stream, then `stdin`, `stdout`, `stderr` as requested (and `resize` with a tty); the exit
+/// status goes on the error stream as a `metav1.Status` (v4) and every stream is closed.
+pub(crate) async fn run_spdy(mut session: Session, spec: ExecSpec, tty: bool) {
+    let expected = 1
+        + usize::from(spec.stdin)
+        + usize::from(spec.stdout)
+        + usize::from(spec.stderr && !tty)
+        + usize::from(tty);
+    let mut streams: Vec<Stream> = Vec::new();
+    let deadline = tokio::time::Instant::now() + STREAM_CREATION_TIMEOUT;
+    while streams.len() < expected {
+        match tokio::time::timeout_at(deadline, session.streams.recv()).await {
+            Ok(Some(s)) => streams.push(s),
+            Ok(None) | Err(_) => {
+                tracing::warn!(
+                    got = streams.len(),
+                    expected,
+                    "spdy exec: the client did not open its streams"
+                );
+                session.finish().await;
+                return;
+            }
+        }
+    }
+    let mut take = |kind: &str| {
+        streams
+            .iter()
+            .position(|s| s.header("streamtype") == Some(kind))
+            .map(|i| streams.swap_remove(i))
+    };
+    let error = take("error");
+    let stdin = take("stdin");
+    let stdout = take("stdout");
+    let stderr = take("stderr");
+    let sender = session.sender.clone();
+
+    let (out_tx, mut out_rx) = mpsc::channel::<Output>(64);
+    let (out_id, err_id) = (stdout.as_ref().map(|s| s.id), stderr.as_ref().map(|s| s.id));
+    let forward = {
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            while let Some(o) = out_rx.recv().await {
+                let (id, b) = match o {
+                    Output::Stdout(b) => (out_id, b),
+                    Output::Stderr(b) => (err_id.or(out_id), b),
+                };
+                if let Some(id) = id {
+                    if !sender.data(id, b).await {
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    let exit = execute(&spec, stdin.map(|s| s.data), out_tx).await;
+    let _ = forward.await;
+    for id in [out_id, err_id].into_iter().flatten() {
+        sender.fin(id).await;
+    }
+    if let Some(e) = error {
+        // v4 reports success too; older protocols only failures (as text).
+        sender.data(e.id, Bytes::from(status_json(&exit))).await;
+        sender.fin(e.id).await;
+    }
+    drop(sender);
+    session.finish().await;
 }

@@ -14,8 +14,10 @@
 
 mod exec;
 mod http;
+mod isolate;
 mod portforward;
 mod s3;
+mod spdy;
 mod ws;
 
 use std::collections::{BTreeMap, HashMap};
@@ -657,6 +659,14 @@ impl DataPlane {
         Ok(())
     }
 
+    /// Where each of the pod's ports is served.
+    fn endpoint_addrs(&self, pod: &ResolvedPod) -> std::collections::HashMap<u16, SocketAddr> {
+        self.lookup(pod)
+            .iter()
+            .map(|(p, e)| (*p, e.addr()))
+            .collect()
+    }
+
     fn lookup(&self, pod: &ResolvedPod) -> BTreeMap<u16, Endpoint> {
         let pods = lock(&self.pods);
         pods.get(&(pod.namespace.clone(), pod.name.clone()))
@@ -664,16 +674,52 @@ impl DataPlane {
             .unwrap_or_default()
     }
 
-    /// Websocket port-forward (`v4.channel.k8s.io`), or a `Status` error response.
+    /// Port-forward over a websocket (`v4.channel.k8s.io`), SPDY (`portforward.k8s.io`) or SPDY
+    /// tunnelled in a websocket (`SPDY/3.1+portforward.k8s.io`), or a `Status` error response.
     pub async fn handle_portforward(
         &self,
         pod: &ResolvedPod,
         req: Request<Incoming>,
     ) -> Response<Full<Bytes>> {
-        let (resp, _proto) = match ws::accept(&req, &[ws::V4, ws::V5]) {
+        let desc = format!("{}_{}", pod.name, pod.namespace);
+        if spdy::is_upgrade(&req) {
+            // kubectl's SPDY (≤ 1.29, or websockets turned off): ports come with the streams.
+            let (resp, _) = match spdy::accept(&req, &[spdy::PORTFORWARD]) {
+                Ok(x) => x,
+                Err(resp) => return *resp,
+            };
+            let endpoints = self.endpoint_addrs(pod);
+            let faults = self.faults.clone();
+            tokio::spawn(async move {
+                match hyper::upgrade::on(req).await {
+                    Ok(up) => {
+                        let session = spdy::serve(spdy::Transport::Raw(up));
+                        portforward::run_spdy(session, endpoints, faults, desc).await
+                    }
+                    Err(e) => tracing::warn!(error = %e, "port-forward upgrade failed"),
+                }
+            });
+            return resp;
+        }
+        let (resp, proto) = match ws::accept(&req, &[ws::V4, ws::V5, spdy::WS_PORTFORWARD]) {
             Ok(x) => x,
             Err(resp) => return *resp,
         };
+        if proto == spdy::WS_PORTFORWARD {
+            // kubectl ≥ 1.30: SPDY frames inside websocket messages.
+            let endpoints = self.endpoint_addrs(pod);
+            let faults = self.faults.clone();
+            tokio::spawn(async move {
+                match ws::upgrade(req).await {
+                    Ok(ws) => {
+                        let session = spdy::serve(spdy::Transport::Websocket(Box::new(ws)));
+                        portforward::run_spdy(session, endpoints, faults, desc).await
+                    }
+                    Err(e) => tracing::warn!(error = %e, "port-forward upgrade failed"),
+                }
+            });
+            return resp;
+        }
         let mut ports: Vec<u16> = Vec::new();
         for (k, v) in ws::query_pairs(&req) {
             if k != "ports" {
@@ -719,7 +765,6 @@ impl DataPlane {
             })
             .collect();
         let faults = self.faults.clone();
-        let desc = format!("{}_{}", pod.name, pod.namespace);
         tokio::spawn(async move {
             match ws::upgrade(req).await {
                 Ok(ws) => portforward::run(ws, targets, faults, desc).await,
@@ -729,16 +774,24 @@ impl DataPlane {
         resp
     }
 
-    /// Websocket exec (`v5.channel.k8s.io` preferred, `v4` accepted), or a `Status` error.
+    /// Exec over a websocket (`v5.channel.k8s.io` preferred, `v4` accepted) or SPDY (`v4` …
+    /// `channel.k8s.io`), or a `Status` error.
     pub async fn handle_exec(
         &self,
         pod: &ResolvedPod,
         req: Request<Incoming>,
     ) -> Response<Full<Bytes>> {
-        let (resp, _proto) = match ws::accept(&req, &[ws::V5, ws::V4]) {
+        let over_spdy = spdy::is_upgrade(&req);
+        let accepted = if over_spdy {
+            spdy::accept(&req, spdy::EXEC)
+        } else {
+            ws::accept(&req, &[ws::V5, ws::V4])
+        };
+        let (resp, _proto) = match accepted {
             Ok(x) => x,
             Err(resp) => return *resp,
         };
+        let mut tty = false;
         let mut argv = Vec::new();
         let mut container = None;
         let (mut stdin, mut stdout, mut stderr) = (false, true, true);
@@ -750,6 +803,7 @@ impl DataPlane {
                 "stdin" => stdin = flag(&v),
                 "stdout" => stdout = flag(&v),
                 "stderr" => stderr = flag(&v),
+                "tty" => tty = flag(&v),
                 _ => {}
             }
         }
@@ -779,6 +833,15 @@ impl DataPlane {
             }
         };
         tokio::spawn(async move {
+            if over_spdy {
+                match hyper::upgrade::on(req).await {
+                    Ok(up) => {
+                        exec::run_spdy(spdy::serve(spdy::Transport::Raw(up)), spec, tty).await
+                    }
+                    Err(e) => tracing::warn!(error = %e, "exec upgrade failed"),
+                }
+                return;
+            }
             match ws::upgrade(req).await {
                 Ok(ws) => exec::run(ws, spec).await,
                 Err(e) => tracing::warn!(error = %e, "exec upgrade failed"),
@@ -812,15 +875,66 @@ impl DataPlane {
                 ports.push((S3_PORT, a));
             }
         }
-        let rewrite = |s: &str| rewrite_localhost(&ports, &rewrite_paths(&map, s));
+        let rootfs = self
+            .pod_dir(&pod.namespace, &pod.name)
+            .join("rootfs")
+            .join(&c.name);
+        // The pod's own filesystem view where the machine allows a mount namespace; else the
+        // command line's mount paths are rewritten to the host's directories.
+        let isolation = if isolate::available() {
+            let tmp = self.pod_dir(&pod.namespace, &pod.name).join("tmp");
+            let bin = self.pod_dir(&pod.namespace, &pod.name).join("bin");
+            let mut mounts = Vec::new();
+            for m in &c.mounts {
+                let mp = m.mount_path.trim_end_matches('/');
+                if !mp.is_empty() {
+                    mounts.push((mp.to_string(), self.mount_dir(pod, m)?, m.read_only));
+                }
+            }
+            match isolate::plan(&rootfs, &tmp, &bin, &mounts) {
+                Some(iso) => {
+                    let prepared = iso.clone();
+                    tokio::task::spawn_blocking(move || {
+                        std::fs::create_dir_all(&tmp)?;
+                        isolate::prepare(&prepared)
+                    })
+                    .await
+                    .map_err(|e| Error::Other(format!("preparing the exec root: {e}")))?
+                    .map_err(|e| Error::io("preparing the exec root", &rootfs, e))?;
+                    Some(iso)
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        let isolated = isolation.is_some();
+        let rewrite = |s: &str| {
+            if isolated {
+                rewrite_localhost(&ports, s)
+            } else {
+                rewrite_localhost(&ports, &rewrite_paths(&map, s))
+            }
+        };
         let mut argv: Vec<String> = argv.iter().map(|a| rewrite(a)).collect();
         if argv.first().map(String::as_str) == Some("python") {
             argv[0] = "python3".into();
         }
         let mut env: BTreeMap<String, String> = BTreeMap::new();
-        for k in ["PATH", "HOME", "LANG", "USER", "TMPDIR"] {
-            if let Ok(v) = std::env::var(k) {
-                env.insert(k.into(), v);
+        if isolated {
+            env.insert(
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            );
+            env.insert("HOME".into(), "/root".into());
+            if let Ok(v) = std::env::var("LANG") {
+                env.insert("LANG".into(), v);
+            }
+        } else {
+            for k in ["PATH", "HOME", "LANG", "USER", "TMPDIR"] {
+                if let Ok(v) = std::env::var(k) {
+                    env.insert(k.into(), v);
+                }
             }
         }
         for (k, v) in &c.env {
@@ -836,14 +950,11 @@ impl DataPlane {
             EXEC_MARKER_VAR.into(),
             self.exec_marker(&pod.namespace, &pod.name),
         );
-        let cwd = self
-            .pod_dir(&pod.namespace, &pod.name)
-            .join("rootfs")
-            .join(&c.name);
         Ok(exec::ExecSpec {
             argv,
             env: env.into_iter().collect(),
-            cwd,
+            cwd: rootfs,
+            isolation,
             stdin,
             stdout,
             stderr,
@@ -852,6 +963,12 @@ impl DataPlane {
 }
 
 /// Env var set on every exec'd process, so the processes of a pod can be found and killed.
+/// Whether exec'd processes see the pod's own filesystem (a private mount namespace) on this
+/// machine; otherwise mount paths in their command lines are rewritten to the host's.
+pub fn exec_isolated() -> bool {
+    isolate::available()
+}
+
 pub const EXEC_MARKER_VAR: &str = "VAST_SIM_POD";
 
 /// Kill (SIGKILL) every process of ours whose environment carries `VAST_SIM_POD=<marker>`,

@@ -1,8 +1,10 @@
-//! Port-forward sessions: one TCP connection per requested port per websocket, data on channel
-//! `2i`, errors on `2i+1`, each channel opened by a 3-byte `[ch, port_lo, port_hi]` frame (the
-//! kubelet's `v4.channel.k8s.io` framing). Honours the "drop after N bytes" fault by cutting the
+//! Port-forward sessions. Over a websocket: one TCP connection per requested port, data on
+//! channel `2i`, errors on `2i+1`, each channel opened by a 3-byte `[ch, port_lo, port_hi]` frame
+//! (the kubelet's `v4.channel.k8s.io` framing). Over SPDY (`run_spdy`): a pair of streams per
+//! local connection. Honours the "drop after N bytes" fault by cutting the
 //! websocket without a close frame.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use super::spdy;
 use super::ws::Ws;
 use crate::faults::Faults;
 
@@ -211,6 +214,154 @@ async fn port_stream(i: usize, t: Target, mut input: mpsc::Receiver<Bytes>, ctx:
     let down = async move {
         down.await;
         let _ = done.send(()).await;
+    };
+    tokio::join!(up, down);
+}
+
+/// Run one SPDY port-forward session (kubectl's SPDY, or SPDY tunnelled in a websocket) to its
+/// end. The client opens a pair of streams per local connection, `error` then `data`, with the
+/// same `requestid` and the container `port`; the data stream is connected to that port, a
+/// failure to connect is written on the error stream, and both are closed when the pod side
+/// closes. `endpoints` maps the pod's ports to where they are served.
+pub(crate) async fn run_spdy(
+    session: spdy::Session,
+    endpoints: HashMap<u16, SocketAddr>,
+    faults: Arc<Faults>,
+    pod: String,
+) {
+    let mut session = session;
+    let drop_now = CancellationToken::new();
+    let mut errors: HashMap<String, u32> = HashMap::new();
+    let mut tasks = Vec::new();
+    loop {
+        let stream = tokio::select! {
+            _ = drop_now.cancelled() => break,
+            s = session.streams.recv() => match s {
+                Some(s) => s,
+                None => break,
+            },
+        };
+        let request = stream.header("requestid").unwrap_or_default().to_string();
+        match stream.header("streamtype") {
+            Some("error") => {
+                errors.insert(request, stream.id);
+            }
+            Some("data") => {
+                let port = stream.header("port").and_then(|p| p.parse::<u16>().ok());
+                let ctx = SpdyPort {
+                    sender: session.sender.clone(),
+                    error: errors.remove(&request),
+                    addr: port.and_then(|p| endpoints.get(&p).copied()),
+                    budget: port.and_then(|p| faults.portforward_budget(p)),
+                    drop_now: drop_now.clone(),
+                    pod: pod.clone(),
+                };
+                tasks.push(tokio::spawn(spdy_port(stream, port, ctx)));
+            }
+            _ => session.sender.reset(stream.id).await,
+        }
+    }
+    for t in &tasks {
+        t.abort();
+    }
+    if drop_now.is_cancelled() {
+        session.cut();
+    } else {
+        session.finish().await;
+    }
+}
+
+struct SpdyPort {
+    sender: spdy::Sender,
+    error: Option<u32>,
+    addr: Option<SocketAddr>,
+    budget: Option<u64>,
+    drop_now: CancellationToken,
+    pod: String,
+}
+
+async fn spdy_port(stream: spdy::Stream, port: Option<u16>, ctx: SpdyPort) {
+    let SpdyPort {
+        sender,
+        error,
+        addr,
+        budget,
+        drop_now,
+        pod,
+    } = ctx;
+    let id = stream.id;
+    let mut input = stream.data;
+    let connected = match (port, addr) {
+        (None, _) => Err("invalid or missing port header".to_string()),
+        (Some(_), Some(addr)) => TcpStream::connect(addr).await.map_err(|e| e.to_string()),
+        (Some(_), None) => Err("connection refused".to_string()),
+    };
+    let tcp = match connected {
+        Ok(s) => s,
+        Err(e) => {
+            let p = port.map(|p| p.to_string()).unwrap_or_default();
+            let msg = format!(
+                "error forwarding port {p} to pod {pod}: failed to connect to localhost:{p}: {e}"
+            );
+            if let Some(err) = error {
+                sender.data(err, Bytes::from(msg)).await;
+                sender.fin(err).await;
+            }
+            sender.fin(id).await;
+            return;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let (mut r, mut w) = tcp.into_split();
+    let used = Arc::new(AtomicU64::new(0));
+    let allow = move |n: usize| -> usize {
+        let Some(limit) = budget else { return n };
+        let before = used.fetch_add(n as u64, Ordering::SeqCst);
+        let left = limit.saturating_sub(before);
+        if (n as u64) >= left {
+            drop_now.cancel();
+            left as usize
+        } else {
+            n
+        }
+    };
+    let allow_up = allow.clone();
+    let up = async move {
+        while let Some(chunk) = input.recv().await {
+            let n = allow_up(chunk.len());
+            if n > 0 && w.write_all(&chunk[..n]).await.is_err() {
+                return;
+            }
+            if n < chunk.len() {
+                return;
+            }
+        }
+        let _ = w.shutdown().await;
+    };
+    let down_sender = sender.clone();
+    let down = async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let allowed = allow(n);
+            if allowed > 0
+                && !down_sender
+                    .data(id, Bytes::copy_from_slice(&buf[..allowed]))
+                    .await
+            {
+                return;
+            }
+            if allowed < n {
+                return;
+            }
+        }
+        down_sender.fin(id).await;
+        if let Some(err) = error {
+            down_sender.fin(err).await;
+        }
     };
     tokio::join!(up, down);
 }
