@@ -19,6 +19,7 @@ mod progress;
 mod project;
 mod project_entrypoint;
 mod project_upload;
+mod readme_commands;
 mod results_download;
 mod results_share;
 mod upload_configs;
