@@ -5,7 +5,7 @@
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{ExitStatus, Globals, UsageError};
+use crate::cli::{output, ExitStatus, Globals, UsageError};
 use crate::engine::{Engine, EngineError, Outcome};
 use crate::store::{RunStore, StateDir, StoreError};
 
@@ -41,11 +41,11 @@ pub async fn start_operation_as(
         .map_err(|e| UsageError(e.to_string()))?;
     let engine = Engine::new(crate::ops::registry(), resources);
     let store = engine.create_as(dir, id, &def, params)?;
-    eprintln!(
+    output::note(format!(
         "run {} started (resume with `vast resume {}` if interrupted)",
         store.id(),
         store.id()
-    );
+    ));
     execute(&engine, dir, store).await
 }
 
@@ -86,41 +86,51 @@ pub async fn execute(
     match result {
         Ok(Outcome::Succeeded) => {
             if let Some(m) = campaign_shortfall(dir, &id) {
-                eprintln!("run {id} finished: {m}");
+                output::error(format!("run {id} finished: {m}"));
                 return Ok(ExitStatus::Failure);
             }
-            eprintln!("run {id} succeeded");
+            output::note(format!("run {id} succeeded"));
             Ok(ExitStatus::Success)
         }
         Ok(Outcome::SucceededWithFailures(failed)) => {
-            eprintln!("run {id} finished; {failed} item(s) failed (see above)");
+            output::error(format!(
+                "run {id} finished; {} failed (see above)",
+                output::plural(failed, "item")
+            ));
             Ok(ExitStatus::Failure)
         }
         Ok(Outcome::AlreadySucceeded) => {
             let failed = failed_items(dir, &id);
-            eprintln!("run {id} had already succeeded; nothing to do");
+            output::note(format!("run {id} had already succeeded; nothing to do"));
             if failed > 0 {
-                eprintln!("({failed} item(s) of it failed; start the command again to retry them)");
+                output::error(format!(
+                    "({} of it failed; start the command again to retry them)",
+                    output::plural(failed, "item")
+                ));
                 return Ok(ExitStatus::Failure);
             }
             if let Some(m) = campaign_shortfall(dir, &id) {
-                eprintln!("({m})");
+                output::error(format!("({m})"));
                 return Ok(ExitStatus::Failure);
             }
             Ok(ExitStatus::Success)
         }
         Ok(Outcome::Failed(m)) => {
-            eprintln!("Error: run {id} failed: {m}\n(after fixing the cause: vast resume {id})");
+            output::error(format!(
+                "Error: run {id} failed: {m}\n(after fixing the cause: vast resume {id})"
+            ));
             notify_stopped(engine, dir, &id, &m).await;
             Ok(ExitStatus::Failure)
         }
         Ok(Outcome::Paused(m)) => {
-            eprintln!("run {id} paused: {m}");
+            output::error(format!("run {id} paused: {m}"));
             notify_stopped(engine, dir, &id, &m).await;
             Ok(ExitStatus::Failure)
         }
         Ok(Outcome::Interrupted) => {
-            eprintln!("run {id} interrupted; resume with: vast resume {id}");
+            output::error(format!(
+                "run {id} interrupted; resume with: vast resume {id}"
+            ));
             Ok(ExitStatus::Interrupted)
         }
         Err(e @ EngineError::JournalLost { .. }) => Err(UsageError(e.to_string()).into()),
@@ -179,10 +189,12 @@ async fn watch_signals(cancel: CancellationToken, id: String) {
         }
         seen += 1;
         if seen == 1 {
-            eprintln!("interrupted: stopping run {id} (press Ctrl-C again to exit at once)");
+            output::warn(format!(
+                "interrupted: stopping run {id} (press Ctrl-C again to exit at once)"
+            ));
             cancel.cancel();
         } else {
-            eprintln!("exiting now; resume with: vast resume {id}");
+            output::error(format!("exiting now; resume with: vast resume {id}"));
             std::process::exit(130);
         }
     }

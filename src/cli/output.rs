@@ -1,8 +1,11 @@
-//! Output rendering shared by commands: text vs JSON, progress, whether to colour (`--color`,
-//! `NO_COLOR`). Data goes to stdout; logs and
-//! progress go to stderr.
+//! Output rendering shared by commands: text vs JSON, tables, whether to colour (`--color`,
+//! `NO_COLOR`). Data and results go to stdout; logs and progress go to stderr. Which human
+//! lines are printed under `-q`/`-qq` and `--log-format json` is [`crate::console`]'s
+//! (re-exported here).
 
 use std::io::Write;
+
+pub use crate::console::{error, note, plural, quiet, result, status, warn};
 
 use serde::Serialize;
 

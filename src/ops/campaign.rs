@@ -44,11 +44,17 @@ async fn notify(cx: &StepContext) -> Result<Value, StepError> {
         "succeeded_with_failures"
     };
     let mut message = format!(
-        "{} runs: {} succeeded, {} failed, {} lost",
-        counts.total, counts.succeeded, counts.failed, counts.lost
+        "{}: {} succeeded, {} failed, {} lost",
+        crate::console::plural(counts.total as u64, "run"),
+        counts.succeeded,
+        counts.failed,
+        counts.lost
     );
     if not_taken > 0 {
-        message.push_str(&format!("; results of {not_taken} run(s) not collected"));
+        message.push_str(&format!(
+            "; results of {} not collected",
+            crate::console::plural(not_taken, "run")
+        ));
     }
     let Some(url) = url else {
         return Ok(json!({"sent": false, "outcome": outcome, "message": message}));

@@ -14,6 +14,7 @@ mod engine_concurrency;
 mod engine_props;
 mod engine_resume;
 mod pod_scripts;
+mod preflight;
 mod project;
 mod project_entrypoint;
 mod project_upload;

@@ -2,6 +2,7 @@
 //! cluster config (saved setup, or `--cluster-config` with only the CLI options) and runs the
 //! `cleanup` workflow.
 
+use crate::cli::output;
 use serde_json::json;
 
 use super::cluster_common::{context_param, parse_options, resources, target};
@@ -20,10 +21,15 @@ pub async fn run(args: CleanupArgs, globals: &Globals) -> anyhow::Result<ExitSta
             (s.name.clone(), o)
         }
         (None, None) => {
-            return Err(UsageError(
-                "No cluster config specified and no saved config found. Use --cluster-config <name> to select a config, or run setup first.".into(),
-            )
-            .into())
+            let ctx = args
+                .context
+                .as_ref()
+                .map(|c| format!(" for context '{c}'"))
+                .unwrap_or_default();
+            return Err(UsageError(format!(
+                "No cluster config specified and no saved config found{ctx}. Use --cluster-config <name> to select a config, or run setup first.\nhint: vast execution cluster setup <cluster-config>"
+            ))
+            .into());
         }
     };
     let cluster = cluster_config(&name).map_err(|e| UsageError(e.to_string()))?;
@@ -37,6 +43,13 @@ pub async fn run(args: CleanupArgs, globals: &Globals) -> anyhow::Result<ExitSta
     cluster
         .resolve_options(&options)
         .map_err(|e| UsageError(e.to_string()))?;
+    // An unreachable cluster or unknown context is a configuration problem, not a run to
+    // resume: checked before the run is created.
+    if let Err(m) = super::cluster_common::access(args.context.as_deref(), &namespace).await {
+        output::error(format!("✗ Error: {m}"));
+        output::error("  Kubernetes cluster is required for RoboVAST execution.");
+        return Ok(ExitStatus::Failure);
+    }
     let params = json!({
         "context": context_param(&args.context),
         "namespace": namespace,
@@ -48,7 +61,7 @@ pub async fn run(args: CleanupArgs, globals: &Globals) -> anyhow::Result<ExitSta
     let res = resources("cleanup", &params).await?;
     let status = start_operation(globals, "cleanup", &params, res).await?;
     if status == ExitStatus::Success {
-        println!("✓ Cluster cleanup completed successfully!");
+        output::result("✓ Cluster cleanup completed successfully!");
     }
     Ok(status)
 }

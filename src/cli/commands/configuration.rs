@@ -91,11 +91,11 @@ pub async fn run(cmd: ConfigurationCommand, globals: &Globals) -> anyhow::Result
             let created = jiff::Timestamp::now().to_string();
             write_out_template(&out, &vast, &configs, Mode::Local, &created)
                 .map_err(|e| UsageError(e.to_string()))?;
-            println!(
-                "✓ Successfully generated {} scenario configurations in directory '{}'.",
-                configs.len(),
+            crate::cli::output::result(format!(
+                "✓ Successfully generated {} in directory '{}'.",
+                crate::cli::output::plural(configs.len() as u64, "scenario configuration"),
                 display(&output_dir)
-            );
+            ));
         }
     }
     Ok(ExitStatus::Success)

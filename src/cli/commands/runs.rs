@@ -119,7 +119,10 @@ fn prune(dir: &StateDir, globals: &Globals, p: Prune) -> anyhow::Result<ExitStat
                 let w = crate::ops::runs::work_dir(&state_dir, id);
                 if let Err(e) = std::fs::remove_dir_all(&w) {
                     if e.kind() != std::io::ErrorKind::NotFound {
-                        eprintln!("warning: cannot remove {}: {e}", w.display());
+                        crate::cli::output::warn(format!(
+                            "warning: cannot remove {}: {e}",
+                            w.display()
+                        ));
                     }
                 }
                 println!("removed {id} ({status})");
