@@ -7,6 +7,31 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 static QUIET: AtomicU8 = AtomicU8::new(0);
 static JSON_LOGS: AtomicBool = AtomicBool::new(false);
+static JSON_RESULT: AtomicBool = AtomicBool::new(false);
+
+/// `--json` of a command: stdout carries one JSON document, so status lines and the human
+/// result are not printed (notes, warnings and errors still go to stderr).
+pub fn json_result(on: bool) {
+    JSON_RESULT.store(on, Ordering::Relaxed);
+}
+
+static JSON_PRINTED: AtomicBool = AtomicBool::new(false);
+
+/// A JSON document was printed on stdout (a command with `--json` that printed none gets the
+/// minimal one: its exit code).
+pub fn json_printed() {
+    JSON_PRINTED.store(true, Ordering::Relaxed);
+}
+
+/// Whether [`json_printed`] was called.
+pub fn was_json_printed() -> bool {
+    JSON_PRINTED.load(Ordering::Relaxed)
+}
+
+/// Whether a command's `--json` is on.
+pub fn json_result_on() -> bool {
+    JSON_RESULT.load(Ordering::Relaxed)
+}
 
 /// Sets how human lines are printed: `quiet` is the number of `-q` (1: only errors and the
 /// final result; 2: only errors), `json_logs` is `--log-format json` (stderr carries only
@@ -50,6 +75,9 @@ pub fn emit(kind: Line, message: &str) {
     let Some(stderr) = route(kind, QUIET.load(Ordering::Relaxed)) else {
         return;
     };
+    if !stderr && JSON_RESULT.load(Ordering::Relaxed) {
+        return;
+    }
     if !stderr {
         println!("{message}");
     } else if JSON_LOGS.load(Ordering::Relaxed) {

@@ -139,6 +139,10 @@ pub struct InitArgs {
     /// Overwrite an existing project file and skip the checks.
     #[arg(short, long)]
     pub force: bool,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,9 +152,17 @@ pub enum ConfigurationCommand {
         /// Also show internal keys (starting with `_`).
         #[arg(long)]
         debug: bool,
+        /// One JSON array of the configurations instead of YAML documents.
+        #[arg(long)]
+        json: bool,
     },
     /// Write `OUTPUT_DIR/out_template/` with every configuration (local mode).
-    Generate { output_dir: PathBuf },
+    Generate {
+        output_dir: PathBuf,
+        /// Print the result as one JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +232,10 @@ pub struct DownloadArgs {
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +249,10 @@ pub struct DownloadCleanupArgs {
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -252,6 +272,10 @@ pub struct UploadToShareArgs {
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -273,6 +297,10 @@ pub struct SetupArgs {
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -289,6 +317,10 @@ pub struct CleanupArgs {
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -333,6 +365,10 @@ pub struct RunArgs {
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -348,6 +384,10 @@ pub struct RerunArgs {
     /// Kubernetes context (default: the run's).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -394,6 +434,10 @@ pub struct RunCleanupArgs {
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -403,6 +447,10 @@ pub struct UploadConfigsArgs {
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -426,6 +474,10 @@ pub struct PrepareRunArgs {
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -436,6 +488,10 @@ pub struct ResumeArgs {
     /// since steps whose records were lost may be repeated); check the cluster first.
     #[arg(long)]
     pub force: bool,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -79,6 +79,19 @@ pub async fn execute(
     store: RunStore,
 ) -> anyhow::Result<ExitStatus> {
     let id = store.id().to_string();
+    let status = execute_run(engine, dir, store).await?;
+    if crate::console::json_result_on() {
+        output::print_json(&run_report(dir, &id, status, serde_json::json!({})))?;
+    }
+    Ok(status)
+}
+
+async fn execute_run(
+    engine: &Engine,
+    dir: &StateDir,
+    store: RunStore,
+) -> anyhow::Result<ExitStatus> {
+    let id = store.id().to_string();
     let cancel = CancellationToken::new();
     let watcher = tokio::spawn(watch_signals(cancel.clone(), id.clone()));
     let result = engine.execute(store, cancel).await;
@@ -215,4 +228,47 @@ fn failed_items(dir: &StateDir, id: &str) -> u64 {
         .and_then(|s| s.load())
         .map(|st| st.failed_items().len() as u64)
         .unwrap_or(0)
+}
+
+/// The `--json` document of a command that ran a workflow: the run id, operation, the run's
+/// status, the exit code, every step's output (keyed by step name), the bucket and number of
+/// Jobs of a `run`, plus `extra` fields.
+pub fn run_report(
+    dir: &StateDir,
+    id: &str,
+    status: ExitStatus,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let mut report = serde_json::json!({
+        "run_id": id,
+        "exit_code": status.code(),
+    });
+    if let Some(st) = dir
+        .open_run_for_reading(id)
+        .ok()
+        .and_then(|s| s.load().ok())
+    {
+        let view = crate::engine::view::RunView::from_state(&st);
+        let mut outputs = serde_json::Map::new();
+        for (i, step) in st.definition.steps.iter().enumerate() {
+            if let Some(text) = st.nodes.get(i).and_then(|n| n.own.output.clone()) {
+                let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+                outputs.insert(step.name.clone(), v);
+            }
+        }
+        // What a script wants first of a run: its bucket and number of Jobs.
+        if let Some(b) = outputs.get("upload").and_then(|u| u.get("bucket")) {
+            report["bucket"] = b.clone();
+        }
+        if let Some(plan) = outputs.get("plan").and_then(|p| p.as_array()) {
+            report["jobs"] = plan.len().into();
+        }
+        report["operation"] = view.operation.into();
+        report["status"] = view.status.into();
+        report["outputs"] = outputs.into();
+    }
+    if let (Some(r), serde_json::Value::Object(extra)) = (report.as_object_mut(), extra) {
+        r.extend(extra);
+    }
+    report
 }

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-pub use crate::console::{error, note, plural, quiet, result, status, warn};
+pub use crate::console::{error, json_result, note, plural, quiet, result, status, warn};
 
 use serde::Serialize;
 
@@ -17,6 +17,7 @@ pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
+    crate::console::json_printed();
     Ok(())
 }
 

@@ -13,6 +13,7 @@ mod engine_cli;
 mod engine_concurrency;
 mod engine_props;
 mod engine_resume;
+mod output;
 mod pod_scripts;
 mod preflight;
 mod project;

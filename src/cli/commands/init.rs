@@ -40,5 +40,12 @@ pub async fn run(args: InitArgs, _globals: &Globals) -> anyhow::Result<ExitStatu
         abs(&args.results_dir).display()
     ));
     output::result(format!("  Project file: {}", file.display()));
+    if args.json {
+        output::print_json(&serde_json::json!({
+            "configuration": config.display().to_string(),
+            "results_dir": abs(&args.results_dir).display().to_string(),
+            "project_file": file.display().to_string(),
+        }))?;
+    }
     Ok(ExitStatus::Success)
 }

@@ -433,11 +433,11 @@ pub async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<ExitSta
             // several, the others' lines are the answer and the unreachable one is marked).
             if let [v] = views.as_slice() {
                 if !v.reachable && v.runs.is_empty() {
-                    eprintln!(
+                    crate::cli::output::error(format!(
                         "✗ Error: context '{}' is unreachable: {}",
                         v.label,
                         v.error.as_deref().unwrap_or("no answer")
-                    );
+                    ));
                     return Ok(ExitStatus::Failure);
                 }
             }
@@ -450,7 +450,7 @@ pub async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<ExitSta
             let gave_up: Vec<&String> = given_up.iter().flatten().collect();
             if !gave_up.is_empty() {
                 for g in gave_up {
-                    eprintln!("✗ Error: {g}; stopped waiting for it");
+                    crate::cli::output::error(format!("✗ Error: {g}; stopped waiting for it"));
                 }
                 return Ok(ExitStatus::Failure);
             }

@@ -138,5 +138,12 @@ pub async fn run(args: PrepareRunArgs, globals: &Globals) -> anyhow::Result<Exit
     ));
     output::status("");
     output::result("Follow README files to set up and execute.");
+    if args.json {
+        output::print_json(&serde_json::json!({
+            "run_id": run_id.as_str(),
+            "jobs": prepared.jobs,
+            "directory": args.output.display().to_string(),
+        }))?;
+    }
     Ok(ExitStatus::Success)
 }

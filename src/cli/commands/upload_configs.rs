@@ -240,6 +240,13 @@ pub async fn run(args: UploadConfigsArgs, _globals: &Globals) -> anyhow::Result<
     } else {
         output::result(format!("Upload complete. ({} files)", summary.files()));
     }
+    if args.json {
+        output::print_json(&serde_json::json!({
+            "bucket": target.bucket,
+            "files": summary.files(),
+            "already_present": summary.skipped,
+        }))?;
+    }
     drop(forward);
     Ok(ExitStatus::Success)
 }
