@@ -317,6 +317,10 @@ pub struct CleanupArgs {
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Do not ask before removing results that were never downloaded (on a terminal, cleanup
+    /// asks; without one it proceeds and lists them).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
     /// Print the result as one JSON document on stdout (status lines off; errors stay on
     /// stderr).
     #[arg(long)]

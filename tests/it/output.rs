@@ -126,3 +126,82 @@ async fn quiet_and_json_logs_keep_only_what_was_asked_for() {
         assert!(j.is_array() || j["exit_code"] == 0, "{args:?}: {j}");
     }
 }
+
+/// `cleanup` on a terminal asks before removing results that were never downloaded (no: exit
+/// 1, nothing removed); without a terminal it proceeds as upstream and lists them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_asks_before_removing_results_never_downloaded() {
+    let c = start(SimConfig::default()).await;
+    let id = c.finished_run("rke2").await;
+    let setup_file = c.project.join(".robovast_cluster_config.vast-sim");
+    // On a pseudo-terminal (util-linux `script`), answering "n".
+    let cmdline = format!("{} execution cluster cleanup", super::cluster_support::VAST);
+    let cmd = c.command(&[]);
+    let mut script = std::process::Command::new("script");
+    script
+        .args(["-q", "-e", "-c", &cmdline, "/dev/null"])
+        .current_dir(c.project.clone())
+        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env_remove("VAST_STATE_DIR")
+        .env_remove("FAILPOINTS")
+        .env_remove("VAST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = script.spawn().expect("script");
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"n\n").unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let tty = text(&out.stdout);
+    assert!(
+        tty.contains(&format!(
+            "Cleanup removes the results of 1 run that were never downloaded ({id})"
+        )) && tty.contains("[y/N]"),
+        "{tty}"
+    );
+    assert!(
+        tty.contains("Cleanup cancelled; nothing was removed"),
+        "{tty}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{tty}");
+    assert!(setup_file.is_file(), "nothing was removed");
+
+    // A second run, downloaded outside the project: only the first one is never downloaded.
+    let out = c
+        .vast(&["execution", "cluster", "run", "--follow", "-r", "1"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let second = super::cluster_support::started_id(&text(&out.stderr), "run-");
+    let elsewhere = c.tmp.path().join("elsewhere");
+    let out = c
+        .vast(&[
+            "execution",
+            "cluster",
+            "download",
+            "--run-id",
+            &second,
+            "--output",
+            elsewhere.to_str().unwrap(),
+        ])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Without a terminal: proceeds, and says what was removed.
+    let out = c.vast(&["execution", "cluster", "cleanup"]).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!(
+            "Removed the results of 1 run that were never downloaded: {id}\n"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(&second),
+        "{second} was downloaded: {stdout}"
+    );
+    assert!(!setup_file.exists());
+}
