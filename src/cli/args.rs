@@ -26,10 +26,10 @@ pub struct GlobalArgs {
     /// More log output (repeatable).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// Less log output (repeatable).
+    /// Less output: `-q` prints only errors and the final result, `-qq` only errors.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub quiet: u8,
-    /// Log line format on stderr.
+    /// Format of stderr: text, or JSON log events only (results stay on stdout).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
     /// Colour in log lines: auto (on a terminal, unless NO_COLOR is set), always or never.

@@ -21,4 +21,5 @@ mod project_entrypoint;
 mod project_upload;
 mod results_download;
 mod results_share;
+mod snapshots_help;
 mod upload_configs;
