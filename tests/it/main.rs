@@ -21,5 +21,6 @@ mod project_entrypoint;
 mod project_upload;
 mod results_download;
 mod results_share;
+mod snapshots_errors;
 mod snapshots_help;
 mod upload_configs;

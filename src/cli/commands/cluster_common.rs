@@ -227,6 +227,22 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
+/// A failed call to `context`'s API server in one line: the API's answer, or the deepest cause
+/// of a connection failure with the server it tried ("Connection refused (os error 111)
+/// (server http://127.0.0.1:9)").
+pub fn call_error(e: &kube::Error, context: Option<&str>) -> String {
+    match e {
+        kube::Error::Api(_) => crate::cluster::error::message(e),
+        other => {
+            let cause = innermost(other);
+            match crate::cluster::client::server_of(context) {
+                Some((_, server)) => format!("{cause} (server {server})"),
+                None => cause,
+            }
+        }
+    }
+}
+
 fn access_error(e: kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("Kubernetes API error: {} - {}", s.code, s.reason),

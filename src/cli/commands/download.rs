@@ -94,6 +94,22 @@ pub async fn run(args: DownloadArgs, globals: &Globals) -> anyhow::Result<ExitSt
     }
     let mut skipped = 0;
     if let Some(out) = &out {
+        // Something that is not a directory where a run's directory goes is the user's: it
+        // is never moved or replaced (not even with --force), and no run is started for it.
+        let blocked: Vec<PathBuf> = chosen
+            .iter()
+            .map(|p| out.join(&p.run))
+            .filter(|d| d.symlink_metadata().is_ok_and(|m| !m.is_dir()))
+            .collect();
+        if !blocked.is_empty() {
+            for b in &blocked {
+                output::error(format!(
+                    "Error: {} exists and is not a directory; vast never moves or replaces it: move it away (or choose another --output) and download again",
+                    b.display()
+                ));
+            }
+            return Ok(ExitStatus::Failure);
+        }
         if !args.force {
             chosen.retain(|p| {
                 let exists = non_empty_dir(&out.join(&p.run));

@@ -187,7 +187,7 @@ impl Poller {
         let listed = jobs
             .list(&ListParams::default().labels(&crate::cluster::runs::selector(None)))
             .await
-            .map_err(|e| crate::cluster::error::message(&e))?;
+            .map_err(|e| super::cluster_common::call_error(&e, w.context.as_deref()))?;
         let kueue = crate::cluster::kueue::pending_reasons(&client, &w.namespace).await;
         let mut by_run: BTreeMap<String, Vec<&Job>> = BTreeMap::new();
         for j in &listed.items {
