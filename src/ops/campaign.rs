@@ -176,7 +176,10 @@ async fn select(cx: &StepContext) -> Result<Value, StepError> {
             })
         })
         .collect();
-    tracing::info!("Re-submitting {} run(s) of {run}.", picked.len());
+    tracing::info!(
+        "Re-submitting {} of {run}.",
+        crate::console::plural(picked.len() as u64, "run")
+    );
     serde_json::to_value(picked).map_err(|err| StepError::permanent(err.to_string()))
 }
 

@@ -105,7 +105,8 @@ pub fn availability(bucket: &str, jobs: &[&Job], record: Option<&RunRecord>) -> 
                 Some("its Jobs were never created".to_string())
             } else if unknown > 0 {
                 Some(format!(
-                    "{unknown} Job(s) vanished from the cluster before their outcome was seen"
+                    "{} vanished from the cluster before their outcome was seen",
+                    crate::console::plural(unknown as u64, "Job")
                 ))
             } else {
                 None

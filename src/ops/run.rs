@@ -164,7 +164,10 @@ async fn cleanup_previous(cx: &StepContext) -> Result<Value, StepError> {
     crate::cluster::runs::delete_pods(&e.client, &e.namespace, &sel)
         .await
         .map_err(|err| kube_err("deleting earlier runs' pods", &err))?;
-    tracing::info!("Deleted {n} Job(s) of earlier runs.");
+    tracing::info!(
+        "Deleted {} of earlier runs.",
+        crate::console::plural(n as u64, "Job")
+    );
     Ok(json!({"deleted": n}))
 }
 
@@ -254,14 +257,14 @@ async fn plan(cx: &StepContext) -> Result<Value, StepError> {
     }
     if !existing.is_empty() {
         tracing::info!(
-            "Adopting {} Job(s) of this run that already exist.",
-            existing.len()
+            "Adopting {} of this run that already exist.",
+            crate::console::plural(existing.len() as u64, "Job")
         );
     }
     tracing::info!(
-        "Creating {} config(s) with {} runs each (ID: {run_id})...",
-        p.configs.len(),
-        p.runs
+        "Creating {} with {} each (ID: {run_id})...",
+        crate::console::plural(p.configs.len() as u64, "config"),
+        crate::console::plural(p.runs as u64, "run")
     );
     RunRecord {
         run_id: run_id.to_string(),

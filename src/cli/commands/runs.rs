@@ -323,7 +323,10 @@ fn scenario_runs_text(r: &crate::ops::runs::RunRecord) -> String {
         v.open
     );
     if v.resubmitted > 0 {
-        out.push_str(&format!(", {} attempt(s) re-submitted", v.resubmitted));
+        out.push_str(&format!(
+            ", {} re-submitted",
+            crate::cli::output::plural(v.resubmitted as u64, "attempt")
+        ));
     }
     out.push('\n');
     for (n, x) in not_succeeded(r) {

@@ -305,12 +305,15 @@ async fn kueue_reason(client: &kube::Client, namespace: &str, pending: &[String]
     let reasons = crate::cluster::kueue::pending_reasons(client, namespace).await;
     for uid in pending {
         if let Some((Some(r), _)) = reasons.get(uid) {
-            return format!("{} Job(s) pending; Kueue: {r}", pending.len());
+            return format!(
+                "{} pending; Kueue: {r}",
+                output::plural(pending.len() as u64, "Job")
+            );
         }
     }
     format!(
-        "{} Job(s) pending; Kueue gave no reason (is the ClusterQueue active?)",
-        pending.len()
+        "{} pending; Kueue gave no reason (is the ClusterQueue active?)",
+        output::plural(pending.len() as u64, "Job")
     )
 }
 
