@@ -369,8 +369,9 @@ pub async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<ExitSta
         } else {
             format!("context '{}'", watched[0].label)
         };
-        println!("Monitoring scenario run jobs on {what} (press Ctrl+C to stop)...");
-        println!();
+        crate::cli::output::status(format!(
+            "Monitoring scenario run jobs on {what} (press Ctrl+C to stop)...\n"
+        ));
     }
     let mut previous_lines = 0usize;
     // Per context: failed polls since the last successful one, and why it was given up.
