@@ -12,12 +12,14 @@
 //!   operation to the names used in `workflows/`; [`share`] holds the share providers;
 //! - [`progress`] shows all progress (bars on a terminal, plain lines elsewhere);
 //! - [`notify`] POSTs campaign events to a webhook (best effort, bounded);
-//! - [`cli`] is the command line (clap types, one file per command, output).
+//! - [`cli`] is the command line (clap types, one file per command, output); [`console`]
+//!   decides which human lines `-q`/`-qq`/`--log-format json` let through.
 //!
 //! See `ARCHITECTURE.md` for the invariants.
 
 pub mod cli;
 pub mod cluster;
+pub mod console;
 pub mod engine;
 pub mod manifests;
 pub mod notify;

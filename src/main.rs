@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     // Test builds: configure failpoints from the FAILPOINTS environment variable.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
+    vast::console::configure(cli.global.quiet, cli.global.log_format == LogFormat::Json);
     init_tracing(
         cli.global.verbose,
         cli.global.quiet,
@@ -22,14 +23,14 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("Error: cannot start the async runtime: {e}");
+            cli::output::error(format!("Error: cannot start the async runtime: {e}"));
             return ExitCode::from(ExitStatus::Failure.code());
         }
     };
     let status = match runtime.block_on(cli::run(cli)) {
         Ok(status) => status,
         Err(err) => {
-            eprintln!("Error: {err:#}");
+            cli::output::error(format!("Error: {err:#}"));
             if err.downcast_ref::<UsageError>().is_some() {
                 ExitStatus::Usage
             } else {

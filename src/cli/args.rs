@@ -26,10 +26,10 @@ pub struct GlobalArgs {
     /// More log output (repeatable).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// Less log output (repeatable).
+    /// Less output: `-q` prints only errors and the final result, `-qq` only errors.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub quiet: u8,
-    /// Log line format on stderr.
+    /// Format of stderr: text, or JSON log events only (results stay on stdout).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
     /// Colour in log lines: auto (on a terminal, unless NO_COLOR is set), always or never.
@@ -139,6 +139,10 @@ pub struct InitArgs {
     /// Overwrite an existing project file and skip the checks.
     #[arg(short, long)]
     pub force: bool,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,9 +152,17 @@ pub enum ConfigurationCommand {
         /// Also show internal keys (starting with `_`).
         #[arg(long)]
         debug: bool,
+        /// One JSON array of the configurations instead of YAML documents.
+        #[arg(long)]
+        json: bool,
     },
     /// Write `OUTPUT_DIR/out_template/` with every configuration (local mode).
-    Generate { output_dir: PathBuf },
+    Generate {
+        output_dir: PathBuf,
+        /// Print the result as one JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +232,10 @@ pub struct DownloadArgs {
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +249,10 @@ pub struct DownloadCleanupArgs {
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -252,6 +272,10 @@ pub struct UploadToShareArgs {
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -273,6 +297,10 @@ pub struct SetupArgs {
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -289,6 +317,14 @@ pub struct CleanupArgs {
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Do not ask before removing results that were never downloaded (on a terminal, cleanup
+    /// asks; without one it proceeds and lists them).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -333,6 +369,10 @@ pub struct RunArgs {
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -348,6 +388,10 @@ pub struct RerunArgs {
     /// Kubernetes context (default: the run's).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -394,6 +438,10 @@ pub struct RunCleanupArgs {
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -403,6 +451,10 @@ pub struct UploadConfigsArgs {
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -426,6 +478,10 @@ pub struct PrepareRunArgs {
     /// Kubernetes context (default: the active one).
     #[arg(short = 'x', long)]
     pub context: Option<String>,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -436,6 +492,10 @@ pub struct ResumeArgs {
     /// since steps whose records were lost may be repeated); check the cluster first.
     #[arg(long)]
     pub force: bool,
+    /// Print the result as one JSON document on stdout (status lines off; errors stay on
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

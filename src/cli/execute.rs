@@ -5,7 +5,7 @@
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{ExitStatus, Globals, UsageError};
+use crate::cli::{output, ExitStatus, Globals, UsageError};
 use crate::engine::{Engine, EngineError, Outcome};
 use crate::store::{RunStore, StateDir, StoreError};
 
@@ -41,11 +41,11 @@ pub async fn start_operation_as(
         .map_err(|e| UsageError(e.to_string()))?;
     let engine = Engine::new(crate::ops::registry(), resources);
     let store = engine.create_as(dir, id, &def, params)?;
-    eprintln!(
+    output::note(format!(
         "run {} started (resume with `vast resume {}` if interrupted)",
         store.id(),
         store.id()
-    );
+    ));
     execute(&engine, dir, store).await
 }
 
@@ -79,6 +79,19 @@ pub async fn execute(
     store: RunStore,
 ) -> anyhow::Result<ExitStatus> {
     let id = store.id().to_string();
+    let status = execute_run(engine, dir, store).await?;
+    if crate::console::json_result_on() {
+        output::print_json(&run_report(dir, &id, status, serde_json::json!({})))?;
+    }
+    Ok(status)
+}
+
+async fn execute_run(
+    engine: &Engine,
+    dir: &StateDir,
+    store: RunStore,
+) -> anyhow::Result<ExitStatus> {
+    let id = store.id().to_string();
     let cancel = CancellationToken::new();
     let watcher = tokio::spawn(watch_signals(cancel.clone(), id.clone()));
     let result = engine.execute(store, cancel).await;
@@ -86,41 +99,51 @@ pub async fn execute(
     match result {
         Ok(Outcome::Succeeded) => {
             if let Some(m) = campaign_shortfall(dir, &id) {
-                eprintln!("run {id} finished: {m}");
+                output::error(format!("run {id} finished: {m}"));
                 return Ok(ExitStatus::Failure);
             }
-            eprintln!("run {id} succeeded");
+            output::note(format!("run {id} succeeded"));
             Ok(ExitStatus::Success)
         }
         Ok(Outcome::SucceededWithFailures(failed)) => {
-            eprintln!("run {id} finished; {failed} item(s) failed (see above)");
+            output::error(format!(
+                "run {id} finished; {} failed (see above)",
+                output::plural(failed, "item")
+            ));
             Ok(ExitStatus::Failure)
         }
         Ok(Outcome::AlreadySucceeded) => {
             let failed = failed_items(dir, &id);
-            eprintln!("run {id} had already succeeded; nothing to do");
+            output::note(format!("run {id} had already succeeded; nothing to do"));
             if failed > 0 {
-                eprintln!("({failed} item(s) of it failed; start the command again to retry them)");
+                output::error(format!(
+                    "({} of it failed; start the command again to retry them)",
+                    output::plural(failed, "item")
+                ));
                 return Ok(ExitStatus::Failure);
             }
             if let Some(m) = campaign_shortfall(dir, &id) {
-                eprintln!("({m})");
+                output::error(format!("({m})"));
                 return Ok(ExitStatus::Failure);
             }
             Ok(ExitStatus::Success)
         }
         Ok(Outcome::Failed(m)) => {
-            eprintln!("Error: run {id} failed: {m}\n(after fixing the cause: vast resume {id})");
+            output::error(format!(
+                "Error: run {id} failed: {m}\n(after fixing the cause: vast resume {id})"
+            ));
             notify_stopped(engine, dir, &id, &m).await;
             Ok(ExitStatus::Failure)
         }
         Ok(Outcome::Paused(m)) => {
-            eprintln!("run {id} paused: {m}");
+            output::error(format!("run {id} paused: {m}"));
             notify_stopped(engine, dir, &id, &m).await;
             Ok(ExitStatus::Failure)
         }
         Ok(Outcome::Interrupted) => {
-            eprintln!("run {id} interrupted; resume with: vast resume {id}");
+            output::error(format!(
+                "run {id} interrupted; resume with: vast resume {id}"
+            ));
             Ok(ExitStatus::Interrupted)
         }
         Err(e @ EngineError::JournalLost { .. }) => Err(UsageError(e.to_string()).into()),
@@ -179,10 +202,12 @@ async fn watch_signals(cancel: CancellationToken, id: String) {
         }
         seen += 1;
         if seen == 1 {
-            eprintln!("interrupted: stopping run {id} (press Ctrl-C again to exit at once)");
+            output::warn(format!(
+                "interrupted: stopping run {id} (press Ctrl-C again to exit at once)"
+            ));
             cancel.cancel();
         } else {
-            eprintln!("exiting now; resume with: vast resume {id}");
+            output::error(format!("exiting now; resume with: vast resume {id}"));
             std::process::exit(130);
         }
     }
@@ -203,4 +228,47 @@ fn failed_items(dir: &StateDir, id: &str) -> u64 {
         .and_then(|s| s.load())
         .map(|st| st.failed_items().len() as u64)
         .unwrap_or(0)
+}
+
+/// The `--json` document of a command that ran a workflow: the run id, operation, the run's
+/// status, the exit code, every step's output (keyed by step name), the bucket and number of
+/// Jobs of a `run`, plus `extra` fields.
+pub fn run_report(
+    dir: &StateDir,
+    id: &str,
+    status: ExitStatus,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let mut report = serde_json::json!({
+        "run_id": id,
+        "exit_code": status.code(),
+    });
+    if let Some(st) = dir
+        .open_run_for_reading(id)
+        .ok()
+        .and_then(|s| s.load().ok())
+    {
+        let view = crate::engine::view::RunView::from_state(&st);
+        let mut outputs = serde_json::Map::new();
+        for (i, step) in st.definition.steps.iter().enumerate() {
+            if let Some(text) = st.nodes.get(i).and_then(|n| n.own.output.clone()) {
+                let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+                outputs.insert(step.name.clone(), v);
+            }
+        }
+        // What a script wants first of a run: its bucket and number of Jobs.
+        if let Some(b) = outputs.get("upload").and_then(|u| u.get("bucket")) {
+            report["bucket"] = b.clone();
+        }
+        if let Some(plan) = outputs.get("plan").and_then(|p| p.as_array()) {
+            report["jobs"] = plan.len().into();
+        }
+        report["operation"] = view.operation.into();
+        report["status"] = view.status.into();
+        report["outputs"] = outputs.into();
+    }
+    if let (Some(r), serde_json::Value::Object(extra)) = (report.as_object_mut(), extra) {
+        r.extend(extra);
+    }
+    report
 }

@@ -1,8 +1,11 @@
-//! Output rendering shared by commands: text vs JSON, progress, whether to colour (`--color`,
-//! `NO_COLOR`). Data goes to stdout; logs and
-//! progress go to stderr.
+//! Output rendering shared by commands: text vs JSON, tables, whether to colour (`--color`,
+//! `NO_COLOR`). Data and results go to stdout; logs and progress go to stderr. Which human
+//! lines are printed under `-q`/`-qq` and `--log-format json` is [`crate::console`]'s
+//! (re-exported here).
 
 use std::io::Write;
+
+pub use crate::console::{error, json_result, note, plural, quiet, result, status, warn};
 
 use serde::Serialize;
 
@@ -14,36 +17,40 @@ pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
+    crate::console::json_printed();
     Ok(())
 }
 
-/// Prints lines of aligned columns on stdout.
+/// Prints lines of aligned columns on stdout ([`render_table`]).
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            if i < widths.len() {
-                widths[i] = widths[i].max(c.chars().count());
-            }
-        }
-    }
     let mut out = std::io::stdout().lock();
-    let line = |cells: Vec<&str>| -> String {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            }
-        }
-        s.trim_end().to_string()
-    };
-    writeln!(out, "{}", line(header.to_vec()))?;
-    for r in rows {
-        writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
-    }
+    out.write_all(render_table(header, rows, 2).as_bytes())?;
     Ok(())
+}
+
+/// Plain aligned columns (`comfy-table`, no borders): each column as wide as its widest cell,
+/// `gap` spaces between columns, no trailing spaces, never wrapped to the terminal's width.
+/// An empty `header` prints none; otherwise cells beyond the header's columns are dropped.
+pub fn render_table(header: &[&str], rows: &[Vec<String>], gap: u16) -> String {
+    let columns = if header.is_empty() {
+        rows.iter().map(Vec::len).max().unwrap_or(0)
+    } else {
+        header.len()
+    };
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .add_rows(rows.iter().map(|r| r.iter().take(columns).cloned()));
+    if !header.is_empty() {
+        t.set_header(header.iter().copied());
+    }
+    let last = columns.saturating_sub(1);
+    for (i, c) in t.column_iter_mut().enumerate() {
+        c.set_padding((0, if i == last { 0 } else { gap }));
+    }
+    let mut out = t.trim_fmt();
+    out.push('\n');
+    out
 }
 
 fn step_line(s: &StepView, indent: &str) -> String {
@@ -175,6 +182,34 @@ pub fn color_enabled_with(
         ColorChoice::Always => true,
         ColorChoice::Never => false,
         ColorChoice::Auto => is_terminal && no_color.is_none_or(|v| v.is_empty()),
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::render_table;
+
+    #[test]
+    fn tables_are_plain_aligned_columns() {
+        let rows = vec![
+            vec!["run-1".to_string(), "download".into(), "succeeded".into()],
+            vec!["selftest-22".to_string(), "run".into(), "é".into()],
+        ];
+        assert_eq!(
+            render_table(&["ID", "OPERATION", "STATUS"], &rows, 2),
+            "ID           OPERATION  STATUS\n\
+             run-1        download   succeeded\n\
+             selftest-22  run        é\n"
+        );
+        assert_eq!(render_table(&["A", "B"], &[], 1), "A B\n");
+        let rows = vec![
+            vec!["ok".to_string(), "kubeconfig".into(), "read".into()],
+            vec![String::new(), String::new(), "fix: x".into()],
+        ];
+        assert_eq!(
+            render_table(&[], &rows, 2),
+            "ok  kubeconfig  read\n                fix: x\n"
+        );
     }
 }
 

@@ -44,11 +44,17 @@ async fn notify(cx: &StepContext) -> Result<Value, StepError> {
         "succeeded_with_failures"
     };
     let mut message = format!(
-        "{} runs: {} succeeded, {} failed, {} lost",
-        counts.total, counts.succeeded, counts.failed, counts.lost
+        "{}: {} succeeded, {} failed, {} lost",
+        crate::console::plural(counts.total as u64, "run"),
+        counts.succeeded,
+        counts.failed,
+        counts.lost
     );
     if not_taken > 0 {
-        message.push_str(&format!("; results of {not_taken} run(s) not collected"));
+        message.push_str(&format!(
+            "; results of {} not collected",
+            crate::console::plural(not_taken, "run")
+        ));
     }
     let Some(url) = url else {
         return Ok(json!({"sent": false, "outcome": outcome, "message": message}));
@@ -170,7 +176,10 @@ async fn select(cx: &StepContext) -> Result<Value, StepError> {
             })
         })
         .collect();
-    tracing::info!("Re-submitting {} run(s) of {run}.", picked.len());
+    tracing::info!(
+        "Re-submitting {} of {run}.",
+        crate::console::plural(picked.len() as u64, "run")
+    );
     serde_json::to_value(picked).map_err(|err| StepError::permanent(err.to_string()))
 }
 

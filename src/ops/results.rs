@@ -30,6 +30,7 @@ use super::base::{env, kube_err, register_steps, sleep, ROBOVAST_POD};
 use super::runs::{self, JobState, RunRecord};
 use crate::cluster::portforward::PortForward;
 use crate::cluster::s3;
+use crate::console;
 use crate::engine::{Registry, StepContext, StepError};
 use crate::manifests::job::label_safe;
 use crate::pod::{self, PodError, PodScripts};
@@ -104,7 +105,8 @@ pub fn availability(bucket: &str, jobs: &[&Job], record: Option<&RunRecord>) -> 
                 Some("its Jobs were never created".to_string())
             } else if unknown > 0 {
                 Some(format!(
-                    "{unknown} Job(s) vanished from the cluster before their outcome was seen"
+                    "{} vanished from the cluster before their outcome was seen",
+                    crate::console::plural(unknown as u64, "Job")
                 ))
             } else {
                 None
@@ -625,19 +627,21 @@ async fn report(cx: &StepContext) -> Result<Value, StepError> {
             .map(|p| p.run.clone())
             .unwrap_or_else(|| format!("item {}", f.index));
         if upload && f.step == "archive" {
-            println!("Failed to create archive for run {run}, skipping upload.");
+            console::error(format!(
+                "Failed to create archive for run {run}, skipping upload."
+            ));
         }
         let why = &f.error;
-        println!("{run}  FAILED: {why}");
+        console::result(format!("{run}  FAILED: {why}"));
         // The remote archive stays when the bytes fetched from it were bad or unusable.
         if (f.step == "extract" && !direct)
             || why.contains("verification")
             || why.contains("unsafe")
         {
-            println!(
+            console::result(format!(
                 "{run}  Remote archive kept at {} for inspection",
                 pod::archive_path(&run)
-            );
+            ));
         }
         failures.push(json!({"run": run, "step": f.step, "failed": why}));
     }
@@ -645,16 +649,19 @@ async fn report(cx: &StepContext) -> Result<Value, StepError> {
     // before the run started (already downloaded) count as done, as upstream counts them.
     let before: u64 = cx.param("skipped_before")?.unwrap_or(0);
     match cx.param::<String>("summary")?.as_deref() {
-        Some("download") if failed == 0 => println!(
-            "✓ Download of {} runs completed successfully!",
+        Some("download") if failed == 0 => console::result(format!(
+            "✓ Download of {} completed successfully!",
+            console::plural(ok as u64 + before, "run")
+        )),
+        Some("download") => console::result(format!(
+            "✗ Download of {failed} of {} failed ({} succeeded)",
+            console::plural(failed as u64 + ok as u64 + before, "run"),
             ok as u64 + before
-        ),
-        Some("download") => println!(
-            "✗ Download of {failed} of {} runs failed ({} succeeded)",
-            failed as u64 + ok as u64 + before,
-            ok as u64 + before
-        ),
-        Some("compress") => println!("✓ Compressed {ok} runs on remote pod."),
+        )),
+        Some("compress") => console::result(format!(
+            "✓ Compressed {} on remote pod.",
+            console::plural(ok as u64, "run")
+        )),
         _ => {}
     }
     Ok(json!({"ok": ok, "skipped": 0, "failed": failed, "runs": results, "failures": failures}))
@@ -667,7 +674,11 @@ async fn remove_bucket(cx: &StepContext) -> Result<Value, StepError> {
     let n = s3::remove_bucket(&client, &item.bucket)
         .await
         .map_err(|err| classified(err.is_transient(), err))?;
-    println!("Removed '{}' from S3 ({n} objects)", item.bucket);
+    console::status(format!(
+        "Removed '{}' from S3 ({})",
+        item.bucket,
+        console::plural(n as u64, "object")
+    ));
     Ok(json!({"run": item.run, "bucket": item.bucket, "objects": n}))
 }
 

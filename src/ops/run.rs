@@ -165,7 +165,10 @@ async fn cleanup_previous(cx: &StepContext) -> Result<Value, StepError> {
     crate::cluster::runs::delete_pods(&e.client, &e.namespace, &sel)
         .await
         .map_err(|err| kube_err("deleting earlier runs' pods", &err))?;
-    tracing::info!("Deleted {n} Job(s) of earlier runs.");
+    tracing::info!(
+        "Deleted {} of earlier runs.",
+        crate::console::plural(n as u64, "Job")
+    );
     Ok(json!({"deleted": n}))
 }
 
@@ -255,14 +258,14 @@ async fn plan(cx: &StepContext) -> Result<Value, StepError> {
     }
     if !existing.is_empty() {
         tracing::info!(
-            "Adopting {} Job(s) of this run that already exist.",
-            existing.len()
+            "Adopting {} of this run that already exist.",
+            crate::console::plural(existing.len() as u64, "Job")
         );
     }
     tracing::info!(
-        "Creating {} config(s) with {} runs each (ID: {run_id})...",
-        p.configs.len(),
-        p.runs
+        "Creating {} with {} each (ID: {run_id})...",
+        crate::console::plural(p.configs.len() as u64, "config"),
+        crate::console::plural(p.runs as u64, "run")
     );
     RunRecord {
         run_id: run_id.to_string(),
@@ -375,6 +378,15 @@ const WATCH_MAX_ERRORS: u32 = 30;
 /// ... or the time over which they may spread.
 const WATCH_MAX_ERROR_TIME: Duration = Duration::from_secs(10 * 60);
 
+/// Seconds from the run's first start (`created_at`, when the command created it) to `now`:
+/// the total duration of a run's statistics counts every process that executed it, not only
+/// the one that resumed it. None when `created_at` is missing or unreadable.
+pub fn total_duration(created_at: Option<&str>, now: jiff::Timestamp) -> Option<f64> {
+    let start: jiff::Timestamp = created_at?.parse().ok()?;
+    let secs = now.duration_since(start).as_secs_f64();
+    (secs >= 0.0).then_some(secs)
+}
+
 /// `--follow`: watches the run's Jobs until every run has a verdict, recording each outcome
 /// in the run's record as it is seen, so Jobs deleted by `ttlSecondsAfterFinished` stay
 /// counted and a 404 is never an error. A Job that ends `failed` or `lost` leaves its
@@ -418,6 +430,7 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     use kube::runtime::{watcher, WatchStreamExt};
     let tick = Duration::from_millis(cx.param::<u64>("poll_ms")?.unwrap_or(1000).max(10));
     let started = std::time::Instant::now();
+    let first_start: Option<String> = cx.param("created_at")?;
     let jobs: Api<Job> = Api::namespaced(e.client.clone(), &e.namespace);
     // One list, then a watch (re-listed by kube-runtime after a 410), instead of listing
     // every Job every second: the API server's load does not grow with polling.
@@ -639,7 +652,9 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     }
     drop(bar);
     tracing::info!("All jobs finished.");
-    let stats = stats_of(&record, unknown, started.elapsed().as_secs_f64());
+    let total = total_duration(first_start.as_deref(), jiff::Timestamp::now())
+        .unwrap_or_else(|| started.elapsed().as_secs_f64());
+    let stats = stats_of(&record, unknown, total);
     let sel = crate::cluster::runs::selector(Some(&run_id));
     crate::cluster::runs::delete_jobs(&e.client, &e.namespace, &sel)
         .await
@@ -648,7 +663,7 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
         .await
         .map_err(|err| kube_err("deleting this run's pods", &err))?;
     tracing::info!("Cleaned up jobs.");
-    println!("{}", render_stats(&stats));
+    crate::console::result(render_stats(&stats));
     serde_json::to_value(&stats).map_err(|err| StepError::permanent(err.to_string()))
 }
 
@@ -796,3 +811,21 @@ impl Pulse {
 /// the run starts or resumes).
 #[derive(Debug, Clone, Default)]
 pub struct Notifier(pub Option<String>);
+
+#[cfg(test)]
+mod tests {
+    use super::total_duration;
+
+    #[test]
+    fn total_duration_counts_from_the_runs_first_start() {
+        let now: jiff::Timestamp = "2026-12-01T10:05:00Z".parse().unwrap();
+        // Created 5 minutes ago by the first process; a resume 10 s ago does not reset it.
+        assert_eq!(
+            total_duration(Some("2026-12-01T10:00:00Z"), now),
+            Some(300.0)
+        );
+        assert_eq!(total_duration(None, now), None);
+        assert_eq!(total_duration(Some("garbage"), now), None);
+        assert_eq!(total_duration(Some("2026-12-01T11:00:00Z"), now), None);
+    }
+}

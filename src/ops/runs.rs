@@ -560,8 +560,8 @@ pub fn render_stats(s: &RunStats) -> String {
     out.push('\n');
     if s.resubmitted > 0 {
         out.push_str(&format!(
-            "Re-submitted: {} attempt(s) of runs lost by the infrastructure\n",
-            s.resubmitted
+            "Re-submitted: {} of runs lost by the infrastructure\n",
+            crate::console::plural(s.resubmitted as u64, "attempt")
         ));
     }
     if !s.durations.is_empty() {

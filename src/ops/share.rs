@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use super::base::{env, kube_err, register_steps, sleep};
 use super::results::{display, pod_err, previous, scripts, PlanItem, RunResult, TaskWatch};
 use crate::cluster::objects;
+use crate::console;
 use crate::engine::{Registry, StepContext, StepError};
 use crate::pod;
 use crate::progress::{self, Progress};
@@ -248,14 +249,17 @@ async fn forget(cx: &StepContext) -> Result<Value, StepError> {
     let share_type: String = cx.param("share_type")?.unwrap_or_default();
     let count = |k: &str| report.get(k).and_then(Value::as_u64).unwrap_or(0);
     let (ok, failed) = (count("ok"), count("failed"));
-    println!();
+    console::status("");
     if failed == 0 {
-        println!("✓ Uploaded {ok} run(s) to {share_type} successfully!");
+        console::result(format!(
+            "✓ Uploaded {} to {share_type} successfully!",
+            console::plural(ok, "run")
+        ));
     } else {
-        println!(
-            "✗ Upload of {failed} of {} run(s) to {share_type} failed",
-            ok + failed
-        );
+        console::result(format!(
+            "✗ Upload of {failed} of {} to {share_type} failed",
+            console::plural(ok + failed, "run")
+        ));
     }
     Ok(json!({"removed": removed}))
 }

@@ -262,6 +262,28 @@ pub fn read_setup(
     Ok(None)
 }
 
+/// The saved setups of contexts that are not among `known_contexts` (the kubeconfig's): a
+/// context renamed with `kubectl config rename-context` leaves its setup file behind under the
+/// old name. Sorted file names (`.robovast_cluster_config.<old>`); the legacy unkeyed file is
+/// never an orphan.
+pub fn orphan_setups(project_dir: &Path, known_contexts: &[String]) -> Vec<String> {
+    let known: std::collections::BTreeSet<String> = known_contexts
+        .iter()
+        .map(|c| setup_file_name(Some(c)))
+        .collect();
+    let prefix = format!("{SETUP_FILE}.");
+    let mut out: Vec<String> = std::fs::read_dir(project_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix) && n.len() > prefix.len() && !known.contains(n))
+        .collect();
+    out.sort();
+    out
+}
+
 fn parse_setup(path: &Path, text: &str) -> Result<ClusterSetup, ProjectError> {
     let bad = |message: String| ProjectError::BadSetup {
         path: path.to_path_buf(),
@@ -435,5 +457,28 @@ mod tests {
         assert_eq!(text, "name: gcp\nkwargs:\n  namespace: ns\n");
         remove_setup(d.path(), Some("foo"), true).unwrap();
         assert_eq!(read_setup(d.path(), Some("foo"), true).unwrap(), None);
+    }
+
+    #[test]
+    fn orphan_setups_are_those_of_contexts_the_kubeconfig_lacks() {
+        let d = tempfile::tempdir().unwrap();
+        for f in [
+            SETUP_FILE,
+            ".robovast_cluster_config.vast-sim",
+            ".robovast_cluster_config.lab",
+            ".robovast_cluster_config.gke_a_b",
+        ] {
+            std::fs::write(d.path().join(f), "name: rke2\n").unwrap();
+        }
+        let known = vec!["lab".to_string(), "gke/a:b".to_string()];
+        assert_eq!(
+            orphan_setups(d.path(), &known),
+            vec![".robovast_cluster_config.vast-sim".to_string()]
+        );
+        assert!(orphan_setups(
+            d.path(),
+            &["vast-sim".into(), "lab".into(), "gke/a:b".into()]
+        )
+        .is_empty());
     }
 }

@@ -271,51 +271,15 @@ impl Vars {
     }
 }
 
-/// Parses a `.env` file: `KEY=VALUE`, `export KEY=VALUE`, `#` comments, single or double
-/// quotes (double quotes understand `\n`, `\"`, `\\`).
+/// Parses a `.env` file with `dotenvy`: `KEY=VALUE`, `export KEY=VALUE`, `#` comments,
+/// single quotes (literal) or double quotes (escapes such as `\n`; `$VAR` / `${VAR}` expanded
+/// from earlier lines and the environment, as in unquoted values). Lines that do not parse and
+/// names that are not variable names are skipped.
 pub fn parse_dotenv(text: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
-        let k = k.trim();
-        if !valid_var(k) {
-            continue;
-        }
-        let v = v.trim();
-        let value = if let Some(rest) = v.strip_prefix('"') {
-            let mut s = String::new();
-            let mut chars = rest.chars();
-            while let Some(c) = chars.next() {
-                match c {
-                    '"' => break,
-                    '\\' => match chars.next() {
-                        Some('n') => s.push('\n'),
-                        Some(o) => s.push(o),
-                        None => {}
-                    },
-                    c => s.push(c),
-                }
-            }
-            s
-        } else if let Some(rest) = v.strip_prefix('\'') {
-            rest.split('\'').next().unwrap_or("").to_string()
-        } else {
-            // An unquoted value ends at ` #`.
-            match v.find(" #") {
-                Some(i) => v[..i].trim_end().to_string(),
-                None => v.to_string(),
-            }
-        };
-        out.push((k.to_string(), value));
-    }
-    out
+    dotenvy::from_read_iter(text.as_bytes())
+        .filter_map(Result::ok)
+        .filter(|(k, _)| valid_var(k))
+        .collect()
 }
 
 /// The chosen provider with its validated variables.

@@ -387,7 +387,7 @@ async fn scenario_failures_are_failed_at_once_and_losses_are_resubmitted() {
         text(&r.stderr)
     );
     assert!(
-        text(&r.stdout).contains("Re-submitted 1 run(s)"),
+        text(&r.stdout).contains("Re-submitted 1 run"),
         "{}",
         text(&r.stdout)
     );

@@ -123,11 +123,12 @@ async fn setup_run_monitor_run_cleanup_cleanup_happy_path() {
     );
 
     // cleanup: everything setup made is gone, the saved setup too, the queue not stopped.
+    // Without a terminal it does not ask, and says which results were never downloaded.
     let out = c.vast(&["execution", "cluster", "cleanup"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "✓ Cluster cleanup completed successfully!\n"
+        format!("Removed the results of 1 run that were never downloaded: {id}\n✓ Cluster cleanup completed successfully!\n")
     );
     let w = c.world().await;
     assert_eq!(w.robovast_pod, None);

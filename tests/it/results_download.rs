@@ -99,7 +99,7 @@ async fn download_happy_path(config: &str) {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(
-        stdout.contains("Downloading 1 run results to directory"),
+        stdout.contains("Downloading the results of 1 run to directory"),
         "{stdout}"
     );
     assert!(
@@ -107,7 +107,7 @@ async fn download_happy_path(config: &str) {
         "{stdout}"
     );
     assert!(
-        stdout.contains("✓ Download of 1 runs completed successfully!"),
+        stdout.contains("✓ Download of 1 run completed successfully!"),
         "{stdout}"
     );
     assert!(
@@ -257,7 +257,7 @@ async fn runs_still_running_are_not_downloadable_and_not_cleaned_up() {
     );
     // A refusal is not reported with a check mark.
     assert!(
-        text(&out.stdout).contains("✗ Removed 0 bucket(s) from S3; refused 1")
+        text(&out.stdout).contains("✗ Removed 0 buckets from S3; refused 1 run")
             && !text(&out.stdout).contains("✓"),
         "{}",
         text(&out.stdout)
@@ -275,7 +275,7 @@ async fn runs_still_running_are_not_downloadable_and_not_cleaned_up() {
         .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("✓ Removed 1 bucket(s) from S3."),
+        text(&out.stdout).contains("✓ Removed 1 bucket from S3."),
         "{}",
         text(&out.stdout)
     );
@@ -289,7 +289,7 @@ async fn compressed(c: &Cluster, run: &str) -> (PathBuf, PathBuf) {
         .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("✓ Compressed 1 runs on remote pod."),
+        text(&out.stdout).contains("✓ Compressed 1 run on remote pod."),
         "{}",
         text(&out.stdout)
     );
@@ -698,7 +698,7 @@ async fn sigkilled_download_resumes_to_the_byte() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         // `vast resume` ends with the command's summary too.
         assert!(
-            text(&out.stdout).contains("✓ Download of 1 runs completed successfully!"),
+            text(&out.stdout).contains("✓ Download of 1 run completed successfully!"),
             "{}",
             text(&out.stdout)
         );

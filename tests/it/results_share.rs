@@ -420,7 +420,7 @@ async fn nextcloud_upload_to_wsgidav_keeps_or_removes_the_remote_copy() {
         "{stdout}"
     );
     assert!(
-        stdout.ends_with("\n✗ Upload of 1 of 1 run(s) to nextcloud failed\n"),
+        stdout.ends_with("\n✗ Upload of 1 of 1 run to nextcloud failed\n"),
         "{stdout}"
     );
     assert!(
@@ -450,7 +450,7 @@ async fn nextcloud_upload_to_wsgidav_keeps_or_removes_the_remote_copy() {
             "Share target (nextcloud): http://127.0.0.1:{}/s/***\n",
             dav.port
         ),
-        "Uploading 1 run(s) to nextcloud...\n".to_string(),
+        "Uploading 1 run to nextcloud...\n".to_string(),
         format!("{id}  streaming S3 to tar.gz...\n"),
         format!("{id}  compressed to {id}.tar.gz ("),
         format!("{id}  uploading to Nextcloud...\n"),
@@ -459,7 +459,7 @@ async fn nextcloud_upload_to_wsgidav_keeps_or_removes_the_remote_copy() {
         assert!(stdout.contains(&line), "{line:?} not in:\n{stdout}");
     }
     assert!(
-        stdout.ends_with("\n✓ Uploaded 1 run(s) to nextcloud successfully!\n"),
+        stdout.ends_with("\n✓ Uploaded 1 run to nextcloud successfully!\n"),
         "{stdout}"
     );
     assert!(!stdout.contains("removed"), "{stdout}");
@@ -501,7 +501,7 @@ async fn nextcloud_upload_to_wsgidav_keeps_or_removes_the_remote_copy() {
         format!("{id}  reusing the existing remote archive\n"),
         format!("{id}  uploaded ("),
         format!("{id}  remote archive and bucket removed\n"),
-        "✓ Uploaded 1 run(s) to nextcloud successfully!\n".to_string(),
+        "✓ Uploaded 1 run to nextcloud successfully!\n".to_string(),
     ] {
         assert!(stdout2.contains(&line), "{line:?} not in:\n{stdout2}");
     }
@@ -572,8 +572,8 @@ async fn gdrive_upload_to_the_fake_drive_leaks_no_secret() {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}\n{}", drive.log());
     assert!(
-        stdout.contains("Uploading 2 run(s) to gdrive...\n")
-            && stdout.ends_with("✓ Uploaded 2 run(s) to gdrive successfully!\n"),
+        stdout.contains("Uploading 2 runs to gdrive...\n")
+            && stdout.ends_with("✓ Uploaded 2 runs to gdrive successfully!\n"),
         "{stdout}"
     );
     let all = format!("{stdout}{stderr}");
@@ -690,7 +690,7 @@ async fn localdir_plugin_from_the_search_path_and_the_project() {
         "{stdout}"
     );
     assert!(
-        stdout.ends_with("✓ Uploaded 1 run(s) to localdir successfully!\n"),
+        stdout.ends_with("✓ Uploaded 1 run to localdir successfully!\n"),
         "{stdout}"
     );
     let copy = target.join(format!("{id}.tar.gz"));
@@ -1015,7 +1015,7 @@ async fn gdrive_upload_survives_kills_of_vast_and_a_pod_restart() {
     outputs.push(out.clone().into_bytes());
     assert_eq!(code, Some(0), "the last resume: {out}\n{}", drive.log());
     assert!(
-        out.contains("✓ Uploaded 1 run(s) to gdrive successfully!"),
+        out.contains("✓ Uploaded 1 run to gdrive successfully!"),
         "{out}"
     );
     // Progress lines of the transfer (not a terminal: a line at every 10 % or 10 s).

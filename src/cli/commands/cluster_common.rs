@@ -49,7 +49,30 @@ pub fn target(
 }
 
 /// [`target`]; `one_context: false` skips the multi-cluster check (monitor watches them all).
+/// A context without a saved setup while the setup of a context the kubeconfig no longer has
+/// is there (a renamed context) is a usage error saying how to re-associate it.
 pub fn target_with(
+    globals: &Globals,
+    context: Option<String>,
+    need_project: bool,
+    one_context: bool,
+) -> anyhow::Result<Target> {
+    let t = resolve(globals, context, need_project, one_context)?;
+    if let (None, Some(p), Some(key)) = (&t.setup, &t.project, &t.setup_key) {
+        if let Some(m) = renamed_context_hint(&p.dir, key) {
+            return Err(UsageError(m).into());
+        }
+    }
+    Ok(t)
+}
+
+/// The target of `setup`, which creates the saved setup: a renamed context's leftover setup
+/// does not stop it.
+pub fn setup_target(globals: &Globals, context: Option<String>) -> anyhow::Result<Target> {
+    resolve(globals, context, true, true)
+}
+
+fn resolve(
     globals: &Globals,
     context: Option<String>,
     need_project: bool,
@@ -81,6 +104,49 @@ pub fn target_with(
         project,
         setup,
     })
+}
+
+/// Context `key` has no saved setup, but a setup of a context the kubeconfig no longer has is
+/// there (the context was renamed, e.g. `kubectl config rename-context vast-sim local`): how to
+/// re-associate it, naming the file to rename and the setup command otherwise. None when no
+/// such file exists (or the kubeconfig cannot be read).
+pub fn renamed_context_hint(project_dir: &std::path::Path, key: &str) -> Option<String> {
+    let known = crate::cluster::client::context_names().ok()?;
+    renamed_context_message(project_dir, key, &known)
+}
+
+/// [`renamed_context_hint`] with the kubeconfig's context names given.
+pub fn renamed_context_message(
+    project_dir: &std::path::Path,
+    key: &str,
+    known: &[String],
+) -> Option<String> {
+    use crate::project::files::{orphan_setups, setup_file_name, SETUP_FILE};
+    let orphans = orphan_setups(project_dir, known);
+    let want = setup_file_name(Some(key));
+    let first = orphans.first()?;
+    let old = |f: &str| {
+        f.trim_start_matches(SETUP_FILE)
+            .trim_start_matches('.')
+            .to_string()
+    };
+    let which = if orphans.len() == 1 {
+        format!(
+            "the saved setup {first} belongs to context '{}', which is no longer in the kubeconfig (renamed?)",
+            old(first)
+        )
+    } else {
+        format!(
+            "saved setups of contexts no longer in the kubeconfig exist ({}; renamed?)",
+            orphans.join(", ")
+        )
+    };
+    Some(format!(
+        "no saved cluster setup for context '{key}' ({want} in {dir}), but {which}.\n\
+         If '{key}' is that cluster, re-associate the setup: mv {dir}/{first} {dir}/{want}\n\
+         Otherwise set the cluster up: vast execution cluster setup <cluster-config> --context {key}",
+        dir = project_dir.display()
+    ))
 }
 
 /// The kube client for `context`; a broken kubeconfig or unknown context gives upstream's
@@ -159,6 +225,22 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+/// A failed call to `context`'s API server in one line: the API's answer, or the deepest cause
+/// of a connection failure with the server it tried ("Connection refused (os error 111)
+/// (server http://127.0.0.1:9)").
+pub fn call_error(e: &kube::Error, context: Option<&str>) -> String {
+    match e {
+        kube::Error::Api(_) => crate::cluster::error::message(e),
+        other => {
+            let cause = innermost(other);
+            match crate::cluster::client::server_of(context) {
+                Some((_, server)) => format!("{cause} (server {server})"),
+                None => cause,
+            }
+        }
+    }
 }
 
 fn access_error(e: kube::Error) -> String {

@@ -82,20 +82,34 @@ pub async fn run(cmd: ConfigurationCommand, globals: &Globals) -> anyhow::Result
     let (vast, _) = load_vast(globals)?;
     let configs = load_configs(&vast)?;
     match cmd {
-        ConfigurationCommand::List { debug } => {
+        ConfigurationCommand::List { debug, json } => {
             let docs: Vec<String> = configs.iter().map(|c| config_document(c, debug)).collect();
-            print!("{}", docs.join("---\n"));
+            if json {
+                let values = docs
+                    .iter()
+                    .map(|d| serde_yaml::from_str::<serde_json::Value>(d))
+                    .collect::<Result<Vec<_>, _>>()?;
+                crate::cli::output::print_json(&values)?;
+            } else {
+                print!("{}", docs.join("---\n"));
+            }
         }
-        ConfigurationCommand::Generate { output_dir } => {
+        ConfigurationCommand::Generate { output_dir, json } => {
             let out = output_dir.join("out_template");
             let created = jiff::Timestamp::now().to_string();
             write_out_template(&out, &vast, &configs, Mode::Local, &created)
                 .map_err(|e| UsageError(e.to_string()))?;
-            println!(
-                "✓ Successfully generated {} scenario configurations in directory '{}'.",
-                configs.len(),
+            crate::cli::output::result(format!(
+                "✓ Successfully generated {} in directory '{}'.",
+                crate::cli::output::plural(configs.len() as u64, "scenario configuration"),
                 display(&output_dir)
-            );
+            ));
+            if json {
+                crate::cli::output::print_json(&serde_json::json!({
+                    "configurations": configs.len(),
+                    "directory": display(&out),
+                }))?;
+            }
         }
     }
     Ok(ExitStatus::Success)

@@ -1,6 +1,7 @@
 //! `vast completion <shell>` (clap_complete) and `vast man [--out DIR]` (clap_mangen): both
 //! generated from the same clap definition as the parser, so they never drift from it.
 
+use crate::cli::output;
 use std::io::Write;
 
 use clap::CommandFactory;
@@ -30,7 +31,7 @@ pub fn man(args: ManArgs) -> anyhow::Result<ExitStatus> {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
             let written = write_pages(&cmd, "vast", &dir)?;
-            eprintln!("wrote {written} man pages to {}", dir.display());
+            output::note(format!("wrote {written} man pages to {}", dir.display()));
         }
     }
     Ok(ExitStatus::Success)

@@ -55,12 +55,18 @@ pub async fn run(args: DoctorArgs, globals: &Globals) -> anyhow::Result<ExitStat
     if args.json {
         println!("{}", serde_json::to_string_pretty(&checks)?);
     } else {
+        let mut rows = Vec::new();
         for c in &checks {
-            println!("{:<5} {:<12} {}", c.status, c.part, c.detail);
+            rows.push(vec![
+                c.status.to_string(),
+                c.part.to_string(),
+                c.detail.clone(),
+            ]);
             if let Some(f) = &c.fix {
-                println!("{:<5} {:<12} fix: {f}", "", "");
+                rows.push(vec![String::new(), String::new(), format!("fix: {f}")]);
             }
         }
+        print!("{}", crate::cli::output::render_table(&[], &rows, 2));
     }
     Ok(if checks.iter().any(|c| c.status == "fail") {
         ExitStatus::Failure

@@ -3,6 +3,7 @@
 //! `download` (or `remote-compress`, `download-cleanup`) workflow. `--port-forward-only` is
 //! not a workflow: it forwards the pod's HTTP port until Ctrl-C.
 
+use crate::cli::output;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -43,7 +44,9 @@ fn non_empty_dir(p: &Path) -> bool {
 
 pub async fn run(args: DownloadArgs, globals: &Globals) -> anyhow::Result<ExitStatus> {
     if args.port_forward_only && args.remote_compress_only {
-        eprintln!("Error: --port-forward-only and --remote-compress-only are mutually exclusive");
+        output::error(
+            "Error: --port-forward-only and --remote-compress-only are mutually exclusive",
+        );
         return Ok(ExitStatus::Failure);
     }
     let a = match connect(globals, args.context.clone()).await? {
@@ -61,7 +64,7 @@ pub async fn run(args: DownloadArgs, globals: &Globals) -> anyhow::Result<ExitSt
     let runs = match list_runs(&a).await {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("Unexpected error listing runs: {e}");
+            output::error(format!("Unexpected error listing runs: {e}"));
             return Ok(ExitStatus::Failure);
         }
     };
@@ -84,37 +87,59 @@ pub async fn run(args: DownloadArgs, globals: &Globals) -> anyhow::Result<ExitSt
     };
     let direct = args.direct || !a.has_http || !a.has_archiver;
     if direct && args.remote_compress_only {
-        eprintln!(
-            "Error: the robovast pod has no archiver container; --remote-compress-only needs one"
+        output::error(
+            "Error: the robovast pod has no archiver container; --remote-compress-only needs one",
         );
         return Ok(ExitStatus::Failure);
     }
     let mut skipped = 0;
     if let Some(out) = &out {
+        // Something that is not a directory where a run's directory goes is the user's: it
+        // is never moved or replaced (not even with --force), and no run is started for it.
+        let blocked: Vec<PathBuf> = chosen
+            .iter()
+            .map(|p| out.join(&p.run))
+            .filter(|d| d.symlink_metadata().is_ok_and(|m| !m.is_dir()))
+            .collect();
+        if !blocked.is_empty() {
+            for b in &blocked {
+                output::error(format!(
+                    "Error: {} exists and is not a directory; vast never moves or replaces it: move it away (or choose another --output) and download again",
+                    b.display()
+                ));
+            }
+            return Ok(ExitStatus::Failure);
+        }
         if !args.force {
             chosen.retain(|p| {
                 let exists = non_empty_dir(&out.join(&p.run));
                 if exists {
-                    println!("{}  skipped (already exists)", p.run);
+                    output::status(format!("{}  skipped (already exists)", p.run));
                     skipped += 1;
                 }
                 !exists
             });
         }
         if chosen.is_empty() {
-            println!("✓ Download of {skipped} runs completed successfully!");
+            output::result(format!(
+                "✓ Download of {} completed successfully!",
+                output::plural(skipped as u64, "run")
+            ));
             return Ok(ExitStatus::Success);
         }
-        println!(
-            "Downloading {} run results to directory '{}'...",
-            chosen.len(),
+        output::status(format!(
+            "Downloading the results of {} to directory '{}'...",
+            output::plural(chosen.len() as u64, "run"),
             out.display()
-        );
+        ));
         if direct && !args.direct {
             tracing::info!("The robovast pod has no HTTP server or archiver: downloading objects directly from S3.");
         }
     } else {
-        println!("Compressing {} runs on remote pod...", chosen.len());
+        output::status(format!(
+            "Compressing {} on remote pod...",
+            output::plural(chosen.len() as u64, "run")
+        ));
     }
     let operation = if args.remote_compress_only {
         "remote-compress"
@@ -149,7 +174,7 @@ pub async fn run(args: DownloadArgs, globals: &Globals) -> anyhow::Result<ExitSt
 /// Forwards the pod's HTTP port and lists the archives until Ctrl-C (exit 0 then).
 async fn port_forward_only(a: &Access) -> anyhow::Result<ExitStatus> {
     if !a.has_http {
-        eprintln!("Error: the robovast pod has no HTTP server (port 80)");
+        output::error("Error: the robovast pod has no HTTP server (port 80)");
         return Ok(ExitStatus::Failure);
     }
     let pods: Api<Pod> = Api::namespaced(a.kube.clone(), &a.namespace);
@@ -159,18 +184,18 @@ async fn port_forward_only(a: &Access) -> anyhow::Result<ExitStatus> {
         .list_archives()
         .await
         .unwrap_or_default();
-    println!("Port-forward active — {base}");
+    output::result(format!("Port-forward active — {base}"));
     if archives.is_empty() {
-        println!("No .tar.gz archives found on the pod yet.");
+        output::result("No .tar.gz archives found on the pod yet.");
     } else {
-        println!("Downloadable archives ({}):", archives.len());
+        output::result(format!("Downloadable archives ({}):", archives.len()));
         for n in &archives {
-            println!("  {base}/{n}");
+            output::result(format!("  {base}/{n}"));
         }
-        println!();
-        println!("Example:  curl -O {base}/{}", archives[0]);
+        output::status("");
+        output::result(format!("Example:  curl -O {base}/{}", archives[0]));
     }
-    println!("Press Ctrl+C to stop the port-forward.");
+    output::result("Press Ctrl+C to stop the port-forward.");
     let _ = tokio::signal::ctrl_c().await;
     // stdout may be gone by now (a pipe whose reader quit): never panic on it.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), b"Cleaning up...\n");
@@ -186,7 +211,7 @@ pub async fn cleanup(args: DownloadCleanupArgs, globals: &Globals) -> anyhow::Re
     let runs = match list_runs(&a).await {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("Error: listing runs: {e}");
+            output::error(format!("Error: listing runs: {e}"));
             return Ok(ExitStatus::Failure);
         }
     };
@@ -194,8 +219,8 @@ pub async fn cleanup(args: DownloadCleanupArgs, globals: &Globals) -> anyhow::Re
         Some(r) => {
             let found: Vec<_> = runs.into_iter().filter(|(b, _)| b == r).collect();
             if found.is_empty() {
-                println!("No bucket matching '{r}' found.");
-                println!("✓ Removed 0 bucket(s) from S3.");
+                output::result(format!("No bucket matching '{r}' found."));
+                output::result("✓ Removed 0 buckets from S3.");
                 return Ok(ExitStatus::Success);
             }
             found
@@ -203,8 +228,8 @@ pub async fn cleanup(args: DownloadCleanupArgs, globals: &Globals) -> anyhow::Re
         None => runs,
     };
     if runs.is_empty() {
-        println!("No run buckets found to remove.");
-        println!("✓ Removed 0 bucket(s) from S3.");
+        output::result("No run buckets found to remove.");
+        output::result("✓ Removed 0 buckets from S3.");
         return Ok(ExitStatus::Success);
     }
     let mut chosen = Vec::new();
@@ -214,9 +239,9 @@ pub async fn cleanup(args: DownloadCleanupArgs, globals: &Globals) -> anyhow::Re
             Availability::NotReady {
                 running, pending, ..
             } if (running > 0 || pending > 0) && !args.force => {
-                eprintln!(
+                output::error(format!(
                     "Refusing to remove '{b}': its run is still active (jobs running: {running}, pending: {pending}); use --force to remove it anyway"
-                );
+                ));
                 refused += 1;
             }
             _ => chosen.push(PlanItem {
@@ -244,14 +269,19 @@ pub async fn cleanup(args: DownloadCleanupArgs, globals: &Globals) -> anyhow::Re
     }
     if refused > 0 {
         // Not a success: say so instead of a check mark.
-        println!(
-            "✗ Removed {removed} bucket(s) from S3; refused {refused} of runs still active (--force removes them)."
-        );
+        output::result(format!(
+            "✗ Removed {} from S3; refused {} still active (--force removes them).",
+            output::plural(removed as u64, "bucket"),
+            output::plural(refused as u64, "run")
+        ));
         return Ok(match status {
             ExitStatus::Success => ExitStatus::Failure,
             other => other,
         });
     }
-    println!("✓ Removed {removed} bucket(s) from S3.");
+    output::result(format!(
+        "✓ Removed {} from S3.",
+        output::plural(removed as u64, "bucket")
+    ));
     Ok(status)
 }

@@ -3,6 +3,7 @@
 //!
 //! Without `--force` the `.vast` file must parse and an existing project file is kept (upstream
 //! overwrote it with a warning; it also required a Docker daemon, which vast does not use).
+use crate::cli::output;
 use crate::cli::{args::InitArgs, ExitStatus, Globals, UsageError};
 use crate::project::{Project, VastFile};
 
@@ -25,16 +26,26 @@ pub async fn run(args: InitArgs, _globals: &Globals) -> anyhow::Result<ExitStatu
         .into());
     }
     if args.force {
-        println!("⚠ Warning: Skipping checks (--force enabled)");
+        output::status("⚠ Warning: Skipping checks (--force enabled)");
     } else {
         VastFile::load(&config)
             .map_err(|e| UsageError(format!("Failed to load configuration file: {e}")))?;
     }
     let file = Project::init(&cwd, &args.config, &args.results_dir, &level, args.force)
         .map_err(|e| UsageError(e.to_string()))?;
-    println!("✓ Project initialized successfully!");
-    println!("  Configuration: {}", config.display());
-    println!("  Results directory: {}", abs(&args.results_dir).display());
-    println!("  Project file: {}", file.display());
+    output::result("✓ Project initialized successfully!");
+    output::result(format!("  Configuration: {}", config.display()));
+    output::result(format!(
+        "  Results directory: {}",
+        abs(&args.results_dir).display()
+    ));
+    output::result(format!("  Project file: {}", file.display()));
+    if args.json {
+        output::print_json(&serde_json::json!({
+            "configuration": config.display().to_string(),
+            "results_dir": abs(&args.results_dir).display().to_string(),
+            "project_file": file.display().to_string(),
+        }))?;
+    }
     Ok(ExitStatus::Success)
 }

@@ -24,7 +24,45 @@ pub mod upload_configs;
 pub mod upload_to_share;
 pub mod wait;
 
+/// Runs `command`; with its `--json`, stdout carries one JSON document (a command that had
+/// nothing else to report prints `{"exit_code": N}`).
 pub async fn dispatch(command: Command, globals: &Globals) -> anyhow::Result<ExitStatus> {
+    let json = wants_json(&command);
+    crate::console::json_result(json);
+    let status = run_command(command, globals).await?;
+    if json && !crate::console::was_json_printed() {
+        super::output::print_json(&serde_json::json!({"exit_code": status.code()}))?;
+    }
+    Ok(status)
+}
+
+/// Whether the command was given `--json` (the commands that print their own JSON documents
+/// in every case, `runs`, `monitor`, `wait` and `doctor`, are not counted).
+fn wants_json(command: &Command) -> bool {
+    use super::args::ConfigurationCommand;
+    match command {
+        Command::Init(a) => a.json,
+        Command::Configuration(ConfigurationCommand::List { json, .. })
+        | Command::Configuration(ConfigurationCommand::Generate { json, .. }) => *json,
+        Command::Execution(ExecutionCommand::Cluster(c)) => match c {
+            ClusterCommand::PrepareRun(a) => a.json,
+            ClusterCommand::UploadConfigs(a) => a.json,
+            ClusterCommand::Setup(a) => a.json,
+            ClusterCommand::Cleanup(a) => a.json,
+            ClusterCommand::Run(a) => a.json,
+            ClusterCommand::Rerun(a) => a.json,
+            ClusterCommand::RunCleanup(a) => a.json,
+            ClusterCommand::Download(a) => a.json,
+            ClusterCommand::DownloadCleanup(a) => a.json,
+            ClusterCommand::UploadToShare(a) => a.json,
+            ClusterCommand::Wait(_) | ClusterCommand::Monitor(_) => false,
+        },
+        Command::Resume(a) => a.json,
+        _ => false,
+    }
+}
+
+async fn run_command(command: Command, globals: &Globals) -> anyhow::Result<ExitStatus> {
     match command {
         Command::Init(args) => init::run(args, globals).await,
         Command::Configuration(cmd) => configuration::run(cmd, globals).await,

@@ -191,7 +191,7 @@ impl Poller {
         let listed = jobs
             .list(&ListParams::default().labels(&crate::cluster::runs::selector(None)))
             .await
-            .map_err(|e| crate::cluster::error::message(&e))?;
+            .map_err(|e| super::cluster_common::call_error(&e, w.context.as_deref()))?;
         let kueue = crate::cluster::kueue::pending_reasons(&client, &w.namespace).await;
         let mut by_run: BTreeMap<String, Vec<&Job>> = BTreeMap::new();
         for j in &listed.items {
@@ -373,8 +373,9 @@ pub async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<ExitSta
         } else {
             format!("context '{}'", watched[0].label)
         };
-        println!("Monitoring scenario run jobs on {what} (press Ctrl+C to stop)...");
-        println!();
+        crate::cli::output::status(format!(
+            "Monitoring scenario run jobs on {what} (press Ctrl+C to stop)...\n"
+        ));
     }
     let mut redraw = (tty && !args.once && !args.json).then(crate::progress::Redraw::stdout);
     // Per context: failed polls since the last successful one, and why it was given up.
@@ -428,11 +429,11 @@ pub async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<ExitSta
             // several, the others' lines are the answer and the unreachable one is marked).
             if let [v] = views.as_slice() {
                 if !v.reachable && v.runs.is_empty() {
-                    eprintln!(
+                    crate::cli::output::error(format!(
                         "✗ Error: context '{}' is unreachable: {}",
                         v.label,
                         v.error.as_deref().unwrap_or("no answer")
-                    );
+                    ));
                     return Ok(ExitStatus::Failure);
                 }
             }
@@ -448,7 +449,7 @@ pub async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<ExitSta
             let gave_up: Vec<&String> = given_up.iter().flatten().collect();
             if !gave_up.is_empty() {
                 for g in gave_up {
-                    eprintln!("✗ Error: {g}; stopped waiting for it");
+                    crate::cli::output::error(format!("✗ Error: {g}; stopped waiting for it"));
                 }
                 return Ok(ExitStatus::Failure);
             }

@@ -1,5 +1,6 @@
 //! `vast execution cluster prepare-run OUTPUT`: everything of a run written to OUTPUT for manual
 //! deployment. Only the Kueue quota needs the cluster; without one the defaults are used.
+use crate::cli::output;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -107,11 +108,11 @@ pub async fn run(args: PrepareRunArgs, globals: &Globals) -> anyhow::Result<Exit
     } else {
         tracing::info!("{}", quota.message);
     }
-    println!(
+    output::status(format!(
         "Preparing run configuration 'ID: {}', test configs: {}, runs per test config: {runs}...",
         run_id.as_str(),
         configs.len()
-    );
+    ));
     let input = PrepareInput {
         vast: &vast,
         configs: &configs,
@@ -130,12 +131,19 @@ pub async fn run(args: PrepareRunArgs, globals: &Globals) -> anyhow::Result<Exit
         PrepareError::Io { .. } => anyhow::Error::new(e),
         other => UsageError(other.to_string()).into(),
     })?;
-    println!(
+    output::result(format!(
         "✓ Successfully prepared {} job manifests in directory '{}'.",
         prepared.jobs,
         args.output.display()
-    );
-    println!();
-    println!("Follow README files to set up and execute.");
+    ));
+    output::status("");
+    output::result("Follow README files to set up and execute.");
+    if args.json {
+        output::print_json(&serde_json::json!({
+            "run_id": run_id.as_str(),
+            "jobs": prepared.jobs,
+            "directory": args.output.display().to_string(),
+        }))?;
+    }
     Ok(ExitStatus::Success)
 }

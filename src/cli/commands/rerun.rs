@@ -4,6 +4,7 @@
 //! workflow. The target run's record keeps every attempt. Refused while another process
 //! executes the target run (its `--follow` re-submits lost runs itself).
 
+use crate::cli::output;
 use serde_json::{json, Value};
 
 use super::cluster_common::resources;
@@ -86,6 +87,17 @@ pub async fn run(args: RerunArgs, globals: &Globals) -> anyhow::Result<ExitStatu
     params["target"] = json!(id);
     params["lost"] = json!(args.lost || !args.failed);
     params["failed"] = json!(args.failed);
+    // The target run's cluster must answer before a rerun run is created (an unreachable
+    // cluster or unknown context is no run to resume).
+    let context = params["context"].as_str().map(String::from);
+    let namespace = params["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
+    if let Err(m) = super::cluster_common::access(context.as_deref(), &namespace).await {
+        output::error(format!("✗ Error: {m}"));
+        return Ok(ExitStatus::Failure);
+    }
     let res = resources("rerun", &params).await?;
     let rid = RunId::generate("rerun");
     let status =
@@ -96,10 +108,15 @@ pub async fn run(args: RerunArgs, globals: &Globals) -> anyhow::Result<ExitStatu
                 .and_then(|v| v.as_array().map(|a| a.len()))
                 .unwrap_or(0);
         if n == 0 {
-            println!("Nothing to re-submit in run {id}.");
+            output::result(format!("Nothing to re-submit in run {id}."));
         } else {
-            println!("✓ Re-submitted {n} run(s) into run {id}.");
-            println!("To wait for them, use: vast execution cluster wait --run-id {id}");
+            output::result(format!(
+                "✓ Re-submitted {} into run {id}.",
+                output::plural(n as u64, "run")
+            ));
+            output::result(format!(
+                "To wait for them, use: vast execution cluster wait --run-id {id}"
+            ));
         }
     }
     Ok(status)

@@ -3,6 +3,7 @@
 //! messages ([`connect`]), the runs in the pod's S3 and whether each is ready
 //! ([`list_runs`]), and the choice of runs with the wording of each command ([`choose`]).
 
+use crate::cli::output;
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -36,7 +37,7 @@ pub async fn connect(
             kube
         }
         Err(m) => {
-            eprintln!("✗ Error: {m}");
+            output::error(format!("✗ Error: {m}"));
             return Ok(Err(ExitStatus::Failure));
         }
     };
@@ -44,19 +45,19 @@ pub async fn connect(
     let pod = match super::cluster_common::preflight(|| pods.get_opt("robovast")).await {
         Ok(Some(p)) => p,
         Ok(None) => {
-            eprintln!("Error: Required pod 'robovast' does not exist!");
-            eprintln!(
+            output::error("Error: Required pod 'robovast' does not exist!");
+            output::error(format!(
                 "hint: the cluster has no robovast setup in namespace '{namespace}' (removed by \
                  `vast execution cluster cleanup`?); run `vast execution cluster setup CONFIG` \
                  first (results removed with it are gone), or check the context with `vast doctor`"
-            );
+            ));
             return Ok(Err(ExitStatus::Failure));
         }
         Err(e) => {
-            eprintln!(
+            output::error(format!(
                 "Error: reading pod 'robovast': {}",
                 crate::cluster::error::message(&e)
-            );
+            ));
             return Ok(Err(ExitStatus::Failure));
         }
     };
@@ -66,7 +67,9 @@ pub async fn connect(
         .and_then(|s| s.phase.clone())
         .unwrap_or_else(|| "Unknown".into());
     if phase != "Running" {
-        eprintln!("Error: Transfer pod 'robovast' exists but is not running (status: {phase})!");
+        output::error(format!(
+            "Error: Transfer pod 'robovast' exists but is not running (status: {phase})!"
+        ));
         return Ok(Err(ExitStatus::Failure));
     }
     let containers = pod
@@ -136,14 +139,14 @@ pub fn choose(
         let want = crate::manifests::job::label_safe(r);
         let Some((b, av)) = runs.iter().find(|(b, _)| *b == want) else {
             let names: Vec<&str> = runs.iter().map(|(b, _)| b.as_str()).collect();
-            eprintln!(
+            output::error(format!(
                 "Run '{r}' not found. Available runs: {}",
                 if names.is_empty() {
                     "(none)".to_string()
                 } else {
                     names.join(", ")
                 }
-            );
+            ));
             return Err(ExitStatus::Failure);
         };
         match av {
@@ -159,10 +162,10 @@ pub fn choose(
             Availability::NotReady {
                 running, pending, ..
             } => {
-                println!(
+                output::status(format!(
                     "Run {b} {} (jobs still running: {running}, pending: {pending})",
                     w.not_ready
-                );
+                ));
                 return Err(ExitStatus::Failure);
             }
         }
@@ -172,7 +175,7 @@ pub fn choose(
         }]);
     }
     if runs.is_empty() {
-        println!("{}", w.none_found);
+        output::result(w.none_found);
         return Err(ExitStatus::Success);
     }
     let mut ready = Vec::new();
@@ -199,12 +202,12 @@ pub fn choose(
                 if let Some(r) = reason {
                     line.push_str(&format!(": {r}"));
                 }
-                println!("{line}");
+                output::status(&line);
             }
         }
     }
     if ready.is_empty() {
-        println!("{}", w.none_ready);
+        output::result(w.none_ready);
         return Err(ExitStatus::Success);
     }
     Ok(ready)
@@ -239,7 +242,7 @@ pub fn share_selection() -> anyhow::Result<ShareSelection> {
         crate::share::select(&vars, &providers).map_err(|e| UsageError(e.to_string()))?;
     let share_type = selected.provider.manifest.share_type.clone();
     if let Some(url) = &selected.display_url {
-        println!("Share target ({share_type}): {url}");
+        output::status(format!("Share target ({share_type}): {url}"));
     }
     let plugin_scripts = if selected.provider.builtin {
         Vec::new()

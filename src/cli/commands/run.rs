@@ -3,6 +3,7 @@
 //! input checked before anything is created, then the `run` workflow under a fresh run id
 //! (which names the bucket and labels the Jobs).
 
+use crate::cli::output;
 use serde_json::json;
 
 use super::cluster_common::{access, check_pod, context_param, resources, target};
@@ -34,11 +35,11 @@ fn campaign_output(
 }
 
 fn setup_hint(message: &str) -> ExitStatus {
-    eprintln!("✗ Error: {message}");
-    eprintln!("To set up the cluster.");
-    println!();
-    eprintln!("  vast execution cluster setup <cluster-config>");
-    println!();
+    output::error(format!("✗ Error: {message}"));
+    output::error("To set up the cluster.");
+    output::status("");
+    output::error("  vast execution cluster setup <cluster-config>");
+    output::status("");
     ExitStatus::Failure
 }
 
@@ -73,19 +74,19 @@ pub async fn run(args: RunArgs, globals: &Globals) -> anyhow::Result<ExitStatus>
         None
     };
 
-    println!("Checking Kubernetes cluster access...");
+    output::status("Checking Kubernetes cluster access...");
     let kube = match access(args.context.as_deref(), &namespace).await {
         Ok((kube, line)) => {
             tracing::info!("{line}");
             kube
         }
         Err(m) => {
-            eprintln!("✗ Error: {m}");
-            eprintln!("  Kubernetes cluster is required for RoboVAST execution.");
+            output::error(format!("✗ Error: {m}"));
+            output::error("  Kubernetes cluster is required for RoboVAST execution.");
             return Ok(ExitStatus::Failure);
         }
     };
-    println!("Checking robovast pod status...");
+    output::status("Checking robovast pod status...");
     if let Err(m) = check_pod(&kube, &namespace).await {
         return Ok(setup_hint(&m));
     }
@@ -159,21 +160,24 @@ pub async fn run(args: RunArgs, globals: &Globals) -> anyhow::Result<ExitStatus>
         return Ok(status);
     }
     if args.follow {
-        println!("Cluster execution finished.");
-        println!();
-        println!("You can now download the results using:");
-        println!();
-        println!("  vast execution cluster download");
-        println!();
+        output::result("Cluster execution finished.");
+        output::status("");
+        output::result("You can now download the results using:");
+        output::status("");
+        output::result("  vast execution cluster download");
+        output::status("");
     } else {
         tracing::info!("Running in detached mode. Jobs will continue running in the background.");
-        println!("✓ Jobs created successfully (Run ID: {})", id.as_str());
-        println!();
-        println!("Jobs are now running in detached mode.");
-        println!();
-        println!("To check job status, use: vast execution cluster monitor");
-        println!("To clean up jobs, use: vast execution cluster run-cleanup");
-        println!();
+        output::result(format!(
+            "✓ Jobs created successfully (Run ID: {})",
+            id.as_str()
+        ));
+        output::status("");
+        output::result("Jobs are now running in detached mode.");
+        output::status("");
+        output::result("To check job status, use: vast execution cluster monitor");
+        output::result("To clean up jobs, use: vast execution cluster run-cleanup");
+        output::status("");
     }
     Ok(status)
 }

@@ -1,6 +1,7 @@
 //! `vast execution cluster run-cleanup [--run-id R] [-x CTX]`: upstream's checks and messages,
 //! then the `run-cleanup` workflow (which never drains the shared ClusterQueue).
 
+use crate::cli::output;
 use serde_json::json;
 
 use super::cluster_common::{access, context_param, resources, target};
@@ -11,14 +12,14 @@ use crate::manifests::job::label_safe;
 pub async fn run(args: RunCleanupArgs, globals: &Globals) -> anyhow::Result<ExitStatus> {
     let t = target(globals, args.context.clone(), false)?;
     let namespace = t.namespace();
-    println!("Checking Kubernetes cluster access...");
+    output::status("Checking Kubernetes cluster access...");
     let kube = match access(args.context.as_deref(), &namespace).await {
         Ok((kube, line)) => {
             tracing::info!("{line}");
             kube
         }
         Err(m) => {
-            eprintln!("✗ Error: {m}");
+            output::error(format!("✗ Error: {m}"));
             return Ok(ExitStatus::Failure);
         }
     };
@@ -33,20 +34,20 @@ pub async fn run(args: RunCleanupArgs, globals: &Globals) -> anyhow::Result<Exit
                     )
                 })?;
         if !ids.contains(&label_safe(r)) {
-            eprintln!("Run '{r}' not found in cluster.");
+            output::error(format!("Run '{r}' not found in cluster."));
             if ids.is_empty() {
-                eprintln!("No scenario run jobs in cluster.");
+                output::error("No scenario run jobs in cluster.");
             } else {
-                eprintln!("Available run-ids:");
+                output::error("Available run-ids:");
                 for id in &ids {
-                    eprintln!("  - {id}");
+                    output::error(format!("  - {id}"));
                 }
             }
             return Ok(ExitStatus::Failure);
         }
-        println!("Cleaning up jobs and pods for run '{r}'...");
+        output::status(format!("Cleaning up jobs and pods for run '{r}'..."));
     } else {
-        println!("Cleaning up all scenario run jobs and pods...");
+        output::status("Cleaning up all scenario run jobs and pods...");
     }
     let params = json!({
         "context": context_param(&args.context),
@@ -56,7 +57,7 @@ pub async fn run(args: RunCleanupArgs, globals: &Globals) -> anyhow::Result<Exit
     let res = resources("run-cleanup", &params).await?;
     let status = start_operation(globals, "run-cleanup", &params, res).await?;
     if status == ExitStatus::Success {
-        println!("✓ Cleanup completed successfully!");
+        output::result("✓ Cleanup completed successfully!");
     }
     Ok(status)
 }

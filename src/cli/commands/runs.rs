@@ -119,7 +119,10 @@ fn prune(dir: &StateDir, globals: &Globals, p: Prune) -> anyhow::Result<ExitStat
                 let w = crate::ops::runs::work_dir(&state_dir, id);
                 if let Err(e) = std::fs::remove_dir_all(&w) {
                     if e.kind() != std::io::ErrorKind::NotFound {
-                        eprintln!("warning: cannot remove {}: {e}", w.display());
+                        crate::cli::output::warn(format!(
+                            "warning: cannot remove {}: {e}",
+                            w.display()
+                        ));
                     }
                 }
                 println!("removed {id} ({status})");
@@ -320,7 +323,10 @@ fn scenario_runs_text(r: &crate::ops::runs::RunRecord) -> String {
         v.open
     );
     if v.resubmitted > 0 {
-        out.push_str(&format!(", {} attempt(s) re-submitted", v.resubmitted));
+        out.push_str(&format!(
+            ", {} re-submitted",
+            crate::cli::output::plural(v.resubmitted as u64, "attempt")
+        ));
     }
     out.push('\n');
     for (n, x) in not_succeeded(r) {

@@ -1,9 +1,10 @@
 //! `vast execution cluster setup [CLUSTER_CONFIG] [--list] [-n NS] [-o k=v]... [--force] [-x CTX]`:
 //! checks the input and the saved setup, then runs the `setup` workflow.
 
+use crate::cli::output;
 use serde_json::json;
 
-use super::cluster_common::{context_param, parse_options, resources, target};
+use super::cluster_common::{context_param, parse_options, resources};
 use crate::cli::execute::start_operation;
 use crate::cli::{args::SetupArgs, ExitStatus, Globals, UsageError};
 use crate::manifests::cluster_config::{cluster_config, list_text, validate_namespace};
@@ -30,17 +31,17 @@ pub async fn run(args: SetupArgs, globals: &Globals) -> anyhow::Result<ExitStatu
     cluster
         .resolve_options(&options)
         .map_err(|e| UsageError(e.to_string()))?;
-    let t = target(globals, args.context.clone(), true)?;
+    let t = super::cluster_common::setup_target(globals, args.context.clone())?;
     if let (Some(saved), false) = (&t.setup, args.force) {
         let ctx = args
             .context
             .as_ref()
             .map(|c| format!(" for context '{c}'"))
             .unwrap_or_default();
-        eprintln!(
+        output::error(format!(
             "Error: Cluster is already set up with '{}' config{ctx}.\nRun 'vast execution cluster cleanup' first to clean up the existing setup.",
             saved.name
-        );
+        ));
         return Ok(ExitStatus::Failure);
     }
     // A cluster that cannot be reached is a configuration problem, not a run to resume: an
@@ -51,8 +52,8 @@ pub async fn run(args: SetupArgs, globals: &Globals) -> anyhow::Result<ExitStatu
     match super::cluster_common::access(args.context.as_deref(), &namespace).await {
         Ok((_, line)) => tracing::info!("{line}"),
         Err(m) => {
-            eprintln!("✗ Error: {m}");
-            eprintln!("  Kubernetes cluster is required for RoboVAST execution.");
+            output::error(format!("✗ Error: {m}"));
+            output::error("  Kubernetes cluster is required for RoboVAST execution.");
             return Ok(ExitStatus::Failure);
         }
     }
@@ -68,7 +69,7 @@ pub async fn run(args: SetupArgs, globals: &Globals) -> anyhow::Result<ExitStatu
     let res = resources("setup", &params).await?;
     let status = start_operation(globals, "setup", &params, res).await?;
     if status == ExitStatus::Success {
-        println!("✓ Cluster setup completed successfully!");
+        output::result("✓ Cluster setup completed successfully!");
     }
     Ok(status)
 }

@@ -7,6 +7,7 @@
 //! are skipped) with the pre-flight schedule (`cluster_common::preflight_policy`), the only
 //! retry layer of its calls.
 
+use crate::cli::output;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -215,7 +216,10 @@ pub async fn run(args: UploadConfigsArgs, _globals: &Globals) -> anyhow::Result<
     let forward = PortForward::start(pods, ROBOVAST_POD, S3_PORT).await?;
     let client = s3::client(&forward.http_endpoint(), &credentials);
 
-    println!("Uploading config files to S3 bucket '{}'...", target.bucket);
+    output::status(format!(
+        "Uploading config files to S3 bucket '{}'...",
+        target.bucket
+    ));
     // The one retry layer of this command's S3 calls (the client does not retry): a retry
     // skips the objects already uploaded.
     let summary = retry
@@ -228,13 +232,20 @@ pub async fn run(args: UploadConfigsArgs, _globals: &Globals) -> anyhow::Result<
         )
         .await?;
     if summary.skipped > 0 {
-        println!(
+        output::result(format!(
             "Upload complete. ({} files, {} already present)",
             summary.files(),
             summary.skipped
-        );
+        ));
     } else {
-        println!("Upload complete. ({} files)", summary.files());
+        output::result(format!("Upload complete. ({} files)", summary.files()));
+    }
+    if args.json {
+        output::print_json(&serde_json::json!({
+            "bucket": target.bucket,
+            "files": summary.files(),
+            "already_present": summary.skipped,
+        }))?;
     }
     drop(forward);
     Ok(ExitStatus::Success)

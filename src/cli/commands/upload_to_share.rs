@@ -3,6 +3,7 @@
 //! messages), then the finished runs are chosen and the `upload-to-share` workflow uploads
 //! them from the pod. The provider's values never enter the run's parameters.
 
+use crate::cli::output;
 use serde_json::json;
 
 use super::cluster_common::{context_param, resources};
@@ -25,13 +26,13 @@ pub async fn run(args: UploadToShareArgs, globals: &Globals) -> anyhow::Result<E
         Err(status) => return Ok(status),
     };
     if !a.has_archiver {
-        eprintln!("Error: the robovast pod has no archiver container; upload-to-share runs there (re-create it with `vast execution cluster setup --force`)");
+        output::error("Error: the robovast pod has no archiver container; upload-to-share runs there (re-create it with `vast execution cluster setup --force`)");
         return Ok(ExitStatus::Failure);
     }
     let runs = match list_runs(&a).await {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("Unexpected error listing runs: {e}");
+            output::error(format!("Unexpected error listing runs: {e}"));
             return Ok(ExitStatus::Failure);
         }
     };
@@ -44,7 +45,10 @@ pub async fn run(args: UploadToShareArgs, globals: &Globals) -> anyhow::Result<E
         Ok(c) => c,
         Err(status) => return Ok(status),
     };
-    println!("Uploading {} run(s) to {share_type}...", chosen.len());
+    output::status(format!(
+        "Uploading {} to {share_type}...",
+        output::plural(chosen.len() as u64, "run")
+    ));
     let params = json!({
         "context": context_param(&args.context),
         "namespace": a.namespace,

@@ -23,7 +23,8 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 
-use crate::cli::{args::WaitArgs, output::print_json, ExitStatus, Globals, UsageError};
+use crate::cli::output::{self, print_json};
+use crate::cli::{args::WaitArgs, ExitStatus, Globals, UsageError};
 use crate::engine::retry::FailureBudget;
 use crate::ops::runs::{job_state, JobOutcome, JobState, RunRecord};
 use crate::store::StateDir;
@@ -211,7 +212,7 @@ pub async fn run(args: WaitArgs, globals: &Globals) -> anyhow::Result<ExitStatus
             v.lost
         );
         if line != said && globals.verbosity >= 0 {
-            eprintln!("{line}");
+            output::note(&line);
             said = line;
         }
         if open == 0 && lost_pending_retry == 0 {
@@ -222,8 +223,8 @@ pub async fn run(args: WaitArgs, globals: &Globals) -> anyhow::Result<ExitStatus
                 ("failed", ExitStatus::Failure)
             };
             let mut msg = format!(
-                "{} runs: {} succeeded, {} failed, {lost} lost",
-                record.jobs.len(),
+                "{}: {} succeeded, {} failed, {lost} lost",
+                output::plural(record.jobs.len() as u64, "run"),
                 v.succeeded,
                 v.failed
             );
@@ -244,8 +245,9 @@ pub async fn run(args: WaitArgs, globals: &Globals) -> anyhow::Result<ExitStatus
         if let Some(t) = args.timeout {
             if started.elapsed() >= t {
                 let msg = format!(
-                    "timed out after {} with {open} run(s) unfinished",
-                    humanize(t)
+                    "timed out after {} with {} unfinished",
+                    humanize(t),
+                    output::plural(open as u64, "run")
                 );
                 break (
                     finish(
@@ -290,7 +292,7 @@ pub async fn run(args: WaitArgs, globals: &Globals) -> anyhow::Result<ExitStatus
         } else {
             "✗"
         };
-        println!("{mark} {}", report.message);
+        output::result(format!("{mark} {}", report.message));
     }
     Ok(status)
 }
@@ -303,12 +305,15 @@ async fn kueue_reason(client: &kube::Client, namespace: &str, pending: &[String]
     let reasons = crate::cluster::kueue::pending_reasons(client, namespace).await;
     for uid in pending {
         if let Some((Some(r), _)) = reasons.get(uid) {
-            return format!("{} Job(s) pending; Kueue: {r}", pending.len());
+            return format!(
+                "{} pending; Kueue: {r}",
+                output::plural(pending.len() as u64, "Job")
+            );
         }
     }
     format!(
-        "{} Job(s) pending; Kueue gave no reason (is the ClusterQueue active?)",
-        pending.len()
+        "{} pending; Kueue gave no reason (is the ClusterQueue active?)",
+        output::plural(pending.len() as u64, "Job")
     )
 }
 
