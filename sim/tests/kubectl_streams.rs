@@ -2,7 +2,8 @@
 //! wire protocols: SPDY/3.1 (kubectl ≤ 1.29's only one, forced here with
 //! `KUBECTL_PORT_FORWARD_WEBSOCKETS=false` / `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`) and
 //! the websocket ones of kubectl ≥ 1.30 (port-forward tunnels SPDY in websocket messages). S3
-//! through the forwarded port is driven by boto3, as upstream's scripts do.
+//! through the forwarded port is driven by boto3, as upstream's scripts do. Also `apply` through
+//! the OpenAPI v2 document, as kubectl ≤ 1.28 computes its patches.
 
 mod kube_support;
 
@@ -381,4 +382,46 @@ async fn exec_and_kubectl_cp_see_the_pods_filesystem() {
     );
     let (out, _, _) = env.exec(false, &cmd(&["cat", "/data/in.txt"]), None).await;
     assert_eq!(out, "input\n");
+}
+
+/// kubectl ≤ 1.28 computes `apply`'s patches from the OpenAPI v2 document (protobuf), as any
+/// kubectl does with `KUBECTL_OPENAPIV3_PATCH=false`: create, change and re-apply a built-in
+/// object and Kueue's custom resources.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_through_openapi_v2_as_older_kubectl_does() {
+    let env = Env::start().await;
+    let file = env.dir.path().join("objects.yaml");
+    let write = |value: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm1}}\ndata: {{a: \"{value}\"}}\n---\n\
+                 apiVersion: kueue.x-k8s.io/v1beta1\nkind: ResourceFlavor\nmetadata: {{name: flavor-{value}}}\n"
+            ),
+        )
+        .expect("write")
+    };
+    let file_s = file.display().to_string();
+    for (value, expect) in [("1", "created"), ("2", "configured"), ("2", "unchanged")] {
+        write(value);
+        let mut cmd = env.kubectl(false, &["apply", "-f", &file_s]);
+        cmd.env("KUBECTL_OPENAPIV3_PATCH", "false");
+        let out = cmd.output().await.expect("kubectl runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("configmap/cm1 {expect}")),
+            "{stdout}"
+        );
+    }
+    let out = env
+        .kubectl(false, &["get", "cm", "cm1", "-o", "jsonpath={.data.a}"])
+        .output()
+        .await
+        .expect("kubectl runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2");
 }
