@@ -127,6 +127,55 @@ pub(crate) async fn run(ws: Ws, targets: Vec<Target>, faults: Arc<Faults>, pod: 
     }
 }
 
+/// The "drop after N bytes" fault of one forwarded connection (both directions count).
+#[derive(Clone)]
+struct Budget {
+    limit: Option<u64>,
+    used: Arc<AtomicU64>,
+    drop_now: CancellationToken,
+}
+
+impl Budget {
+    fn new(limit: Option<u64>, drop_now: CancellationToken) -> Budget {
+        Budget {
+            limit,
+            used: Arc::new(AtomicU64::new(0)),
+            drop_now,
+        }
+    }
+
+    /// How many of `n` more bytes may pass; cancels the session when the budget is spent.
+    fn take(&self, n: usize) -> usize {
+        let Some(limit) = self.limit else { return n };
+        let before = self.used.fetch_add(n as u64, Ordering::SeqCst);
+        let left = limit.saturating_sub(before);
+        if (n as u64) >= left {
+            self.drop_now.cancel();
+            left as usize
+        } else {
+            n
+        }
+    }
+}
+
+/// Client → pod: what arrives on `input` is written to the pod's port; its end half-closes it.
+async fn pump_up(
+    mut input: mpsc::Receiver<Bytes>,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    allow: Budget,
+) {
+    while let Some(chunk) = input.recv().await {
+        let n = allow.take(chunk.len());
+        if n > 0 && w.write_all(&chunk[..n]).await.is_err() {
+            return;
+        }
+        if n < chunk.len() {
+            return;
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
 struct PortCtx {
     out: mpsc::Sender<Message>,
     budget: Option<u64>,
@@ -164,37 +213,9 @@ async fn port_stream(i: usize, t: Target, mut input: mpsc::Receiver<Bytes>, ctx:
         }
     };
     let _ = tcp.set_nodelay(true);
-    let (mut r, mut w) = tcp.into_split();
-    let used = Arc::new(AtomicU64::new(0));
-    // How many of `n` more bytes may pass; cancels the session when the budget is spent.
-    let allow = {
-        let used = used.clone();
-        let drop_now = drop_now.clone();
-        move |n: usize| -> usize {
-            let Some(limit) = budget else { return n };
-            let before = used.fetch_add(n as u64, Ordering::SeqCst);
-            let left = limit.saturating_sub(before);
-            if (n as u64) >= left {
-                drop_now.cancel();
-                left as usize
-            } else {
-                n
-            }
-        }
-    };
-    let allow_up = allow.clone();
-    let up = async move {
-        while let Some(chunk) = input.recv().await {
-            let n = allow_up(chunk.len());
-            if n > 0 && w.write_all(&chunk[..n]).await.is_err() {
-                return;
-            }
-            if n < chunk.len() {
-                return;
-            }
-        }
-        let _ = w.shutdown().await;
-    };
+    let (mut r, w) = tcp.into_split();
+    let allow = Budget::new(budget, drop_now);
+    let up = pump_up(input, w, allow.clone());
     let down = async move {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -202,7 +223,7 @@ async fn port_stream(i: usize, t: Target, mut input: mpsc::Receiver<Bytes>, ctx:
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            let allowed = allow(n);
+            let allowed = allow.take(n);
             if allowed > 0 && out.send(frame(data_ch, &buf[..allowed])).await.is_err() {
                 return;
             }
@@ -290,7 +311,7 @@ async fn spdy_port(stream: spdy::Stream, port: Option<u16>, ctx: SpdyPort) {
         pod,
     } = ctx;
     let id = stream.id;
-    let mut input = stream.data;
+    let input = stream.data;
     let connected = match (port, addr) {
         (None, _) => Err("invalid or missing port header".to_string()),
         (Some(_), Some(addr)) => TcpStream::connect(addr).await.map_err(|e| e.to_string()),
@@ -312,32 +333,9 @@ async fn spdy_port(stream: spdy::Stream, port: Option<u16>, ctx: SpdyPort) {
         }
     };
     let _ = tcp.set_nodelay(true);
-    let (mut r, mut w) = tcp.into_split();
-    let used = Arc::new(AtomicU64::new(0));
-    let allow = move |n: usize| -> usize {
-        let Some(limit) = budget else { return n };
-        let before = used.fetch_add(n as u64, Ordering::SeqCst);
-        let left = limit.saturating_sub(before);
-        if (n as u64) >= left {
-            drop_now.cancel();
-            left as usize
-        } else {
-            n
-        }
-    };
-    let allow_up = allow.clone();
-    let up = async move {
-        while let Some(chunk) = input.recv().await {
-            let n = allow_up(chunk.len());
-            if n > 0 && w.write_all(&chunk[..n]).await.is_err() {
-                return;
-            }
-            if n < chunk.len() {
-                return;
-            }
-        }
-        let _ = w.shutdown().await;
-    };
+    let (mut r, w) = tcp.into_split();
+    let allow = Budget::new(budget, drop_now);
+    let up = pump_up(input, w, allow.clone());
     let down_sender = sender.clone();
     let down = async move {
         let mut buf = vec![0u8; 32 * 1024];
@@ -346,7 +344,7 @@ async fn spdy_port(stream: spdy::Stream, port: Option<u16>, ctx: SpdyPort) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            let allowed = allow(n);
+            let allowed = allow.take(n);
             if allowed > 0
                 && !down_sender
                     .data(id, Bytes::copy_from_slice(&buf[..allowed]))

@@ -66,14 +66,8 @@ pub(crate) fn accept(
     req: &Request<Incoming>,
     supported: &[&'static str],
 ) -> Result<(Reply, &'static str), Box<Reply>> {
-    let offered: Vec<String> = req
-        .headers()
-        .get_all(PROTOCOL_HEADER)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
-        .collect();
-    let Some(proto) = supported.iter().find(|s| offered.iter().any(|o| o == **s)) else {
+    let (offered, chosen) = super::ws::negotiate(req, PROTOCOL_HEADER, supported);
+    let Some(proto) = chosen else {
         return Err(Box::new(status(
             403,
             "Forbidden",

@@ -57,14 +57,8 @@ pub(crate) fn accept(
             "Upgrade request required: missing 'Upgrade: websocket'",
         )));
     }
-    let offered: Vec<String> = req
-        .headers()
-        .get_all(SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
-        .collect();
-    let Some(proto) = supported.iter().find(|s| offered.iter().any(|o| o == **s)) else {
+    let (offered, chosen) = negotiate(req, SEC_WEBSOCKET_PROTOCOL.as_str(), supported);
+    let Some(proto) = chosen else {
         return Err(Box::new(status(
             400,
             "BadRequest",
@@ -81,6 +75,27 @@ pub(crate) fn accept(
     }
     h.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(proto));
     Ok((r, proto))
+}
+
+/// The protocols a client offers in `header` (repeated or comma-separated) and the first of
+/// `supported` among them.
+pub(crate) fn negotiate(
+    req: &Request<Incoming>,
+    header: &str,
+    supported: &[&'static str],
+) -> (Vec<String>, Option<&'static str>) {
+    let offered: Vec<String> = req
+        .headers()
+        .get_all(header)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+        .collect();
+    let chosen = supported
+        .iter()
+        .copied()
+        .find(|s| offered.iter().any(|o| o == s));
+    (offered, chosen)
 }
 
 /// Finish the upgrade (after the 101 was sent) and wrap the connection as a server websocket.
