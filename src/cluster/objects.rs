@@ -140,6 +140,23 @@ impl ApplyError {
 
 /// Delete options vast uses everywhere: no grace period, background propagation (dependents
 /// follow by garbage collection).
+/// POSTs `object` to `collection_url` (e.g. `/apis/batch/v1/namespaces/ns/jobs`) and reads
+/// nothing of the answer but its status: creating thousands of objects needs neither the typed
+/// round trip nor the parsed echo. Errors are kube's (`Error::Api` carries the server's
+/// `Status`, so a 409 is recognised as for a typed create).
+pub async fn create_raw(
+    client: &Client,
+    collection_url: &str,
+    object: &Value,
+) -> Result<(), kube::Error> {
+    let body = serde_json::to_vec(object).map_err(kube::Error::SerdeError)?;
+    let req = http::Request::post(collection_url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .map_err(kube::Error::HttpError)?;
+    client.request_text(req).await.map(|_| ())
+}
+
 pub fn delete_now() -> DeleteParams {
     DeleteParams {
         grace_period_seconds: Some(0),

@@ -309,6 +309,23 @@ pub fn render_job_attempt(
     run: u32,
     attempt: u32,
 ) -> Result<Job, ManifestError> {
+    let job = render_job_value(ctx, config, run, attempt)?;
+    let name = job_name_attempt(ctx.run_id, &config.name, run, attempt.max(1));
+    serde_json::from_value(job).map_err(|e| ManifestError::Template {
+        config: name,
+        message: e.to_string(),
+    })
+}
+
+/// [`render_job_attempt`] as the JSON document sent to the API server, without the typed
+/// round trip: what `run`'s create-job step serialises and POSTs (the typed form checks the
+/// same document in `prepare-run` and the tests).
+pub fn render_job_value(
+    ctx: &JobContext<'_>,
+    config: &Configuration,
+    run: u32,
+    attempt: u32,
+) -> Result<serde_json::Value, ManifestError> {
     let attempt = attempt.max(1);
     let ex = ctx.execution;
     let main_res = resolve_resources(&ex.resources, ctx.context)?;
@@ -436,10 +453,7 @@ pub fn render_job_attempt(
         },
         "spec": spec,
     });
-    serde_json::from_value(job).map_err(|e| ManifestError::Template {
-        config: name,
-        message: e.to_string(),
-    })
+    Ok(job)
 }
 
 /// All Jobs of a run, run-number-major (every config for run 0, then run 1, …).
@@ -571,6 +585,44 @@ mod tests {
             parameters: Vec::new(),
         };
         serde_json::to_value(render_job_attempt(&ctx, &c, 0, attempt).unwrap()).unwrap()
+    }
+
+    /// The JSON create-job POSTs is exactly the typed Job's serialisation: nothing the typed
+    /// round trip used to normalise (numbers, empty fields, unknown keys) differs.
+    #[test]
+    fn the_sent_document_is_the_typed_jobs() {
+        let vast_files = [
+            "",
+            "  timeout: 60\n  retries: 0\n  env:\n  - A: \"1\"\n  resources:\n    cpu: 2\n    memory: 3Gi\n  node_selector:\n    pool: spot\n  gpu: 1\n",
+            "  secondary_containers:\n  - side:\n      resources: {cpu: 1, memory: 1Gi}\n  pre_command: /config/p.sh\n",
+        ];
+        for extra in vast_files {
+            for (spot, attempt) in [(false, 1), (true, 3)] {
+                let text = format!(
+                    "version: 1\nexecution:\n  image: i:1\n  runs: 1\n  scenario_file: s.osc\n{extra}"
+                );
+                let v = crate::project::VastFile::parse(std::path::Path::new("x.vast"), &text)
+                    .unwrap_or_else(|e| panic!("{e}\n{text}"));
+                let ctx = JobContext {
+                    run_id: "run-1",
+                    namespace: "ns",
+                    execution: &v.execution,
+                    context: None,
+                    total_jobs: 4,
+                    log_tree: spot,
+                    spot,
+                };
+                let c = Configuration {
+                    name: "c".into(),
+                    entry: "c".into(),
+                    parameters: Vec::new(),
+                };
+                let typed = serde_json::to_value(render_job_attempt(&ctx, &c, 2, attempt).unwrap())
+                    .unwrap();
+                let sent = render_job_value(&ctx, &c, 2, attempt).unwrap();
+                assert_eq!(sent, typed, "{extra}");
+            }
+        }
     }
 
     #[test]

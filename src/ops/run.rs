@@ -29,7 +29,8 @@ use crate::engine::retry::FailureBudget;
 use crate::engine::{Registry, StepContext, StepError};
 use crate::manifests::cluster_config::cluster_config;
 use crate::manifests::job::{
-    base_job_name, job_name, label_safe, render_job, render_job_attempt, JobContext,
+    base_job_name, job_name, label_safe, render_job, render_job_attempt, render_job_value,
+    JobContext,
 };
 use crate::progress::Progress;
 use crate::project::configs::Configuration;
@@ -248,6 +249,11 @@ async fn plan(cx: &StepContext) -> Result<Value, StepError> {
         .into_iter()
         .filter_map(|j| j.metadata.name)
         .collect();
+    // The typed form of one Job checks the document create-job sends as JSON.
+    if let Some(first) = p.configs.first() {
+        render_job(&job_context(cx, run_id, &e, &p)?, first, 0)
+            .map_err(|err| StepError::permanent(err.to_string()))?;
+    }
     let mut out = Vec::with_capacity(p.configs.len() * p.runs as usize);
     for r in 0..p.runs {
         for (c, conf) in p.configs.iter().enumerate() {
@@ -316,11 +322,11 @@ async fn create_job(cx: &StepContext) -> Result<Value, StepError> {
         .get(item.c)
         .ok_or_else(|| StepError::permanent(format!("no configuration #{} in the plan", item.c)))?;
     let ctx = job_context(cx, run_id, &e, &p)?;
-    let job =
-        render_job(&ctx, conf, item.r).map_err(|err| StepError::permanent(err.to_string()))?;
+    let job = render_job_value(&ctx, conf, item.r, 1)
+        .map_err(|err| StepError::permanent(err.to_string()))?;
     let jobs: Api<Job> = Api::namespaced(e.client.clone(), &e.namespace);
-    match jobs.create(&PostParams::default(), &job).await {
-        Ok(_) => Ok(json!({"n": item.n})),
+    match crate::cluster::objects::create_raw(&e.client, &jobs.resource_url(), &job).await {
+        Ok(()) => Ok(json!({"n": item.n})),
         Err(err) if crate::cluster::error::is_already_exists(&err) => {
             adopt(&jobs, &item.n, run_id).await?;
             Ok(json!({"n": item.n, "adopted": true}))
