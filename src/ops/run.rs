@@ -325,7 +325,7 @@ async fn create_job(cx: &StepContext) -> Result<Value, StepError> {
     let job = render_job_value(&ctx, conf, item.r, 1)
         .map_err(|err| StepError::permanent(err.to_string()))?;
     let jobs: Api<Job> = Api::namespaced(e.client.clone(), &e.namespace);
-    match crate::cluster::objects::create_raw(&e.client, &jobs.resource_url(), &job).await {
+    match crate::cluster::objects::create_raw(&e.client, jobs.resource_url(), &job).await {
         Ok(()) => Ok(json!({"n": item.n})),
         Err(err) if crate::cluster::error::is_already_exists(&err) => {
             adopt(&jobs, &item.n, run_id).await?;
