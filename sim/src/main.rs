@@ -1,4 +1,5 @@
-//! `vast-sim serve --kubeconfig PATH`: runs a simulated cluster until SIGINT/SIGTERM.
+//! `vast-sim serve --kubeconfig PATH`: runs a simulated cluster until SIGINT/SIGTERM;
+//! `vast-sim scale --jobs N`: the sim's memory and create-throughput measurement.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +24,19 @@ struct Cli {
 enum Command {
     /// Serve the simulated cluster and write a kubeconfig (context `vast-sim`).
     Serve(ServeArgs),
+    /// Measure the sim: create N Jobs (Kueue, pods running for an hour) in this process and
+    /// print the resident memory per Job and the creates per second (a `SCALE ...` line).
+    Scale(ScaleArgs),
+}
+
+#[derive(clap::Args)]
+struct ScaleArgs {
+    /// Number of Jobs to create.
+    #[arg(long, default_value_t = 10_000)]
+    jobs: usize,
+    /// Concurrent connections creating them.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
 }
 
 #[derive(clap::Args)]
@@ -62,7 +76,18 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        Command::Scale(a) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the tokio runtime")?;
+            let r = rt.block_on(vast_sim::scale::run(a.jobs, a.connections))?;
+            println!("{}", r.line());
+            return Ok(());
+        }
+    };
     let mut config = match &args.config {
         Some(p) => SimConfig::from_file(p)?,
         None => SimConfig::default(),
