@@ -37,6 +37,9 @@ struct ScaleArgs {
     /// Concurrent connections creating them.
     #[arg(long, default_value_t = 8)]
     connections: usize,
+    /// Once every pod exists, wait at most this long for them to run before measuring.
+    #[arg(long, default_value_t = 60)]
+    run_wait_s: u64,
 }
 
 #[derive(clap::Args)]
@@ -83,7 +86,11 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the tokio runtime")?;
-            let r = rt.block_on(vast_sim::scale::run(a.jobs, a.connections))?;
+            let r = rt.block_on(vast_sim::scale::run(
+                a.jobs,
+                a.connections,
+                std::time::Duration::from_secs(a.run_wait_s),
+            ))?;
             println!("{}", r.line());
             return Ok(());
         }
