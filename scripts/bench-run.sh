@@ -9,7 +9,11 @@
 # Measured: wall time and peak RSS of the whole `vast execution cluster run` process and of the
 # `kubectl create` process (/usr/bin/time), the duration of the run's `create-job` map step
 # alone (from `vast runs events --json`), and the number of Jobs each created (counted through
-# the API afterwards; must be exactly JOBS).
+# the API afterwards; must be exactly JOBS). The last line of the output is machine-readable:
+#   RESULT jobs=N vast_wall_s=… vast_cpu_s=… vast_rss_mib=… kubectl_wall_s=… kubectl_cpu_s=…
+#          speedup_wall=… speedup_cpu=… sim_rss_mib=…
+# (the kubectl and speed-up fields are absent with SKIP_KUBECTL=1; sim_rss_mib is the peak RSS
+# of the sim vast ran against).
 #
 # Environment:
 #   RUNS=100             runs per configuration (JOBS = 100 × RUNS; RUNS=10 is a 1,000-Job smoke run)
@@ -225,5 +229,15 @@ if len(rows) == 2:
 mib = rows[0][3] / 1024
 print(f"peak RSS of vast: {mib:.1f} MiB (target <= 100 MiB: {'met' if mib <= 100 else 'NOT met'})")
 print(f"Job count check ({jobs} each): {'ok' if ok else 'FAILED: ' + ', '.join(f'{r[0]}={r[1]}' for r in rows)}")
+# the machine-readable summary, always the last line: vast's process, kubectl's (absent with
+# SKIP_KUBECTL=1), the speed-ups (kubectl / vast) and the sim's peak RSS during vast's run
+v = rows[0]
+fields = [f"jobs={v[1]}", f"vast_wall_s={v[2]:.2f}", f"vast_cpu_s={v[4]:.2f}", f"vast_rss_mib={v[3] / 1024:.1f}"]
+if len(rows) == 2:
+    k = rows[1]
+    fields += [f"kubectl_wall_s={k[2]:.2f}", f"kubectl_cpu_s={k[4]:.2f}",
+               f"speedup_wall={k[2] / v[2]:.2f}", f"speedup_cpu={k[4] / max(v[4], 1e-9):.2f}"]
+fields.append(f"sim_rss_mib={v[6]}")
+print("RESULT " + " ".join(fields))
 raise SystemExit(0 if ok else 1)
 PY

@@ -25,9 +25,10 @@
 //!   simulated scenario results;
 //! - [`faults`]: fault injection (API errors, latency, resets, stream drops, S3 errors, pod
 //!   preemption, scenario outcomes by rule), seeded, and the sim's counters (`SimStats`);
-//! - [`config`]: the sim's configuration (YAML file, flags).
+//! - [`config`]: the sim's configuration (YAML file, flags);
+//! - [`scale`]: `vast-sim scale`, the sim's memory-per-Job and creates/s measurement.
 //!
-//! Layering: each module imports only modules that come after it in `server`, `control`,
+//! Layering: each module imports only modules that come after it in `scale`, `server`, `control`,
 //! `api`, `controllers`, `config`, `dataplane`, `admission`, `selector`, `faults`, `pod`,
 //! `store`. So `control` uses `api` (its `App`, `ApiError` and response helpers) and the
 //! controllers (pod restarts), `api` uses the controllers only to resolve a pod for
@@ -41,6 +42,7 @@ pub mod controllers;
 pub mod dataplane;
 pub mod faults;
 pub mod pod;
+pub mod scale;
 pub mod selector;
 pub mod server;
 pub mod store;

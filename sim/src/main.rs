@@ -1,4 +1,5 @@
-//! `vast-sim serve --kubeconfig PATH`: runs a simulated cluster until SIGINT/SIGTERM.
+//! `vast-sim serve --kubeconfig PATH`: runs a simulated cluster until SIGINT/SIGTERM;
+//! `vast-sim scale --jobs N`: the sim's memory and create-throughput measurement.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +24,22 @@ struct Cli {
 enum Command {
     /// Serve the simulated cluster and write a kubeconfig (context `vast-sim`).
     Serve(ServeArgs),
+    /// Measure the sim: create N Jobs (Kueue, pods running for an hour) in this process and
+    /// print the resident memory per Job and the creates per second (a `SCALE ...` line).
+    Scale(ScaleArgs),
+}
+
+#[derive(clap::Args)]
+struct ScaleArgs {
+    /// Number of Jobs to create.
+    #[arg(long, default_value_t = 10_000)]
+    jobs: usize,
+    /// Concurrent connections creating them.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Once every pod exists, wait at most this long for them to run before measuring.
+    #[arg(long, default_value_t = 60)]
+    run_wait_s: u64,
 }
 
 #[derive(clap::Args)]
@@ -62,7 +79,22 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        Command::Scale(a) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the tokio runtime")?;
+            let r = rt.block_on(vast_sim::scale::run(
+                a.jobs,
+                a.connections,
+                std::time::Duration::from_secs(a.run_wait_s),
+            ))?;
+            println!("{}", r.line());
+            return Ok(());
+        }
+    };
     let mut config = match &args.config {
         Some(p) => SimConfig::from_file(p)?,
         None => SimConfig::default(),

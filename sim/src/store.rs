@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 /// Store keys (`group/plural`) of the built-in resources the API server, admission and the
@@ -90,6 +90,9 @@ struct Inner {
     objects: HashMap<Arc<str>, BTreeMap<ObjKey, Arc<Value>>>,
     uids: HashSet<String>,
     history: VecDeque<Event>,
+    /// [`approx_heap_size`] of each history event's object, and their sum.
+    history_sizes: VecDeque<usize>,
+    history_bytes: usize,
     /// Watches from a resourceVersion below this are expired (410).
     compacted: u64,
 }
@@ -109,11 +112,17 @@ impl Inner {
 }
 
 /// The store. Cheap to share behind an `Arc`.
+///
+/// Watches follow the event history, not a channel of events: a write publishes only its
+/// resourceVersion ([`Store::subscribe`]) and each watch reads the events after its cursor
+/// from the history ([`Store::events_after`]). So an object version is held by the store and
+/// at most the bounded history, never by a per-watch or per-channel backlog.
 pub struct Store {
     inner: RwLock<Inner>,
-    tx: broadcast::Sender<Event>,
+    tx: watch::Sender<u64>,
     changed: Notify,
     history_len: usize,
+    history_bytes: usize,
     watch_epoch: Mutex<CancellationToken>,
 }
 
@@ -205,6 +214,33 @@ fn metadata_mut(obj: &mut Value) -> Result<&mut serde_json::Map<String, Value>> 
         .ok_or_else(|| Error::Invalid("metadata must be an object".into()))
 }
 
+/// Default bound of the watch history's memory: the estimated heap size of the objects its
+/// events hold. Past it the oldest events are dropped (a watch or list continuation from
+/// before them gets 410 Expired), as past the count bound.
+pub const HISTORY_BYTES: usize = 256 << 20;
+
+/// Estimated heap bytes of a JSON value as `serde_json` holds it (string and vector buffers,
+/// B-tree nodes of maps, allocator overhead); the watch history's memory unit.
+pub fn approx_heap_size(v: &Value) -> usize {
+    const ALLOC: usize = 16;
+    const VALUE: usize = std::mem::size_of::<Value>();
+    // a B-tree node of a map holds up to 11 (String, Value) pairs
+    const NODE: usize = 11 * (24 + VALUE) + 16 + ALLOC;
+    match v {
+        Value::String(s) => s.capacity() + ALLOC,
+        Value::Array(a) => {
+            a.capacity() * VALUE + ALLOC + a.iter().map(approx_heap_size).sum::<usize>()
+        }
+        Value::Object(m) => {
+            m.len().div_ceil(11).max(1) * NODE
+                + m.iter()
+                    .map(|(k, v)| k.capacity() + ALLOC + approx_heap_size(v))
+                    .sum::<usize>()
+        }
+        _ => 0,
+    }
+}
+
 /// The parts of an object that bump `metadata.generation` when they change.
 fn spec_part(obj: &Value) -> Value {
     match obj {
@@ -221,19 +257,29 @@ fn spec_part(obj: &Value) -> Value {
 }
 
 impl Store {
+    /// A store whose watch history keeps the last `history_len` events, and at most
+    /// [`HISTORY_BYTES`] of their objects.
     pub fn new(history_len: usize) -> Self {
-        let (tx, _) = broadcast::channel(65_536);
+        Self::with_history_bytes(history_len, HISTORY_BYTES)
+    }
+
+    /// As [`Store::new`], with the history's memory bound (in [`approx_heap_size`] bytes).
+    pub fn with_history_bytes(history_len: usize, history_bytes: usize) -> Self {
+        let (tx, _) = watch::channel(1);
         Store {
             inner: RwLock::new(Inner {
                 rv: 1,
                 objects: HashMap::new(),
                 uids: HashSet::new(),
                 history: VecDeque::new(),
+                history_sizes: VecDeque::new(),
+                history_bytes: 0,
                 compacted: 0,
             }),
             tx,
             changed: Notify::new(),
             history_len: history_len.max(1),
+            history_bytes,
             watch_epoch: Mutex::new(CancellationToken::new()),
         }
     }
@@ -269,6 +315,8 @@ impl Store {
         {
             let mut inner = self.write();
             inner.history.clear();
+            inner.history_sizes.clear();
+            inner.history_bytes = 0;
             // as if one more event had been written and evicted: every watch from a
             // resourceVersion handed out so far is expired, a fresh list's is not
             inner.rv += 1;
@@ -312,28 +360,43 @@ impl Store {
         }
     }
 
+    /// Number of objects of a resource in one namespace.
+    pub fn count(&self, resource: &str, ns: &str) -> usize {
+        let inner = self.read();
+        inner.objects.get(resource).map_or(0, |map| {
+            map.range((ns.to_string(), String::new())..)
+                .take_while(|((n, _), _)| n == ns)
+                .count()
+        })
+    }
+
     /// Resource names that currently hold objects.
     pub fn resources(&self) -> Vec<Arc<str>> {
         self.read().objects.keys().cloned().collect()
     }
 
     /// Lists and subscribes atomically: no event between the list and the subscription is lost.
+    /// The list is consistent with the returned resourceVersion, from which the caller follows
+    /// with [`Store::events_after`].
     pub fn list_and_subscribe(
         &self,
         resource: &str,
         ns: Option<&str>,
-    ) -> (u64, Vec<Arc<Value>>, broadcast::Receiver<Event>) {
+    ) -> (u64, Vec<Arc<Value>>, watch::Receiver<u64>) {
         let inner = self.read();
         let rx = self.tx.subscribe();
         (inner.rv, Self::list_locked(&inner, resource, ns), rx)
     }
 
-    /// Events of `resource` after `rv` still in the history, plus a live subscription.
-    pub fn watch_from(
-        &self,
-        resource: &str,
-        rv: u64,
-    ) -> Result<(Vec<Event>, broadcast::Receiver<Event>)> {
+    /// A receiver of the latest resourceVersion written; it changes on every write.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+
+    /// Events of `resource` after `rv` still in the history, the resourceVersion they are
+    /// complete up to (the cursor to call again with), or `Expired` when events after `rv`
+    /// were already dropped from the history.
+    pub fn events_after(&self, resource: &str, rv: u64) -> Result<(Vec<Event>, u64)> {
         let inner = self.read();
         if rv + 1 < inner.compacted {
             return Err(Error::Expired {
@@ -341,14 +404,26 @@ impl Store {
                 oldest: inner.compacted,
             });
         }
-        let rx = self.tx.subscribe();
+        let start = inner.history.partition_point(|e| e.rv <= rv);
         let past = inner
             .history
-            .iter()
-            .filter(|e| e.rv > rv && &*e.resource == resource)
+            .range(start..)
+            .filter(|e| &*e.resource == resource)
             .cloned()
             .collect();
-        Ok((past, rx))
+        Ok((past, inner.rv.max(rv)))
+    }
+
+    /// Events of `resource` after `rv` still in the history, the cursor they are complete up
+    /// to, plus a live subscription.
+    pub fn watch_from(
+        &self,
+        resource: &str,
+        rv: u64,
+    ) -> Result<(Vec<Event>, u64, watch::Receiver<u64>)> {
+        let rx = self.tx.subscribe();
+        let (past, cursor) = self.events_after(resource, rv)?;
+        Ok((past, cursor, rx))
     }
 
     /// Oldest resourceVersion a list continuation or watch may still refer to.
@@ -387,13 +462,21 @@ impl Store {
             object: obj.clone(),
             prev,
         };
-        inner.history.push_back(event.clone());
-        while inner.history.len() > self.history_len {
+        let size = approx_heap_size(&event.object);
+        inner.history.push_back(event);
+        inner.history_sizes.push_back(size);
+        inner.history_bytes += size;
+        // bounded by count and by memory; the newest event always stays
+        while inner.history.len() > self.history_len
+            || (inner.history_bytes > self.history_bytes && inner.history.len() > 1)
+        {
             if let Some(old) = inner.history.pop_front() {
                 inner.compacted = old.rv + 1;
             }
+            let freed = inner.history_sizes.pop_front().unwrap_or(0);
+            inner.history_bytes = inner.history_bytes.saturating_sub(freed);
         }
-        let _ = self.tx.send(event);
+        self.tx.send_replace(rv);
         self.changed.notify_one();
         obj
     }
@@ -554,5 +637,79 @@ impl Store {
         }
         let obj = self.commit(&mut inner, resource, key, EventType::Modified, obj);
         Ok((obj, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cm(name: &str, data: &str) -> Value {
+        json!({"metadata": {"name": name, "namespace": "ns"}, "data": {"k": data}})
+    }
+
+    #[test]
+    fn history_is_bounded_by_memory_as_well_as_by_count() {
+        let one = approx_heap_size(&cm("a", &"x".repeat(1000)));
+        assert!(one > 1000);
+        let store = Store::with_history_bytes(10_000, 3 * one + one / 2);
+        let key: Arc<str> = Arc::from(keys::CONFIGMAPS);
+        let first = store.current_rv();
+        for i in 0..10 {
+            store
+                .create(&key, cm(&format!("c{i}"), &"x".repeat(1000)))
+                .expect("create");
+        }
+        // only the last three fit: a watch from before them is expired, one from the
+        // seventh create replays the last three
+        assert!(matches!(
+            store.watch_from(keys::CONFIGMAPS, first),
+            Err(Error::Expired { .. })
+        ));
+        let (past, cursor, _) = store
+            .watch_from(keys::CONFIGMAPS, first + 7)
+            .expect("within the history");
+        assert_eq!(past.len(), 3);
+        assert_eq!(cursor, store.current_rv());
+        // the count bound still applies
+        let store = Store::new(2);
+        for i in 0..3 {
+            store
+                .create(&key, cm(&format!("c{i}"), ""))
+                .expect("create");
+        }
+        assert!(store.watch_from(keys::CONFIGMAPS, 1).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_watch_follows_the_history_from_its_cursor() {
+        let store = Store::new(3);
+        let cms: Arc<str> = Arc::from(keys::CONFIGMAPS);
+        let secrets: Arc<str> = Arc::from(keys::SECRETS);
+        let (rv, items, mut live) = store.list_and_subscribe(keys::SECRETS, None);
+        assert!(items.is_empty());
+        // other resources churn past the history's length: a watch that keeps up with the
+        // notifications never falls out of the history
+        let mut cursor = rv;
+        for i in 0..10 {
+            store
+                .create(&cms, cm(&format!("c{i}"), ""))
+                .expect("create");
+            live.changed().await.expect("notified");
+            let (evs, c) = store.events_after(keys::SECRETS, cursor).expect("kept up");
+            assert!(evs.is_empty());
+            cursor = c;
+        }
+        store.create(&secrets, cm("s", "")).expect("create");
+        live.changed().await.expect("notified");
+        let (evs, c) = store.events_after(keys::SECRETS, cursor).expect("kept up");
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].kind, EventType::Added);
+        assert_eq!(c, store.current_rv());
+        // one that stopped reading for longer than the history is expired
+        assert!(matches!(
+            store.events_after(keys::SECRETS, rv),
+            Err(Error::Expired { .. })
+        ));
     }
 }

@@ -13,7 +13,6 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper::Response;
 use serde_json::{json, Value};
-use tokio::sync::broadcast::error::RecvError;
 
 use super::{ApiError, App, Body, Query, Target};
 use crate::store::{self, Event, EventType};
@@ -79,7 +78,7 @@ pub fn watch(app: Arc<App>, t: Target, q: Query) -> Result<Response<Body>, ApiEr
             }
             o
         };
-        let (mut last_rv, initial, mut live) = match requested {
+        let (mut last_rv, mut cursor, initial, mut live) = match requested {
             None => {
                 let (rv, items, live) = app.store.list_and_subscribe(&t.rt.key, t.ns.as_deref());
                 let initial: Vec<Event> = items
@@ -92,10 +91,10 @@ pub fn watch(app: Arc<App>, t: Target, q: Query) -> Result<Response<Body>, ApiEr
                         prev: None,
                     })
                     .collect();
-                (rv, initial, live)
+                (rv, rv, initial, live)
             }
             Some(rv) => match app.store.watch_from(&t.rt.key, rv) {
-                Ok((past, live)) => (rv, past, live),
+                Ok((past, cursor, live)) => (rv, cursor, past, live),
                 Err(e) => {
                     let status = ApiError::new(410, "Expired", e.to_string()).to_status();
                     let _ = send(&mut tx, line("ERROR", &status)).await;
@@ -135,9 +134,19 @@ pub fn watch(app: Arc<App>, t: Target, q: Query) -> Result<Response<Body>, ApiEr
                         if !send(&mut tx, line("BOOKMARK", &bm)).await { return; }
                     }
                 }
-                ev = live.recv() => match ev {
-                    Ok(ev) => {
-                        if ev.rv <= last_rv || ev.resource != t.rt.key { continue; }
+                changed = live.changed() => {
+                    if changed.is_err() { return; }
+                    // the events after this watch's cursor, from the store's history
+                    let evs = match app.store.events_after(&t.rt.key, cursor) {
+                        Ok((evs, c)) => { cursor = c; evs }
+                        Err(_) => {
+                            let status = ApiError::new(410, "Expired", "the watch fell behind; relist").to_status();
+                            let _ = send(&mut tx, line("ERROR", &status)).await;
+                            return;
+                        }
+                    };
+                    for ev in evs {
+                        if ev.rv <= last_rv { continue; }
                         last_rv = ev.rv;
                         if let Some(kind) = visible(&ev, &matches) {
                             if !send(&mut tx, line(kind, &out(&ev.object))).await {
@@ -145,13 +154,7 @@ pub fn watch(app: Arc<App>, t: Target, q: Query) -> Result<Response<Body>, ApiEr
                             }
                         }
                     }
-                    Err(RecvError::Lagged(_)) => {
-                        let status = ApiError::new(410, "Expired", "the watch fell behind; relist").to_status();
-                        let _ = send(&mut tx, line("ERROR", &status)).await;
-                        return;
-                    }
-                    Err(RecvError::Closed) => return,
-                },
+                }
             }
         }
     });

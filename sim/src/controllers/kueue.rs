@@ -36,8 +36,10 @@ fn usage(w: &Value) -> Resources {
         .map(|sets| {
             sets.iter()
                 .map(|s| {
-                    let spec = s.pointer("/template/spec").cloned().unwrap_or(json!({}));
-                    pod_requests(&spec).scale(s.get("count").and_then(Value::as_i64).unwrap_or(1))
+                    s.pointer("/template/spec")
+                        .map(pod_requests)
+                        .unwrap_or_default()
+                        .scale(s.get("count").and_then(Value::as_i64).unwrap_or(1))
                 })
                 .fold(Resources::default(), Resources::plus)
         })
