@@ -376,7 +376,7 @@ impl Progress {
             Some(b) => {
                 b.finish_and_clear();
                 bars().remove(&b);
-                suspend(|| eprintln!("{line}"));
+                suspend(|| crate::console::note(&line));
             }
             None => self.emit(&line),
         }
@@ -395,7 +395,8 @@ impl Progress {
         match self.mode {
             Mode::Verbose => tracing::info!("{line}"),
             Mode::Quiet => {}
-            _ => suspend(|| eprintln!("{line}")),
+            // A note on stderr: a JSON log event with `--log-format json`.
+            _ => suspend(|| crate::console::note(line)),
         }
     }
 }
@@ -412,7 +413,9 @@ pub fn status(mode: Mode, run: &str, what: &str) {
     match mode {
         Mode::Verbose => tracing::info!("{run}  {what}"),
         Mode::Quiet => {}
-        _ => suspend(|| println!("{run}  {what}")),
+        // Through the console, so `-q` and a command's `--json` (stdout is one document)
+        // govern these lines as every other status line.
+        _ => suspend(|| crate::console::status(format!("{run}  {what}"))),
     }
 }
 

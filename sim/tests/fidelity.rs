@@ -3,6 +3,7 @@
 //! answers (issue 14). Each test skips, saying why, when its client is not installed; CI
 //! (`.ci/run`) installs all of them.
 
+mod kube_support;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -83,21 +84,7 @@ impl Cluster {
 
     /// (exit code, stdout, stderr)
     async fn try_run(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-        let mut child = self.kubectl(args).spawn().expect("kubectl runs");
-        if let Some(mut pipe) = child.stdin.take() {
-            if let Some(input) = stdin {
-                pipe.write_all(input.as_bytes()).await.expect("stdin");
-            }
-        }
-        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-            .await
-            .expect("kubectl finished in time")
-            .expect("kubectl ran");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        kube_support::run_client(self.kubectl(args), stdin, Duration::from_secs(60)).await
     }
 
     async fn run(&self, args: &[&str], stdin: Option<&str>) -> String {

@@ -47,25 +47,9 @@ impl Kubectl {
     }
 
     async fn try_run(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-        use tokio::io::AsyncWriteExt;
-        let mut child = self
-            .command(args)
-            .spawn()
-            .expect("kubectl is installed (.ci/run installs it)");
-        if let Some(mut pipe) = child.stdin.take() {
-            if let Some(input) = stdin {
-                pipe.write_all(input.as_bytes()).await.expect("write stdin");
-            }
-        }
-        let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
-            .await
-            .expect("kubectl finished")
-            .expect("kubectl ran");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let (code, out, err) =
+            kube_support::run_client(self.command(args), stdin, Duration::from_secs(90)).await;
+        (code == 0, out, err)
     }
 
     async fn json(&self, args: &[&str]) -> Value {

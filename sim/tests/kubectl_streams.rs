@@ -59,21 +59,9 @@ impl Env {
             all.push("-i");
         }
         all.extend(args);
-        let mut child = self.kubectl(spdy, &all).spawn().expect("kubectl runs");
-        if let Some(mut pipe) = child.stdin.take() {
-            if let Some(input) = stdin {
-                pipe.write_all(input.as_bytes()).await.expect("stdin");
-            }
-        }
-        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-            .await
-            .expect("kubectl exec finished")
-            .expect("kubectl ran");
-        (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-            out.status.code().unwrap_or(-1),
-        )
+        let (code, out, err) =
+            run_client(self.kubectl(spdy, &all), stdin, Duration::from_secs(60)).await;
+        (out, err, code)
     }
 
     /// `kubectl port-forward pod/robovast :<port>`; returns the child and the local port once

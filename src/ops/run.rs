@@ -601,15 +601,12 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
         if bar.is_none() || open == 0 || last_bar.elapsed() >= Duration::from_millis(250) {
             last_bar = std::time::Instant::now();
             let v = record.verdicts();
-            let done = (v.succeeded + v.failed + v.lost) as u64;
+            let done = v.decided() as u64;
             let b = bar.get_or_insert_with(|| {
                 Progress::count(&run_id, "jobs finished", total as u64, done, mode)
             });
             b.set_total(total as u64);
-            b.set_message(&format!(
-                "({} ok, {} fail, {} lost)",
-                v.succeeded, v.failed, v.lost
-            ));
+            b.set_message(&v.summary());
             b.update(done);
         }
         pulse.beat(&record, &w).await;
@@ -650,11 +647,8 @@ async fn follow(cx: &StepContext) -> Result<Value, StepError> {
     record.save(&sd)?;
     if let Some(b) = bar.as_mut() {
         let v = record.verdicts();
-        b.set_message(&format!(
-            "({} ok, {} fail, {} lost)",
-            v.succeeded, v.failed, v.lost
-        ));
-        b.finish_at((v.succeeded + v.failed + v.lost) as u64);
+        b.set_message(&v.summary());
+        b.finish_at(v.decided() as u64);
     }
     drop(bar);
     tracing::info!("All jobs finished.");

@@ -107,6 +107,21 @@ pub struct Verdicts {
     pub resubmitted: usize,
 }
 
+impl Verdicts {
+    /// Runs with a verdict (succeeded, failed or lost).
+    pub fn decided(&self) -> usize {
+        self.succeeded + self.failed + self.lost
+    }
+
+    /// `(s ok, f fail, l lost)`: the counts beside a progress bar.
+    pub fn summary(&self) -> String {
+        format!(
+            "({} ok, {} fail, {} lost)",
+            self.succeeded, self.failed, self.lost
+        )
+    }
+}
+
 /// The work directory of run `id` under the state directory.
 pub fn work_dir(state_dir: &Path, id: &str) -> PathBuf {
     state_dir.join("work").join(id)

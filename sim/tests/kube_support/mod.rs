@@ -71,3 +71,30 @@ pub async fn raw(client: &kube::Client, method: &str, path: &str, body: &str) ->
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
+
+/// Runs a client command (kubectl, python3) to its end, feeding `stdin` if given (the
+/// command's stdin must be piped): (exit code, stdout, stderr); -1 when killed by a signal.
+pub async fn run_client(
+    mut cmd: tokio::process::Command,
+    stdin: Option<&str>,
+    limit: Duration,
+) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = cmd
+        .spawn()
+        .expect("the client is installed (.ci/run installs it)");
+    if let Some(mut pipe) = child.stdin.take() {
+        if let Some(input) = stdin {
+            pipe.write_all(input.as_bytes()).await.expect("write stdin");
+        }
+    }
+    let out = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .expect("the client finished in time")
+        .expect("the client ran");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -61,6 +61,8 @@ pub async fn run(args: CleanupArgs, globals: &Globals) -> anyhow::Result<ExitSta
     };
     let state_dir = globals.state_dir();
     let undownloaded = match run_buckets(&kube, &namespace).await {
+        // The state directory's download runs are read only when there is something to lose.
+        Ok(buckets) if buckets.is_empty() => Vec::new(),
         Ok(buckets) => {
             let results = t.project.as_ref().map(|p| p.results_dir.as_path());
             not_downloaded(&buckets, &downloaded_buckets(&state_dir), results)

@@ -197,7 +197,7 @@ pub async fn run(args: WaitArgs, globals: &Globals) -> anyhow::Result<ExitStatus
             }
         }
         let v = record.verdicts();
-        let now = (running, v.succeeded + v.failed + v.lost + vanished);
+        let now = (running, v.decided() + vanished);
         if last_seen != Some(now) {
             last_seen = Some(now);
             last_change = Instant::now();
@@ -205,7 +205,7 @@ pub async fn run(args: WaitArgs, globals: &Globals) -> anyhow::Result<ExitStatus
         let line = format!(
             "{}: {} of {} runs have a verdict ({} succeeded, {} failed, {} lost), {running} running, {pending} pending",
             id,
-            v.succeeded + v.failed + v.lost,
+            v.decided(),
             record.jobs.len(),
             v.succeeded,
             v.failed,
